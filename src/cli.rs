@@ -1,0 +1,335 @@
+//! Command-line definitions (clap) and their conversion into validated configuration.
+//! Nothing here does work: `main.rs` hands the result to the library.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Cloud, Config, Credentials, RateSpec, default_output};
+use crate::emulator::{EmulatorConfig, RetryAfterMode};
+use crate::graph::model::{FilterType, Source, TargetKind};
+use crate::input::RowDefaults;
+
+#[derive(Debug, Parser)]
+#[command(name = "autopilot-bulk", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Assign deployment profiles for every row of INPUT.csv and write a results CSV.
+    Run(RunArgs),
+    /// Read and validate every row of INPUT.csv; send nothing.
+    Validate(ValidateArgs),
+    /// Run the local Graph emulator in the foreground.
+    Emulate(EmulateArgs),
+}
+
+/// Defaults for rows that leave target columns empty.
+#[derive(Debug, Args, Default, Clone)]
+pub struct DefaultArgs {
+    /// Target kind for rows with an empty target_type.
+    #[arg(long, value_name = "KIND")]
+    pub target_type: Option<String>,
+    #[arg(long, value_name = "GUID")]
+    pub group_id: Option<String>,
+    #[arg(long, value_name = "ID")]
+    pub collection_id: Option<String>,
+    #[arg(long, value_name = "GUID")]
+    pub filter_id: Option<String>,
+    /// none, include or exclude.
+    #[arg(long, value_name = "TYPE")]
+    pub filter_type: Option<String>,
+    /// direct or policySets.
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
+    #[arg(long, value_name = "ID")]
+    pub source_id: Option<String>,
+    /// Field delimiter of the input; detected from the header when absent.
+    #[arg(long, value_parser = parse_delimiter)]
+    pub delimiter: Option<u8>,
+}
+
+impl DefaultArgs {
+    /// Validate flag defaults with the same rules as cells, so a bad flag fails before any row.
+    pub fn to_defaults(&self) -> anyhow::Result<RowDefaults> {
+        let flag = |name: &str, e: String| anyhow::anyhow!("--{name}: {e}");
+        Ok(RowDefaults {
+            target_type: self
+                .target_type
+                .as_deref()
+                .map(TargetKind::parse)
+                .transpose()
+                .map_err(|e| flag("target-type", e))?,
+            group_id: self
+                .group_id
+                .as_deref()
+                .map(crate::input::parse_guid)
+                .transpose()
+                .map_err(|e| flag("group-id", e))?,
+            collection_id: self.collection_id.clone(),
+            filter_id: self
+                .filter_id
+                .as_deref()
+                .map(crate::input::parse_guid)
+                .transpose()
+                .map_err(|e| flag("filter-id", e))?,
+            filter_type: self
+                .filter_type
+                .as_deref()
+                .map(FilterType::parse)
+                .transpose()
+                .map_err(|e| flag("filter-type", e))?,
+            source: self
+                .source
+                .as_deref()
+                .map(Source::parse)
+                .transpose()
+                .map_err(|e| flag("source", e))?,
+            source_id: self.source_id.clone(),
+        })
+    }
+}
+
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "," | "comma" => Ok(b','),
+        ";" | "semicolon" => Ok(b';'),
+        "\t" | "\\t" | "tab" => Ok(b'\t'),
+        "|" | "pipe" => Ok(b'|'),
+        _ => Err(format!("unsupported delimiter {s:?} (use , ; tab or |)")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The input CSV.
+    pub input: PathBuf,
+    #[command(flatten)]
+    pub defaults: DefaultArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The input CSV: one row per device (see README for the columns).
+    pub input: PathBuf,
+    /// Results CSV [default: <input stem>.results.csv beside the input].
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Replace an existing results file.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+    /// Client-side limit: never more than COUNT requests in any DURATION window.
+    #[arg(long, default_value = "100/20s", value_name = "COUNT/DURATION")]
+    pub rate: RateSpec,
+    /// Attempts per row before it is recorded failed.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// Time per row spent retrying before it is failed.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub max_retry_time: Duration,
+    /// Time allowed to open a connection.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Time allowed for one request, from send to the whole answer.
+    #[arg(long, default_value = "100s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// National cloud: picks authority, Graph host and scope.
+    #[arg(long, value_enum, default_value_t = Cloud::Global)]
+    pub cloud: Cloud,
+    /// Graph base URL including version; overrides the cloud's.
+    #[arg(long, env = "AUTOPILOT_BULK_GRAPH_URL", value_name = "URL")]
+    pub graph_url: Option<String>,
+    /// Token authority; overrides the cloud's.
+    #[arg(long, env = "AUTOPILOT_BULK_AUTHORITY_URL", value_name = "URL")]
+    pub authority_url: Option<String>,
+    #[arg(long, env = "AZURE_TENANT_ID")]
+    pub tenant_id: Option<String>,
+    #[arg(long, env = "AZURE_CLIENT_ID")]
+    pub client_id: Option<String>,
+    /// File holding the client secret (or set AZURE_CLIENT_SECRET); never a command-line value.
+    #[arg(long, value_name = "PATH")]
+    pub client_secret_file: Option<PathBuf>,
+    /// Start the emulator in-process and run against it; no credentials needed.
+    #[arg(long)]
+    pub emulator: bool,
+    /// Device list for the in-process emulator (one id a line) [default:
+    /// emulator-devices.txt beside the input, when present].
+    #[arg(long, value_name = "PATH")]
+    pub emulator_devices: Option<PathBuf>,
+    #[command(flatten)]
+    pub defaults: DefaultArgs,
+    /// Only errors on stderr; no progress bar.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail on stderr (-vv for per-request lines).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl RunArgs {
+    /// Build the run configuration. Secrets come from the environment or a file, never argv.
+    pub fn to_config(&self) -> anyhow::Result<Config> {
+        let output = self
+            .output
+            .clone()
+            .unwrap_or_else(|| default_output(&self.input));
+        let mut config = Config::new(&self.input, output);
+        config.overwrite = self.overwrite;
+        config.delimiter = self.defaults.delimiter;
+        config.defaults = self.defaults.to_defaults()?;
+        config.concurrency = self.concurrency as usize;
+        config.rate = self.rate;
+        config.max_attempts = self.max_attempts;
+        config.max_retry_time = self.max_retry_time;
+        config.connect_timeout = self.connect_timeout;
+        config.request_timeout = self.request_timeout;
+        config.cloud = self.cloud;
+        config.graph_url = self
+            .graph_url
+            .clone()
+            .unwrap_or_else(|| self.cloud.graph_url())
+            .trim_end_matches('/')
+            .to_string();
+        config.authority_url = self
+            .authority_url
+            .clone()
+            .unwrap_or_else(|| self.cloud.authority().to_string())
+            .trim_end_matches('/')
+            .to_string();
+        config.progress = !self.quiet;
+        if !self.emulator {
+            config.credentials = self.credentials()?;
+        }
+        Ok(config)
+    }
+
+    fn credentials(&self) -> anyhow::Result<Credentials> {
+        let secret = match &self.client_secret_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot read --client-secret-file {}: {e}", path.display())
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            None => std::env::var("AZURE_CLIENT_SECRET")
+                .ok()
+                .filter(|s| !s.is_empty()),
+        };
+        let Some(secret) = secret else {
+            anyhow::bail!(
+                "no credentials: set AZURE_CLIENT_SECRET (or --client-secret-file) with \
+                 --tenant-id/AZURE_TENANT_ID and --client-id/AZURE_CLIENT_ID, or use --emulator"
+            );
+        };
+        let tenant_id = self.tenant_id.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+            anyhow::anyhow!("--tenant-id (or AZURE_TENANT_ID) is required with a client secret")
+        })?;
+        let client_id = self.client_id.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+            anyhow::anyhow!("--client-id (or AZURE_CLIENT_ID) is required with a client secret")
+        })?;
+        Ok(Credentials::ClientSecret {
+            tenant_id,
+            client_id,
+            secret,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EmulateArgs {
+    /// Port on 127.0.0.1 (0 = any free port). The URL is the first line on stdout.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Sliding-window write limit per tenant.
+    #[arg(long, default_value = "100/20s", value_name = "COUNT/DURATION")]
+    pub limit: RateSpec,
+    /// How 429 answers state Retry-After.
+    #[arg(long, value_enum, default_value_t = RetryAfterMode::Seconds)]
+    pub retry_after: RetryAfterMode,
+    /// Lifetime of issued access tokens.
+    #[arg(long, default_value = "3599s", value_parser = humantime::parse_duration)]
+    pub token_ttl: Duration,
+    /// Accept only this client secret at the token endpoint (any, when absent).
+    #[arg(long, value_name = "VALUE")]
+    pub client_secret: Option<String>,
+    /// Verify client-assertion signatures against this PEM certificate.
+    #[arg(long, value_name = "PEM")]
+    pub client_certificate: Option<PathBuf>,
+    /// Known devices, one id a line; other ids answer 404.
+    #[arg(long, value_name = "FILE")]
+    pub devices: Option<PathBuf>,
+    /// Probability of answering 503.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+    pub fault_503: f64,
+    /// Retry-After seconds sent with injected 503s.
+    #[arg(long, value_name = "SECONDS")]
+    pub fault_503_retry_after: Option<u64>,
+    /// Probability of answering 504.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+    pub fault_504: f64,
+    /// Probability of storing the assignment and then dropping the connection unanswered.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+    pub fault_drop: f64,
+    /// Mean of an exponential delay added to every Graph answer.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub latency: Option<Duration>,
+    /// Seed for faults and latency, for repeatable runs.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Error messages in Intune's JSON-inside-`message` form.
+    #[arg(long)]
+    pub intune_envelope: bool,
+}
+
+fn parse_probability(s: &str) -> Result<f64, String> {
+    let p: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("{p} is not a probability between 0 and 1"))
+    }
+}
+
+impl EmulateArgs {
+    pub fn to_config(&self) -> anyhow::Result<EmulatorConfig> {
+        let devices = self
+            .devices
+            .as_deref()
+            .map(crate::emulator::read_device_list)
+            .transpose()?;
+        Ok(EmulatorConfig {
+            limit: self.limit,
+            retry_after: self.retry_after,
+            token_ttl: self.token_ttl,
+            client_secret: self.client_secret.clone(),
+            client_certificate: self.client_certificate.clone(),
+            devices,
+            fault_503: self.fault_503,
+            fault_503_retry_after: self.fault_503_retry_after,
+            fault_504: self.fault_504,
+            fault_drop: self.fault_drop,
+            latency: self.latency,
+            seed: self.seed,
+            intune_envelope: self.intune_envelope,
+            ..EmulatorConfig::default()
+        })
+    }
+}

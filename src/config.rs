@@ -1,0 +1,258 @@
+//! Run configuration: clouds and their hosts, and the `COUNT/DURATION` rate notation.
+//!
+//! Kept apart from `cli.rs` so that tests and the library API build a [`Config`] directly,
+//! without going through clap.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::input::RowDefaults;
+
+/// A limit stated the way Graph states its own: at most `count` requests in any window of `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSpec {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl RateSpec {
+    pub const fn new(count: u32, per: Duration) -> Self {
+        Self { count, per }
+    }
+
+    /// Requests per second this limit allows on average.
+    pub fn per_second(&self) -> f64 {
+        f64::from(self.count) / self.per.as_secs_f64()
+    }
+}
+
+impl Default for RateSpec {
+    /// Intune's documented write limit: 100 per 20 s per app per tenant.
+    fn default() -> Self {
+        Self::new(100, Duration::from_secs(20))
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid rate {input:?}: {reason} (expected COUNT/DURATION, e.g. 100/20s, 5/s, 10/500ms)")]
+pub struct RateSpecError {
+    input: String,
+    reason: String,
+}
+
+impl FromStr for RateSpec {
+    type Err = RateSpecError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason: &str| RateSpecError {
+            input: s.to_string(),
+            reason: reason.to_string(),
+        };
+        let (count, per) = s.trim().split_once('/').ok_or_else(|| err("missing '/'"))?;
+        let count: u32 = count
+            .trim()
+            .parse()
+            .map_err(|_| err("COUNT is not a whole number"))?;
+        if count == 0 {
+            return Err(err("COUNT must be at least 1"));
+        }
+        let per = per.trim();
+        // `5/s` means "5 per second": a bare unit is one of that unit.
+        let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
+            humantime::parse_duration(per)
+        } else {
+            humantime::parse_duration(&format!("1{per}"))
+        }
+        .map_err(|e| err(&format!("DURATION: {e}")))?;
+        if per.is_zero() {
+            return Err(err("DURATION must be longer than zero"));
+        }
+        Ok(Self { count, per })
+    }
+}
+
+impl fmt::Display for RateSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.count, humantime::format_duration(self.per))
+    }
+}
+
+/// Microsoft's national clouds. Each has its own authority, Graph host and token scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Cloud {
+    #[default]
+    Global,
+    Usgov,
+    UsgovDod,
+    China,
+}
+
+impl Cloud {
+    pub fn authority(self) -> &'static str {
+        match self {
+            Cloud::Global => "https://login.microsoftonline.com",
+            Cloud::Usgov | Cloud::UsgovDod => "https://login.microsoftonline.us",
+            Cloud::China => "https://login.chinacloudapi.cn",
+        }
+    }
+
+    pub fn graph_host(self) -> &'static str {
+        match self {
+            Cloud::Global => "https://graph.microsoft.com",
+            Cloud::Usgov => "https://graph.microsoft.us",
+            Cloud::UsgovDod => "https://dod-graph.microsoft.us",
+            Cloud::China => "https://microsoftgraph.chinacloudapi.cn",
+        }
+    }
+
+    /// Graph base URL including the API version the assignment endpoint lives in.
+    pub fn graph_url(self) -> String {
+        format!("{}/beta", self.graph_host())
+    }
+
+    /// The client-credentials scope. It follows the cloud even when `--graph-url` points
+    /// elsewhere (the emulator), because the token is for the cloud's Graph.
+    pub fn scope(self) -> String {
+        format!("{}/.default", self.graph_host())
+    }
+}
+
+/// Credentials the run authenticates with. Secrets live only here and in the token
+/// provider, never in argv, logs or results.
+#[derive(Clone, Default)]
+pub enum Credentials {
+    /// No credentials configured: only valid with `--emulator`.
+    #[default]
+    None,
+    ClientSecret {
+        tenant_id: String,
+        client_id: String,
+        secret: String,
+    },
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::None => f.write_str("None"),
+            Credentials::ClientSecret {
+                tenant_id,
+                client_id,
+                ..
+            } => f
+                .debug_struct("ClientSecret")
+                .field("tenant_id", tenant_id)
+                .field("client_id", client_id)
+                .field("secret", &"<redacted>")
+                .finish(),
+        }
+    }
+}
+
+/// Everything `run` needs, already validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub overwrite: bool,
+    pub delimiter: Option<u8>,
+    pub defaults: RowDefaults,
+    pub concurrency: usize,
+    pub rate: RateSpec,
+    pub max_attempts: u32,
+    pub max_retry_time: Duration,
+    pub cloud: Cloud,
+    pub graph_url: String,
+    pub authority_url: String,
+    pub credentials: Credentials,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Show the progress bar (it is hidden anyway when stderr is not a terminal).
+    pub progress: bool,
+}
+
+impl Config {
+    /// A configuration with the documented defaults, for `input` and `output`.
+    pub fn new(input: impl Into<PathBuf>, output: impl Into<PathBuf>) -> Self {
+        let cloud = Cloud::default();
+        Self {
+            input: input.into(),
+            output: output.into(),
+            overwrite: false,
+            delimiter: None,
+            defaults: RowDefaults::default(),
+            concurrency: 4,
+            rate: RateSpec::default(),
+            max_attempts: 10,
+            max_retry_time: Duration::from_secs(15 * 60),
+            cloud,
+            graph_url: cloud.graph_url(),
+            authority_url: cloud.authority().to_string(),
+            credentials: Credentials::None,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(100),
+            progress: false,
+        }
+    }
+}
+
+/// `<input stem>.results.csv` beside the input: the default results path.
+pub fn default_output(input: &std::path::Path) -> PathBuf {
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "input".to_string());
+    input.with_file_name(format!("{stem}.results.csv"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rates_the_way_graph_states_them() {
+        assert_eq!(
+            "100/20s".parse::<RateSpec>(),
+            Ok(RateSpec::new(100, Duration::from_secs(20)))
+        );
+        assert_eq!(
+            "5/s".parse::<RateSpec>(),
+            Ok(RateSpec::new(5, Duration::from_secs(1)))
+        );
+        assert_eq!(
+            "10/500ms".parse::<RateSpec>(),
+            Ok(RateSpec::new(10, Duration::from_millis(500)))
+        );
+        assert_eq!(
+            "3/min".parse::<RateSpec>(),
+            Ok(RateSpec::new(3, Duration::from_secs(60)))
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_rates() {
+        for bad in ["", "100", "0/1s", "x/1s", "10/0s", "10/abc", "-1/1s"] {
+            assert!(bad.parse::<RateSpec>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn default_output_sits_beside_the_input() {
+        assert_eq!(
+            default_output(std::path::Path::new("/data/devices.csv")),
+            PathBuf::from("/data/devices.results.csv")
+        );
+    }
+
+    #[test]
+    fn secret_is_redacted_in_debug() {
+        let c = Credentials::ClientSecret {
+            tenant_id: "t".into(),
+            client_id: "c".into(),
+            secret: "hunter2".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

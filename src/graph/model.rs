@@ -1,0 +1,305 @@
+//! The wire model of a `windowsAutopilotDeploymentProfileAssignment` and of Graph's error
+//! envelope, per GRAPH-FACTS.md.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub const ASSIGNMENT_ODATA_TYPE: &str = "#microsoft.graph.windowsAutopilotDeploymentProfileAssignment";
+
+/// The assignment target kinds Graph knows. `Base` is the plain
+/// `deviceAndAppManagementAssignmentTarget` that carries only a filter, as in the seed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TargetKind {
+    Group,
+    ExclusionGroup,
+    AllDevices,
+    AllLicensedUsers,
+    ConfigurationManagerCollection,
+    Base,
+}
+
+impl TargetKind {
+    pub const ALL: [TargetKind; 6] = [
+        TargetKind::Group,
+        TargetKind::ExclusionGroup,
+        TargetKind::AllDevices,
+        TargetKind::AllLicensedUsers,
+        TargetKind::ConfigurationManagerCollection,
+        TargetKind::Base,
+    ];
+
+    /// The word used in the input CSV's `target_type` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Group => "group",
+            TargetKind::ExclusionGroup => "exclusion_group",
+            TargetKind::AllDevices => "all_devices",
+            TargetKind::AllLicensedUsers => "all_licensed_users",
+            TargetKind::ConfigurationManagerCollection => "configuration_manager_collection",
+            TargetKind::Base => "base",
+        }
+    }
+
+    /// The `@odata.type` sent. The base type is written without `#`, exactly as the seed
+    /// request writes it; Graph accepts both spellings.
+    pub fn odata_type(self) -> &'static str {
+        match self {
+            TargetKind::Group => "#microsoft.graph.groupAssignmentTarget",
+            TargetKind::ExclusionGroup => "#microsoft.graph.exclusionGroupAssignmentTarget",
+            TargetKind::AllDevices => "#microsoft.graph.allDevicesAssignmentTarget",
+            TargetKind::AllLicensedUsers => "#microsoft.graph.allLicensedUsersAssignmentTarget",
+            TargetKind::ConfigurationManagerCollection => {
+                "#microsoft.graph.configurationManagerCollectionAssignmentTarget"
+            }
+            TargetKind::Base => "microsoft.graph.deviceAndAppManagementAssignmentTarget",
+        }
+    }
+
+    /// Recognise an `@odata.type` in either spelling (with or without `#`).
+    pub fn from_odata_type(s: &str) -> Option<TargetKind> {
+        let bare = s.strip_prefix('#').unwrap_or(s);
+        TargetKind::ALL
+            .into_iter()
+            .find(|k| k.odata_type().trim_start_matches('#').eq_ignore_ascii_case(bare))
+    }
+
+    /// Parse a `target_type` cell: the CSV word (case, `_`, `-` and spaces ignored) or an
+    /// `@odata.type` name.
+    pub fn parse(s: &str) -> Result<TargetKind, String> {
+        let norm = normalize_word(s);
+        TargetKind::ALL
+            .into_iter()
+            .find(|k| normalize_word(k.as_str()) == norm)
+            .or_else(|| TargetKind::from_odata_type(s.trim()))
+            .ok_or_else(|| {
+                format!(
+                    "unknown target_type {s:?} (expected one of: {})",
+                    TargetKind::ALL.map(TargetKind::as_str).join(", ")
+                )
+            })
+    }
+
+    /// Kinds that need a `groupId`.
+    pub fn needs_group(self) -> bool {
+        matches!(self, TargetKind::Group | TargetKind::ExclusionGroup)
+    }
+}
+
+/// Lowercase and drop `_`, `-` and spaces, so `All-Devices` and `all_devices` match.
+pub(crate) fn normalize_word(s: &str) -> String {
+    s.chars()
+        .filter(|c| !matches!(c, '_' | '-' | ' '))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilterType {
+    None,
+    Include,
+    Exclude,
+}
+
+impl FilterType {
+    pub fn parse(s: &str) -> Result<FilterType, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(FilterType::None),
+            "include" => Ok(FilterType::Include),
+            "exclude" => Ok(FilterType::Exclude),
+            _ => Err(format!(
+                "unknown filter_type {s:?} (expected none, include or exclude)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Source {
+    #[serde(rename = "direct")]
+    Direct,
+    #[serde(rename = "policySets")]
+    PolicySets,
+}
+
+impl Source {
+    pub fn parse(s: &str) -> Result<Source, String> {
+        match normalize_word(s).as_str() {
+            "direct" => Ok(Source::Direct),
+            "policysets" | "policyset" => Ok(Source::PolicySets),
+            _ => Err(format!(
+                "unknown source {s:?} (expected direct or policySets)"
+            )),
+        }
+    }
+}
+
+/// A `deviceAndAppManagementAssignmentTarget` (or one of its derived types).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Target {
+    #[serde(rename = "@odata.type", serialize_with = "ser_kind")]
+    pub kind: TargetKind,
+    #[serde(rename = "groupId", skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<Uuid>,
+    #[serde(rename = "collectionId", skip_serializing_if = "Option::is_none")]
+    pub collection_id: Option<String>,
+    #[serde(
+        rename = "deviceAndAppManagementAssignmentFilterId",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub filter_id: Option<Uuid>,
+    #[serde(
+        rename = "deviceAndAppManagementAssignmentFilterType",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub filter_type: Option<FilterType>,
+}
+
+fn ser_kind<S: serde::Serializer>(kind: &TargetKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(kind.odata_type())
+}
+
+/// The POST body of one assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Assignment {
+    #[serde(rename = "@odata.type")]
+    pub odata_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub target: Target,
+    pub source: Source,
+    #[serde(rename = "sourceId", skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
+}
+
+impl Assignment {
+    pub fn new(target: Target, source: Source, source_id: Option<String>, id: Option<String>) -> Self {
+        Self {
+            odata_type: ASSIGNMENT_ODATA_TYPE,
+            id,
+            target,
+            source,
+            source_id,
+        }
+    }
+}
+
+/// Graph's error envelope: `{"error":{"code","message","innerError":{...}}}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ErrorEnvelope {
+    pub error: GraphError,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GraphError {
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(rename = "innerError", default)]
+    pub inner_error: Option<serde_json::Value>,
+}
+
+impl GraphError {
+    /// Parse an error body. `None` when it is not Graph's envelope (a proxy's HTML page, say).
+    pub fn from_body(body: &[u8]) -> Option<GraphError> {
+        serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error)
+    }
+
+    /// A readable message: Intune's front end often puts a JSON document inside `message`
+    /// (`{"_version":3,"Message":"An error has occurred - Operation ID ..."}`); take its
+    /// `Message` out.
+    pub fn readable_message(&self) -> String {
+        unwrap_intune_message(&self.message)
+    }
+}
+
+/// Unwrap Intune's JSON-inside-`message`; any other text is returned trimmed.
+pub fn unwrap_intune_message(message: &str) -> String {
+    let trimmed = message.trim();
+    if trimmed.starts_with('{') {
+        if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(trimmed) {
+            if let Some(serde_json::Value::String(m)) =
+                map.get("Message").or_else(|| map.get("message"))
+            {
+                return m.trim().to_string();
+            }
+        }
+    }
+    trimmed.to_string()
+}
+
+/// An assignment as Graph returns it (201 body, or an item of the GET list).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReturnedAssignment {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub target: Option<serde_json::Value>,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(rename = "sourceId", default)]
+    pub source_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn seed_body_is_reproduced_exactly() {
+        let target = Target {
+            kind: TargetKind::Base,
+            group_id: None,
+            collection_id: None,
+            filter_id: None,
+            filter_type: Some(FilterType::Include),
+        };
+        let mut value = serde_json::to_value(Assignment::new(
+            target,
+            Source::PolicySets,
+            Some("Source Id value".into()),
+            None,
+        ))
+        .unwrap();
+        // The seed's filter id is a placeholder string, not a GUID; patch it in to compare.
+        value["target"]["deviceAndAppManagementAssignmentFilterId"] =
+            json!("Device And App Management Assignment Filter Id value");
+        assert_eq!(
+            value,
+            json!({
+              "@odata.type": "#microsoft.graph.windowsAutopilotDeploymentProfileAssignment",
+              "target": {
+                "@odata.type": "microsoft.graph.deviceAndAppManagementAssignmentTarget",
+                "deviceAndAppManagementAssignmentFilterId": "Device And App Management Assignment Filter Id value",
+                "deviceAndAppManagementAssignmentFilterType": "include"
+              },
+              "source": "policySets",
+              "sourceId": "Source Id value"
+            })
+        );
+    }
+
+    #[test]
+    fn target_kinds_parse_from_words_and_odata_types() {
+        assert_eq!(TargetKind::parse("All-Devices"), Ok(TargetKind::AllDevices));
+        assert_eq!(
+            TargetKind::parse("#microsoft.graph.groupAssignmentTarget"),
+            Ok(TargetKind::Group)
+        );
+        assert_eq!(
+            TargetKind::parse("microsoft.graph.deviceAndAppManagementAssignmentTarget"),
+            Ok(TargetKind::Base)
+        );
+        assert!(TargetKind::parse("groups").unwrap_err().contains("groups"));
+    }
+
+    #[test]
+    fn intune_message_is_unwrapped() {
+        let m = r#"{"_version":3,"Message":"An error has occurred - Operation ID (for customer support): 00000000 - Activity ID: 1 - Url: https://x","CustomApiErrorPhrase":"","RetryAfter":null}"#;
+        assert!(unwrap_intune_message(m).starts_with("An error has occurred - Operation ID"));
+        assert_eq!(unwrap_intune_message(" plain "), "plain");
+        assert_eq!(unwrap_intune_message("{not json"), "{not json");
+    }
+}

@@ -1,0 +1,11 @@
+//! autopilot-bulk: assign Windows Autopilot deployment profiles in bulk through Microsoft Graph,
+//! as fast as Graph's throttling allows and never faster, without losing or duplicating a row.
+//!
+//! Library first: [`pipeline::run`] is the whole bulk job, callable in-process (tests do);
+//! the binary is a thin shell around it.
+
+pub mod cli;
+pub mod config;
+pub mod emulator;
+pub mod graph;
+pub mod input;
