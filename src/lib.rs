@@ -4,8 +4,12 @@
 //! Library first: [`pipeline::run`] is the whole bulk job, callable in-process (tests do);
 //! the binary is a thin shell around it.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod emulator;
 pub mod graph;
 pub mod input;
+pub mod output;
+pub mod retry;
+pub mod throttle;
