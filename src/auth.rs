@@ -163,9 +163,8 @@ impl TokenProvider {
             .await
             .map_err(|e| AuthError::Unavailable(format!("{}: {e}", self.token_url)))?;
         if status.is_success() {
-            let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-                AuthError::Unavailable(format!("unreadable token response: {e}"))
-            })?;
+            let t: TokenResponse = serde_json::from_slice(&body)
+                .map_err(|e| AuthError::Unavailable(format!("unreadable token response: {e}")))?;
             let lifetime = Duration::from_secs(t.expires_in.unwrap_or(3599));
             tracing::debug!(lifetime = ?lifetime, "access token obtained");
             return Ok(Cached {
@@ -199,7 +198,13 @@ mod tests {
 
     #[test]
     fn refresh_margin_scales_with_lifetime() {
-        assert_eq!(refresh_margin(Duration::from_secs(3599)), Duration::from_secs(300));
-        assert_eq!(refresh_margin(Duration::from_secs(6)), Duration::from_millis(1500));
+        assert_eq!(
+            refresh_margin(Duration::from_secs(3599)),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            refresh_margin(Duration::from_secs(6)),
+            Duration::from_millis(1500)
+        );
     }
 }

@@ -239,12 +239,20 @@ impl RunArgs {
                  --tenant-id/AZURE_TENANT_ID and --client-id/AZURE_CLIENT_ID, or use --emulator"
             );
         };
-        let tenant_id = self.tenant_id.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
-            anyhow::anyhow!("--tenant-id (or AZURE_TENANT_ID) is required with a client secret")
-        })?;
-        let client_id = self.client_id.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
-            anyhow::anyhow!("--client-id (or AZURE_CLIENT_ID) is required with a client secret")
-        })?;
+        let tenant_id = self
+            .tenant_id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!("--tenant-id (or AZURE_TENANT_ID) is required with a client secret")
+            })?;
+        let client_id = self
+            .client_id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!("--client-id (or AZURE_CLIENT_ID) is required with a client secret")
+            })?;
         Ok(Credentials::ClientSecret {
             tenant_id,
             client_id,

@@ -149,7 +149,9 @@ impl Column {
 
     fn from_header(h: &str) -> Option<Column> {
         let n = normalize_word(h.trim());
-        Column::ALL.into_iter().find(|c| c.aliases().contains(&n.as_str()))
+        Column::ALL
+            .into_iter()
+            .find(|c| c.aliases().contains(&n.as_str()))
     }
 }
 
@@ -347,18 +349,19 @@ impl InputReader {
             } else {
                 TargetKind::Base
             });
-        let group_id = if kind.needs_group() {
-            Some(group.ok_or_else(|| {
-                format!("group_id is required for target_type {}", kind.as_str())
-            })?)
-        } else if cell_group.is_some() {
-            return Err(format!(
-                "group_id is set but target_type {} takes no group",
-                kind.as_str()
-            ));
-        } else {
-            None
-        };
+        let group_id =
+            if kind.needs_group() {
+                Some(group.ok_or_else(|| {
+                    format!("group_id is required for target_type {}", kind.as_str())
+                })?)
+            } else if cell_group.is_some() {
+                return Err(format!(
+                    "group_id is set but target_type {} takes no group",
+                    kind.as_str()
+                ));
+            } else {
+                None
+            };
         let collection_id = if kind == TargetKind::ConfigurationManagerCollection {
             Some(collection.ok_or_else(|| {
                 "collection_id is required for target_type configuration_manager_collection"
@@ -384,11 +387,16 @@ impl InputReader {
             .transpose()?
             .or(self.defaults.filter_type)
             .or(filter_id.map(|_| FilterType::Include));
-        if matches!(filter_type, Some(FilterType::Include | FilterType::Exclude)) && filter_id.is_none()
+        if matches!(filter_type, Some(FilterType::Include | FilterType::Exclude))
+            && filter_id.is_none()
         {
             return Err(format!(
                 "filter_type {} needs a filter_id",
-                if filter_type == Some(FilterType::Include) { "include" } else { "exclude" }
+                if filter_type == Some(FilterType::Include) {
+                    "include"
+                } else {
+                    "exclude"
+                }
             ));
         }
         let source = self
@@ -410,7 +418,10 @@ impl InputReader {
             filter_id,
             filter_type,
         };
-        Ok((device, Assignment::new(target, source, source_id, assignment_id)))
+        Ok((
+            device,
+            Assignment::new(target, source, source_id, assignment_id),
+        ))
     }
 
     fn device_cell_lossy(&self) -> String {
@@ -425,10 +436,16 @@ impl InputReader {
 /// ConfigMgr collection ids look like `SMS00001` (site code + 5 hex digits); accept any
 /// printable token so that nothing valid is refused, but catch obvious garbage.
 fn parse_collection_id(s: &str) -> Result<String, String> {
-    if s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         Ok(s.to_string())
     } else {
-        Err(format!("{} is not a collection id (e.g. SMS00001)", quote(s)))
+        Err(format!(
+            "{} is not a collection id (e.g. SMS00001)",
+            quote(s)
+        ))
     }
 }
 
@@ -539,7 +556,9 @@ mod tests {
     fn header_aliases_bom_and_semicolons() {
         let text = format!("\u{feff}Autopilot Device ID;Target-Type;GROUP_ID\n{D1};group;{G1}\n");
         let rows = read(text.as_bytes(), RowDefaults::default()).unwrap();
-        let Parsed::Job(job) = &rows[0] else { panic!("{rows:?}") };
+        let Parsed::Job(job) = &rows[0] else {
+            panic!("{rows:?}")
+        };
         assert_eq!(job.device_id.to_string(), D1);
         assert_eq!(job.assignment.target.kind, TargetKind::Group);
         assert_eq!(job.assignment.target.group_id.unwrap().to_string(), G1);
@@ -550,7 +569,9 @@ mod tests {
     fn tab_delimited_and_kind_inferred_from_group() {
         let text = format!("device_id\tgroup_id\n{D1}\t{G1}\n");
         let rows = read(text.as_bytes(), RowDefaults::default()).unwrap();
-        let Parsed::Job(job) = &rows[0] else { panic!("{rows:?}") };
+        let Parsed::Job(job) = &rows[0] else {
+            panic!("{rows:?}")
+        };
         assert_eq!(job.assignment.target.kind, TargetKind::Group);
     }
 
@@ -571,11 +592,16 @@ mod tests {
         assert!(invalid(&rows[0]).contains("device_id") && invalid(&rows[0]).contains("nope"));
         assert!(invalid(&rows[1]).contains("target_type") && invalid(&rows[1]).contains("groups"));
         assert!(invalid(&rows[2]).contains("group_id is required"));
-        assert!(invalid(&rows[3]).contains("filter_type") && invalid(&rows[3]).contains("sideways"));
+        assert!(
+            invalid(&rows[3]).contains("filter_type") && invalid(&rows[3]).contains("sideways")
+        );
         assert!(invalid(&rows[4]).contains("source") && invalid(&rows[4]).contains("indirect"));
         assert!(invalid(&rows[5]).contains("takes no group"));
         assert!(invalid(&rows[6]).contains("ragged"));
-        assert_eq!(rows.iter().map(Parsed::row).collect::<Vec<_>>(), (1..=7).collect::<Vec<_>>());
+        assert_eq!(
+            rows.iter().map(Parsed::row).collect::<Vec<_>>(),
+            (1..=7).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -596,8 +622,11 @@ mod tests {
             source: Some(Source::PolicySets),
             ..RowDefaults::default()
         };
-        let rows = read(format!("device_id,source\n{D1},\n{D2},direct\n").as_bytes(), defaults)
-            .unwrap();
+        let rows = read(
+            format!("device_id,source\n{D1},\n{D2},direct\n").as_bytes(),
+            defaults,
+        )
+        .unwrap();
         let Parsed::Job(a) = &rows[0] else { panic!() };
         let Parsed::Job(b) = &rows[1] else { panic!() };
         assert_eq!(a.assignment.target.kind, TargetKind::Group);
@@ -607,12 +636,19 @@ mod tests {
 
     #[test]
     fn file_level_errors() {
-        assert!(matches!(read(b"", RowDefaults::default()), Err(InputError::Header { .. })));
+        assert!(matches!(
+            read(b"", RowDefaults::default()),
+            Err(InputError::Header { .. })
+        ));
         let e = read(b"serial,model\nx,y\n", RowDefaults::default()).unwrap_err();
         assert!(e.to_string().contains("no device_id column"), "{e}");
         let e = read(b"device_id,deviceId\n", RowDefaults::default()).unwrap_err();
         assert!(e.to_string().contains("appears twice"), "{e}");
-        assert!(read(b"device_id\n", RowDefaults::default()).unwrap().is_empty());
+        assert!(
+            read(b"device_id\n", RowDefaults::default())
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -622,7 +658,9 @@ mod tests {
             "device_id,filter_id,filter_type,source,source_id\n{D1},{filter},include,policySets,Source Id value\n"
         );
         let rows = read(text.as_bytes(), RowDefaults::default()).unwrap();
-        let Parsed::Job(job) = &rows[0] else { panic!("{rows:?}") };
+        let Parsed::Job(job) = &rows[0] else {
+            panic!("{rows:?}")
+        };
         assert_eq!(
             serde_json::to_value(&job.assignment).unwrap(),
             serde_json::json!({

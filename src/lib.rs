@@ -4,6 +4,7 @@
 //! Library first: [`pipeline::run`] is the whole bulk job, callable in-process (tests do);
 //! the binary is a thin shell around it.
 
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -11,5 +12,7 @@ pub mod emulator;
 pub mod graph;
 pub mod input;
 pub mod output;
+pub mod pipeline;
+pub mod progress;
 pub mod retry;
 pub mod throttle;

@@ -200,10 +200,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.csv");
         std::fs::write(&p, "keep me").unwrap();
-        assert!(matches!(ResultsWriter::create(&p, false), Err(OutputError::Exists(_))));
+        assert!(matches!(
+            ResultsWriter::create(&p, false),
+            Err(OutputError::Exists(_))
+        ));
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "keep me");
         ResultsWriter::create(&p, true).unwrap();
-        assert!(std::fs::read_to_string(&p).unwrap().starts_with("row,device_id,status,"));
+        assert!(
+            std::fs::read_to_string(&p)
+                .unwrap()
+                .starts_with("row,device_id,status,")
+        );
     }
 
     #[test]

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
+use backoff::backoff::Backoff;
 use tokio::time::Instant;
 
 /// Per-row retry budget and backoff shape.
@@ -88,7 +88,10 @@ impl RowRetry {
         }
         let delay = match retry_after {
             Some(ra) => ra,
-            None => self.backoff.next_backoff().unwrap_or(self.backoff.max_interval),
+            None => self
+                .backoff
+                .next_backoff()
+                .unwrap_or(self.backoff.max_interval),
         };
         if self.started.elapsed() + delay > self.max_retry_time {
             return Err(GiveUp::Time);
@@ -105,19 +108,34 @@ mod tests {
     async fn backoff_grows_with_jitter_and_retry_after_wins() {
         let mut r = RetryPolicy::new(10, Duration::from_secs(3600)).start();
         let d1 = r.next_delay(1, None).unwrap();
-        assert!(d1 >= Duration::from_millis(500) && d1 <= Duration::from_millis(1500), "{d1:?}");
+        assert!(
+            d1 >= Duration::from_millis(500) && d1 <= Duration::from_millis(1500),
+            "{d1:?}"
+        );
         let d2 = r.next_delay(2, None).unwrap();
-        assert!(d2 >= Duration::from_millis(1000) && d2 <= Duration::from_millis(3000), "{d2:?}");
-        assert_eq!(r.next_delay(3, Some(Duration::from_secs(7))), Ok(Duration::from_secs(7)));
+        assert!(
+            d2 >= Duration::from_millis(1000) && d2 <= Duration::from_millis(3000),
+            "{d2:?}"
+        );
+        assert_eq!(
+            r.next_delay(3, Some(Duration::from_secs(7))),
+            Ok(Duration::from_secs(7))
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn budget_limits_attempts_and_time() {
         let mut r = RetryPolicy::new(3, Duration::from_secs(10)).start();
         assert!(r.next_delay(2, Some(Duration::from_secs(1))).is_ok());
-        assert_eq!(r.next_delay(3, Some(Duration::from_secs(1))), Err(GiveUp::Attempts));
+        assert_eq!(
+            r.next_delay(3, Some(Duration::from_secs(1))),
+            Err(GiveUp::Attempts)
+        );
         let mut r = RetryPolicy::new(10, Duration::from_secs(10)).start();
         tokio::time::sleep(Duration::from_secs(8)).await;
-        assert_eq!(r.next_delay(1, Some(Duration::from_secs(3))), Err(GiveUp::Time));
+        assert_eq!(
+            r.next_delay(1, Some(Duration::from_secs(3))),
+            Err(GiveUp::Time)
+        );
     }
 }

@@ -70,7 +70,11 @@ impl Gate {
         let now = Instant::now();
         let s = self.lock();
         // Do not count the part of the current closure that lies in the future.
-        let future = s.until.filter(|u| *u > now).map(|u| u - now).unwrap_or_default();
+        let future = s
+            .until
+            .filter(|u| *u > now)
+            .map(|u| u - now)
+            .unwrap_or_default();
         s.closed_total.saturating_sub(future)
     }
 
@@ -177,7 +181,11 @@ mod tests {
         let t = Throttle::new(RateSpec::new(3, Duration::from_secs(2)));
         let start = Instant::now();
         let slots: Vec<Slot> = vec![t.acquire().await, t.acquire().await, t.acquire().await];
-        assert_eq!(start.elapsed(), Duration::ZERO, "a full window's burst is immediate");
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "a full window's burst is immediate"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await; // the answers take 300 ms
         for s in slots {
             s.answered();

@@ -97,7 +97,10 @@ pub type Assignments = BTreeMap<String, Vec<String>>;
 /// Read a device list: one id a line; blank lines and `#` comments ignored; ids lowercased.
 pub fn read_device_list(path: &std::path::Path) -> std::io::Result<HashSet<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot read device list {}: {e}", path.display()))
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot read device list {}: {e}", path.display()),
+        )
     })?;
     Ok(text
         .lines()

@@ -228,14 +228,20 @@ pub fn classify_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> O
     let error = match GraphError::from_body(body) {
         Some(e) => ErrorInfo {
             code: if e.code.is_empty() {
-                status.canonical_reason().unwrap_or("Error").replace(' ', "")
+                status
+                    .canonical_reason()
+                    .unwrap_or("Error")
+                    .replace(' ', "")
             } else {
                 e.code.clone()
             },
             message: e.readable_message(),
         },
         None => ErrorInfo {
-            code: status.canonical_reason().unwrap_or("Error").replace(' ', ""),
+            code: status
+                .canonical_reason()
+                .unwrap_or("Error")
+                .replace(' ', ""),
             message: String::from_utf8_lossy(&body[..body.len().min(300)])
                 .trim()
                 .to_string(),
@@ -303,7 +309,10 @@ mod tests {
     fn retry_after_forms() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after(" 2.128 ", now), Some(Duration::from_millis(2128)));
+        assert_eq!(
+            parse_retry_after(" 2.128 ", now),
+            Some(Duration::from_millis(2128))
+        );
         let date = httpdate::fmt_http_date(now + Duration::from_secs(7));
         assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(7)));
         let past = httpdate::fmt_http_date(now - Duration::from_secs(7));
@@ -335,15 +344,20 @@ mod tests {
         );
         assert!(matches!(
             classify_error(StatusCode::GATEWAY_TIMEOUT, &HeaderMap::new(), b""),
-            Outcome::Retry { ambiguous: true, .. }
+            Outcome::Retry {
+                ambiguous: true,
+                ..
+            }
         ));
         assert!(matches!(
             classify_error(StatusCode::UNAUTHORIZED, &HeaderMap::new(), b""),
             Outcome::Unauthorized(_)
         ));
-        let Outcome::Permanent(e) =
-            classify_error(StatusCode::NOT_FOUND, &HeaderMap::new(), b"<html>nope</html>")
-        else {
+        let Outcome::Permanent(e) = classify_error(
+            StatusCode::NOT_FOUND,
+            &HeaderMap::new(),
+            b"<html>nope</html>",
+        ) else {
             panic!()
         };
         assert_eq!(e.code, "NotFound");

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub const ASSIGNMENT_ODATA_TYPE: &str = "#microsoft.graph.windowsAutopilotDeploymentProfileAssignment";
+pub const ASSIGNMENT_ODATA_TYPE: &str =
+    "#microsoft.graph.windowsAutopilotDeploymentProfileAssignment";
 
 /// The assignment target kinds Graph knows. `Base` is the plain
 /// `deviceAndAppManagementAssignmentTarget` that carries only a filter, as in the seed request.
@@ -58,9 +59,11 @@ impl TargetKind {
     /// Recognise an `@odata.type` in either spelling (with or without `#`).
     pub fn from_odata_type(s: &str) -> Option<TargetKind> {
         let bare = s.strip_prefix('#').unwrap_or(s);
-        TargetKind::ALL
-            .into_iter()
-            .find(|k| k.odata_type().trim_start_matches('#').eq_ignore_ascii_case(bare))
+        TargetKind::ALL.into_iter().find(|k| {
+            k.odata_type()
+                .trim_start_matches('#')
+                .eq_ignore_ascii_case(bare)
+        })
     }
 
     /// Parse a `target_type` cell: the CSV word (case, `_`, `-` and spaces ignored) or an
@@ -173,7 +176,12 @@ pub struct Assignment {
 }
 
 impl Assignment {
-    pub fn new(target: Target, source: Source, source_id: Option<String>, id: Option<String>) -> Self {
+    pub fn new(
+        target: Target,
+        source: Source,
+        source_id: Option<String>,
+        id: Option<String>,
+    ) -> Self {
         Self {
             odata_type: ASSIGNMENT_ODATA_TYPE,
             id,
@@ -203,7 +211,9 @@ pub struct GraphError {
 impl GraphError {
     /// Parse an error body. `None` when it is not Graph's envelope (a proxy's HTML page, say).
     pub fn from_body(body: &[u8]) -> Option<GraphError> {
-        serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error)
+        serde_json::from_slice::<ErrorEnvelope>(body)
+            .ok()
+            .map(|e| e.error)
     }
 
     /// A readable message: Intune's front end often puts a JSON document inside `message`
@@ -240,6 +250,59 @@ pub struct ReturnedAssignment {
     pub source: Option<String>,
     #[serde(rename = "sourceId", default)]
     pub source_id: Option<String>,
+}
+
+impl Assignment {
+    /// Whether an assignment Graph holds is this one: same target (kind, group or collection,
+    /// filter id and type), source and source id. Used to reconcile after an ambiguous failure,
+    /// so "absent" spellings compare equal: no filter type = `none`, no source = `direct`, no
+    /// source id = empty.
+    pub fn matches(&self, held: &ReturnedAssignment) -> bool {
+        let Some(target) = held.target.as_ref().and_then(|t| t.as_object()) else {
+            return false;
+        };
+        let text = |key: &str| target.get(key).and_then(|v| v.as_str()).map(str::trim);
+        let same_guid = |ours: Option<Uuid>, theirs: Option<&str>| {
+            let theirs = theirs
+                .filter(|s| !s.is_empty())
+                .and_then(|s| Uuid::try_parse(s).ok())
+                .filter(|u| !u.is_nil());
+            ours == theirs
+        };
+        let kind_ok =
+            text("@odata.type").and_then(TargetKind::from_odata_type) == Some(self.target.kind);
+        let group_ok = same_guid(self.target.group_id, text("groupId"));
+        let collection_ok = match (
+            &self.target.collection_id,
+            text("collectionId").filter(|s| !s.is_empty()),
+        ) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            _ => false,
+        };
+        let filter_ok = same_guid(
+            self.target.filter_id,
+            text("deviceAndAppManagementAssignmentFilterId"),
+        );
+        let filter_type_ok = self.target.filter_type.unwrap_or(FilterType::None)
+            == text("deviceAndAppManagementAssignmentFilterType")
+                .and_then(|s| FilterType::parse(s).ok())
+                .unwrap_or(FilterType::None);
+        let source_ok = held
+            .source
+            .as_deref()
+            .map(|s| Source::parse(s).ok() == Some(self.source))
+            .unwrap_or(self.source == Source::Direct);
+        let source_id_ok =
+            self.source_id.as_deref().unwrap_or("") == held.source_id.as_deref().unwrap_or("");
+        kind_ok
+            && group_ok
+            && collection_ok
+            && filter_ok
+            && filter_type_ok
+            && source_ok
+            && source_id_ok
+    }
 }
 
 #[cfg(test)]
@@ -293,6 +356,30 @@ mod tests {
             Ok(TargetKind::Base)
         );
         assert!(TargetKind::parse("groups").unwrap_err().contains("groups"));
+    }
+
+    #[test]
+    fn reconciliation_matches_same_target_only() {
+        let group: Uuid = "2b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d".parse().unwrap();
+        let ours = Assignment::new(
+            Target {
+                kind: TargetKind::Group,
+                group_id: Some(group),
+                collection_id: None,
+                filter_id: None,
+                filter_type: None,
+            },
+            Source::Direct,
+            None,
+            None,
+        );
+        let held =
+            |v: serde_json::Value| -> ReturnedAssignment { serde_json::from_value(v).unwrap() };
+        assert!(ours.matches(&held(json!({"id":"a","target":{"@odata.type":"microsoft.graph.groupAssignmentTarget","groupId":group.to_string().to_uppercase(),"deviceAndAppManagementAssignmentFilterType":"none"},"source":"direct"}))));
+        assert!(!ours.matches(&held(json!({"id":"a","target":{"@odata.type":"#microsoft.graph.exclusionGroupAssignmentTarget","groupId":group.to_string()}}))));
+        assert!(!ours.matches(&held(json!({"id":"a","target":{"@odata.type":"#microsoft.graph.groupAssignmentTarget","groupId":"3b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"}}))));
+        assert!(!ours.matches(&held(json!({"id":"a","target":{"@odata.type":"#microsoft.graph.groupAssignmentTarget","groupId":group.to_string()},"source":"policySets"}))));
+        assert!(!ours.matches(&held(json!({"id":"a"}))));
     }
 
     #[test]

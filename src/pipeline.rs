@@ -1,0 +1,535 @@
+//! The bulk run: reader → bounded channel → dispatcher → workers (≤ concurrency) → results
+//! channel → writer. One way, no back-edges; only the throttle gate is shared backwards.
+//!
+//! Errors are data: a row that fails is a [`RowResult`], not an `Err`. Only configuration,
+//! input-file and results-file errors end a run before it starts ([`RunError`]); a rejected
+//! token ends it midway as [`Summary::aborted`], with every finished row already on disk.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::TokenProvider;
+use crate::config::{Config, Credentials, RateSpec};
+use crate::graph::client::{Attempt, ErrorInfo, GraphClient, Outcome};
+use crate::input::{InputError, InputReader, Job, Parsed};
+use crate::output::{OutputError, ResultsWriter, RowResult, Status};
+use crate::progress::Progress;
+use crate::retry::{GiveUp, RetryPolicy};
+use crate::throttle::Throttle;
+
+/// A run could not start (nothing was sent). Exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+}
+
+/// What a run did, for the summary, `--summary-json` and the exit code.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    /// Rows reported in the results file by this run.
+    pub rows: u64,
+    pub created: u64,
+    pub existing: u64,
+    pub failed: u64,
+    pub invalid: u64,
+    /// Failed rows by Graph error code (or our transport code).
+    pub by_error_code: BTreeMap<String, u64>,
+    /// HTTP requests made to Graph (POSTs and reconciling GETs).
+    pub requests: u64,
+    pub throttled_responses: u64,
+    pub reconciliations: u64,
+    pub throttled_time: Duration,
+    pub token_requests: u64,
+    pub configured_rate: RateSpec,
+    pub started_at: SystemTime,
+    pub finished_at: SystemTime,
+    pub elapsed: Duration,
+    /// Why the run stopped early (token rejected, ...): exit code 3.
+    pub aborted: Option<String>,
+    /// Stopped by the caller's shutdown token (Ctrl-C): exit code 130.
+    pub interrupted: bool,
+}
+
+impl Summary {
+    /// Requests per second actually sent.
+    pub fn effective_rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.requests as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// The exit code contract: 0 all created/existing, 1 some failed or invalid, 3 aborted,
+    /// 130 interrupted.
+    pub fn exit_code(&self) -> u8 {
+        if self.aborted.is_some() {
+            3
+        } else if self.interrupted {
+            130
+        } else if self.failed > 0 || self.invalid > 0 {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// Refuse to send a bearer token over plain http to anything but loopback.
+pub fn check_transport(url: &str, what: &str) -> Result<(), RunError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| RunError::Config(format!("{what} {url:?} is not a URL: {e}")))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err(RunError::Config(format!(
+                    "{what} {url} uses plain http: a bearer token is only ever sent over https \
+                     (plain http is allowed to loopback addresses only)"
+                )))
+            }
+        }
+        other => Err(RunError::Config(format!(
+            "{what} {url}: unsupported scheme {other:?} (use https)"
+        ))),
+    }
+}
+
+/// State every worker shares.
+struct Shared {
+    client: GraphClient,
+    auth: TokenProvider,
+    throttle: Throttle,
+    policy: RetryPolicy,
+    /// Cancelled on shutdown or abort: no new row starts, no new attempt is sent.
+    stop: CancellationToken,
+    abort: Mutex<Option<String>>,
+    requests: AtomicU64,
+    throttled: AtomicU64,
+    reconciliations: AtomicU64,
+}
+
+impl Shared {
+    fn abort(&self, reason: String) {
+        let mut a = self.abort.lock().unwrap_or_else(|p| p.into_inner());
+        if a.is_none() {
+            tracing::error!("{reason}");
+            *a = Some(reason);
+        }
+        self.stop.cancel();
+    }
+}
+
+/// Tallies kept by the writer.
+#[derive(Debug, Default)]
+struct Tally {
+    rows: u64,
+    by_status: BTreeMap<Status, u64>,
+    by_error_code: BTreeMap<String, u64>,
+}
+
+/// Run the whole job. `shutdown` stops dispatching new rows; rows in flight finish.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Summary, RunError> {
+    let progress = Arc::new(Progress::new(config.progress));
+    let result = run_with_progress(config, shutdown, progress.clone()).await;
+    progress.finish();
+    result
+}
+
+async fn run_with_progress(
+    config: Config,
+    shutdown: CancellationToken,
+    progress: Arc<Progress>,
+) -> Result<Summary, RunError> {
+    check_transport(&config.graph_url, "Graph URL")?;
+    check_transport(&config.authority_url, "authority URL")?;
+    let Credentials::ClientSecret {
+        tenant_id,
+        client_id,
+        secret,
+    } = &config.credentials
+    else {
+        return Err(RunError::Config(
+            "no credentials: set AZURE_CLIENT_SECRET with --tenant-id and --client-id, or use \
+             --emulator"
+                .into(),
+        ));
+    };
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+
+    // Input first: a file that is not a table fails before a results file is created.
+    let reader = InputReader::open(&config.input, config.delimiter, config.defaults.clone())?;
+    if !reader.unknown_columns().is_empty() {
+        tracing::warn!(
+            columns = %reader.unknown_columns().join(", "),
+            "ignoring columns that are not input columns"
+        );
+    }
+    let writer = ResultsWriter::create(&config.output, config.overwrite)?;
+
+    let client = GraphClient::new(
+        &config.graph_url,
+        config.connect_timeout,
+        config.request_timeout,
+    )
+    .map_err(|e| RunError::Config(format!("cannot build the HTTP client: {e}")))?;
+    let token_http = reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| RunError::Config(format!("cannot build the HTTP client: {e}")))?;
+    let shared = Arc::new(Shared {
+        client,
+        auth: TokenProvider::client_secret(
+            token_http,
+            &config.authority_url,
+            tenant_id,
+            client_id,
+            secret,
+            &config.cloud.scope(),
+        ),
+        throttle: Throttle::new(config.rate),
+        policy: RetryPolicy::new(config.max_attempts, config.max_retry_time),
+        stop: shutdown.child_token(),
+        abort: Mutex::new(None),
+        requests: AtomicU64::new(0),
+        throttled: AtomicU64::new(0),
+        reconciliations: AtomicU64::new(0),
+    });
+
+    if config.progress {
+        let (path, delimiter, p) = (config.input.clone(), config.delimiter, progress.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Some(n) = crate::input::count_rows(&path, delimiter) {
+                p.set_total(n);
+            }
+        });
+    }
+
+    let capacity = (config.concurrency * 4).max(64);
+    let (job_tx, mut job_rx) = mpsc::channel::<Job>(capacity);
+    let (res_tx, res_rx) = mpsc::channel::<RowResult>(capacity);
+
+    // Reader: a blocking thread; valid rows to the dispatcher, invalid ones straight to results.
+    let reader_results = res_tx.clone();
+    let reader_task = tokio::task::spawn_blocking(move || -> Result<(), InputError> {
+        for item in reader {
+            match item? {
+                Parsed::Job(job) => {
+                    if job_tx.blocking_send(job).is_err() {
+                        break; // dispatch stopped
+                    }
+                }
+                Parsed::Invalid(i) => {
+                    if reader_results
+                        .blocking_send(RowResult::invalid(i.row, i.device_id, i.reason))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    });
+
+    let writer_task = tokio::spawn(write_results(writer, res_rx, progress.clone()));
+
+    let ticker = {
+        let (shared, progress) = (shared.clone(), progress.clone());
+        tokio::spawn(async move {
+            loop {
+                progress.tick(shared.throttle.gate().remaining());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+
+    // Dispatcher: at most `concurrency` rows in flight; stops pulling rows when told to stop.
+    let jobs = futures::stream::poll_fn(|cx| job_rx.poll_recv(cx))
+        .take_until(shared.stop.clone().cancelled_owned());
+    jobs.for_each_concurrent(config.concurrency, |job| {
+        let shared = shared.clone();
+        let res_tx = res_tx.clone();
+        async move {
+            if let Some(result) = process_row(&shared, job).await {
+                // The writer only goes away on a write error, reported below.
+                let _ = res_tx.send(result).await;
+            }
+        }
+    })
+    .await;
+    drop(res_tx);
+
+    // The dispatcher may have stopped early: closing the job channel releases the reader.
+    let reader_outcome = reader_task.await;
+    let tally = writer_task
+        .await
+        .map_err(|e| RunError::Config(format!("results writer task failed: {e}")))??;
+    ticker.abort();
+
+    match reader_outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => shared.abort(format!("input stopped being readable: {e}")),
+        Err(e) => shared.abort(format!("input reader failed: {e}")),
+    }
+
+    let aborted = shared
+        .abort
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let count = |s: Status| tally.by_status.get(&s).copied().unwrap_or(0);
+    Ok(Summary {
+        input: config.input.clone(),
+        output: config.output.clone(),
+        rows: tally.rows,
+        created: count(Status::Created),
+        existing: count(Status::Existing),
+        failed: count(Status::Failed),
+        invalid: count(Status::Invalid),
+        by_error_code: tally.by_error_code,
+        requests: shared.requests.load(Ordering::Relaxed),
+        throttled_responses: shared.throttled.load(Ordering::Relaxed),
+        reconciliations: shared.reconciliations.load(Ordering::Relaxed),
+        throttled_time: shared.throttle.gate().closed_total(),
+        token_requests: shared.auth.requests(),
+        configured_rate: config.rate,
+        started_at,
+        finished_at: SystemTime::now(),
+        elapsed: started.elapsed(),
+        interrupted: aborted.is_none() && shutdown.is_cancelled(),
+        aborted,
+    })
+}
+
+/// The one task that owns the results file.
+async fn write_results(
+    mut writer: ResultsWriter,
+    mut results: mpsc::Receiver<RowResult>,
+    progress: Arc<Progress>,
+) -> Result<Tally, RunError> {
+    let mut tally = Tally::default();
+    while let Some(r) = results.recv().await {
+        // A row is a few hundred bytes: writing it inline is cheaper than a blocking hop.
+        writer.write(&r)?;
+        tally.rows += 1;
+        *tally.by_status.entry(r.status).or_default() += 1;
+        if r.status == Status::Failed {
+            let code = r.error_code.clone().unwrap_or_else(|| "Unknown".into());
+            *tally.by_error_code.entry(code).or_default() += 1;
+        }
+        progress.record(r.status);
+    }
+    Ok(tally)
+}
+
+/// What to do after a failed attempt.
+enum Next {
+    /// Try again after this delay; `gate` closes it for every worker (a throttled answer).
+    Retry { delay: Duration, gate: bool },
+    /// Record the row as failed with this error.
+    Fail(ErrorInfo),
+}
+
+/// One row from first attempt to final answer. `None`: the run stopped before the row
+/// finished; it is left out of the results so that `--resume` does it.
+async fn process_row(shared: &Shared, job: Job) -> Option<RowResult> {
+    let first_attempt = Instant::now();
+    let mut retry = shared.policy.start();
+    let mut attempts: u32 = 0;
+    let mut refreshed = false;
+    // Set after an ambiguous failure: the POST may have been executed, so look before sending
+    // it again. Never re-POST blindly.
+    let mut reconcile = false;
+
+    let finish = |status: Status,
+                  id: Option<String>,
+                  error: Option<ErrorInfo>,
+                  last: Option<&Attempt>,
+                  attempts: u32| {
+        RowResult {
+            row: job.row,
+            device_id: job.device_id.to_string(),
+            status,
+            http_status: last.and_then(|a| a.http_status),
+            assignment_id: id,
+            attempts,
+            error_code: error.as_ref().map(|e| e.code.clone()),
+            error_message: error.map(|e| e.message),
+            request_id: last.and_then(|a| a.request_id.clone()),
+            client_request_id: last.map(|a| a.client_request_id.clone()),
+            duration_ms: u64::try_from(first_attempt.elapsed().as_millis()).unwrap_or(u64::MAX),
+            finished_at: SystemTime::now(),
+        }
+    };
+
+    loop {
+        let slot = tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => return None,
+            slot = shared.throttle.acquire() => slot,
+        };
+        let token = match shared.auth.token().await {
+            Ok(t) => t,
+            Err(e) => {
+                shared.abort(format!("authentication failed: {e}"));
+                return None;
+            }
+        };
+        attempts += 1;
+        shared.requests.fetch_add(1, Ordering::Relaxed);
+
+        let attempt = if reconcile {
+            shared.reconciliations.fetch_add(1, Ordering::Relaxed);
+            let (listed, attempt) = shared.client.list_assignments(&token, job.device_id).await;
+            slot.answered();
+            match listed {
+                Ok(held) => {
+                    if let Some(found) = held.iter().find(|a| job.assignment.matches(a)) {
+                        tracing::debug!(row = job.row, "ambiguous attempt had succeeded");
+                        return Some(finish(
+                            Status::Existing,
+                            found.id.clone(),
+                            None,
+                            Some(&attempt),
+                            attempts,
+                        ));
+                    }
+                    // Not there: the earlier POST was not executed; send it now, no delay.
+                    reconcile = false;
+                    continue;
+                }
+                Err(_) => attempt,
+            }
+        } else {
+            let attempt = shared
+                .client
+                .post_assignment(&token, job.device_id, &job.assignment)
+                .await;
+            slot.answered();
+            attempt
+        };
+
+        let next = match &attempt.outcome {
+            Outcome::Created { id } => {
+                return Some(finish(
+                    Status::Created,
+                    Some(id.clone()),
+                    None,
+                    Some(&attempt),
+                    attempts,
+                ));
+            }
+            Outcome::Permanent(e) => Next::Fail(e.clone()),
+            Outcome::Unauthorized(e) => {
+                if refreshed {
+                    Next::Fail(e.clone())
+                } else {
+                    // The token may have expired early or been revoked: one fresh token.
+                    refreshed = true;
+                    shared.auth.invalidate(&token).await;
+                    Next::Retry {
+                        delay: Duration::ZERO,
+                        gate: false,
+                    }
+                }
+            }
+            Outcome::Retry {
+                retry_after,
+                ambiguous,
+                error,
+            } => {
+                reconcile |= *ambiguous;
+                let throttled = attempt.throttled();
+                if throttled {
+                    shared.throttled.fetch_add(1, Ordering::Relaxed);
+                }
+                match retry.next_delay(attempts, *retry_after) {
+                    Ok(delay) => Next::Retry {
+                        delay,
+                        // A 429, or a 503 that says when to return, speaks for the whole app.
+                        gate: throttled || retry_after.is_some(),
+                    },
+                    Err(why) => Next::Fail(ErrorInfo {
+                        code: error.code.clone(),
+                        message: format!(
+                            "{} ({})",
+                            error.message,
+                            match why {
+                                GiveUp::Attempts => format!("gave up after {attempts} attempts"),
+                                GiveUp::Time => "gave up: --max-retry-time reached".to_string(),
+                            }
+                        ),
+                    }),
+                }
+            }
+        };
+        match next {
+            Next::Fail(error) => {
+                return Some(finish(
+                    Status::Failed,
+                    None,
+                    Some(error),
+                    Some(&attempt),
+                    attempts,
+                ));
+            }
+            Next::Retry { delay, gate } => {
+                tracing::debug!(row = job.row, ?delay, gate, status = ?attempt.http_status, "retrying");
+                if gate {
+                    shared.throttle.gate().close_for(delay);
+                } else if !delay.is_zero() {
+                    tokio::select! {
+                        biased;
+                        _ = shared.stop.cancelled() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(check_transport("https://graph.microsoft.com/beta", "Graph URL").is_ok());
+        assert!(check_transport("http://127.0.0.1:8080/beta", "Graph URL").is_ok());
+        assert!(check_transport("http://[::1]:8080/beta", "Graph URL").is_ok());
+        assert!(check_transport("http://localhost:1/beta", "Graph URL").is_ok());
+        let e = check_transport("http://graph.example.com/beta", "Graph URL").unwrap_err();
+        assert!(e.to_string().contains("plain http"), "{e}");
+        assert!(check_transport("http://10.0.0.1/beta", "Graph URL").is_err());
+        assert!(check_transport("ftp://x/beta", "Graph URL").is_err());
+    }
+}

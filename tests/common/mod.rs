@@ -1,0 +1,152 @@
+//! Shared helpers for the end-to-end tests: write an input file, run against an in-process
+//! emulator on port 0, read the results back.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use autopilot_bulk::app::emulator_credentials;
+use autopilot_bulk::config::{Config, RateSpec};
+use autopilot_bulk::emulator::{Emulator, EmulatorConfig};
+use autopilot_bulk::pipeline::{self, Summary};
+use tokio_util::sync::CancellationToken;
+
+/// A deterministic device GUID for index `i`.
+pub fn device(i: u32) -> String {
+    format!("{i:08x}-0000-4000-8000-{:012x}", 0xa11u64 + u64::from(i))
+}
+
+pub const GROUP: &str = "5e7e0c2a-3b1d-4c8e-9f6a-0d1c2b3a4f5e";
+
+/// One parsed results line.
+#[derive(Debug, Clone)]
+pub struct ResultLine {
+    pub row: u64,
+    pub device_id: String,
+    pub status: String,
+    pub http_status: String,
+    pub assignment_id: String,
+    pub attempts: u32,
+    pub error_code: String,
+    pub error_message: String,
+    pub request_id: String,
+    pub client_request_id: String,
+}
+
+pub fn read_results(path: &Path) -> Vec<ResultLine> {
+    let mut rdr = csv::Reader::from_path(path).expect("results file readable");
+    let headers: Vec<String> = rdr.headers().unwrap().iter().map(str::to_string).collect();
+    assert_eq!(
+        headers,
+        [
+            "row",
+            "device_id",
+            "status",
+            "http_status",
+            "assignment_id",
+            "attempts",
+            "error_code",
+            "error_message",
+            "request_id",
+            "client_request_id",
+            "duration_ms",
+            "finished_at"
+        ]
+    );
+    rdr.records()
+        .map(|r| {
+            let r = r.expect("results row");
+            ResultLine {
+                row: r[0].parse().unwrap(),
+                device_id: r[1].to_string(),
+                status: r[2].to_string(),
+                http_status: r[3].to_string(),
+                assignment_id: r[4].to_string(),
+                attempts: r[5].parse().unwrap(),
+                error_code: r[6].to_string(),
+                error_message: r[7].to_string(),
+                request_id: r[8].to_string(),
+                client_request_id: r[9].to_string(),
+            }
+        })
+        .collect()
+}
+
+/// A temp dir with `devices.csv` holding `csv`.
+pub fn input(csv: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("devices.csv");
+    std::fs::write(&path, csv).unwrap();
+    (dir, path)
+}
+
+/// `n` group rows for devices 0..n.
+pub fn group_rows(n: u32) -> String {
+    let mut s = String::from("device_id,target_type,group_id\n");
+    for i in 0..n {
+        s.push_str(&format!("{},group,{GROUP}\n", device(i)));
+    }
+    s
+}
+
+/// A configuration pointed at `emulator`.
+pub fn config_for(emulator: &Emulator, input: &Path, rate: RateSpec) -> Config {
+    let mut c = Config::new(input, autopilot_bulk::config::default_output(input));
+    c.graph_url = emulator.graph_url();
+    c.authority_url = emulator.authority_url();
+    c.credentials = emulator_credentials();
+    c.rate = rate;
+    c.concurrency = 4;
+    c
+}
+
+pub async fn run(config: Config) -> Summary {
+    pipeline::run(config, CancellationToken::new())
+        .await
+        .expect("run starts")
+}
+
+/// Every input row 1..=rows appears exactly once.
+pub fn assert_each_row_once(results: &[ResultLine], rows: u64) {
+    let mut seen = BTreeMap::new();
+    for r in results {
+        *seen.entry(r.row).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len() as u64, rows, "rows reported: {seen:?}");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "a row reported twice: {seen:?}"
+    );
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        (1..=rows).collect::<Vec<_>>()
+    );
+}
+
+/// The ids the results report as created/existing are exactly the emulator's, one to one.
+pub fn assert_ids_match_emulator(results: &[ResultLine], emulator: &Emulator) {
+    let reported: HashSet<(String, String)> = results
+        .iter()
+        .filter(|r| r.status == "created" || r.status == "existing")
+        .map(|r| (r.device_id.to_lowercase(), r.assignment_id.clone()))
+        .collect();
+    let held: HashSet<(String, String)> = emulator
+        .assignments()
+        .into_iter()
+        .flat_map(|(d, ids)| ids.into_iter().map(move |id| (d.clone(), id)))
+        .collect();
+    assert_eq!(reported, held, "reported ids differ from the emulator's");
+    assert_eq!(emulator.stats().duplicate_devices, 0);
+}
+
+pub fn emulator_config(limit: RateSpec) -> EmulatorConfig {
+    EmulatorConfig {
+        limit,
+        ..EmulatorConfig::default()
+    }
+}
+
+pub fn rate(count: u32, millis: u64) -> RateSpec {
+    RateSpec::new(count, Duration::from_millis(millis))
+}

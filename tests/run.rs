@@ -1,0 +1,256 @@
+//! End to end: the bulk run against the in-process emulator.
+
+mod common;
+
+use common::*;
+
+use autopilot_bulk::emulator::{Emulator, EmulatorConfig, RetryAfterMode};
+use autopilot_bulk::output::Status;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_row_reported_once_with_the_services_ids() {
+    let unknown = "ffffffff-0000-4000-8000-000000000001";
+    let known: std::collections::HashSet<String> = (0..40).map(device).collect();
+    let emulator = Emulator::start(EmulatorConfig {
+        devices: Some(known),
+        ..emulator_config(rate(1000, 1000))
+    })
+    .await
+    .unwrap();
+    let mut csv = group_rows(40); // rows 1..=40
+    csv.push_str("not-a-guid,group,5e7e0c2a-3b1d-4c8e-9f6a-0d1c2b3a4f5e\n"); // 41
+    csv.push_str(&format!("{},groups,{GROUP}\n", device(50))); // 42 unknown kind
+    csv.push_str(&format!("{},group,\n", device(51))); // 43 missing group
+    csv.push_str(&format!("{},group,{GROUP}\n", device(3))); // 44 duplicate of row 4
+    csv.push_str(&format!("{unknown},group,{GROUP}\n")); // 45 unknown device
+    csv.push_str(&format!("{},all_devices,\n", device(7))); // 46 other target, same device
+    let (_dir, path) = input(&csv);
+    let config = config_for(&emulator, &path, rate(1000, 1000));
+    let output = config.output.clone();
+    let summary = run(config).await;
+    let results = read_results(&output);
+
+    assert_each_row_once(&results, 46);
+    assert_eq!(summary.exit_code(), 1);
+    assert_eq!(
+        (summary.created, summary.failed, summary.invalid),
+        (41, 1, 4)
+    );
+    let by_row = |row: u64| results.iter().find(|r| r.row == row).unwrap();
+    assert!(by_row(41).error_message.contains("not-a-guid"));
+    assert!(by_row(42).error_message.contains("groups"));
+    assert!(by_row(43).error_message.contains("group_id is required"));
+    assert_eq!(by_row(44).error_message, "duplicate of row 4");
+    let missing = by_row(45);
+    assert_eq!(
+        (missing.status.as_str(), missing.http_status.as_str()),
+        ("failed", "404")
+    );
+    assert_eq!(missing.error_code, "ResourceNotFound");
+    assert_eq!(by_row(46).status, "created");
+    for r in results.iter().filter(|r| r.status == "created") {
+        assert_eq!(r.http_status, "201");
+        assert_eq!(r.attempts, 1);
+        assert!(!r.request_id.is_empty() && !r.client_request_id.is_empty());
+    }
+    assert_ids_match_emulator(&results, &emulator);
+    // Device 7 holds two different assignments (group and all devices): that is not a duplicate.
+    assert_eq!(emulator.assignments()[&device(7)].len(), 2);
+    assert_eq!(summary.by_error_code.get("ResourceNotFound"), Some(&1));
+    emulator.shutdown().await;
+}
+
+/// The client's rate is twice the service's limit, so the service throttles; whatever form
+/// Retry-After takes, no row fails, no request breaks a Retry-After, nothing is duplicated.
+async fn throttled_run(mode: RetryAfterMode) {
+    let emulator = Emulator::start(EmulatorConfig {
+        retry_after: mode,
+        seed: 7,
+        ..emulator_config(rate(10, 1000))
+    })
+    .await
+    .unwrap();
+    let (_dir, path) = input(&group_rows(30));
+    let config = config_for(&emulator, &path, rate(20, 1000));
+    let output = config.output.clone();
+    let summary = run(config).await;
+    let results = read_results(&output);
+    assert_each_row_once(&results, 30);
+    assert_eq!(summary.created, 30, "{mode:?}: {results:?}");
+    assert!(
+        summary.throttled_responses > 0,
+        "{mode:?}: the service never throttled"
+    );
+    let stats = emulator.stats();
+    assert_eq!(stats.violations, 0, "{mode:?}: Retry-After violated");
+    assert_ids_match_emulator(&results, &emulator);
+    assert_eq!(summary.exit_code(), 0);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_retry_after_seconds() {
+    throttled_run(RetryAfterMode::Seconds).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_retry_after_fractional() {
+    throttled_run(RetryAfterMode::Fractional).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_retry_after_date() {
+    throttled_run(RetryAfterMode::Date).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_retry_after_none() {
+    throttled_run(RetryAfterMode::None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_retry_after_mixed() {
+    throttled_run(RetryAfterMode::Mixed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_body_reaches_the_service_as_written() {
+    let emulator = Emulator::start(emulator_config(rate(1000, 1000)))
+        .await
+        .unwrap();
+    let filter = "9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d";
+    let (_dir, path) = input(&format!(
+        "device_id,filter_id,filter_type,source,source_id\n{},{filter},include,policySets,Source Id value\n",
+        device(1)
+    ));
+    let config = config_for(&emulator, &path, rate(1000, 1000));
+    let summary = run(config).await;
+    assert_eq!(summary.created, 1);
+    // Read it back through Graph's GET, as any client would.
+    let http = reqwest::Client::new();
+    let token: serde_json::Value = http
+        .post(format!("{}/t/oauth2/v2.0/token", emulator.authority_url()))
+        .form(&[
+            ("client_id", "c"),
+            ("client_secret", "s"),
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("grant_type", "client_credentials"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list: serde_json::Value = http
+        .get(format!(
+            "{}/deviceManagement/windowsAutopilotDeviceIdentities/{}/deploymentProfile/assignments",
+            emulator.graph_url(),
+            device(1)
+        ))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let held = &list["value"][0];
+    assert_eq!(held["source"], "policySets");
+    assert_eq!(held["sourceId"], "Source Id value");
+    assert_eq!(
+        held["target"]["@odata.type"],
+        "microsoft.graph.deviceAndAppManagementAssignmentTarget"
+    );
+    assert_eq!(
+        held["target"]["deviceAndAppManagementAssignmentFilterId"],
+        filter
+    );
+    assert_eq!(
+        held["target"]["deviceAndAppManagementAssignmentFilterType"],
+        "include"
+    );
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_results_file_is_refused_untouched() {
+    let emulator = Emulator::start(emulator_config(rate(1000, 1000)))
+        .await
+        .unwrap();
+    let (_dir, path) = input(&group_rows(3));
+    let config = config_for(&emulator, &path, rate(1000, 1000));
+    std::fs::write(&config.output, "precious").unwrap();
+    let err = autopilot_bulk::pipeline::run(config.clone(), Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert_eq!(std::fs::read_to_string(&config.output).unwrap(), "precious");
+    assert_eq!(emulator.stats().assignments_created, 0);
+
+    let mut again = config;
+    again.overwrite = true;
+    let summary = run(again.clone()).await;
+    assert_eq!(summary.created, 3);
+    assert_each_row_once(&read_results(&again.output), 3);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_secret_aborts_before_any_row_is_created() {
+    let emulator = Emulator::start(EmulatorConfig {
+        client_secret: Some("the-right-one".into()),
+        ..emulator_config(rate(1000, 1000))
+    })
+    .await
+    .unwrap();
+    let (_dir, path) = input(&group_rows(20));
+    let mut config = config_for(&emulator, &path, rate(1000, 1000));
+    config.credentials = autopilot_bulk::config::Credentials::ClientSecret {
+        tenant_id: "contoso".into(),
+        client_id: "app".into(),
+        secret: "wr0ng-s3cret-value".into(),
+    };
+    let output = config.output.clone();
+    let summary = run(config).await;
+    assert_eq!(summary.exit_code(), 3);
+    let reason = summary.aborted.unwrap();
+    assert!(
+        reason.contains("invalid_client") && reason.contains("AADSTS7000215"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("wr0ng-s3cret-value"),
+        "the secret leaked into {reason}"
+    );
+    assert!(
+        read_results(&output)
+            .iter()
+            .all(|r| r.status != Status::Created.as_str())
+    );
+    assert_eq!(emulator.stats().assignments_created, 0);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_expiring_mid_run_are_refreshed_without_failing_a_row() {
+    let emulator = Emulator::start(EmulatorConfig {
+        token_ttl: std::time::Duration::from_secs(1),
+        ..emulator_config(rate(20, 1000))
+    })
+    .await
+    .unwrap();
+    let (_dir, path) = input(&group_rows(50));
+    let config = config_for(&emulator, &path, rate(20, 1000));
+    let output = config.output.clone();
+    let summary = run(config).await;
+    assert_eq!(summary.created, 50);
+    assert_each_row_once(&read_results(&output), 50);
+    // ~2.5 s of run with 1 s tokens refreshed at 0.75 s: a handful, not one per row.
+    assert!(
+        summary.token_requests >= 2 && summary.token_requests <= 10,
+        "{}",
+        summary.token_requests
+    );
+    emulator.shutdown().await;
+}
