@@ -1,5 +1,19 @@
 use clap::Parser;
 
 fn main() {
-    let _cli = autopilot_bulk::cli::Cli::parse();
+    let cli = autopilot_bulk::cli::Cli::parse();
+    match cli.command {
+        autopilot_bulk::cli::Command::Emulate(args) => {
+            let result = args.to_config().and_then(|config| {
+                tokio::runtime::Runtime::new()?.block_on(
+                    autopilot_bulk::emulator::serve_foreground(config, args.port),
+                )
+            });
+            if let Err(e) = result {
+                eprintln!("error: {e:#}");
+                std::process::exit(2);
+            }
+        }
+        _ => {}
+    }
 }
