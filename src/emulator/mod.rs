@@ -2,15 +2,33 @@
 //! autopilot-bulk talks to (tokens, Autopilot profile assignments, `$batch`, throttling,
 //! faults), built to `GRAPH-FACTS.md`. Users rehearse migrations on it; every test runs on it.
 //!
-//! PLACEHOLDER: the implementation lands with the emulator work (issue 2).
+//! Layout: `server` (accept loop, router, headers), `tokens` (token endpoint, bearer check),
+//! `graph` (assignment routes and `$batch`), `validate` (body rules), `throttle` (windows and
+//! Retry-After), `faults` (seeded faults and latency), `envelope` (answer shapes), `state`
+//! (shared state and counters). docs/emulator.md describes the behaviour for users.
+
+mod envelope;
+mod faults;
+mod graph;
+mod server;
+mod state;
+mod throttle;
+mod tokens;
+mod validate;
 
 use std::collections::{BTreeMap, HashSet};
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::RateSpec;
+use state::Shared;
 
 /// How a throttled answer states when to come back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
@@ -80,14 +98,43 @@ impl Default for EmulatorConfig {
 }
 
 /// Counters served at `GET /_emulator/stats`.
+///
+/// "Top-level" answers are answers to HTTP requests (token endpoint and Graph routes; the
+/// emulator's own `/_emulator` routes are not counted). A `$batch` counts once there, as its
+/// 200; its inner answers are counted in `inner_requests_by_status`. A dropped connection has
+/// no answer: it counts in `dropped_connections` only.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Stats {
+    /// Top-level answers by status code (`"201"`, `"429"`, ...).
     pub requests_by_status: BTreeMap<String, u64>,
+    /// Inner `$batch` answers by status code.
+    pub inner_requests_by_status: BTreeMap<String, u64>,
     pub assignments_created: u64,
     /// Devices holding more than one assignment.
     pub duplicate_devices: u64,
+    /// Devices holding at least one assignment.
+    pub devices_with_assignments: u64,
+    /// Write requests that came back before a sent Retry-After had passed (beyond the
+    /// in-flight grace). Each was answered 429 again.
     pub violations: u64,
+    /// 429 answers, top-level and inner.
+    pub throttled: u64,
+    /// Assignment POSTs that reached the throttle (inner batch POSTs each count; 429s too).
+    pub write_requests: u64,
+    /// Assignment GETs (reconciling reads) that reached the throttle.
+    pub assignment_reads: u64,
+    /// `$batch` envelopes received with a valid token.
+    pub batch_requests: u64,
+    /// Injected 503s.
+    pub faults_503: u64,
+    /// Injected 504s.
+    pub faults_504: u64,
+    /// Connections dropped after executing a request (the `fault_drop` fault).
+    pub dropped_connections: u64,
     pub token_requests: u64,
+    pub tokens_issued: u64,
+    /// Graph requests that presented an expired token.
     pub expired_tokens: u64,
 }
 
@@ -108,4 +155,154 @@ pub fn read_device_list(path: &std::path::Path) -> std::io::Result<HashSet<Strin
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(str::to_ascii_lowercase)
         .collect())
+}
+
+/// A running emulator. Dropping it stops the server too; [`Emulator::shutdown`] also waits
+/// for the server task to end.
+#[derive(Debug)]
+pub struct Emulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Emulator {
+    /// Bind 127.0.0.1 on any free port and serve in the background (a tokio task).
+    pub async fn start(config: EmulatorConfig) -> std::io::Result<Emulator> {
+        Self::start_on(config, 0).await
+    }
+
+    /// Same on a given port (0 = any). Loopback only: the emulator is for rehearsals and
+    /// tests, never for the network.
+    pub async fn start_on(config: EmulatorConfig, port: u16) -> std::io::Result<Emulator> {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(config, addr));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(server::serve(
+            listener,
+            server::router(shared.clone()),
+            cancel.clone(),
+        ));
+        Ok(Emulator {
+            addr,
+            shared,
+            cancel,
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Graph base including the version: `{url}/beta`.
+    pub fn graph_url(&self) -> String {
+        format!("{}/beta", self.url())
+    }
+
+    /// Token authority: `{url}` (token path `/{tenant}/oauth2/v2.0/token`).
+    pub fn authority_url(&self) -> String {
+        self.url()
+    }
+
+    /// A snapshot of the counters, the same data as `GET /_emulator/stats`.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Device id (lowercase) → ids of its assignments, as `GET /_emulator/assignments`.
+    pub fn assignments(&self) -> Assignments {
+        self.shared.assignments()
+    }
+
+    /// Stop accepting, close open (also keep-alive) connections, and wait for the server task.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// `autopilot-bulk emulate`: start, print the URL as the first stdout line (scripts read it),
+/// describe the setup on stderr, and serve until Ctrl-C or SIGTERM.
+pub async fn serve_foreground(config: EmulatorConfig, port: u16) -> anyhow::Result<()> {
+    let description = describe(&config);
+    let emulator = Emulator::start_on(config, port)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind 127.0.0.1:{port}: {e}"))?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", emulator.url())?;
+        out.flush()?;
+    }
+    eprintln!("Graph emulator listening");
+    eprintln!("  graph url:     {}", emulator.graph_url());
+    eprintln!("  authority url: {}", emulator.authority_url());
+    eprintln!("  stats:         {}/_emulator/stats", emulator.url());
+    eprintln!("  {description}");
+    eprintln!("Ctrl-C to stop.");
+    wait_for_signal().await;
+    eprintln!(
+        "stopping; final stats: {}",
+        serde_json::to_string(&emulator.stats())?
+    );
+    emulator.shutdown().await;
+    Ok(())
+}
+
+fn describe(config: &EmulatorConfig) -> String {
+    let mut parts = vec![
+        format!("limit {} per tenant", config.limit),
+        format!("retry-after {:?}", config.retry_after).to_lowercase(),
+        format!("token ttl {}", humantime::format_duration(config.token_ttl)),
+    ];
+    if let Some(devices) = &config.devices {
+        parts.push(format!("{} known devices", devices.len()));
+    }
+    for (name, p) in [
+        ("503", config.fault_503),
+        ("504", config.fault_504),
+        ("drop", config.fault_drop),
+    ] {
+        if p > 0.0 {
+            parts.push(format!("fault {name} {p}"));
+        }
+    }
+    if let Some(latency) = config.latency {
+        parts.push(format!("latency {}", humantime::format_duration(latency)));
+    }
+    parts.push(format!("seed {}", config.seed));
+    parts.join(", ")
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

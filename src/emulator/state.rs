@@ -1,0 +1,111 @@
+//! The emulator's shared state: issued tokens, stored assignments, throttle windows, seeded
+//! generators and counters, behind one mutex. Nothing awaits while holding it, and the work
+//! done under it is tiny, so one lock is simpler than many and never the bottleneck.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::faults::Faults;
+use super::throttle::Throttle;
+use super::{Assignments, EmulatorConfig, Stats};
+
+/// An access token the emulator issued.
+#[derive(Debug, Clone)]
+pub(crate) struct IssuedToken {
+    pub tenant: String,
+    pub expires: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub tokens: HashMap<String, IssuedToken>,
+    /// Lowercase device id → its stored assignments, in creation order.
+    pub store: HashMap<String, Vec<Value>>,
+    pub throttle: Throttle,
+    pub faults: Faults,
+    /// Counters; `duplicate_devices` is derived from `store` when a snapshot is taken.
+    pub stats: Stats,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: EmulatorConfig,
+    pub addr: SocketAddr,
+    inner: Mutex<Inner>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: EmulatorConfig, addr: SocketAddr) -> Self {
+        let inner = Inner {
+            tokens: HashMap::new(),
+            store: HashMap::new(),
+            throttle: Throttle::new(config.limit, config.violation_grace),
+            faults: Faults::new(
+                config.seed,
+                config.fault_503,
+                config.fault_504,
+                config.fault_drop,
+                config.latency,
+            ),
+            stats: Stats::default(),
+        };
+        Self {
+            config,
+            addr,
+            inner: Mutex::new(inner),
+        }
+    }
+
+    /// The state. A panic while holding the lock cannot leave it half-updated in a way that
+    /// matters more than losing the emulator, so a poisoned lock is simply taken over.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let inner = self.lock();
+        let mut stats = inner.stats.clone();
+        stats.duplicate_devices = inner.store.values().filter(|v| v.len() > 1).count() as u64;
+        stats.devices_with_assignments =
+            inner.store.values().filter(|v| !v.is_empty()).count() as u64;
+        stats
+    }
+
+    pub(crate) fn assignments(&self) -> Assignments {
+        self.lock()
+            .store
+            .iter()
+            .map(|(device, list)| {
+                let ids = list
+                    .iter()
+                    .filter_map(|a| a.get("id").and_then(Value::as_str).map(str::to_string))
+                    .collect();
+                (device.clone(), ids)
+            })
+            .collect()
+    }
+}
+
+impl Inner {
+    /// Count one answer to a top-level request (the `$batch` envelope counts as its own 200).
+    pub(crate) fn count_status(&mut self, status: u16) {
+        *self
+            .stats
+            .requests_by_status
+            .entry(status.to_string())
+            .or_default() += 1;
+    }
+
+    /// Count one inner answer of a `$batch`.
+    pub(crate) fn count_inner_status(&mut self, status: u16) {
+        *self
+            .stats
+            .inner_requests_by_status
+            .entry(status.to_string())
+            .or_default() += 1;
+    }
+}

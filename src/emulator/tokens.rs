@@ -1,0 +1,431 @@
+//! The token endpoint (`POST /{tenant}/oauth2/v2.0/token`, client credentials) and the bearer
+//! check on Graph routes. Errors copy Entra ID's (AAD's) shapes and AADSTS codes, because
+//! clients are expected to surface them, and the client's auth code is tested against them.
+//!
+//! Client assertions are decoded and their claims checked (type, `iss` = `sub` = client id,
+//! `aud` = this token URL, `exp`); their signature is not verified (see docs/emulator.md).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Form;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::envelope::{Answer, Ctx, Errors, new_guid};
+use super::state::{IssuedToken, Shared};
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// An AAD error: HTTP status, `error`, AADSTS number and description.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct AadError {
+    status: StatusCode,
+    error: &'static str,
+    code: u32,
+    description: String,
+}
+
+impl AadError {
+    fn new(status: StatusCode, error: &'static str, code: u32, description: String) -> Self {
+        Self {
+            status,
+            error,
+            code,
+            description,
+        }
+    }
+
+    fn missing(param: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            format!("The request body must contain the following parameter: '{param}'."),
+        )
+    }
+
+    fn invalid_client(code: u32, description: String) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            code,
+            description,
+        )
+    }
+
+    /// AAD's body: description prefixed by its AADSTS code and followed by the trace ids.
+    fn into_response(self) -> Response {
+        let trace_id = new_guid();
+        let correlation_id = new_guid();
+        let timestamp = humantime::format_rfc3339_seconds(SystemTime::now())
+            .to_string()
+            .replace('T', " ");
+        let body = json!({
+            "error": self.error,
+            "error_description": format!(
+                "AADSTS{}: {} Trace ID: {trace_id} Correlation ID: {correlation_id} Timestamp: {timestamp}",
+                self.code, self.description
+            ),
+            "error_codes": [self.code],
+            "timestamp": timestamp,
+            "trace_id": trace_id,
+            "correlation_id": correlation_id,
+        });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// `POST /{tenant}/oauth2/v2.0/token`.
+pub(crate) async fn token(
+    State(shared): State<Arc<Shared>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Response {
+    shared.lock().stats.token_requests += 1;
+    // A body that is not a form is, to AAD, a body without grant_type.
+    let form = form.map(|Form(f)| f).unwrap_or_default();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| shared.addr.to_string());
+    let auds = [
+        format!("http://{host}/{tenant}/oauth2/v2.0/token"),
+        format!("http://{}/{tenant}/oauth2/v2.0/token", shared.addr),
+        format!(
+            "http://localhost:{}/{tenant}/oauth2/v2.0/token",
+            shared.addr.port()
+        ),
+    ];
+    match check_request(&form, shared.config.client_secret.as_deref(), &auds) {
+        Err(e) => e.into_response(),
+        Ok(()) => {
+            let access_token = Uuid::new_v4().simple().to_string();
+            let ttl = shared.config.token_ttl;
+            {
+                let mut inner = shared.lock();
+                inner.tokens.insert(
+                    access_token.clone(),
+                    IssuedToken {
+                        tenant: tenant.to_ascii_lowercase(),
+                        expires: Instant::now() + ttl,
+                    },
+                );
+                inner.stats.tokens_issued += 1;
+            }
+            axum::Json(json!({
+                "token_type": "Bearer",
+                "expires_in": ttl.as_secs(),
+                "ext_expires_in": ttl.as_secs(),
+                "access_token": access_token,
+            }))
+            .into_response()
+        }
+    }
+}
+
+/// The checks AAD makes, in its order: grant type, client id, scope, then the credential.
+fn check_request(
+    form: &HashMap<String, String>,
+    required_secret: Option<&str>,
+    auds: &[String],
+) -> Result<(), AadError> {
+    let param = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty());
+    let grant = param("grant_type").ok_or_else(|| AadError::missing("grant_type"))?;
+    if grant != "client_credentials" {
+        return Err(AadError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70003,
+            format!("The app requested an unsupported grant type '{grant}'."),
+        ));
+    }
+    let client_id = param("client_id").ok_or_else(|| AadError::missing("client_id"))?;
+    let scope = param("scope").ok_or_else(|| AadError::missing("scope"))?;
+    if !scope.split(' ').all(|s| s.ends_with("/.default")) {
+        return Err(AadError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            1002012,
+            format!(
+                "The provided value for scope {scope} is not valid. Client credential flows \
+                 must have a scope value with /.default suffixed to the resource identifier \
+                 (application ID URI)."
+            ),
+        ));
+    }
+    match (param("client_secret"), param("client_assertion")) {
+        (Some(_), Some(_)) => Err(AadError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            90015,
+            "Requested query string is too long or ambiguous: give either client_secret or \
+             client_assertion, not both."
+                .into(),
+        )),
+        (Some(secret), None) => match required_secret {
+            Some(expected) if expected != secret => Err(AadError::invalid_client(
+                7000215,
+                format!(
+                    "Invalid client secret provided. Ensure the secret being sent in the \
+                     request is the client secret value, not the client secret ID, for a \
+                     secret added to app '{client_id}'."
+                ),
+            )),
+            _ => Ok(()),
+        },
+        (None, Some(assertion)) => {
+            if param("client_assertion_type") != Some(JWT_BEARER) {
+                return Err(AadError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    70002,
+                    format!("The client_assertion_type must be '{JWT_BEARER}'."),
+                ));
+            }
+            check_assertion(assertion, client_id, auds, SystemTime::now())
+        }
+        (None, None) => Err(AadError::invalid_client(
+            7000216,
+            "'client_assertion', 'client_secret' or 'request' is required for the \
+             'client_credentials' grant type."
+                .into(),
+        )),
+    }
+}
+
+fn decode_segment(segment: &str) -> Option<Value> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment.trim_end_matches('='))
+        .ok()?;
+    let value: Value = serde_json::from_slice(&bytes).ok()?;
+    value.is_object().then_some(value)
+}
+
+/// Claims of a client assertion: `iss` = `sub` = client id, `aud` = the token URL, not
+/// expired, not before its `nbf` (5 minutes of clock skew allowed, as AAD does).
+fn check_assertion(
+    jwt: &str,
+    client_id: &str,
+    auds: &[String],
+    now: SystemTime,
+) -> Result<(), AadError> {
+    let malformed = || AadError::invalid_client(50027, "JWT token is invalid or malformed.".into());
+    let mut parts = jwt.split('.');
+    let (Some(h), Some(c), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed());
+    };
+    let (Some(header), Some(claims)) = (decode_segment(h), decode_segment(c)) else {
+        return Err(malformed());
+    };
+    if sig.is_empty() || !matches!(header["alg"].as_str(), Some("RS256" | "PS256")) {
+        return Err(AadError::invalid_client(
+            5002738,
+            "The client assertion must be signed with RS256 or PS256.".into(),
+        ));
+    }
+    if claims["iss"].as_str() != Some(client_id) || claims["sub"].as_str() != Some(client_id) {
+        return Err(AadError::invalid_client(
+            700021,
+            "Client assertion application identifier doesn't match 'client_id' parameter: \
+             'iss' and 'sub' must both be the client id."
+                .into(),
+        ));
+    }
+    let aud_ok = match &claims["aud"] {
+        Value::String(a) => auds.contains(a),
+        Value::Array(list) => list
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| auds.iter().any(|x| x == a))),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(AadError::invalid_client(
+            700212,
+            format!(
+                "No matching federated identity record found for presented assertion audience \
+                 {}: 'aud' must be the token URL.",
+                claims["aud"]
+            ),
+        ));
+    }
+    let now = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let skew = Duration::from_secs(300).as_secs_f64();
+    let exp = claims["exp"].as_f64();
+    let nbf = claims["nbf"].as_f64();
+    if exp.is_none_or(|exp| exp <= now) || nbf.is_some_and(|nbf| nbf > now + skew) {
+        return Err(AadError::invalid_client(
+            700024,
+            "Client assertion is not within its valid time range.".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The bearer check on Graph routes. On success, the tenant the token was issued for.
+pub(crate) fn authenticate(
+    shared: &Shared,
+    headers: &HeaderMap,
+    ctx: &Ctx,
+) -> Result<String, Answer> {
+    let errors = Errors {
+        ctx,
+        intune: false,
+        path: "",
+    };
+    let reject = |message: &str| {
+        errors
+            .plain(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", message)
+            .with_header(
+                "www-authenticate",
+                "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", client_id=\"00000003-0000-0000-c000-000000000000\"".into(),
+            )
+    };
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .unwrap_or("");
+    let token = match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ if value.is_empty() => "",
+        _ => {
+            return Err(reject(
+                "Access token validation failed: the Authorization header is not a Bearer token.",
+            ));
+        }
+    };
+    if token.is_empty() {
+        return Err(reject("Access token is empty."));
+    }
+    let mut inner = shared.lock();
+    match inner.tokens.get(token).cloned() {
+        None => Err(reject(
+            "Access token validation failed: the token was not issued by this emulator.",
+        )),
+        Some(t) if Instant::now() >= t.expires => {
+            inner.stats.expired_tokens += 1;
+            Err(reject("Lifetime validation failed, the token is expired."))
+        }
+        Some(t) => Ok(t.tenant),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(header: Value, claims: Value) -> String {
+        let e = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.c2ln", e(&header), e(&claims))
+    }
+
+    const AUD: &str = "http://127.0.0.1:1/t/oauth2/v2.0/token";
+
+    fn now_secs() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[test]
+    fn good_assertion_passes_and_bad_claims_fail() {
+        let auds = [AUD.to_string()];
+        let h = json!({"alg": "RS256", "x5t": "abc"});
+        let good = json!({"iss": "c", "sub": "c", "aud": AUD, "exp": now_secs() + 300});
+        assert_eq!(
+            check_assertion(&jwt(h.clone(), good.clone()), "c", &auds, SystemTime::now()),
+            Ok(())
+        );
+        let cases = [
+            (
+                json!({"iss": "x", "sub": "c", "aud": AUD, "exp": now_secs() + 300}),
+                700021,
+            ),
+            (
+                json!({"iss": "c", "sub": "c", "aud": "http://elsewhere/", "exp": now_secs() + 300}),
+                700212,
+            ),
+            (
+                json!({"iss": "c", "sub": "c", "aud": AUD, "exp": now_secs() - 1}),
+                700024,
+            ),
+            (json!({"iss": "c", "sub": "c", "aud": AUD}), 700024),
+        ];
+        for (claims, code) in cases {
+            let err = check_assertion(
+                &jwt(h.clone(), claims.clone()),
+                "c",
+                &auds,
+                SystemTime::now(),
+            )
+            .expect_err(&claims.to_string());
+            assert_eq!(err.code, code, "{claims}");
+        }
+        let none_alg = jwt(json!({"alg": "none"}), good);
+        assert_eq!(
+            check_assertion(&none_alg, "c", &auds, SystemTime::now())
+                .unwrap_err()
+                .code,
+            5002738
+        );
+        for junk in ["", "a.b", "a.b.c.d", "!!.??.x"] {
+            assert_eq!(
+                check_assertion(junk, "c", &auds, SystemTime::now())
+                    .unwrap_err()
+                    .code,
+                50027
+            );
+        }
+    }
+
+    #[test]
+    fn request_checks_follow_aad_order() {
+        let form = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>()
+        };
+        let ok = [
+            ("grant_type", "client_credentials"),
+            ("client_id", "c"),
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("client_secret", "s"),
+        ];
+        assert_eq!(check_request(&form(&ok), None, &[]), Ok(()));
+        assert_eq!(check_request(&form(&ok), Some("s"), &[]), Ok(()));
+        let code =
+            |f: &[(&str, &str)], secret| check_request(&form(f), secret, &[]).unwrap_err().code;
+        assert_eq!(code(&ok, Some("other")), 7000215);
+        assert_eq!(code(&ok[1..], None), 900144);
+        assert_eq!(code(&[("grant_type", "password")], None), 70003);
+        assert_eq!(
+            code(
+                &[
+                    ok[0],
+                    ok[1],
+                    ("scope", "https://graph.microsoft.com/User.Read"),
+                    ok[3]
+                ],
+                None
+            ),
+            1002012
+        );
+        assert_eq!(code(&ok[..3], None), 7000216);
+    }
+}
