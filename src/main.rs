@@ -14,6 +14,10 @@ fn main() {
                 std::process::exit(2);
             }
         }
-        _ => {}
+        // Placeholders until the bulk run lands (the other engineer's main.rs replaces this).
+        autopilot_bulk::cli::Command::Run(_) | autopilot_bulk::cli::Command::Validate(_) => {
+            eprintln!("not implemented yet");
+            std::process::exit(2);
+        }
     }
 }
