@@ -116,7 +116,10 @@ pub(crate) async fn token(
                     access_token.clone(),
                     IssuedToken {
                         tenant: tenant.to_ascii_lowercase(),
-                        expires: Instant::now() + ttl,
+                        // A ttl past what Instant can hold: never expires.
+                        expires: Instant::now()
+                            .checked_add(ttl)
+                            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 32)),
                     },
                 );
                 inner.stats.tokens_issued += 1;
