@@ -417,6 +417,122 @@ async fn client_assertion_claims_are_checked() {
     assert_eq!(body["error"], "invalid_client");
 }
 
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A client assertion signed with the fixture key, as a real client builds it.
+fn signed_jwt(alg: &str, thumbprint_of: Option<(&str, &str)>, claims: Value) -> String {
+    use aws_lc_rs::{digest, rand::SystemRandom, signature};
+    use base64::Engine as _;
+    use rustls_pki_types::pem::PemObject as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut header = json!({"alg": alg, "typ": "JWT"});
+    if let Some((field, cert)) = thumbprint_of {
+        let der = rustls_pki_types::CertificateDer::from_pem_file(fixture(cert)).unwrap();
+        let alg = if field == "x5t" {
+            &digest::SHA1_FOR_LEGACY_USE_ONLY
+        } else {
+            &digest::SHA256
+        };
+        header[field] = json!(b64.encode(digest::digest(alg, &der)));
+    }
+    let signed = format!(
+        "{}.{}",
+        b64.encode(header.to_string()),
+        b64.encode(claims.to_string())
+    );
+    let key = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_file(fixture("emulator-client.key"))
+        .unwrap();
+    let key = signature::RsaKeyPair::from_pkcs8(key.secret_pkcs8_der()).unwrap();
+    let padding: &dyn signature::RsaEncoding = if alg == "PS256" {
+        &signature::RSA_PSS_SHA256
+    } else {
+        &signature::RSA_PKCS1_SHA256
+    };
+    let mut sig = vec![0; key.public_modulus_len()];
+    key.sign(padding, &SystemRandom::new(), signed.as_bytes(), &mut sig)
+        .unwrap();
+    format!("{signed}.{}", b64.encode(sig))
+}
+
+#[tokio::test]
+async fn client_assertion_signatures_are_verified_with_a_certificate() {
+    let start = |cert: &str| {
+        Emulator::start(EmulatorConfig {
+            client_certificate: Some(fixture(cert)),
+            ..EmulatorConfig::default()
+        })
+    };
+    let emu = start("emulator-client.crt").await.unwrap();
+    let other = start("other.crt").await.unwrap();
+    let http = reqwest::Client::new();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let send = |emu: &Emulator, assertion: String| {
+        let http = http.clone();
+        let url = emu.authority_url();
+        async move {
+            let r = token_request(
+                &http,
+                &url,
+                "t",
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", "app"),
+                    ("scope", SCOPE),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", &assertion),
+                ],
+            )
+            .await;
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (status, body["error_codes"][0].as_u64())
+        }
+    };
+    let claims = |emu: &Emulator| {
+        json!({"iss": "app", "sub": "app", "aud": format!("{}/t/oauth2/v2.0/token", emu.authority_url()),
+               "jti": "j", "nbf": now, "exp": now + 300})
+    };
+    let rs = signed_jwt("RS256", Some(("x5t", "emulator-client.crt")), claims(&emu));
+    assert_eq!(send(&emu, rs).await, (200, None));
+    let ps = signed_jwt(
+        "PS256",
+        Some(("x5t#S256", "emulator-client.crt")),
+        claims(&emu),
+    );
+    assert_eq!(send(&emu, ps).await, (200, None));
+    // No thumbprint: AAD cannot find the key.
+    let bare = signed_jwt("RS256", None, claims(&emu));
+    assert_eq!(send(&emu, bare).await, (401, Some(700027)));
+    // A signature over other claims.
+    let good = signed_jwt("RS256", Some(("x5t", "emulator-client.crt")), claims(&emu));
+    let forged_claims = {
+        use base64::Engine as _;
+        let mut c = claims(&emu);
+        c["sub"] = json!("app");
+        c["jti"] = json!("other");
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(c.to_string())
+    };
+    let parts: Vec<&str> = good.split('.').collect();
+    let forged = format!("{}.{forged_claims}.{}", parts[0], parts[2]);
+    assert_eq!(send(&emu, forged).await, (401, Some(700027)));
+    // Signed by a key that is not the configured certificate's (thumbprint names it anyway).
+    let wrong_key = signed_jwt("RS256", Some(("x5t", "other.crt")), claims(&other));
+    assert_eq!(send(&other, wrong_key).await, (401, Some(700027)));
+    // A certificate that cannot be read stops the start.
+    let err = start("missing.crt").await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+}
+
 #[tokio::test]
 async fn missing_and_unknown_bearer_are_401() {
     let env = Env::new(EmulatorConfig::default()).await;
