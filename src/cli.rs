@@ -297,6 +297,10 @@ pub struct EmulateArgs {
     /// Error messages in Intune's JSON-inside-`message` form.
     #[arg(long)]
     pub intune_envelope: bool,
+    /// Requests arriving this soon after the first 429 of a throttle episode count as
+    /// already in flight, not as Retry-After violations.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub violation_grace: Duration,
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -329,7 +333,7 @@ impl EmulateArgs {
             latency: self.latency,
             seed: self.seed,
             intune_envelope: self.intune_envelope,
-            ..EmulatorConfig::default()
+            violation_grace: self.violation_grace,
         })
     }
 }
