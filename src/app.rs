@@ -19,7 +19,7 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => {
             init_logging(args.quiet, args.verbose, args.log_format);
-            ExitCode::from(run_command(args))
+            ExitCode::from(run_command(*args))
         }
         Command::Validate(args) => {
             init_logging(false, 0, LogFormat::Text);

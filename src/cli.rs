@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Assign deployment profiles for every row of INPUT.csv and write a results CSV.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Read and validate every row of INPUT.csv; send nothing.
     Validate(ValidateArgs),
     /// Run the local Graph emulator in the foreground.
@@ -305,6 +305,10 @@ pub struct EmulateArgs {
     /// Error messages in Intune's JSON-inside-`message` form.
     #[arg(long)]
     pub intune_envelope: bool,
+    /// Requests arriving this soon after the first 429 of a throttle episode count as
+    /// already in flight, not as Retry-After violations.
+    #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub violation_grace: Duration,
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -337,7 +341,7 @@ impl EmulateArgs {
             latency: self.latency,
             seed: self.seed,
             intune_envelope: self.intune_envelope,
-            ..EmulatorConfig::default()
+            violation_grace: self.violation_grace,
         })
     }
 }

@@ -158,11 +158,8 @@ impl Throttle {
     /// ready, and the gate still open (a 429 may have closed it while we waited).
     pub async fn acquire(&self) -> Slot {
         self.gate.wait().await;
-        let permit = match self.slots.clone().acquire_owned().await {
-            Ok(p) => Some(p),
-            // The semaphore is never closed; if it were, pacing by the limiter alone is safe.
-            Err(_) => None,
-        };
+        // The semaphore is never closed; if it were, pacing by the limiter alone is safe.
+        let permit = self.slots.clone().acquire_owned().await.ok();
         self.limiter.until_ready().await;
         self.gate.wait().await;
         Slot {

@@ -70,7 +70,8 @@ impl Faults {
         let mean = self.mean_latency?;
         let u = self.latency.f64();
         let factor = -(1.0 - u).ln();
-        Some(mean.mul_f64(if factor.is_finite() { factor } else { 0.0 }))
+        // try_from: a huge configured mean must not panic on overflow.
+        Some(Duration::try_from_secs_f64(mean.as_secs_f64() * factor).unwrap_or(mean))
     }
 
     /// The form of one 429's Retry-After; `mixed` draws among the four.

@@ -175,10 +175,16 @@ impl Emulator {
 
     /// Same on a given port (0 = any). Loopback only: the emulator is for rehearsals and
     /// tests, never for the network.
+    /// A `client_certificate` that cannot be read or parsed is an `InvalidInput` error.
     pub async fn start_on(config: EmulatorConfig, port: u16) -> std::io::Result<Emulator> {
+        let certificate = config
+            .client_certificate
+            .as_deref()
+            .map(tokens::load_certificate)
+            .transpose()?;
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(config, addr));
+        let shared = Arc::new(Shared::new(config, addr, certificate));
         let cancel = CancellationToken::new();
         let task = tokio::spawn(server::serve(
             listener,
@@ -239,7 +245,7 @@ pub async fn serve_foreground(config: EmulatorConfig, port: u16) -> anyhow::Resu
     let description = describe(&config);
     let emulator = Emulator::start_on(config, port)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot bind 127.0.0.1:{port}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot start the emulator on 127.0.0.1:{port}: {e}"))?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}", emulator.url())?;
@@ -266,6 +272,9 @@ fn describe(config: &EmulatorConfig) -> String {
         format!("retry-after {:?}", config.retry_after).to_lowercase(),
         format!("token ttl {}", humantime::format_duration(config.token_ttl)),
     ];
+    if let Some(cert) = &config.client_certificate {
+        parts.push(format!("assertions verified against {}", cert.display()));
+    }
     if let Some(devices) = &config.devices {
         parts.push(format!("{} known devices", devices.len()));
     }

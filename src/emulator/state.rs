@@ -35,11 +35,17 @@ pub(crate) struct Inner {
 pub(crate) struct Shared {
     pub config: EmulatorConfig,
     pub addr: SocketAddr,
+    /// DER of `config.client_certificate`, loaded and parsed once at start.
+    pub certificate: Option<Vec<u8>>,
     inner: Mutex<Inner>,
 }
 
 impl Shared {
-    pub(crate) fn new(config: EmulatorConfig, addr: SocketAddr) -> Self {
+    pub(crate) fn new(
+        config: EmulatorConfig,
+        addr: SocketAddr,
+        certificate: Option<Vec<u8>>,
+    ) -> Self {
         let inner = Inner {
             tokens: HashMap::new(),
             store: HashMap::new(),
@@ -56,6 +62,7 @@ impl Shared {
         Self {
             config,
             addr,
+            certificate,
             inner: Mutex::new(inner),
         }
     }

@@ -52,7 +52,11 @@ impl Window {
         // A later request fits once at most count-1 recorded hits remain, i.e. once the
         // (len-count)-th oldest (0-based) has left the window.
         let must_expire = self.hits.get(len - self.count).copied().unwrap_or(now);
-        Some((must_expire + self.per).saturating_duration_since(now))
+        Some(
+            must_expire
+                .checked_add(self.per)
+                .map_or(self.per, |room| room.saturating_duration_since(now)),
+        )
     }
 }
 
@@ -145,7 +149,7 @@ impl Throttle {
     /// answers make promises that violations are judged against.
     pub(crate) fn promised(&mut self, tenant: &str, now: Instant, stated: Duration) {
         let t = self.tenant(tenant);
-        let until = now + stated;
+        let until = now.checked_add(stated).unwrap_or(now);
         t.promise = Some(match t.promise {
             Some(p) if now < p.until => Promise {
                 first_sent: p.first_sent,
@@ -190,7 +194,9 @@ pub(crate) fn retry_after(
         }
         RetryForm::Date => {
             // HTTP-dates have whole seconds: round the target up so it is never early.
-            let target = sys_now + wait.max(Duration::from_millis(1));
+            let target = sys_now
+                .checked_add(wait.max(Duration::from_millis(1)))
+                .unwrap_or(sys_now);
             let since_epoch = target.duration_since(UNIX_EPOCH).unwrap_or_default();
             let mut secs = since_epoch.as_secs();
             if since_epoch.subsec_nanos() > 0 {

@@ -3,7 +3,9 @@
 //! clients are expected to surface them, and the client's auth code is tested against them.
 //!
 //! Client assertions are decoded and their claims checked (type, `iss` = `sub` = client id,
-//! `aud` = this token URL, `exp`); their signature is not verified (see docs/emulator.md).
+//! `aud` = this token URL, `exp`). With `--client-certificate`, the header's `x5t` (or
+//! `x5t#S256`) must be that certificate's thumbprint and the RS256/PS256 signature must verify
+//! against its key (rustls-webpki over aws-lc-rs: no hand-rolled crypto).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -105,7 +107,11 @@ pub(crate) async fn token(
             shared.addr.port()
         ),
     ];
-    match check_request(&form, shared.config.client_secret.as_deref(), &auds) {
+    let policy = Policy {
+        secret: shared.config.client_secret.as_deref(),
+        certificate: shared.certificate.as_deref(),
+    };
+    match check_request(&form, policy, &auds) {
         Err(e) => e.into_response(),
         Ok(()) => {
             let access_token = Uuid::new_v4().simple().to_string();
@@ -116,7 +122,10 @@ pub(crate) async fn token(
                     access_token.clone(),
                     IssuedToken {
                         tenant: tenant.to_ascii_lowercase(),
-                        expires: Instant::now() + ttl,
+                        // A ttl past what Instant can hold: never expires.
+                        expires: Instant::now()
+                            .checked_add(ttl)
+                            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 32)),
                     },
                 );
                 inner.stats.tokens_issued += 1;
@@ -132,10 +141,19 @@ pub(crate) async fn token(
     }
 }
 
+/// What credentials the emulator insists on.
+#[derive(Debug, Clone, Copy, Default)]
+struct Policy<'a> {
+    /// Only this client secret is accepted (any, when `None`).
+    secret: Option<&'a str>,
+    /// DER certificate whose key must have signed client assertions (unchecked when `None`).
+    certificate: Option<&'a [u8]>,
+}
+
 /// The checks AAD makes, in its order: grant type, client id, scope, then the credential.
 fn check_request(
     form: &HashMap<String, String>,
-    required_secret: Option<&str>,
+    policy: Policy<'_>,
     auds: &[String],
 ) -> Result<(), AadError> {
     let param = |name: &str| form.get(name).map(String::as_str).filter(|v| !v.is_empty());
@@ -171,7 +189,7 @@ fn check_request(
              client_assertion, not both."
                 .into(),
         )),
-        (Some(secret), None) => match required_secret {
+        (Some(secret), None) => match policy.secret {
             Some(expected) if expected != secret => Err(AadError::invalid_client(
                 7000215,
                 format!(
@@ -191,7 +209,11 @@ fn check_request(
                     format!("The client_assertion_type must be '{JWT_BEARER}'."),
                 ));
             }
-            check_assertion(assertion, client_id, auds, SystemTime::now())
+            check_assertion(assertion, client_id, auds, SystemTime::now())?;
+            match policy.certificate {
+                Some(der) => check_signature(assertion, der),
+                None => Ok(()),
+            }
         }
         (None, None) => Err(AadError::invalid_client(
             7000216,
@@ -273,6 +295,74 @@ fn check_assertion(
         ));
     }
     Ok(())
+}
+
+/// Read the first certificate of a PEM file (it may also hold the private key) and check
+/// that it parses, so that a bad `--client-certificate` fails at start, not per request.
+pub(crate) fn load_certificate(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let invalid = |why: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("client certificate {}: {why}", path.display()),
+        )
+    };
+    let pem = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+    let der = CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .ok_or_else(|| invalid("no CERTIFICATE block".into()))?
+        .map_err(|e| invalid(format!("{e:?}")))?;
+    webpki::EndEntityCert::try_from(&der).map_err(|e| invalid(format!("{e:?}")))?;
+    Ok(der.to_vec())
+}
+
+/// The assertion's `x5t`/`x5t#S256` must name the configured certificate, and its signature
+/// must verify with that certificate's key. AAD answers both failures with AADSTS700027.
+fn check_signature(jwt: &str, der: &[u8]) -> Result<(), AadError> {
+    use aws_lc_rs::digest;
+    let reject = |why: &str| {
+        AadError::invalid_client(
+            700027,
+            format!("Client assertion failed signature validation. [Reason - {why}]"),
+        )
+    };
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let Some((signed, signature)) = jwt.rsplit_once('.') else {
+        return Err(reject("The assertion is malformed."));
+    };
+    let header = signed
+        .split('.')
+        .next()
+        .and_then(decode_segment)
+        .ok_or_else(|| reject("The assertion is malformed."))?;
+    let thumbprint = |alg| b64.encode(digest::digest(alg, der));
+    let named = header["x5t"]
+        .as_str()
+        .map(|t| t == thumbprint(&digest::SHA1_FOR_LEGACY_USE_ONLY))
+        .or_else(|| {
+            header["x5t#S256"]
+                .as_str()
+                .map(|t| t == thumbprint(&digest::SHA256))
+        });
+    if named != Some(true) {
+        return Err(reject(
+            "The key was not found: x5t does not name the configured certificate.",
+        ));
+    }
+    let algorithm = match header["alg"].as_str() {
+        Some("RS256") => webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256,
+        Some("PS256") => webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+        _ => return Err(reject("Unsupported signing algorithm.")),
+    };
+    let signature = b64
+        .decode(signature.trim_end_matches('='))
+        .map_err(|_| reject("The signature is not base64url."))?;
+    let der = rustls_pki_types::CertificateDer::from(der);
+    let cert = webpki::EndEntityCert::try_from(&der)
+        .map_err(|_| reject("The configured certificate cannot be parsed."))?;
+    cert.verify_signature(algorithm, signed.as_bytes(), &signature)
+        .map_err(|_| reject("The signature does not match the certificate's key."))
 }
 
 /// The bearer check on Graph routes. On success, the tenant the token was issued for.
@@ -407,10 +497,14 @@ mod tests {
             ("scope", "https://graph.microsoft.com/.default"),
             ("client_secret", "s"),
         ];
-        assert_eq!(check_request(&form(&ok), None, &[]), Ok(()));
-        assert_eq!(check_request(&form(&ok), Some("s"), &[]), Ok(()));
+        let secret = |s| Policy {
+            secret: s,
+            certificate: None,
+        };
+        assert_eq!(check_request(&form(&ok), secret(None), &[]), Ok(()));
+        assert_eq!(check_request(&form(&ok), secret(Some("s")), &[]), Ok(()));
         let code =
-            |f: &[(&str, &str)], secret| check_request(&form(f), secret, &[]).unwrap_err().code;
+            |f: &[(&str, &str)], s| check_request(&form(f), secret(s), &[]).unwrap_err().code;
         assert_eq!(code(&ok, Some("other")), 7000215);
         assert_eq!(code(&ok[1..], None), 900144);
         assert_eq!(code(&[("grant_type", "password")], None), 70003);

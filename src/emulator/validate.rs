@@ -156,7 +156,7 @@ fn target(value: &Value) -> Result<Map<String, Value>, String> {
                 }
             }
             "collectionId" if needs == Needs::Collection => {
-                if !value.as_str().is_some_and(|s| !s.trim().is_empty()) {
+                if value.as_str().is_none_or(|s| s.trim().is_empty()) {
                     return Err(invalid(name, value, "is not a non-empty string"));
                 }
             }
