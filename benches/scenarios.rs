@@ -1,0 +1,142 @@
+//! Scenario runner: the bulk run against the in-process emulator, measured the way that
+//! matters for this job — how close to the throttle's theoretical minimum it finishes.
+//!
+//! `cargo bench --bench scenarios` runs every scenario; `cargo bench --bench scenarios -- NAME`
+//! runs those whose name contains NAME. For each it prints completion time ÷ theoretical
+//! minimum ((⌈requests/COUNT⌉ − 1) × DURATION for a sliding window of COUNT per DURATION), the
+//! share of requests answered 429, Retry-After violations, CPU time per row and peak RSS (both
+//! for the whole process, emulator included).
+
+use std::time::{Duration, Instant};
+
+use autopilot_bulk::app::emulator_credentials;
+use autopilot_bulk::config::{Config, RateSpec};
+use autopilot_bulk::emulator::{Emulator, EmulatorConfig, RetryAfterMode};
+use autopilot_bulk::pipeline;
+use tokio_util::sync::CancellationToken;
+
+struct Scenario {
+    name: &'static str,
+    rows: u32,
+    /// The service's sliding window.
+    limit: RateSpec,
+    /// The client's configured `--rate`.
+    rate: RateSpec,
+    retry_after: RetryAfterMode,
+    concurrency: usize,
+    latency: Duration,
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let window = RateSpec::new(100, Duration::from_secs(2));
+    vec![Scenario {
+        name: "window-100/2s-retry-after-seconds",
+        rows: 1000,
+        limit: window,
+        rate: window,
+        retry_after: RetryAfterMode::Seconds,
+        concurrency: 8,
+        latency: Duration::from_millis(10),
+    }]
+}
+
+/// CPU seconds used by this process so far (user + system), from /proc.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10)) // USER_HZ is 100 on Linux
+}
+
+/// Peak resident set size of this process, in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn input_file(dir: &std::path::Path, rows: u32) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("bench.csv");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create input"));
+    writeln!(f, "device_id,target_type,group_id").expect("write");
+    for i in 0..rows {
+        writeln!(
+            f,
+            "{i:08x}-0000-4000-8000-{:012x},group,5e7e0c2a-3b1d-4c8e-9f6a-0d1c2b3a4f5e",
+            u64::from(i)
+        )
+        .expect("write");
+    }
+    path
+}
+
+async fn run(s: &Scenario) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = input_file(dir.path(), s.rows);
+    let emulator = Emulator::start(EmulatorConfig {
+        limit: s.limit,
+        retry_after: s.retry_after,
+        latency: (!s.latency.is_zero()).then_some(s.latency),
+        seed: 1,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator starts");
+    let mut config = Config::new(&input, dir.path().join("bench.results.csv"));
+    config.graph_url = emulator.graph_url();
+    config.authority_url = emulator.authority_url();
+    config.credentials = emulator_credentials();
+    config.rate = s.rate;
+    config.concurrency = s.concurrency;
+
+    let cpu_before = cpu_time();
+    let started = Instant::now();
+    let summary = pipeline::run(config, CancellationToken::new())
+        .await
+        .expect("run starts");
+    let elapsed = started.elapsed();
+    let cpu = cpu_time().zip(cpu_before).map(|(a, b)| a.saturating_sub(b));
+    let stats = emulator.stats();
+    emulator.shutdown().await;
+
+    let windows = u64::from(s.rows).div_ceil(u64::from(s.limit.count));
+    let minimum = s.limit.per * (windows.saturating_sub(1) as u32);
+    let ratio = elapsed.as_secs_f64() / minimum.as_secs_f64().max(f64::EPSILON);
+    let share_429 = summary.throttled_responses as f64 / summary.requests.max(1) as f64;
+    println!(
+        "{:<38} rows {:>7} · {:>6.2}s / min {:>5.1}s = {:.3}× · 429s {:.2}% · violations {} · \
+         created {} · CPU {:.1} µs/row · peak RSS {:.1} MiB",
+        s.name,
+        s.rows,
+        elapsed.as_secs_f64(),
+        minimum.as_secs_f64(),
+        ratio,
+        share_429 * 100.0,
+        stats.violations,
+        summary.created,
+        cpu.map(|c| c.as_secs_f64() * 1e6 / f64::from(s.rows))
+            .unwrap_or(f64::NAN),
+        peak_rss_mib().unwrap_or(f64::NAN),
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything else is a name filter.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for s in scenarios() {
+        if filter.is_empty() || filter.iter().any(|f| s.name.contains(f.as_str())) {
+            runtime.block_on(run(&s));
+        }
+    }
+}
