@@ -10,7 +10,7 @@ use crate::cli::{Cli, Command, EmulateArgs, LogFormat, RunArgs, ValidateArgs};
 use crate::config::Credentials;
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::input::{InputReader, Parsed};
-use crate::pipeline::{self, RunError};
+use crate::pipeline;
 
 /// Exit code for usage, configuration and input-file errors (nothing sent).
 const EXIT_USAGE: u8 = 2;
@@ -43,7 +43,7 @@ fn init_logging(quiet: bool, verbose: u8, format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("autopilot_bulk={level}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::progress::LogWriter)
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -83,16 +83,69 @@ fn cancel_on_signal(token: CancellationToken) {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-        eprintln!("autopilot-bulk: stopping: finishing rows in flight…");
+        eprintln!(
+            "autopilot-bulk: stopping: no new rows; finishing rows in flight (Ctrl-C again to \
+             quit at once, still safe to --resume)…"
+        );
         token.cancel();
+        // A second signal: leave now. Every finished row is on disk and the journal names
+        // the rows in flight, so --resume neither loses nor repeats anything.
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("autopilot-bulk: quitting at once; resume with --resume");
+        std::process::exit(130);
     });
 }
 
+/// The command line that continues this run: the same arguments, `--resume` instead of
+/// `--overwrite`.
+fn resume_command() -> String {
+    let mut args: Vec<String> = std::env::args()
+        .filter(|a| a != "--overwrite" && a != "--resume")
+        .collect();
+    args.push("--resume".into());
+    args.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Write `--summary-json`; a failure to write it is reported but does not change the exit code.
+fn write_summary_json(path: Option<&std::path::Path>, value: &serde_json::Value) {
+    let Some(path) = path else { return };
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    if let Err(e) = std::fs::write(path, text + "\n") {
+        eprintln!(
+            "autopilot-bulk: warning: cannot write summary {}: {e}",
+            path.display()
+        );
+    }
+}
+
 fn run_command(args: RunArgs) -> u8 {
+    let summary_path = args.summary_json.clone();
     let mut config = match args.to_config() {
         Ok(c) => c,
-        Err(e) => return fail(format!("{e:#}")),
+        Err(e) => {
+            let message = format!("{e:#}");
+            write_summary_json(
+                summary_path.as_deref(),
+                &crate::progress::error_json(&message, EXIT_USAGE),
+            );
+            return fail(message);
+        }
     };
+    if args.dry_run {
+        return dry_run(&config);
+    }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
@@ -101,47 +154,39 @@ fn run_command(args: RunArgs) -> u8 {
         let shutdown = CancellationToken::new();
         cancel_on_signal(shutdown.clone());
         let emulator = if args.emulator {
-            let devices_path = args.emulator_devices.clone().or_else(|| {
-                let beside = args.input.with_file_name("emulator-devices.txt");
-                beside.exists().then_some(beside)
-            });
-            let devices = match devices_path.as_deref().map(crate::emulator::read_device_list) {
-                Some(Err(e)) => return fail(e),
-                Some(Ok(d)) => Some(d),
-                None => None,
-            };
-            let emulator = match Emulator::start(EmulatorConfig {
-                devices,
-                ..EmulatorConfig::default()
-            })
-            .await
-            {
-                Ok(e) => e,
-                Err(e) => return fail(format!("cannot start the emulator: {e}")),
-            };
-            eprintln!(
-                "autopilot-bulk: running against the in-process emulator at {} (limit {}{})",
-                emulator.url(),
-                crate::config::RateSpec::default(),
-                match &devices_path {
-                    Some(p) => format!(", devices from {}", p.display()),
-                    None => String::new(),
+            match start_emulator(&args).await {
+                Ok(e) => {
+                    config.graph_url = e.graph_url();
+                    config.authority_url = e.authority_url();
+                    config.credentials = emulator_credentials();
+                    Some(e)
                 }
-            );
-            config.graph_url = emulator.graph_url();
-            config.authority_url = emulator.authority_url();
-            config.credentials = emulator_credentials();
-            Some(emulator)
+                Err(message) => return fail(message),
+            }
         } else {
             None
         };
-        let outcome = pipeline::run(config, shutdown).await;
-        let code = match outcome {
+        let code = match pipeline::run(config, shutdown).await {
             Ok(summary) => {
                 eprint!("{}", crate::progress::render_summary(&summary));
-                summary.exit_code()
+                let code = summary.exit_code();
+                if summary.interrupted || summary.aborted.is_some() {
+                    eprintln!("  to continue: {}", resume_command());
+                }
+                write_summary_json(
+                    summary_path.as_deref(),
+                    &crate::progress::summary_json(&summary, code),
+                );
+                code
             }
-            Err(e @ (RunError::Config(_) | RunError::Input(_) | RunError::Output(_))) => fail(e),
+            Err(e) => {
+                let message = e.to_string();
+                write_summary_json(
+                    summary_path.as_deref(),
+                    &crate::progress::error_json(&message, EXIT_USAGE),
+                );
+                fail(message)
+            }
         };
         if let Some(emulator) = emulator {
             let stats = emulator.stats();
@@ -153,6 +198,65 @@ fn run_command(args: RunArgs) -> u8 {
         }
         code
     })
+}
+
+/// `run --emulator`: the emulator in-process with its defaults (Intune's 100/20s window) and
+/// the device list from `--emulator-devices` or `emulator-devices.txt` beside the input.
+async fn start_emulator(args: &RunArgs) -> Result<Emulator, String> {
+    let devices_path = args.emulator_devices.clone().or_else(|| {
+        let beside = args.input.with_file_name("emulator-devices.txt");
+        beside.exists().then_some(beside)
+    });
+    let devices = devices_path
+        .as_deref()
+        .map(crate::emulator::read_device_list)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let config = EmulatorConfig {
+        devices,
+        ..EmulatorConfig::default()
+    };
+    let limit = config.limit;
+    let emulator = Emulator::start(config)
+        .await
+        .map_err(|e| format!("cannot start the emulator: {e}"))?;
+    eprintln!(
+        "autopilot-bulk: running against the in-process emulator at {} (limit {limit}{})",
+        emulator.url(),
+        match &devices_path {
+            Some(p) => format!(", devices from {}", p.display()),
+            None => String::new(),
+        }
+    );
+    Ok(emulator)
+}
+
+/// `run --dry-run`: everything `validate` does, plus the first request bodies as they would be
+/// sent. No network, no results file.
+fn dry_run(config: &crate::config::Config) -> u8 {
+    const SHOWN: usize = 3;
+    let reader = match InputReader::open(&config.input, config.delimiter, config.defaults.clone()) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let mut shown = 0;
+    let code = report_rows(&config.input, reader, |job| {
+        if shown < SHOWN {
+            shown += 1;
+            println!(
+                "row {}: POST {}/deviceManagement/windowsAutopilotDeviceIdentities/{}/deploymentProfile/assignments\n{}",
+                job.row,
+                config.graph_url,
+                job.device_id,
+                serde_json::to_string_pretty(&job.assignment).unwrap_or_default()
+            );
+        }
+    });
+    println!(
+        "dry run: nothing was sent; results would go to {}",
+        config.output.display()
+    );
+    code
 }
 
 /// Any secret works against the emulator; these only name the run in its logs.
@@ -169,10 +273,19 @@ fn validate_command(args: &ValidateArgs) -> u8 {
         Ok(d) => d,
         Err(e) => return fail(format!("{e:#}")),
     };
-    let reader = match InputReader::open(&args.input, args.defaults.delimiter, defaults) {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
+    match InputReader::open(&args.input, args.defaults.delimiter, defaults) {
+        Ok(reader) => report_rows(&args.input, reader, |_| {}),
+        Err(e) => fail(e),
+    }
+}
+
+/// Read every row with the run's own reader, print each invalid one and the counts, hand each
+/// valid one to `on_job`. Exit 0 if all rows are valid, 1 if not, 2 if the file breaks off.
+fn report_rows(
+    input: &std::path::Path,
+    reader: InputReader,
+    mut on_job: impl FnMut(&crate::input::Job),
+) -> u8 {
     if !reader.unknown_columns().is_empty() {
         eprintln!(
             "autopilot-bulk: warning: ignoring columns that are not input columns: {}",
@@ -184,7 +297,10 @@ fn validate_command(args: &ValidateArgs) -> u8 {
     let mut out = stdout.lock();
     for item in reader {
         match item {
-            Ok(Parsed::Job(_)) => valid += 1,
+            Ok(Parsed::Job(job)) => {
+                valid += 1;
+                on_job(&job);
+            }
             Ok(Parsed::Invalid(i)) => {
                 invalid += 1;
                 let _ = writeln!(out, "row {}: {}", i.row, i.reason);
@@ -195,7 +311,7 @@ fn validate_command(args: &ValidateArgs) -> u8 {
     let _ = writeln!(
         out,
         "{}: {} rows · {valid} valid · {invalid} invalid",
-        args.input.display(),
+        input.display(),
         valid + invalid
     );
     if invalid == 0 { 0 } else { 1 }

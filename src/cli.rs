@@ -120,8 +120,21 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
     /// Replace an existing results file.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
+    /// Continue an existing results file: rows it reports created/existing (and invalid) are
+    /// skipped, rows in flight at a crash are reconciled, the rest are done and appended.
+    #[arg(long)]
+    pub resume: bool,
+    /// With --resume: also redo rows reported invalid (after fixing the input).
+    #[arg(long, requires = "resume")]
+    pub retry_invalid: bool,
+    /// Validate every row and show the first request bodies; send nothing, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write a machine-readable end-of-run summary (JSON) here.
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
     /// Requests in flight at most.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: u32,
@@ -191,6 +204,8 @@ impl RunArgs {
             .unwrap_or_else(|| default_output(&self.input));
         let mut config = Config::new(&self.input, output);
         config.overwrite = self.overwrite;
+        config.resume = self.resume;
+        config.retry_invalid = self.retry_invalid;
         config.delimiter = self.defaults.delimiter;
         config.defaults = self.defaults.to_defaults()?;
         config.concurrency = self.concurrency as usize;
@@ -213,7 +228,7 @@ impl RunArgs {
             .trim_end_matches('/')
             .to_string();
         config.progress = !self.quiet;
-        if !self.emulator {
+        if !self.emulator && !self.dry_run {
             config.credentials = self.credentials()?;
         }
         Ok(config)

@@ -157,6 +157,13 @@ pub struct Config {
     pub input: PathBuf,
     pub output: PathBuf,
     pub overwrite: bool,
+    /// Continue an existing results file: skip rows it already reports done.
+    pub resume: bool,
+    /// With `resume`: also redo rows reported `invalid` (after the input was fixed).
+    pub retry_invalid: bool,
+    /// After a stop (Ctrl-C), how long rows in flight may take to finish before they are
+    /// left to the next `--resume` (the journal names them).
+    pub shutdown_grace: Duration,
     pub delimiter: Option<u8>,
     pub defaults: RowDefaults,
     pub concurrency: usize,
@@ -181,6 +188,9 @@ impl Config {
             input: input.into(),
             output: output.into(),
             overwrite: false,
+            resume: false,
+            retry_invalid: false,
+            shutdown_grace: Duration::from_secs(3),
             delimiter: None,
             defaults: RowDefaults::default(),
             concurrency: 4,

@@ -20,7 +20,9 @@ use crate::auth::TokenProvider;
 use crate::config::{Config, Credentials, RateSpec};
 use crate::graph::client::{Attempt, ErrorInfo, GraphClient, Outcome};
 use crate::input::{InputError, InputReader, Job, Parsed};
-use crate::output::{OutputError, ResultsWriter, RowResult, Status};
+use crate::output::{
+    Journal, OutputError, PriorResults, ResultsWriter, RowResult, Status, device_fingerprint,
+};
 use crate::progress::Progress;
 use crate::retry::{GiveUp, RetryPolicy};
 use crate::throttle::Throttle;
@@ -34,6 +36,11 @@ pub enum RunError {
     Input(#[from] InputError),
     #[error(transparent)]
     Output(#[from] OutputError),
+    #[error("cannot use the journal {path}: {source}")]
+    Journal {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What a run did, for the summary, `--summary-json` and the exit code.
@@ -43,6 +50,8 @@ pub struct Summary {
     pub output: PathBuf,
     /// Rows reported in the results file by this run.
     pub rows: u64,
+    /// Rows skipped because an earlier run already reported them (`--resume`).
+    pub skipped: u64,
     pub created: u64,
     pub existing: u64,
     pub failed: u64,
@@ -125,6 +134,7 @@ struct Shared {
     auth: TokenProvider,
     throttle: Throttle,
     policy: RetryPolicy,
+    journal: Arc<Journal>,
     /// Cancelled on shutdown or abort: no new row starts, no new attempt is sent.
     stop: CancellationToken,
     abort: Mutex<Option<String>>,
@@ -190,7 +200,32 @@ async fn run_with_progress(
             "ignoring columns that are not input columns"
         );
     }
-    let writer = ResultsWriter::create(&config.output, config.overwrite)?;
+    let journal_err = |source| RunError::Journal {
+        path: Journal::path_for(&config.output),
+        source,
+    };
+    let (writer, prior, journal, started_rows) = if config.resume && config.output.exists() {
+        let prior = crate::output::read_prior(&config.output)?;
+        check_belongs(&config, &prior)?;
+        let writer = if prior.valid_len == 0 {
+            ResultsWriter::create(&config.output, true)?
+        } else {
+            ResultsWriter::append(&config.output, prior.valid_len)?
+        };
+        let (journal, started) = Journal::open(&config.output, false).map_err(journal_err)?;
+        tracing::info!(
+            done = prior.rows.len(),
+            in_flight_at_stop = started.len(),
+            "resuming {}",
+            config.output.display()
+        );
+        (writer, prior, journal, started)
+    } else {
+        let writer = ResultsWriter::create(&config.output, config.overwrite || config.resume)?;
+        let (journal, _) = Journal::open(&config.output, true).map_err(journal_err)?;
+        (writer, PriorResults::default(), journal, Vec::new())
+    };
+    let journal = Arc::new(journal);
 
     let client = GraphClient::new(
         &config.graph_url,
@@ -216,6 +251,7 @@ async fn run_with_progress(
         ),
         throttle: Throttle::new(config.rate),
         policy: RetryPolicy::new(config.max_attempts, config.max_retry_time),
+        journal: journal.clone(),
         stop: shutdown.child_token(),
         abort: Mutex::new(None),
         requests: AtomicU64::new(0),
@@ -233,16 +269,34 @@ async fn run_with_progress(
     }
 
     let capacity = (config.concurrency * 4).max(64);
-    let (job_tx, mut job_rx) = mpsc::channel::<Job>(capacity);
+    let (job_tx, mut job_rx) = mpsc::channel::<WorkItem>(capacity);
     let (res_tx, res_rx) = mpsc::channel::<RowResult>(capacity);
 
-    // Reader: a blocking thread; valid rows to the dispatcher, invalid ones straight to results.
+    // Reader: a blocking thread; valid rows to the dispatcher, invalid ones straight to results,
+    // rows an earlier run finished skipped.
     let reader_results = res_tx.clone();
-    let reader_task = tokio::task::spawn_blocking(move || -> Result<(), InputError> {
+    let reader_progress = progress.clone();
+    let retry_invalid = config.retry_invalid;
+    let started_rows: std::collections::HashSet<u64> = started_rows.into_iter().collect();
+    let prior_rows = prior.rows;
+    let reader_task = tokio::task::spawn_blocking(move || -> Result<ReaderCounts, InputError> {
+        let mut counts = ReaderCounts::default();
         for item in reader {
-            match item? {
+            let parsed = item?;
+            let earlier = prior_rows.get(&parsed.row());
+            if let Some(p) = earlier {
+                if p.status.is_success() || (p.status == Status::Invalid && !retry_invalid) {
+                    counts.skipped += 1;
+                    reader_progress.advance(1);
+                    continue;
+                }
+                counts.redone += 1;
+            }
+            match parsed {
                 Parsed::Job(job) => {
-                    if job_tx.blocking_send(job).is_err() {
+                    // Started before and not finished well: its POST may have been executed.
+                    let reconcile = earlier.is_some() || started_rows.contains(&job.row);
+                    if job_tx.blocking_send(WorkItem { job, reconcile }).is_err() {
                         break; // dispatch stopped
                     }
                 }
@@ -256,7 +310,8 @@ async fn run_with_progress(
                 }
             }
         }
-        Ok(())
+        counts.finished = true;
+        Ok(counts)
     });
 
     let writer_task = tokio::spawn(write_results(writer, res_rx, progress.clone()));
@@ -274,17 +329,29 @@ async fn run_with_progress(
     // Dispatcher: at most `concurrency` rows in flight; stops pulling rows when told to stop.
     let jobs = futures::stream::poll_fn(|cx| job_rx.poll_recv(cx))
         .take_until(shared.stop.clone().cancelled_owned());
-    jobs.for_each_concurrent(config.concurrency, |job| {
+    let dispatch = jobs.for_each_concurrent(config.concurrency, |item| {
         let shared = shared.clone();
         let res_tx = res_tx.clone();
         async move {
-            if let Some(result) = process_row(&shared, job).await {
+            if let Some(result) = process_row(&shared, item).await {
                 // The writer only goes away on a write error, reported below.
                 let _ = res_tx.send(result).await;
             }
         }
-    })
-    .await;
+    });
+    // After a stop, rows in flight get a grace period to finish; then they are abandoned to
+    // the next --resume, which finds them in the journal and reconciles them.
+    let grace = async {
+        shared.stop.cancelled().await;
+        tokio::time::sleep(config.shutdown_grace).await;
+    };
+    tokio::select! {
+        () = dispatch => {}
+        () = grace => tracing::warn!(
+            "rows still in flight after {:?} were abandoned; --resume will reconcile them",
+            config.shutdown_grace
+        ),
+    }
     drop(res_tx);
 
     // The dispatcher may have stopped early: closing the job channel releases the reader.
@@ -294,22 +361,41 @@ async fn run_with_progress(
         .map_err(|e| RunError::Config(format!("results writer task failed: {e}")))??;
     ticker.abort();
 
-    match reader_outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => shared.abort(format!("input stopped being readable: {e}")),
-        Err(e) => shared.abort(format!("input reader failed: {e}")),
-    }
+    let counts = match reader_outcome {
+        Ok(Ok(counts)) => counts,
+        Ok(Err(e)) => {
+            shared.abort(format!("input stopped being readable: {e}"));
+            ReaderCounts::default()
+        }
+        Err(e) => {
+            shared.abort(format!("input reader failed: {e}"));
+            ReaderCounts::default()
+        }
+    };
 
     let aborted = shared
         .abort
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
+    let interrupted = aborted.is_none() && shutdown.is_cancelled();
+    // Complete: every row of the input has its line. Then the journal has served its purpose,
+    // and rows a resume redid are folded to one line each.
+    if counts.finished && aborted.is_none() && !interrupted {
+        if prior.has_repeats || counts.redone > 0 {
+            crate::output::compact(&config.output)?;
+        }
+        drop(shared.journal.clone());
+        if let Some(journal) = Arc::into_inner(journal) {
+            journal.remove().map_err(journal_err)?;
+        }
+    }
     let count = |s: Status| tally.by_status.get(&s).copied().unwrap_or(0);
     Ok(Summary {
         input: config.input.clone(),
         output: config.output.clone(),
         rows: tally.rows,
+        skipped: counts.skipped,
         created: count(Status::Created),
         existing: count(Status::Existing),
         failed: count(Status::Failed),
@@ -324,7 +410,7 @@ async fn run_with_progress(
         started_at,
         finished_at: SystemTime::now(),
         elapsed: started.elapsed(),
-        interrupted: aborted.is_none() && shutdown.is_cancelled(),
+        interrupted,
         aborted,
     })
 }
@@ -350,6 +436,63 @@ async fn write_results(
     Ok(tally)
 }
 
+/// A row on its way to a worker.
+struct WorkItem {
+    job: Job,
+    /// Reconcile (GET) before the first POST: an earlier run may have sent it.
+    reconcile: bool,
+}
+
+/// What the reader saw.
+#[derive(Debug, Default)]
+struct ReaderCounts {
+    /// Rows an earlier run already finished (`--resume`).
+    skipped: u64,
+    /// Rows an earlier run reported that this run does again.
+    redone: u64,
+    /// The whole input was read.
+    finished: bool,
+}
+
+/// `--resume`: the results file must belong to this input. Every row it reports must be the
+/// same device at the same row number; checked before anything is sent.
+fn check_belongs(config: &Config, prior: &PriorResults) -> Result<(), RunError> {
+    let mismatch = |reason: String| {
+        RunError::Output(OutputError::Resume {
+            path: config.output.clone(),
+            reason: format!("it does not belong to {}: {reason}", config.input.display()),
+        })
+    };
+    let reader = InputReader::open(&config.input, config.delimiter, config.defaults.clone())?;
+    let mut rows = 0;
+    for item in reader {
+        let parsed = item?;
+        rows = parsed.row();
+        let Some(p) = prior.rows.get(&rows) else {
+            continue;
+        };
+        let device = match &parsed {
+            Parsed::Job(j) => device_fingerprint(&j.device_id.to_string()),
+            Parsed::Invalid(i) => device_fingerprint(&i.device_id),
+        };
+        let raw = match &parsed {
+            Parsed::Job(j) => j.device_id.to_string(),
+            Parsed::Invalid(i) => i.device_id.clone(),
+        };
+        if device != p.device && device_fingerprint(&raw) != p.device {
+            return Err(mismatch(format!(
+                "row {rows} is device {raw:?} in the input but another device in the results"
+            )));
+        }
+    }
+    if let Some(beyond) = prior.rows.keys().copied().filter(|&r| r > rows).min() {
+        return Err(mismatch(format!(
+            "the results report row {beyond}, the input has {rows} rows"
+        )));
+    }
+    Ok(())
+}
+
 /// What to do after a failed attempt.
 enum Next {
     /// Try again after this delay; `gate` closes it for every worker (a throttled answer).
@@ -360,14 +503,16 @@ enum Next {
 
 /// One row from first attempt to final answer. `None`: the run stopped before the row
 /// finished; it is left out of the results so that `--resume` does it.
-async fn process_row(shared: &Shared, job: Job) -> Option<RowResult> {
+async fn process_row(shared: &Shared, item: WorkItem) -> Option<RowResult> {
+    let WorkItem { job, reconcile } = item;
     let first_attempt = Instant::now();
     let mut retry = shared.policy.start();
     let mut attempts: u32 = 0;
     let mut refreshed = false;
-    // Set after an ambiguous failure: the POST may have been executed, so look before sending
-    // it again. Never re-POST blindly.
-    let mut reconcile = false;
+    // Set after an ambiguous failure (or when an earlier run may have sent the row): the POST
+    // may have been executed, so look before sending it again. Never re-POST blindly.
+    let mut reconcile = reconcile;
+    let mut journaled = false;
 
     let finish = |status: Status,
                   id: Option<String>,
@@ -403,6 +548,21 @@ async fn process_row(shared: &Shared, job: Job) -> Option<RowResult> {
                 return None;
             }
         };
+        if !journaled {
+            // Durably note the intent before the first request can reach the service.
+            let (journal, row) = (shared.journal.clone(), job.row);
+            match tokio::task::spawn_blocking(move || journal.record(row)).await {
+                Ok(Ok(())) => journaled = true,
+                Ok(Err(e)) => {
+                    shared.abort(format!("cannot write the journal: {e}"));
+                    return None;
+                }
+                Err(e) => {
+                    shared.abort(format!("journal task failed: {e}"));
+                    return None;
+                }
+            }
+        }
         attempts += 1;
         shared.requests.fetch_add(1, Ordering::Relaxed);
 

@@ -3,7 +3,8 @@
 //! The bar is hidden when stderr is not a terminal (a scheduler's log file should not fill
 //! with redraws) or with `-q`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -34,6 +35,9 @@ impl Progress {
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
+        if visible {
+            *active_bar() = Some(bar.clone());
+        }
         Self {
             bar,
             created: AtomicU64::new(0),
@@ -85,7 +89,104 @@ impl Progress {
 
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+        *active_bar() = None;
     }
+}
+
+/// The bar on screen, if any, so that log lines can be printed around it.
+static ACTIVE_BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+fn active_bar() -> std::sync::MutexGuard<'static, Option<ProgressBar>> {
+    ACTIVE_BAR.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Log output to stderr that does not garble the progress bar: each log line is written with
+/// the bar suspended (cleared, line printed, bar redrawn).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogWriter;
+
+/// One log event, buffered until the formatter is done with it.
+pub struct LogLine(Vec<u8>);
+
+impl Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        let write = || {
+            let _ = std::io::stderr().lock().write_all(&self.0);
+        };
+        let bar = active_bar().clone();
+        match bar {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogLine;
+    fn make_writer(&'a self) -> LogLine {
+        LogLine(Vec::with_capacity(256))
+    }
+}
+
+/// The machine-readable summary (`--summary-json`). Field names are a contract for
+/// schedulers and monitoring: add fields, never rename or remove them.
+pub fn summary_json(s: &Summary, exit_code: u8) -> serde_json::Value {
+    let time = |t: std::time::SystemTime| humantime::format_rfc3339_millis(t).to_string();
+    let outcome = if s.aborted.is_some() {
+        "aborted"
+    } else if s.interrupted {
+        "interrupted"
+    } else {
+        "completed"
+    };
+    serde_json::json!({
+        "schema": 1,
+        "outcome": outcome,
+        "exit_code": exit_code,
+        "aborted_reason": s.aborted,
+        "input": s.input.display().to_string(),
+        "results": s.output.display().to_string(),
+        "started_at": time(s.started_at),
+        "finished_at": time(s.finished_at),
+        "elapsed_seconds": s.elapsed.as_secs_f64(),
+        "rows": {
+            "reported": s.rows,
+            "skipped": s.skipped,
+            "created": s.created,
+            "existing": s.existing,
+            "failed": s.failed,
+            "invalid": s.invalid,
+        },
+        "errors_by_code": s.by_error_code,
+        "requests": s.requests,
+        "throttled_responses": s.throttled_responses,
+        "throttled_seconds": s.throttled_time.as_secs_f64(),
+        "reconciliations": s.reconciliations,
+        "token_requests": s.token_requests,
+        "configured_rate": s.configured_rate.to_string(),
+        "configured_rate_per_second": s.configured_rate.per_second(),
+        "effective_rate_per_second": s.effective_rate(),
+    })
+}
+
+/// The summary for a run that could not start (exit code 2), so a scheduler always finds one.
+pub fn error_json(error: &str, exit_code: u8) -> serde_json::Value {
+    serde_json::json!({
+        "schema": 1,
+        "outcome": "error",
+        "exit_code": exit_code,
+        "error": error,
+    })
 }
 
 /// The human summary printed on stderr at the end of a run.
