@@ -83,7 +83,9 @@ fn cancel_on_signal(token: CancellationToken) {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-        eprintln!(
+        // Never eprintln! here: it panics when stderr is gone, and this task must survive.
+        let _ = writeln!(
+            std::io::stderr(),
             "autopilot-bulk: stopping: no new rows; finishing rows in flight (Ctrl-C again to \
              quit at once, still safe to --resume)…"
         );
@@ -91,7 +93,10 @@ fn cancel_on_signal(token: CancellationToken) {
         // A second signal: leave now. Every finished row is on disk and the journal names
         // the rows in flight, so --resume neither loses nor repeats anything.
         let _ = tokio::signal::ctrl_c().await;
-        eprintln!("autopilot-bulk: quitting at once; resume with --resume");
+        let _ = writeln!(
+            std::io::stderr(),
+            "autopilot-bulk: quitting at once; resume with --resume"
+        );
         std::process::exit(130);
     });
 }

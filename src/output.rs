@@ -422,8 +422,7 @@ impl Journal {
     }
 
     /// The run completed: every row has its line; the journal has served its purpose.
-    pub fn remove(self) -> std::io::Result<()> {
-        drop(self.file);
+    pub fn remove(&self) -> std::io::Result<()> {
         std::fs::remove_file(&self.path)
     }
 }

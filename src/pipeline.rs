@@ -215,7 +215,7 @@ async fn run_with_progress(
         let (journal, started) = Journal::open(&config.output, false).map_err(journal_err)?;
         tracing::info!(
             done = prior.rows.len(),
-            in_flight_at_stop = started.len(),
+            started_before = started.len(),
             "resuming {}",
             config.output.display()
         );
@@ -327,7 +327,9 @@ async fn run_with_progress(
     };
 
     // Dispatcher: at most `concurrency` rows in flight; stops pulling rows when told to stop.
-    let jobs = futures::stream::poll_fn(|cx| job_rx.poll_recv(cx))
+    // The stream owns the receiver: when dispatch ends, dropping it releases a reader blocked
+    // on a full channel.
+    let jobs = futures::stream::poll_fn(move |cx| job_rx.poll_recv(cx))
         .take_until(shared.stop.clone().cancelled_owned());
     let dispatch = jobs.for_each_concurrent(config.concurrency, |item| {
         let shared = shared.clone();
@@ -385,10 +387,7 @@ async fn run_with_progress(
         if prior.has_repeats || counts.redone > 0 {
             crate::output::compact(&config.output)?;
         }
-        drop(shared.journal.clone());
-        if let Some(journal) = Arc::into_inner(journal) {
-            journal.remove().map_err(journal_err)?;
-        }
+        journal.remove().map_err(journal_err)?;
     }
     let count = |s: Status| tally.by_status.get(&s).copied().unwrap_or(0);
     Ok(Summary {

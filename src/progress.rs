@@ -199,6 +199,9 @@ pub fn render_summary(s: &Summary) -> String {
         s.rows,
         s.elapsed.as_secs_f64()
     );
+    if s.skipped > 0 {
+        let _ = writeln!(out, "  skipped {} rows an earlier run finished", s.skipped);
+    }
     let _ = writeln!(
         out,
         "  created {} · existing {} · failed {} · invalid {}",

@@ -1,0 +1,322 @@
+//! Long and nightly runs: crash-safe resume (kill -9), Ctrl-C, torn lines, foreign results
+//! files, dry-run and the summary JSON.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use autopilot_bulk::emulator::{Emulator, EmulatorConfig};
+use common::*;
+
+/// The binary pointed at `emulator`, with credentials in the environment (never argv).
+fn bin_against(emulator: &Emulator) -> Command {
+    let mut c = Command::new(assert_cmd::cargo::cargo_bin!("autopilot-bulk"));
+    c.env("AUTOPILOT_BULK_GRAPH_URL", emulator.graph_url())
+        .env("AUTOPILOT_BULK_AUTHORITY_URL", emulator.authority_url())
+        .env("AZURE_TENANT_ID", "contoso")
+        .env("AZURE_CLIENT_ID", "app")
+        .env("AZURE_CLIENT_SECRET", "s3cret")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Wait (polling the emulator, bounded) until it has stored at least `n` assignments.
+async fn until_created(emulator: &Emulator, n: u64) {
+    for _ in 0..4000 {
+        if emulator.stats().assignments_created >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the emulator never reached {n} assignments");
+}
+
+/// Wait for the child off the async threads: the emulator it talks to runs on them.
+async fn wait(child: Child) -> (Option<i32>, String) {
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_twice_with_sigkill_then_resumed_assigns_every_device_exactly_once() {
+    let emulator = Emulator::start(EmulatorConfig {
+        // Requests spend time in flight, so a kill lands between "stored" and "reported".
+        latency: Some(Duration::from_millis(40)),
+        seed: 3,
+        ..emulator_config(rate(1000, 1000))
+    })
+    .await
+    .unwrap();
+    let rows = 240;
+    let (dir, path) = input(&group_rows(rows));
+    let results = dir.path().join("devices.results.csv");
+    let args = |resume: bool| {
+        let mut a = vec![
+            "run".to_string(),
+            path.display().to_string(),
+            "--rate".into(),
+            "1000/1s".into(),
+            "--concurrency".into(),
+            "8".into(),
+            "-q".into(),
+        ];
+        if resume {
+            a.push("--resume".into());
+        }
+        a
+    };
+
+    for (resume, kill_at) in [(false, 40), (true, 130)] {
+        let mut child = bin_against(&emulator).args(args(resume)).spawn().unwrap();
+        until_created(&emulator, kill_at).await;
+        child.kill().unwrap(); // SIGKILL: no cleanup of any kind
+        let (code, _) = wait(child).await;
+        assert_eq!(code, None, "the run ended before it was killed");
+    }
+    assert!(
+        autopilot_bulk::output::Journal::path_for(&results).exists(),
+        "a killed run leaves its journal"
+    );
+
+    let child = bin_against(&emulator).args(args(true)).spawn().unwrap();
+    let (code, stderr) = wait(child).await;
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let lines = read_results(&results);
+    assert_each_row_once(&lines, u64::from(rows));
+    assert!(
+        lines
+            .iter()
+            .all(|r| r.status == "created" || r.status == "existing")
+    );
+    assert_ids_match_emulator(&lines, &emulator);
+    assert_eq!(emulator.assignments().len(), rows as usize);
+    assert!(emulator.assignments().values().all(|ids| ids.len() == 1));
+    assert!(
+        !autopilot_bulk::output::Journal::path_for(&results).exists(),
+        "a completed run removes its journal"
+    );
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_exits_130_with_rows_on_disk_and_resume_completes() {
+    let emulator = Emulator::start(emulator_config(rate(40, 1000)))
+        .await
+        .unwrap();
+    let (dir, path) = input(&group_rows(120));
+    let results = dir.path().join("devices.results.csv");
+    let base = [path.to_str().unwrap(), "--rate", "40/1s", "-q"];
+    let child = bin_against(&emulator)
+        .arg("run")
+        .args(base)
+        .spawn()
+        .unwrap();
+    until_created(&emulator, 20).await;
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (code, stderr) = wait(child).await;
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(
+        stderr.contains("--resume"),
+        "no resume command in: {stderr}"
+    );
+    let done = read_results(&results);
+    assert!(
+        done.len() >= 20 && done.len() < 120,
+        "{} rows on disk",
+        done.len()
+    );
+
+    let child = bin_against(&emulator)
+        .arg("run")
+        .args(base)
+        .arg("--resume")
+        .spawn()
+        .unwrap();
+    let (code, stderr) = wait(child).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("skipped {} rows", done.len())),
+        "{stderr}"
+    );
+    let lines = read_results(&results);
+    assert_each_row_once(&lines, 120);
+    assert_ids_match_emulator(&lines, &emulator);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_last_line_is_cut_and_its_row_redone() {
+    let emulator = Emulator::start(emulator_config(rate(1000, 1000)))
+        .await
+        .unwrap();
+    let (_dir, path) = input(&group_rows(10));
+    let mut config = config_for(&emulator, &path, rate(1000, 1000));
+    let first = run(config.clone()).await;
+    assert_eq!(first.created, 10);
+    // Simulate a crash mid-write of the last line: keep 6 complete lines, tear the 7th.
+    let text = std::fs::read_to_string(&config.output).unwrap();
+    let mut kept: Vec<&str> = text.lines().take(7).collect();
+    let torn = &text.lines().nth(7).unwrap()[..20];
+    let torn_row: u64 = torn.split(',').next().unwrap().parse().unwrap();
+    kept.push(torn);
+    std::fs::write(&config.output, kept.join("\n")).unwrap();
+    // A crash leaves the journal of started rows behind (a completed run removed it).
+    let journal = autopilot_bulk::output::Journal::path_for(&config.output);
+    let started: String = (1..=10).map(|r| format!("{r}\n")).collect();
+    std::fs::write(&journal, started).unwrap();
+    let before = emulator.stats().assignments_created;
+
+    config.resume = true;
+    let summary = run(config.clone()).await;
+    assert_eq!(summary.skipped, 6);
+    let lines = read_results(&config.output);
+    assert_each_row_once(&lines, 10);
+    // The rows whose lines were lost were reconciled (they had been created), not re-POSTed.
+    assert_eq!(emulator.stats().assignments_created, before);
+    assert_eq!(summary.existing, 4);
+    assert!(
+        lines
+            .iter()
+            .any(|r| r.row == torn_row && r.status == "existing")
+    );
+    assert_ids_match_emulator(&lines, &emulator);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_results_file_of_another_input_is_refused_untouched() {
+    let emulator = Emulator::start(emulator_config(rate(1000, 1000)))
+        .await
+        .unwrap();
+    let (_dir, path) = input(&group_rows(5));
+    let config = config_for(&emulator, &path, rate(1000, 1000));
+    run(config.clone()).await;
+    let before = std::fs::read(&config.output).unwrap();
+    // Same file name, other devices.
+    let mut other = String::from("device_id,target_type,group_id\n");
+    for i in 100..105 {
+        other.push_str(&format!("{},group,{GROUP}\n", device(i)));
+    }
+    std::fs::write(&path, other).unwrap();
+    let mut again = config.clone();
+    again.resume = true;
+    let err = autopilot_bulk::pipeline::run(again, Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not belong"), "{err}");
+    assert!(err.to_string().contains("row 1"), "{err}");
+    assert_eq!(std::fs::read(&config.output).unwrap(), before);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_redoes_failed_rows_skips_invalid_and_keeps_one_line_per_row() {
+    let known = (0..8).map(device).collect();
+    let emulator = Emulator::start(EmulatorConfig {
+        devices: Some(known),
+        ..emulator_config(rate(1000, 1000))
+    })
+    .await
+    .unwrap();
+    let mut csv = group_rows(10); // devices 8 and 9 unknown: 404
+    csv.push_str("bogus,group,\n");
+    let (_dir, path) = input(&csv);
+    let mut config = config_for(&emulator, &path, rate(1000, 1000));
+    let first = run(config.clone()).await;
+    assert_eq!((first.created, first.failed, first.invalid), (8, 2, 1));
+    config.resume = true;
+    let second = run(config.clone()).await;
+    assert_eq!((second.skipped, second.rows, second.failed), (9, 2, 2));
+    assert_eq!(second.exit_code(), 1);
+    let lines = read_results(&config.output);
+    assert_each_row_once(&lines, 11);
+    assert_ids_match_emulator(&lines, &emulator);
+    emulator.shutdown().await;
+}
+
+#[test]
+fn dry_run_shows_bodies_sends_and_writes_nothing() {
+    let (dir, path) = input(&format!(
+        "device_id,filter_id,source,source_id\n{},9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d,policySets,S1\nnope,,,\n",
+        device(1)
+    ));
+    let out = Command::new(assert_cmd::cargo::cargo_bin!("autopilot-bulk"))
+        .args(["run", path.to_str().unwrap(), "--dry-run"])
+        .env_remove("AZURE_CLIENT_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("POST https://graph.microsoft.com/beta/deviceManagement/windowsAutopilotDeviceIdentities/"), "{stdout}");
+    assert!(stdout.contains("\"deviceAndAppManagementAssignmentFilterType\": \"include\""));
+    assert!(stdout.contains("row 2: device_id"), "{stdout}");
+    assert!(stdout.contains("nothing was sent"));
+    assert!(!dir.path().join("devices.results.csv").exists());
+}
+
+#[test]
+fn summary_json_has_the_documented_fields() {
+    let (dir, path) = input(&group_rows(6));
+    let summary = dir.path().join("summary.json");
+    let out = Command::new(assert_cmd::cargo::cargo_bin!("autopilot-bulk"))
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--emulator",
+            "-q",
+            "--summary-json",
+        ])
+        .arg(&summary)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(v["schema"], 1);
+    assert_eq!(v["outcome"], "completed");
+    assert_eq!(v["exit_code"], 0);
+    assert_eq!(v["rows"]["created"], 6);
+    assert_eq!(v["rows"]["failed"], 0);
+    assert_eq!(v["requests"], 6);
+    assert_eq!(v["throttled_responses"], 0);
+    assert_eq!(v["configured_rate"], "100/20s");
+    for field in [
+        "started_at",
+        "finished_at",
+        "elapsed_seconds",
+        "errors_by_code",
+        "throttled_seconds",
+        "effective_rate_per_second",
+        "input",
+        "results",
+        "token_requests",
+    ] {
+        assert!(!v[field].is_null(), "{field} missing");
+    }
+
+    // A run that cannot start still leaves a summary for the scheduler.
+    let out = Command::new(assert_cmd::cargo::cargo_bin!("autopilot-bulk"))
+        .args(["run", "no/such.csv", "--emulator", "-q", "--summary-json"])
+        .arg(&summary)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(
+        (v["outcome"].as_str(), v["exit_code"].as_u64()),
+        (Some("error"), Some(2))
+    );
+}
