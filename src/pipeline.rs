@@ -215,7 +215,10 @@ async fn run_with_progress(
             &config.cloud.scope(),
         ),
         throttle: Throttle::new(config.rate),
-        policy: RetryPolicy::new(config.max_attempts, config.max_retry_time),
+        policy: RetryPolicy {
+            initial: config.initial_backoff,
+            ..RetryPolicy::new(config.max_attempts, config.max_retry_time)
+        },
         stop: shutdown.child_token(),
         abort: Mutex::new(None),
         requests: AtomicU64::new(0),
