@@ -171,8 +171,8 @@ fn detect_delimiter(header_line: &[u8]) -> u8 {
 /// Unknown header names listed in the warning; the rest are counted.
 const MAX_UNKNOWN_LISTED: usize = 20;
 
-/// Why the start of a file cannot be CSV text, if it cannot: UTF-16 (Excel's "Unicode Text"
-/// export) and binary files would otherwise fail with a header full of mojibake.
+/// Why a file whose first line is `start` cannot be CSV text, if it cannot: UTF-16 (Excel's
+/// "Unicode Text" export) and binary files would otherwise fail with a header full of mojibake.
 fn not_text(start: &[u8]) -> Option<String> {
     if start.starts_with(b"\xFF\xFE") || start.starts_with(b"\xFE\xFF") {
         return Some(
@@ -262,13 +262,14 @@ impl InputReader {
                 "the file is empty: expected a header row naming at least device_id".into(),
             ));
         }
-        if let Some(reason) = not_text(body) {
-            return Err(header_err(reason));
-        }
         let line_end = body
             .iter()
             .position(|&b| b == b'\n' || b == b'\r')
             .unwrap_or(body.len());
+        // Judge the header line only: one corrupt data row must not cost the valid ones.
+        if let Some(reason) = not_text(&body[..line_end]) {
+            return Err(header_err(reason));
+        }
         let delimiter = delimiter.unwrap_or_else(|| detect_delimiter(&body[..line_end]));
         if bom {
             buf.consume(3);
