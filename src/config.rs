@@ -170,6 +170,10 @@ pub struct Config {
     pub rate: RateSpec,
     pub max_attempts: u32,
     pub max_retry_time: Duration,
+    /// First delay of the jittered exponential backoff used when the service gives no
+    /// Retry-After (drops, timeouts, 504s, Intune's bare 429s). One second suits Graph; tests
+    /// shorten it so that fault-heavy runs finish in seconds.
+    pub initial_backoff: Duration,
     pub cloud: Cloud,
     pub graph_url: String,
     pub authority_url: String,
@@ -197,6 +201,7 @@ impl Config {
             rate: RateSpec::default(),
             max_attempts: 10,
             max_retry_time: Duration::from_secs(15 * 60),
+            initial_backoff: Duration::from_secs(1),
             cloud,
             graph_url: cloud.graph_url(),
             authority_url: cloud.authority().to_string(),

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::hash::{Hash, Hasher};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use csv::ByteRecord;
@@ -168,6 +168,35 @@ fn detect_delimiter(header_line: &[u8]) -> u8 {
     best
 }
 
+/// Unknown header names listed in the warning; the rest are counted.
+const MAX_UNKNOWN_LISTED: usize = 20;
+
+/// Why a file whose first line is `start` cannot be CSV text, if it cannot: UTF-16 (Excel's
+/// "Unicode Text" export) and binary files would otherwise fail with a header full of mojibake.
+fn not_text(start: &[u8]) -> Option<String> {
+    if start.starts_with(b"\xFF\xFE") || start.starts_with(b"\xFE\xFF") {
+        return Some(
+            "the file is UTF-16 text (Excel's \"Unicode Text\"): save it as \"CSV UTF-8\"".into(),
+        );
+    }
+    if start.contains(&0) {
+        return Some(
+            "the file is not CSV text: it contains NUL bytes (binary data, or UTF-16 without a \
+             byte order mark; save it as \"CSV UTF-8\")"
+                .into(),
+        );
+    }
+    // Text has few control characters besides tab and line breaks; a binary file has many.
+    let sample = &start[..start.len().min(4096)];
+    let controls = sample
+        .iter()
+        .filter(|&&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+        .count();
+    (controls * 20 > sample.len()).then(|| {
+        "the file is not CSV text: it is mostly control characters (binary data?)".to_string()
+    })
+}
+
 /// Longest value quoted back in a reason: a 1 MB cell must not make a 1 MB error message.
 const MAX_QUOTED: usize = 64;
 
@@ -188,8 +217,15 @@ pub struct InputReader {
     /// Input column index of each contract column present.
     columns: HashMap<Column, usize>,
     header_len: usize,
+    /// Header names as written (lossy UTF-8), to name a column in a reason.
+    header_names: Vec<String>,
     unknown_columns: Vec<String>,
     defaults: RowDefaults,
+    delimiter: u8,
+    /// Bytes of BOM skipped before the CSV text: csv positions start after it.
+    bom_len: u64,
+    /// Length of the file when opened, to tell whether a record ran to its end.
+    file_len: u64,
     record: ByteRecord,
     row: u64,
     /// (device, target) fingerprint → first row. A 64-bit fingerprint keeps this at a few
@@ -215,6 +251,7 @@ impl InputReader {
             reason,
         };
         let file = File::open(path).map_err(open_err)?;
+        let file_len = file.metadata().map_err(open_err)?.len();
         let mut buf = BufReader::with_capacity(256 * 1024, file);
         // Peek at the start for a BOM and the header line, without consuming the header.
         let start = buf.fill_buf().map_err(open_err)?;
@@ -229,6 +266,10 @@ impl InputReader {
             .iter()
             .position(|&b| b == b'\n' || b == b'\r')
             .unwrap_or(body.len());
+        // Judge the header line only: one corrupt data row must not cost the valid ones.
+        if let Some(reason) = not_text(&body[..line_end]) {
+            return Err(header_err(reason));
+        }
         let delimiter = delimiter.unwrap_or_else(|| detect_delimiter(&body[..line_end]));
         if bom {
             buf.consume(3);
@@ -244,8 +285,11 @@ impl InputReader {
             .clone();
         let mut columns = HashMap::new();
         let mut unknown_columns = Vec::new();
+        let mut unknown_count = 0usize;
+        let mut header_names = Vec::with_capacity(headers.len());
         for (i, raw) in headers.iter().enumerate() {
             let name = String::from_utf8_lossy(raw);
+            header_names.push(name.trim().to_string());
             match Column::from_header(&name) {
                 Some(col) => {
                     if let Some(prev) = columns.insert(col, i) {
@@ -258,10 +302,35 @@ impl InputReader {
                     }
                 }
                 None if name.trim().is_empty() => {}
-                None => unknown_columns.push(name.trim().to_string()),
+                None => {
+                    // A 10,000-column sheet must not make a 10,000-name warning.
+                    unknown_count += 1;
+                    if unknown_columns.len() < MAX_UNKNOWN_LISTED {
+                        unknown_columns.push(name.trim().to_string());
+                    }
+                }
             }
         }
+        if unknown_count > unknown_columns.len() {
+            unknown_columns.push(format!(
+                "… and {} more",
+                unknown_count - unknown_columns.len()
+            ));
+        }
         if !columns.contains_key(&Column::DeviceId) {
+            // A file that starts with data rather than a header is the usual cause: say so.
+            if let Some(i) = headers
+                .iter()
+                .position(|h| std::str::from_utf8(h).is_ok_and(|h| parse_guid(h).is_ok()))
+            {
+                return Err(header_err(format!(
+                    "the header row is missing: the first row holds data (column {} is the GUID \
+                     {}), but it must name the columns and include device_id, e.g. \
+                     device_id,target_type,group_id",
+                    i + 1,
+                    quote(&String::from_utf8_lossy(&headers[i]))
+                )));
+            }
             let shown: Vec<String> = headers
                 .iter()
                 .take(8)
@@ -279,8 +348,12 @@ impl InputReader {
             reader,
             columns,
             header_len: headers.len(),
+            header_names,
             unknown_columns,
             defaults,
+            delimiter,
+            bom_len: if bom { 3 } else { 0 },
+            file_len,
             record: ByteRecord::new(),
             row: 0,
             seen: HashMap::new(),
@@ -306,13 +379,22 @@ impl InputReader {
             return Ok(None);
         };
         let s = std::str::from_utf8(raw)
-            .map_err(|_| format!("{} is not valid UTF-8", col.name()))?
+            .map_err(|_| {
+                format!(
+                    "{} {} is not UTF-8 text (save the file as CSV UTF-8)",
+                    col.name(),
+                    quote(&String::from_utf8_lossy(raw))
+                )
+            })?
             .trim();
         Ok((!s.is_empty()).then_some(s))
     }
 
     /// Turn the current record into a job, or the reason it cannot be one.
     fn parse_record(&self) -> Result<(Uuid, Assignment), String> {
+        if self.record.iter().all(|f| f.trim_ascii().is_empty()) {
+            return Err("empty row: no values".into());
+        }
         if self.record.len() != self.header_len {
             return Err(format!(
                 "ragged row: {} fields where the header has {}",
@@ -424,6 +506,98 @@ impl InputReader {
         ))
     }
 
+    /// Detect a quote left open, which makes the csv parser swallow every following line (to
+    /// the next quote or the end of the file) into one value, losing those rows. If the record
+    /// just read has a value running over a line break and cannot be right (it does not
+    /// validate, or it ran to the end of the file without a closing quote), re-read only its
+    /// first physical line as this row and resume parsing at the next line, so the rows after
+    /// it are read as rows. Returns the reason this row is invalid, or `None` when the record
+    /// is not a swallowing one. Multi-line values that close properly (a note in an ignored
+    /// column) are left alone.
+    fn open_quote(&mut self) -> std::io::Result<Option<String>> {
+        let Some(column) = self
+            .record
+            .iter()
+            .position(|f| f.iter().any(|&b| b == b'\n' || b == b'\r'))
+        else {
+            return Ok(None);
+        };
+        let Some(start) = self.record.position().cloned() else {
+            return Ok(None);
+        };
+        let at_end = self.bom_len + self.reader.position().byte() >= self.file_len;
+        let swallowing =
+            self.parse_record().is_err() || (at_end && !self.file_ends_with_quote()?);
+        if !swallowing {
+            return Ok(None);
+        }
+        // The first line of the record, from a second handle on the file.
+        let first = self.bom_len + start.byte();
+        let mut file = BufReader::new(File::open(&self.path)?);
+        file.seek(SeekFrom::Start(first))?;
+        let mut line = Vec::new();
+        let mut consumed = 0u64;
+        let mut byte = [0u8; 1];
+        loop {
+            if file.read(&mut byte)? == 0 {
+                break;
+            }
+            consumed += 1;
+            match byte[0] {
+                b'\n' => break,
+                b'\r' => {
+                    // CRLF is one line break; a lone CR (old Mac files) is one too.
+                    if file.fill_buf()?.first() == Some(&b'\n') {
+                        file.consume(1);
+                        consumed += 1;
+                    }
+                    break;
+                }
+                b => line.push(b),
+            }
+        }
+        let mut one = csv::ReaderBuilder::new()
+            .delimiter(self.delimiter)
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(line.as_slice());
+        let mut record = ByteRecord::new();
+        // Reading from memory cannot fail; an empty line leaves an empty record.
+        one.read_byte_record(&mut record)
+            .map_err(std::io::Error::other)?;
+        self.record = record;
+        let mut next = csv::Position::new();
+        next.set_byte(start.byte() + consumed)
+            .set_line(start.line() + 1)
+            .set_record(start.record() + 1);
+        self.reader
+            .seek_raw(SeekFrom::Start(first + consumed), next)
+            .map_err(std::io::Error::other)?;
+        let name = self
+            .header_names
+            .get(column)
+            .filter(|n| !n.is_empty())
+            .map_or_else(
+                || format!("column {}", column + 1),
+                |n| format!("{n} (column {})", column + 1),
+            );
+        Ok(Some(format!(
+            "a quote opened in {name} is never closed on this line; the lines after it are read \
+             as rows of their own"
+        )))
+    }
+
+    /// Whether the file's last non-blank byte is a quote, i.e. a final multi-line value was
+    /// closed.
+    fn file_ends_with_quote(&self) -> std::io::Result<bool> {
+        let mut file = File::open(&self.path)?;
+        let tail = self.file_len.min(64);
+        file.seek(SeekFrom::End(-(tail as i64)))?;
+        let mut buf = Vec::with_capacity(64);
+        file.take(tail).read_to_end(&mut buf)?;
+        Ok(buf.trim_ascii_end().last() == Some(&b'"'))
+    }
+
     fn device_cell_lossy(&self) -> String {
         self.columns
             .get(&Column::DeviceId)
@@ -485,6 +659,23 @@ impl Iterator for InputReader {
             Ok(true) => {
                 self.row += 1;
                 let row = self.row;
+                let open_quote = match self.open_quote() {
+                    Ok(found) => found,
+                    Err(source) => {
+                        self.done = true;
+                        return Some(Err(InputError::Open {
+                            path: self.path.clone(),
+                            source,
+                        }));
+                    }
+                };
+                if let Some(reason) = open_quote {
+                    return Some(Ok(Parsed::Invalid(InvalidRow {
+                        row,
+                        device_id: self.device_cell_lossy(),
+                        reason,
+                    })));
+                }
                 let parsed = match self.parse_record() {
                     Err(reason) => Parsed::Invalid(InvalidRow {
                         row,

@@ -250,7 +250,10 @@ async fn run_with_progress(
             &config.cloud.scope(),
         ),
         throttle: Throttle::new(config.rate),
-        policy: RetryPolicy::new(config.max_attempts, config.max_retry_time),
+        policy: RetryPolicy {
+            initial: config.initial_backoff,
+            ..RetryPolicy::new(config.max_attempts, config.max_retry_time)
+        },
         journal: journal.clone(),
         stop: shutdown.child_token(),
         abort: Mutex::new(None),

@@ -62,7 +62,8 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     }
     if v.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         let secs: f64 = v.parse().ok()?;
-        if !secs.is_finite() || secs < 0.0 {
+        // Hundreds of digits parse as infinity: that is "very long", so the cap applies.
+        if secs.is_nan() || secs < 0.0 {
             return None;
         }
         return Some(Duration::from_secs_f64(secs.min(CAP.as_secs_f64())));
