@@ -44,14 +44,14 @@ pub enum AuthError {
     Unavailable(String),
     /// Graph refused the static token (expired or revoked); there is nothing to refresh it with.
     #[error(
-        "Graph rejected the static access token ({0}); a static token cannot be refreshed. \
-         Rerun with a fresh token (GRAPH_ACCESS_TOKEN or --access-token-file), or use a client \
-         secret or certificate for long runs; finished rows are in the results file"
+        "Graph rejected the static access token ({0}) and a static token cannot be refreshed: \
+         rerun with a fresh token (GRAPH_ACCESS_TOKEN or --access-token-file); finished rows \
+         are in the results file. Long runs are better served by a client secret or certificate"
     )]
     StaticTokenRejected(String),
     /// The static token's own `exp` claim has passed: sending it would only earn a 401.
     #[error(
-        "the static access token expired at {0}. Rerun with a fresh token (GRAPH_ACCESS_TOKEN \
+        "the static access token expired at {0}: rerun with a fresh token (GRAPH_ACCESS_TOKEN \
          or --access-token-file); finished rows are in the results file"
     )]
     StaticTokenExpired(String),

@@ -321,8 +321,10 @@ async fn run_with_progress(
     })
     .await;
     drop(res_tx);
+    // The dispatcher may have stopped early (abort, breaker): the reader may be blocked on a
+    // full job channel, and only dropping the receiver releases it.
+    drop(job_rx);
 
-    // The dispatcher may have stopped early: closing the job channel releases the reader.
     let reader_outcome = reader_task.await;
     let tally = writer_task
         .await
