@@ -125,7 +125,7 @@ impl ClientCertificate {
 
     /// A PEM holding the certificate (the first CERTIFICATE block) and its RSA private key,
     /// PKCS#8 (`PRIVATE KEY`) or PKCS#1 (`RSA PRIVATE KEY`). Encrypted keys are refused with
-    /// a hint: no maintained pure-Rust-free-of-OpenSSL path decrypts them here.
+    /// a hint: aws-lc-rs does not decrypt them, and a password crate is not worth its weight.
     pub fn from_pem(pem: &[u8]) -> Result<Self, String> {
         use rustls_pki_types::pem::PemObject as _;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
