@@ -233,7 +233,11 @@ pub fn jwt_expiry(token: &str) -> Option<SystemTime> {
     let bytes = B64URL.decode(claims.trim_end_matches('=')).ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     let exp = claims.get("exp")?.as_f64()?;
-    (exp.is_finite() && exp >= 0.0).then(|| UNIX_EPOCH + Duration::from_secs_f64(exp))
+    // Up to year 9999: beyond, Duration and RFC 3339 formatting would fail on our own data.
+    const LAST_SECOND: f64 = 253_402_300_799.0;
+    (0.0..=LAST_SECOND)
+        .contains(&exp)
+        .then(|| UNIX_EPOCH + Duration::from_secs_f64(exp))
 }
 
 enum Credential {
@@ -435,8 +439,8 @@ impl TokenProvider {
         let expires_at = self.static_expiry()?;
         let Some(at) = expires_at else {
             return Some(
-                "the static access token is not a JWT, so its expiry is unknown; it cannot be \
-                 refreshed, and the run stops at the first 401"
+                "the static access token is not a JWT with a readable exp, so its expiry is \
+                 unknown; it cannot be refreshed, and the run stops at the first 401"
                     .into(),
             );
         };
@@ -622,7 +626,9 @@ impl TokenProvider {
         if status.is_success() {
             let t: TokenResponse = serde_json::from_slice(&body)
                 .map_err(|e| AuthError::Unavailable(format!("unreadable token response: {e}")))?;
-            let lifetime = Duration::from_secs(t.expires_in.unwrap_or(3599));
+            // Bounded so that odd answers neither overflow an Instant nor make every call
+            // fetch again (a lifetime of 0).
+            let lifetime = Duration::from_secs(t.expires_in.unwrap_or(3599).clamp(1, 86_400));
             tracing::debug!(lifetime = ?lifetime, "access token obtained");
             return Ok(Cached {
                 token: t.access_token.into(),
@@ -692,6 +698,16 @@ mod tests {
         assert_eq!(jwt_expiry("0123456789abcdef"), None);
         assert_eq!(jwt_expiry("a.b.c"), None);
         assert_eq!(jwt_expiry(&jwt_with(serde_json::json!({"aud": "x"}))), None);
+        for absurd in [
+            serde_json::json!(-1),
+            serde_json::json!(1e300),
+            serde_json::json!("x"),
+        ] {
+            assert_eq!(
+                jwt_expiry(&jwt_with(serde_json::json!({"exp": absurd}))),
+                None
+            );
+        }
     }
 
     #[test]

@@ -239,7 +239,8 @@ async fn run_with_progress(
             .await
             .ok()
             .flatten();
-        let expected = rows.map(|n| Duration::from_secs_f64(n as f64 / config.rate.per_second()));
+        let expected = rows
+            .and_then(|n| Duration::try_from_secs_f64(n as f64 / config.rate.per_second()).ok());
         if let Some(warning) = auth.static_token_warning(expected, SystemTime::now()) {
             tracing::warn!("{warning}");
         }
