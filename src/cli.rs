@@ -169,6 +169,12 @@ pub struct RunArgs {
     /// File holding the client secret (or set AZURE_CLIENT_SECRET); never a command-line value.
     #[arg(long, value_name = "PATH")]
     pub client_secret_file: Option<PathBuf>,
+    /// PEM file with the app's certificate and its RSA private key (unencrypted).
+    #[arg(long, env = "AZURE_CLIENT_CERTIFICATE_PATH", value_name = "PATH")]
+    pub certificate: Option<PathBuf>,
+    /// File holding a ready access token (or set GRAPH_ACCESS_TOKEN); it cannot be refreshed.
+    #[arg(long, value_name = "PATH")]
+    pub access_token_file: Option<PathBuf>,
     /// Start the emulator in-process and run against it; no credentials needed.
     #[arg(long)]
     pub emulator: bool,
@@ -234,44 +240,88 @@ impl RunArgs {
         Ok(config)
     }
 
+    /// Exactly one kind of credential: a client secret, a certificate or a static token.
+    /// Secrets and tokens come from the environment or a file, never from argv.
     fn credentials(&self) -> anyhow::Result<Credentials> {
-        let secret = match &self.client_secret_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot read --client-secret-file {}: {e}", path.display())
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
-            None => std::env::var("AZURE_CLIENT_SECRET")
-                .ok()
-                .filter(|s| !s.is_empty()),
+        let read_file = |flag: &str, path: &PathBuf| -> anyhow::Result<String> {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read --{flag} {}: {e}", path.display()))?;
+            Ok(text.trim().to_string())
         };
-        let Some(secret) = secret else {
+        let env = |name: &str| std::env::var(name).ok().filter(|s| !s.trim().is_empty());
+        let secret = match &self.client_secret_file {
+            Some(path) => Some(read_file("client-secret-file", path)?),
+            None => env("AZURE_CLIENT_SECRET"),
+        };
+        let token = match &self.access_token_file {
+            Some(path) => Some(read_file("access-token-file", path)?),
+            None => env("GRAPH_ACCESS_TOKEN").map(|t| t.trim().to_string()),
+        };
+        let certificate = self
+            .certificate
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty());
+        let given: Vec<&str> = [
+            secret.is_some().then_some("a client secret"),
+            certificate.is_some().then_some("a certificate"),
+            token.is_some().then_some("an access token"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if given.len() > 1 {
             anyhow::bail!(
-                "no credentials: set AZURE_CLIENT_SECRET (or --client-secret-file) with \
-                 --tenant-id/AZURE_TENANT_ID and --client-id/AZURE_CLIENT_ID, or use --emulator"
+                "more than one credential is set ({}): keep only one of AZURE_CLIENT_SECRET/\
+                 --client-secret-file, AZURE_CLIENT_CERTIFICATE_PATH/--certificate and \
+                 GRAPH_ACCESS_TOKEN/--access-token-file",
+                given.join(", ")
             );
+        }
+        if let Some(token) = token {
+            if token.is_empty() {
+                anyhow::bail!("the access token file is empty");
+            }
+            return Ok(Credentials::StaticToken(token));
+        }
+        enum Kind {
+            Secret(String),
+            Certificate(PathBuf),
+        }
+        let (kind, label) = match (secret, certificate) {
+            (Some(secret), _) => (Kind::Secret(secret), "a client secret"),
+            (None, Some(path)) => (Kind::Certificate(path), "a certificate"),
+            (None, None) => anyhow::bail!(
+                "no credentials: set AZURE_CLIENT_SECRET (or --client-secret-file), \
+                 AZURE_CLIENT_CERTIFICATE_PATH (or --certificate), or GRAPH_ACCESS_TOKEN (or \
+                 --access-token-file), with --tenant-id/AZURE_TENANT_ID and \
+                 --client-id/AZURE_CLIENT_ID for the first two; or use --emulator"
+            ),
         };
         let tenant_id = self
             .tenant_id
             .clone()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| {
-                anyhow::anyhow!("--tenant-id (or AZURE_TENANT_ID) is required with a client secret")
+                anyhow::anyhow!("--tenant-id (or AZURE_TENANT_ID) is required with {label}")
             })?;
         let client_id = self
             .client_id
             .clone()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| {
-                anyhow::anyhow!("--client-id (or AZURE_CLIENT_ID) is required with a client secret")
+                anyhow::anyhow!("--client-id (or AZURE_CLIENT_ID) is required with {label}")
             })?;
-        Ok(Credentials::ClientSecret {
-            tenant_id,
-            client_id,
-            secret,
+        Ok(match kind {
+            Kind::Secret(secret) => Credentials::ClientSecret {
+                tenant_id,
+                client_id,
+                secret,
+            },
+            Kind::Certificate(pem_path) => Credentials::Certificate {
+                tenant_id,
+                client_id,
+                pem_path,
+            },
         })
     }
 }
@@ -324,6 +374,10 @@ pub struct EmulateArgs {
     /// already in flight, not as Retry-After violations.
     #[arg(long, default_value = "250ms", value_parser = humantime::parse_duration)]
     pub violation_grace: Duration,
+    /// Answer every assignment request 403 Forbidden, as Graph does when the app lacks
+    /// DeviceManagementServiceConfig.ReadWrite.All.
+    #[arg(long)]
+    pub deny_permission: bool,
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -357,6 +411,7 @@ impl EmulateArgs {
             seed: self.seed,
             intune_envelope: self.intune_envelope,
             violation_grace: self.violation_grace,
+            deny_permission: self.deny_permission,
         })
     }
 }

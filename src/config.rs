@@ -131,6 +131,16 @@ pub enum Credentials {
         client_id: String,
         secret: String,
     },
+    /// A client assertion signed with the app's certificate key: what enterprises require
+    /// instead of secrets. The PEM is read when the run starts, so a bad file is exit 2.
+    Certificate {
+        tenant_id: String,
+        client_id: String,
+        /// PEM holding the certificate and its RSA private key.
+        pem_path: PathBuf,
+    },
+    /// A ready bearer token. It cannot be refreshed: a 401 ends the run.
+    StaticToken(String),
 }
 
 impl fmt::Debug for Credentials {
@@ -147,6 +157,17 @@ impl fmt::Debug for Credentials {
                 .field("client_id", client_id)
                 .field("secret", &"<redacted>")
                 .finish(),
+            Credentials::Certificate {
+                tenant_id,
+                client_id,
+                pem_path,
+            } => f
+                .debug_struct("Certificate")
+                .field("tenant_id", tenant_id)
+                .field("client_id", client_id)
+                .field("pem_path", pem_path)
+                .finish(),
+            Credentials::StaticToken(_) => f.write_str("StaticToken(<redacted>)"),
         }
     }
 }
@@ -269,5 +290,7 @@ mod tests {
             secret: "hunter2".into(),
         };
         assert!(!format!("{c:?}").contains("hunter2"));
+        let t = Credentials::StaticToken("eyJ.secret-token.sig".into());
+        assert!(!format!("{t:?}").contains("secret-token"));
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenProvider;
-use crate::config::{Config, Credentials, RateSpec};
+use crate::config::{Config, RateSpec};
 use crate::graph::client::{Attempt, ErrorInfo, GraphClient, Outcome};
 use crate::input::{InputError, InputReader, Job, Parsed};
 use crate::output::{
@@ -141,9 +141,41 @@ struct Shared {
     requests: AtomicU64,
     throttled: AtomicU64,
     reconciliations: AtomicU64,
+    /// Rows in a row (completion order) that Graph refused with 401/403: the circuit breaker.
+    refused_in_a_row: AtomicU32,
 }
 
+/// Consecutive rows refused with 401/403 that stop the run: a missing permission fails every
+/// row the same way, and thousands of identical failures help nobody.
+const BREAKER_ROWS: u32 = 10;
+
 impl Shared {
+    /// Count a finished row for the circuit breaker; trip it at [`BREAKER_ROWS`] refusals in
+    /// a row (401 after the one refresh, or 403). Rows in flight still finish and are written.
+    fn observe(&self, r: &RowResult) {
+        let refused = r.status == Status::Failed && matches!(r.http_status, Some(401 | 403));
+        if !refused {
+            self.refused_in_a_row.store(0, Ordering::Relaxed);
+            return;
+        }
+        if self.refused_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 == BREAKER_ROWS {
+            let code = r.error_code.as_deref().unwrap_or("Unknown");
+            let message = r.error_message.as_deref().unwrap_or("");
+            let hint = if r.http_status == Some(403) {
+                "the app registration needs the Microsoft Graph application permission \
+                 DeviceManagementServiceConfig.ReadWrite.All with admin consent"
+            } else {
+                "Graph does not accept the tokens: check that the tenant, the app and --cloud \
+                 match the Graph URL"
+            };
+            self.abort(format!(
+                "circuit breaker: Graph refused {BREAKER_ROWS} rows in a row with {} {code}: \
+                 {message} — {hint}; fix it and rerun (finished rows are in the results file)",
+                r.http_status.unwrap_or(0)
+            ));
+        }
+    }
+
     fn abort(&self, reason: String) {
         let mut a = self.abort.lock().unwrap_or_else(|p| p.into_inner());
         if a.is_none() {
@@ -177,18 +209,20 @@ async fn run_with_progress(
 ) -> Result<Summary, RunError> {
     check_transport(&config.graph_url, "Graph URL")?;
     check_transport(&config.authority_url, "authority URL")?;
-    let Credentials::ClientSecret {
-        tenant_id,
-        client_id,
-        secret,
-    } = &config.credentials
-    else {
-        return Err(RunError::Config(
-            "no credentials: set AZURE_CLIENT_SECRET with --tenant-id and --client-id, or use \
-             --emulator"
-                .into(),
-        ));
-    };
+    // Credentials before the input: a missing or unreadable certificate creates no results file.
+    let token_http = reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| RunError::Config(format!("cannot build the HTTP client: {e}")))?;
+    let auth = TokenProvider::from_credentials(
+        token_http,
+        &config.authority_url,
+        &config.cloud.scope(),
+        &config.credentials,
+    )
+    .map_err(|e| RunError::Config(e.to_string()))?;
     let started_at = SystemTime::now();
     let started = Instant::now();
 
@@ -233,22 +267,22 @@ async fn run_with_progress(
         config.request_timeout,
     )
     .map_err(|e| RunError::Config(format!("cannot build the HTTP client: {e}")))?;
-    let token_http = reqwest::Client::builder()
-        .connect_timeout(config.connect_timeout)
-        .timeout(config.request_timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| RunError::Config(format!("cannot build the HTTP client: {e}")))?;
+    if auth.static_expiry().is_some() {
+        // Rows ÷ rate: how long the run will likely take, to compare with the token's life.
+        let (path, delimiter) = (config.input.clone(), config.delimiter);
+        let rows = tokio::task::spawn_blocking(move || crate::input::count_rows(&path, delimiter))
+            .await
+            .ok()
+            .flatten();
+        let expected = rows
+            .and_then(|n| Duration::try_from_secs_f64(n as f64 / config.rate.per_second()).ok());
+        if let Some(warning) = auth.static_token_warning(expected, SystemTime::now()) {
+            tracing::warn!("{warning}");
+        }
+    }
     let shared = Arc::new(Shared {
         client,
-        auth: TokenProvider::client_secret(
-            token_http,
-            &config.authority_url,
-            tenant_id,
-            client_id,
-            secret,
-            &config.cloud.scope(),
-        ),
+        auth,
         throttle: Throttle::new(config.rate),
         policy: RetryPolicy {
             initial: config.initial_backoff,
@@ -260,6 +294,7 @@ async fn run_with_progress(
         requests: AtomicU64::new(0),
         throttled: AtomicU64::new(0),
         reconciliations: AtomicU64::new(0),
+        refused_in_a_row: AtomicU32::new(0),
     });
 
     if config.progress {
@@ -339,6 +374,7 @@ async fn run_with_progress(
         let res_tx = res_tx.clone();
         async move {
             if let Some(result) = process_row(&shared, item).await {
+                shared.observe(&result);
                 // The writer only goes away on a write error, reported below.
                 let _ = res_tx.send(result).await;
             }
@@ -359,7 +395,6 @@ async fn run_with_progress(
     }
     drop(res_tx);
 
-    // The dispatcher may have stopped early: closing the job channel releases the reader.
     let reader_outcome = reader_task.await;
     let tally = writer_task
         .await
@@ -616,7 +651,7 @@ async fn process_row(shared: &Shared, item: WorkItem) -> Option<RowResult> {
                 } else {
                     // The token may have expired early or been revoked: one fresh token.
                     refreshed = true;
-                    shared.auth.invalidate(&token).await;
+                    shared.auth.invalidate(&token, &e.message).await;
                     Next::Retry {
                         delay: Duration::ZERO,
                         gate: false,

@@ -155,6 +155,22 @@ fn single(
     } else {
         return method_not_allowed(shared, ctx, path, method);
     };
+    if shared.config.deny_permission {
+        // Graph authorizes before Intune counts the request against the tenant's window.
+        return errors.answer(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "Application is not authorized to perform this operation. Application must have \
+                 one of the following scopes: DeviceManagementServiceConfig.ReadWrite.All{}",
+                if write {
+                    ""
+                } else {
+                    ", DeviceManagementServiceConfig.Read.All"
+                }
+            ),
+        );
+    }
 
     let now = Instant::now();
     let mut inner = shared.lock();

@@ -74,6 +74,9 @@ pub struct EmulatorConfig {
     /// Requests arriving this soon after a 429 was sent are taken as already in flight, not
     /// as violations of its Retry-After.
     pub violation_grace: Duration,
+    /// Answer every assignment request 403 `Forbidden`, as Graph does when the app lacks
+    /// `DeviceManagementServiceConfig.ReadWrite.All` (tests the client's circuit breaker).
+    pub deny_permission: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -93,6 +96,7 @@ impl Default for EmulatorConfig {
             seed: 0,
             intune_envelope: false,
             violation_grace: Duration::from_millis(250),
+            deny_permission: false,
         }
     }
 }
@@ -289,6 +293,9 @@ fn describe(config: &EmulatorConfig) -> String {
     }
     if let Some(latency) = config.latency {
         parts.push(format!("latency {}", humantime::format_duration(latency)));
+    }
+    if config.deny_permission {
+        parts.push("every assignment request answered 403".into());
     }
     parts.push(format!("seed {}", config.seed));
     parts.join(", ")
