@@ -29,15 +29,35 @@ struct Scenario {
 
 fn scenarios() -> Vec<Scenario> {
     let window = RateSpec::new(100, Duration::from_secs(2));
-    vec![Scenario {
-        name: "window-100/2s-retry-after-seconds",
-        rows: 1000,
-        limit: window,
-        rate: window,
-        retry_after: RetryAfterMode::Seconds,
-        concurrency: 8,
-        latency: Duration::from_millis(10),
-    }]
+    vec![
+        Scenario {
+            name: "window-100/2s-retry-after-seconds",
+            rows: 1000,
+            limit: window,
+            rate: window,
+            retry_after: RetryAfterMode::Seconds,
+            concurrency: 8,
+            latency: Duration::from_millis(10),
+        },
+        Scenario {
+            name: "adaptive-rate-4x-too-high-retry-after-seconds",
+            rows: 1000,
+            limit: window,
+            rate: RateSpec::new(200, Duration::from_secs(1)),
+            retry_after: RetryAfterMode::Seconds,
+            concurrency: 8,
+            latency: Duration::from_millis(10),
+        },
+        Scenario {
+            name: "adaptive-rate-4x-too-high-retry-after-none",
+            rows: 1000,
+            limit: window,
+            rate: RateSpec::new(200, Duration::from_secs(1)),
+            retry_after: RetryAfterMode::None,
+            concurrency: 8,
+            latency: Duration::from_millis(10),
+        },
+    ]
 }
 
 /// CPU seconds used by this process so far (user + system), from /proc.

@@ -141,6 +141,10 @@ pub struct RunArgs {
     /// Client-side limit: never more than COUNT requests in any DURATION window.
     #[arg(long, default_value = "100/20s", value_name = "COUNT/DURATION")]
     pub rate: RateSpec,
+    /// Keep the pace at --rate even when the service throttles below it (by default the pace
+    /// drops to what the service accepts and climbs back).
+    #[arg(long)]
+    pub no_adaptive: bool,
     /// Attempts per row before it is recorded failed.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
@@ -216,6 +220,7 @@ impl RunArgs {
         config.defaults = self.defaults.to_defaults()?;
         config.concurrency = self.concurrency as usize;
         config.rate = self.rate;
+        config.adaptive = !self.no_adaptive;
         config.max_attempts = self.max_attempts;
         config.max_retry_time = self.max_retry_time;
         config.connect_timeout = self.connect_timeout;

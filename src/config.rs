@@ -189,6 +189,8 @@ pub struct Config {
     pub defaults: RowDefaults,
     pub concurrency: usize,
     pub rate: RateSpec,
+    /// Lower the pace when the service throttles below `rate`, and climb back.
+    pub adaptive: bool,
     pub max_attempts: u32,
     pub max_retry_time: Duration,
     /// First delay of the jittered exponential backoff used when the service gives no
@@ -220,6 +222,7 @@ impl Config {
             defaults: RowDefaults::default(),
             concurrency: 4,
             rate: RateSpec::default(),
+            adaptive: true,
             max_attempts: 10,
             max_retry_time: Duration::from_secs(15 * 60),
             initial_backoff: Duration::from_secs(1),

@@ -25,7 +25,7 @@ use crate::output::{
 };
 use crate::progress::Progress;
 use crate::retry::{GiveUp, RetryPolicy};
-use crate::throttle::Throttle;
+use crate::throttle::{Answer, Throttle};
 
 /// A run could not start (nothing was sent). Exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,8 @@ pub struct Summary {
     pub throttled_responses: u64,
     pub reconciliations: u64,
     pub throttled_time: Duration,
+    /// The pace in force at the end (below the configured rate if the service throttled).
+    pub final_rate: RateSpec,
     pub token_requests: u64,
     pub configured_rate: RateSpec,
     pub started_at: SystemTime,
@@ -283,7 +285,7 @@ async fn run_with_progress(
     let shared = Arc::new(Shared {
         client,
         auth,
-        throttle: Throttle::new(config.rate),
+        throttle: Throttle::new(config.rate, config.adaptive),
         policy: RetryPolicy {
             initial: config.initial_backoff,
             ..RetryPolicy::new(config.max_attempts, config.max_retry_time)
@@ -358,7 +360,10 @@ async fn run_with_progress(
         let (shared, progress) = (shared.clone(), progress.clone());
         tokio::spawn(async move {
             loop {
-                progress.tick(shared.throttle.gate().remaining());
+                progress.tick(
+                    shared.throttle.gate().remaining(),
+                    shared.throttle.current_rate(),
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
@@ -442,6 +447,7 @@ async fn run_with_progress(
         throttled_responses: shared.throttled.load(Ordering::Relaxed),
         reconciliations: shared.reconciliations.load(Ordering::Relaxed),
         throttled_time: shared.throttle.gate().closed_total(),
+        final_rate: shared.throttle.current_rate(),
         token_requests: shared.auth.requests(),
         configured_rate: config.rate,
         started_at,
@@ -471,6 +477,15 @@ async fn write_results(
         progress.record(r.status);
     }
     Ok(tally)
+}
+
+/// What an attempt tells the throttle about the service's budget.
+fn pacing_answer(attempt: &Attempt) -> Answer {
+    match attempt.http_status {
+        Some(429) => Answer::Throttled,
+        Some(s) if s < 500 => Answer::Accepted,
+        _ => Answer::Other,
+    }
 }
 
 /// A row on its way to a worker.
@@ -606,7 +621,7 @@ async fn process_row(shared: &Shared, item: WorkItem) -> Option<RowResult> {
         let attempt = if reconcile {
             shared.reconciliations.fetch_add(1, Ordering::Relaxed);
             let (listed, attempt) = shared.client.list_assignments(&token, job.device_id).await;
-            slot.answered();
+            slot.answered(pacing_answer(&attempt));
             match listed {
                 Ok(held) => {
                     if let Some(found) = held.iter().find(|a| job.assignment.matches(a)) {
@@ -630,7 +645,7 @@ async fn process_row(shared: &Shared, item: WorkItem) -> Option<RowResult> {
                 .client
                 .post_assignment(&token, job.device_id, &job.assignment)
                 .await;
-            slot.answered();
+            slot.answered(pacing_answer(&attempt));
             attempt
         };
 

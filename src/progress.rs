@@ -71,13 +71,14 @@ impl Progress {
     }
 
     /// Refresh the message: counts, and the throttle pause when there is one.
-    pub fn tick(&self, paused_for: Option<Duration>) {
+    pub fn tick(&self, paused_for: Option<Duration>, rate: crate::config::RateSpec) {
         let mut msg = format!(
             "created {} · failed {} · invalid {}",
             self.created.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
             self.invalid.load(Ordering::Relaxed)
         );
+        msg.push_str(&format!(" · pace {rate}"));
         if let Some(d) = paused_for {
             msg.push_str(&format!(
                 " · throttled, resuming in {}s",
@@ -175,6 +176,7 @@ pub fn summary_json(s: &Summary, exit_code: u8) -> serde_json::Value {
         "token_requests": s.token_requests,
         "configured_rate": s.configured_rate.to_string(),
         "configured_rate_per_second": s.configured_rate.per_second(),
+        "final_rate": s.final_rate.to_string(),
         "effective_rate_per_second": s.effective_rate(),
     })
 }
@@ -225,10 +227,11 @@ pub fn render_summary(s: &Summary) -> String {
     );
     let _ = writeln!(
         out,
-        "  effective rate {:.2} req/s (configured {} = {:.2} req/s)",
+        "  effective rate {:.2} req/s (configured {} = {:.2} req/s; pace at the end {})",
         s.effective_rate(),
         s.configured_rate,
-        s.configured_rate.per_second()
+        s.configured_rate.per_second(),
+        s.final_rate
     );
     let _ = writeln!(out, "  results: {}", s.output.display());
     if let Some(reason) = &s.aborted {
