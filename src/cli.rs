@@ -145,6 +145,10 @@ pub struct RunArgs {
     /// drops to what the service accepts and climbs back).
     #[arg(long)]
     pub no_adaptive: bool,
+    /// JSON batching: up to 20 assignments per $batch request (each still counted by the
+    /// rate limit; inner failures retried one by one). --concurrency then counts envelopes.
+    #[arg(long)]
+    pub batch: bool,
     /// Attempts per row before it is recorded failed.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
@@ -221,6 +225,7 @@ impl RunArgs {
         config.concurrency = self.concurrency as usize;
         config.rate = self.rate;
         config.adaptive = !self.no_adaptive;
+        config.batch = self.batch;
         config.max_attempts = self.max_attempts;
         config.max_retry_time = self.max_retry_time;
         config.connect_timeout = self.connect_timeout;

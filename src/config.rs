@@ -191,6 +191,8 @@ pub struct Config {
     pub rate: RateSpec,
     /// Lower the pace when the service throttles below `rate`, and climb back.
     pub adaptive: bool,
+    /// Send assignments in `$batch` envelopes of up to 20.
+    pub batch: bool,
     pub max_attempts: u32,
     pub max_retry_time: Duration,
     /// First delay of the jittered exponential backoff used when the service gives no
@@ -223,6 +225,7 @@ impl Config {
             concurrency: 4,
             rate: RateSpec::default(),
             adaptive: true,
+            batch: false,
             max_attempts: 10,
             max_retry_time: Duration::from_secs(15 * 60),
             initial_backoff: Duration::from_secs(1),

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenProvider;
 use crate::config::{Config, RateSpec};
-use crate::graph::client::{Attempt, ErrorInfo, GraphClient, Outcome};
+use crate::graph::client::{Attempt, Call, ErrorInfo, GraphClient, MAX_BATCH, Outcome, Reply};
 use crate::input::{InputError, InputReader, Job, Parsed};
 use crate::output::{
     Journal, OutputError, PriorResults, ResultsWriter, RowResult, Status, device_fingerprint,
@@ -130,9 +130,50 @@ pub fn check_transport(url: &str, what: &str) -> Result<(), RunError> {
     }
 }
 
+/// One request waiting for a seat in a `$batch` envelope.
+struct Batched {
+    call: Call,
+    token: Arc<str>,
+    reply: tokio::sync::oneshot::Sender<Reply>,
+}
+
+/// `--batch`: collects the requests workers hand it into `$batch` envelopes of up to
+/// [`MAX_BATCH`], at most `envelopes` in flight. Each inner request has already taken its own
+/// window slot, so batching changes the number of HTTP round trips, never the pace.
+async fn batcher(client: GraphClient, mut queue: mpsc::Receiver<Batched>, envelopes: usize) {
+    // Requests arrive together when window slots open; a few milliseconds fill an envelope.
+    const LINGER: Duration = Duration::from_millis(5);
+    let seats = Arc::new(tokio::sync::Semaphore::new(envelopes.max(1)));
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        let deadline = Instant::now() + LINGER;
+        while group.len() < MAX_BATCH {
+            match tokio::time::timeout_at(deadline, queue.recv()).await {
+                Ok(Some(next)) => group.push(next),
+                _ => break,
+            }
+        }
+        let Ok(seat) = seats.clone().acquire_owned().await else {
+            return;
+        };
+        let client = client.clone();
+        tokio::spawn(async move {
+            let token = group[0].token.clone();
+            let calls: Vec<Call> = group.iter().map(|b| b.call.clone()).collect();
+            let replies = client.call_batch(&token, &calls).await;
+            for (b, reply) in group.into_iter().zip(replies) {
+                let _ = b.reply.send(reply);
+            }
+            drop(seat);
+        });
+    }
+}
+
 /// State every worker shares.
 struct Shared {
     client: GraphClient,
+    /// `--batch`: requests go through the batcher instead of one by one.
+    batch: Option<mpsc::Sender<Batched>>,
     auth: TokenProvider,
     throttle: Throttle,
     policy: RetryPolicy,
@@ -152,6 +193,38 @@ struct Shared {
 const BREAKER_ROWS: u32 = 10;
 
 impl Shared {
+    /// Send one request, alone or in a `$batch` envelope.
+    async fn send(&self, token: &Arc<str>, call: Call) -> Reply {
+        let Some(queue) = &self.batch else {
+            return self.client.call(token, &call).await;
+        };
+        // If the envelope task ends without an answer, the request may have been sent.
+        let lost = Attempt {
+            outcome: Outcome::Retry {
+                retry_after: None,
+                ambiguous: true,
+                error: ErrorInfo {
+                    code: "ConnectionLost".into(),
+                    message: "the $batch envelope ended without an answer".into(),
+                },
+            },
+            http_status: None,
+            request_id: None,
+            client_request_id: String::new(),
+        };
+        let fallback = call.failed(lost);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let item = Batched {
+            call,
+            token: token.clone(),
+            reply: tx,
+        };
+        if queue.send(item).await.is_err() {
+            return fallback;
+        }
+        rx.await.unwrap_or(fallback)
+    }
+
     /// Count a finished row for the circuit breaker; trip it at [`BREAKER_ROWS`] refusals in
     /// a row (401 after the one refresh, or 403). Rows in flight still finish and are written.
     fn observe(&self, r: &RowResult) {
@@ -282,8 +355,14 @@ async fn run_with_progress(
             tracing::warn!("{warning}");
         }
     }
+    let batch = config.batch.then(|| {
+        let (tx, rx) = mpsc::channel(MAX_BATCH * config.concurrency);
+        tokio::spawn(batcher(client.clone(), rx, config.concurrency));
+        tx
+    });
     let shared = Arc::new(Shared {
         client,
+        batch,
         auth,
         throttle: Throttle::new(config.rate, config.adaptive),
         policy: RetryPolicy {
@@ -374,7 +453,13 @@ async fn run_with_progress(
     // on a full channel.
     let jobs = futures::stream::poll_fn(move |cx| job_rx.poll_recv(cx))
         .take_until(shared.stop.clone().cancelled_owned());
-    let dispatch = jobs.for_each_concurrent(config.concurrency, |item| {
+    // With --batch, `concurrency` counts envelopes in flight, each carrying up to 20 rows.
+    let rows_in_flight = if config.batch {
+        config.concurrency * MAX_BATCH
+    } else {
+        config.concurrency
+    };
+    let dispatch = jobs.for_each_concurrent(rows_in_flight, |item| {
         let shared = shared.clone();
         let res_tx = res_tx.clone();
         async move {
@@ -620,7 +705,18 @@ async fn process_row(shared: &Shared, item: WorkItem) -> Option<RowResult> {
 
         let attempt = if reconcile {
             shared.reconciliations.fetch_add(1, Ordering::Relaxed);
-            let (listed, attempt) = shared.client.list_assignments(&token, job.device_id).await;
+            let (listed, attempt) = match shared
+                .send(
+                    &token,
+                    Call::List {
+                        device: job.device_id,
+                    },
+                )
+                .await
+            {
+                Reply::Listed(listed, attempt) => (listed, attempt),
+                Reply::Posted(attempt) => (Err(attempt.outcome.clone()), attempt),
+            };
             slot.answered(pacing_answer(&attempt));
             match listed {
                 Ok(held) => {
@@ -641,10 +737,16 @@ async fn process_row(shared: &Shared, item: WorkItem) -> Option<RowResult> {
                 Err(_) => attempt,
             }
         } else {
-            let attempt = shared
-                .client
-                .post_assignment(&token, job.device_id, &job.assignment)
+            let reply = shared
+                .send(
+                    &token,
+                    Call::Post {
+                        device: job.device_id,
+                        body: job.assignment.clone(),
+                    },
+                )
                 .await;
+            let attempt = reply.attempt().clone();
             slot.answered(pacing_answer(&attempt));
             attempt
         };

@@ -114,50 +114,17 @@ impl GraphClient {
 
     /// POST one assignment. Each attempt carries a fresh `client-request-id`.
     pub async fn post_assignment(&self, token: &str, device: Uuid, body: &Assignment) -> Attempt {
-        let client_request_id = Uuid::new_v4().to_string();
-        let sent = self
-            .http
-            .post(self.assignments_url(device))
-            .bearer_auth(token)
-            .header("Accept", "application/json")
-            .header("client-request-id", &client_request_id)
-            .json(body)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => return transport_failure(&e, client_request_id),
-        };
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = match response.bytes().await {
-            Ok(b) => b,
-            Err(e) => return transport_failure(&e, client_request_id),
-        };
-        let outcome = if status == StatusCode::CREATED {
-            match serde_json::from_slice::<ReturnedAssignment>(&body)
-                .ok()
-                .and_then(|a| a.id)
-            {
-                Some(id) => Outcome::Created { id },
-                // Created but unreadable: the assignment exists; reconcile to learn its id.
-                None => Outcome::Retry {
-                    retry_after: None,
-                    ambiguous: true,
-                    error: ErrorInfo {
-                        code: "UnreadableCreatedResponse".into(),
-                        message: "201 Created without a readable id".into(),
-                    },
+        match self
+            .call(
+                token,
+                &Call::Post {
+                    device,
+                    body: body.clone(),
                 },
-            }
-        } else {
-            classify_error(status, &headers, &body)
-        };
-        Attempt {
-            outcome,
-            http_status: Some(status.as_u16()),
-            request_id: header_str(&headers, "request-id"),
-            client_request_id,
+            )
+            .await
+        {
+            Reply::Posted(a) | Reply::Listed(_, a) => a,
         }
     }
 
@@ -168,14 +135,20 @@ impl GraphClient {
         token: &str,
         device: Uuid,
     ) -> (Result<Vec<ReturnedAssignment>, Outcome>, Attempt) {
-        #[derive(serde::Deserialize)]
-        struct List {
-            value: Vec<ReturnedAssignment>,
+        match self.call(token, &Call::List { device }).await {
+            Reply::Listed(r, a) => (r, a),
+            Reply::Posted(a) => (Err(a.outcome.clone()), a),
         }
+    }
+
+    /// One request on its own.
+    pub async fn call(&self, token: &str, call: &Call) -> Reply {
         let client_request_id = Uuid::new_v4().to_string();
-        let sent = self
-            .http
-            .get(self.assignments_url(device))
+        let request = match call {
+            Call::Post { device, body } => self.http.post(self.assignments_url(*device)).json(body),
+            Call::List { device } => self.http.get(self.assignments_url(*device)),
+        };
+        let sent = request
             .bearer_auth(token)
             .header("Accept", "application/json")
             .header("client-request-id", &client_request_id)
@@ -183,44 +156,239 @@ impl GraphClient {
             .await;
         let response = match sent {
             Ok(r) => r,
-            Err(e) => {
-                let a = transport_failure(&e, client_request_id);
-                return (Err(a.outcome.clone()), a);
-            }
+            Err(e) => return call.failed(transport_failure(&e, client_request_id)),
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        match response.bytes().await {
+            Ok(body) => call.reply(status, &headers, &body, client_request_id),
+            Err(e) => call.failed(transport_failure(&e, client_request_id)),
+        }
+    }
+
+    /// Up to [`MAX_BATCH`] requests in one `$batch` envelope. Each inner request gets its own
+    /// reply, matched by id (Graph may answer in any order); an inner request without an
+    /// answer, or an envelope that failed as a whole, gives every affected request the
+    /// envelope's outcome — ambiguous when the envelope may have been executed, so that no
+    /// row is ever re-POSTed blindly.
+    pub async fn call_batch(&self, token: &str, calls: &[Call]) -> Vec<Reply> {
+        let ids: Vec<String> = (0..calls.len())
+            .map(|_| Uuid::new_v4().to_string())
+            .collect();
+        let base = self.graph_url.len();
+        let requests: Vec<serde_json::Value> = calls
+            .iter()
+            .zip(&ids)
+            .map(|(call, crid)| {
+                let (method, device, body) = match call {
+                    Call::Post { device, body } => ("POST", device, Some(body)),
+                    Call::List { device } => ("GET", device, None),
+                };
+                let url = self.assignments_url(*device)[base..].to_string();
+                let mut r = serde_json::json!({
+                    "id": crid,
+                    "method": method,
+                    "url": url,
+                    "headers": {"Accept": "application/json", "client-request-id": crid},
+                });
+                if let Some(body) = body {
+                    r["body"] = serde_json::to_value(body).unwrap_or_default();
+                    r["headers"]["Content-Type"] = "application/json".into();
+                }
+                r
+            })
+            .collect();
+        let envelope_id = Uuid::new_v4().to_string();
+        let sent = self
+            .http
+            .post(format!("{}/$batch", self.graph_url))
+            .bearer_auth(token)
+            .header("Accept", "application/json")
+            .header("client-request-id", &envelope_id)
+            .json(&serde_json::json!({ "requests": requests }))
+            .send()
+            .await;
+        let whole = |attempt: Attempt| -> Vec<Reply> {
+            calls
+                .iter()
+                .zip(&ids)
+                .map(|(c, crid)| {
+                    c.failed(Attempt {
+                        client_request_id: crid.clone(),
+                        ..attempt.clone()
+                    })
+                })
+                .collect()
+        };
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => return whole(transport_failure(&e, envelope_id)),
         };
         let status = response.status();
         let headers = response.headers().clone();
         let body = match response.bytes().await {
             Ok(b) => b,
-            Err(e) => {
-                let a = transport_failure(&e, client_request_id);
-                return (Err(a.outcome.clone()), a);
-            }
+            Err(e) => return whole(transport_failure(&e, envelope_id)),
         };
-        let result = if status == StatusCode::OK {
-            serde_json::from_slice::<List>(&body)
-                .map(|l| l.value)
-                .map_err(|e| Outcome::Retry {
-                    retry_after: None,
-                    ambiguous: false,
-                    error: ErrorInfo {
-                        code: "UnreadableResponse".into(),
-                        message: format!("assignment list is not JSON: {e}"),
+        if status != StatusCode::OK {
+            return whole(Attempt {
+                outcome: classify_error(status, &headers, &body),
+                http_status: Some(status.as_u16()),
+                request_id: header_str(&headers, "request-id"),
+                client_request_id: envelope_id,
+            });
+        }
+        #[derive(serde::Deserialize)]
+        struct Inner {
+            id: String,
+            status: u16,
+            #[serde(default)]
+            headers: serde_json::Map<String, serde_json::Value>,
+            #[serde(default)]
+            body: serde_json::Value,
+        }
+        #[derive(serde::Deserialize)]
+        struct Answers {
+            responses: Vec<Inner>,
+        }
+        let mut answers: std::collections::HashMap<String, Inner> =
+            match serde_json::from_slice::<Answers>(&body) {
+                Ok(a) => a.responses.into_iter().map(|r| (r.id.clone(), r)).collect(),
+                Err(_) => Default::default(),
+            };
+        calls
+            .iter()
+            .zip(&ids)
+            .map(|(call, crid)| match answers.remove(crid) {
+                Some(inner) => {
+                    let mut h = HeaderMap::new();
+                    for (k, v) in &inner.headers {
+                        if let (Ok(name), Some(Ok(value))) = (
+                            reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+                            v.as_str().map(reqwest::header::HeaderValue::from_str),
+                        ) {
+                            h.insert(name, value);
+                        }
+                    }
+                    let status =
+                        StatusCode::from_u16(inner.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                    let body = serde_json::to_vec(&inner.body).unwrap_or_default();
+                    call.reply(status, &h, &body, crid.clone())
+                }
+                None => call.failed(Attempt {
+                    outcome: Outcome::Retry {
+                        retry_after: None,
+                        ambiguous: true,
+                        error: ErrorInfo {
+                            code: "MissingBatchResponse".into(),
+                            message: "the $batch answer has no response for this request".into(),
+                        },
                     },
+                    http_status: Some(status.as_u16()),
+                    request_id: header_str(&headers, "request-id"),
+                    client_request_id: crid.clone(),
+                }),
+            })
+            .collect()
+    }
+}
+
+/// Graph's cap on requests in one `$batch`.
+pub const MAX_BATCH: usize = 20;
+
+/// One request to the assignment resource.
+#[derive(Debug, Clone)]
+pub enum Call {
+    Post { device: Uuid, body: Assignment },
+    List { device: Uuid },
+}
+
+/// The answer to a [`Call`].
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Posted(Attempt),
+    Listed(Result<Vec<ReturnedAssignment>, Outcome>, Attempt),
+}
+
+impl Reply {
+    pub fn attempt(&self) -> &Attempt {
+        match self {
+            Reply::Posted(a) | Reply::Listed(_, a) => a,
+        }
+    }
+}
+
+impl Call {
+    /// The reply for an HTTP answer (top-level or inner).
+    fn reply(&self, status: StatusCode, headers: &HeaderMap, body: &[u8], crid: String) -> Reply {
+        let request_id = header_str(headers, "request-id");
+        match self {
+            Call::Post { .. } => {
+                let outcome = if status == StatusCode::CREATED {
+                    match serde_json::from_slice::<ReturnedAssignment>(body)
+                        .ok()
+                        .and_then(|a| a.id)
+                    {
+                        Some(id) => Outcome::Created { id },
+                        // Created but unreadable: it exists; reconcile to learn its id.
+                        None => Outcome::Retry {
+                            retry_after: None,
+                            ambiguous: true,
+                            error: ErrorInfo {
+                                code: "UnreadableCreatedResponse".into(),
+                                message: "201 Created without a readable id".into(),
+                            },
+                        },
+                    }
+                } else {
+                    classify_error(status, headers, body)
+                };
+                Reply::Posted(Attempt {
+                    outcome,
+                    http_status: Some(status.as_u16()),
+                    request_id,
+                    client_request_id: crid,
                 })
-        } else {
-            Err(classify_error(status, &headers, &body))
-        };
-        let attempt = Attempt {
-            outcome: match &result {
-                Ok(_) => Outcome::Created { id: String::new() },
-                Err(o) => o.clone(),
-            },
-            http_status: Some(status.as_u16()),
-            request_id: header_str(&headers, "request-id"),
-            client_request_id,
-        };
-        (result, attempt)
+            }
+            Call::List { .. } => {
+                #[derive(serde::Deserialize)]
+                struct List {
+                    value: Vec<ReturnedAssignment>,
+                }
+                let result = if status == StatusCode::OK {
+                    serde_json::from_slice::<List>(body)
+                        .map(|l| l.value)
+                        .map_err(|e| Outcome::Retry {
+                            retry_after: None,
+                            ambiguous: false,
+                            error: ErrorInfo {
+                                code: "UnreadableResponse".into(),
+                                message: format!("assignment list is not JSON: {e}"),
+                            },
+                        })
+                } else {
+                    Err(classify_error(status, headers, body))
+                };
+                let attempt = Attempt {
+                    outcome: match &result {
+                        Ok(_) => Outcome::Created { id: String::new() },
+                        Err(o) => o.clone(),
+                    },
+                    http_status: Some(status.as_u16()),
+                    request_id,
+                    client_request_id: crid,
+                };
+                Reply::Listed(result, attempt)
+            }
+        }
+    }
+
+    /// The reply for a request that got no HTTP answer of its own.
+    pub fn failed(&self, attempt: Attempt) -> Reply {
+        match self {
+            Call::Post { .. } => Reply::Posted(attempt),
+            Call::List { .. } => Reply::Listed(Err(attempt.outcome.clone()), attempt),
+        }
     }
 }
 
