@@ -25,6 +25,8 @@ struct Scenario {
     retry_after: RetryAfterMode,
     concurrency: usize,
     latency: Duration,
+    /// `--batch`: `$batch` envelopes of up to 20 assignments.
+    batch: bool,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -38,6 +40,7 @@ fn scenarios() -> Vec<Scenario> {
             retry_after: RetryAfterMode::Seconds,
             concurrency: 8,
             latency: Duration::from_millis(10),
+            batch: false,
         },
         Scenario {
             name: "adaptive-rate-4x-too-high-retry-after-seconds",
@@ -47,6 +50,7 @@ fn scenarios() -> Vec<Scenario> {
             retry_after: RetryAfterMode::Seconds,
             concurrency: 8,
             latency: Duration::from_millis(10),
+            batch: false,
         },
         Scenario {
             name: "adaptive-rate-4x-too-high-retry-after-none",
@@ -56,6 +60,17 @@ fn scenarios() -> Vec<Scenario> {
             retry_after: RetryAfterMode::None,
             concurrency: 8,
             latency: Duration::from_millis(10),
+            batch: false,
+        },
+        Scenario {
+            name: "batch-window-100/2s-retry-after-seconds",
+            rows: 1000,
+            limit: window,
+            rate: window,
+            retry_after: RetryAfterMode::Seconds,
+            concurrency: 2,
+            latency: Duration::from_millis(10),
+            batch: true,
         },
     ]
 }
@@ -112,6 +127,7 @@ async fn run(s: &Scenario) {
     config.credentials = emulator_credentials();
     config.rate = s.rate;
     config.concurrency = s.concurrency;
+    config.batch = s.batch;
 
     let cpu_before = cpu_time();
     let started = Instant::now();
