@@ -116,12 +116,21 @@ impl Slot {
     /// Record the answer and start the slot's cool-down: it is reusable one window after
     /// this answer.
     pub fn answered(mut self, answer: Answer) {
-        let hold = self.inner.observe(answer, self.probe);
+        let answered_at = Instant::now();
+        self.inner.observe(answer, self.probe);
         self.probe = false;
         if let Some(permit) = self.permit.take() {
             let inner = self.inner.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(hold).await;
+                // The hold may grow while this slot cools down (the service throttled): the
+                // slot then waits for the longer hold, so no early burst follows a pause.
+                loop {
+                    let due = answered_at + inner.lock().hold;
+                    if Instant::now() >= due {
+                        break;
+                    }
+                    tokio::time::sleep_until(due).await;
+                }
                 inner.release(permit);
             });
         }
@@ -226,18 +235,18 @@ impl Inner {
         w.count = count;
     }
 
-    /// Learn from one answer; returns how long its slot is held.
+    /// Learn from one answer.
     ///
     /// The service's real budget is discovered, not guessed. At the first 429 ever, the usable
     /// count becomes what the service accepted in the current window; when the probe after the
     /// pause is accepted, the time since that window began bounds the service's window length
     /// from above, and the hold grows to it. While the service keeps accepting, one small step
     /// a window brings the pace back towards the configured rate: first the hold shrinks by
-    /// 10 % (until a shorter hold is once throttled: then that step is undone and the hold
+    /// 5 % (until a shorter hold is once throttled: then that step is undone and the hold
     /// stays), then the count grows by 5 %. A later 429 undoes the last step and freezes steps
     /// for ten windows; a 429 while frozen cuts the count by a fifth. So a configured rate above
     /// the service's limit converges onto it and stays there with rare 429s.
-    fn observe(&self, answer: Answer, probe: bool) -> Duration {
+    fn observe(&self, answer: Answer, probe: bool) {
         let now = Instant::now();
         let mut w = self.lock();
         let horizon = now.checked_sub(w.hold).unwrap_or(now);
@@ -276,7 +285,7 @@ impl Inner {
                 {
                     if w.hold > self.base_hold && !w.hold_settled {
                         let previous = w.hold;
-                        w.hold = (w.hold.mul_f64(0.9)).max(self.base_hold);
+                        w.hold = (w.hold.mul_f64(0.95)).max(self.base_hold);
                         w.last_step = Step::ShorterHold(previous);
                     } else if w.count < self.ceiling {
                         let step = (w.count / 20).max(1);
@@ -332,12 +341,10 @@ impl Inner {
                 }
             }
         }
-        let hold = w.hold;
         drop(w);
         if wake {
             self.probe_done.notify_waiters();
         }
-        hold
     }
 }
 
