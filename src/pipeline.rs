@@ -785,7 +785,16 @@ async fn process_row(shared: &Shared, item: WorkItem) -> Option<RowResult> {
                 if throttled {
                     shared.throttled.fetch_add(1, Ordering::Relaxed);
                 }
-                match retry.next_delay(attempts, *retry_after) {
+                // A 429 without Retry-After (Intune's usual answer): the backoff schedule,
+                // capped so that the pause never overshoots the window by much; the throttle's
+                // single probe then finds out whether the service has room again.
+                let pause = match (*retry_after, throttled) {
+                    (None, true) => retry
+                        .next_backoff()
+                        .map(|d| d.min(shared.throttle.probe_interval())),
+                    (ra, _) => ra,
+                };
+                match retry.next_delay(attempts, pause) {
                     Ok(delay) => Next::Retry {
                         delay,
                         // A 429, or a 503 that says when to return, speaks for the whole app.

@@ -76,6 +76,11 @@ pub enum GiveUp {
 }
 
 impl RowRetry {
+    /// The next step of the jittered backoff schedule (advances it).
+    pub fn next_backoff(&mut self) -> Option<Duration> {
+        self.backoff.next_backoff()
+    }
+
     /// After `attempts` failed attempts: the delay before the next one — the service's
     /// Retry-After when it gave one, else the next jittered backoff step — or why not to retry.
     pub fn next_delay(

@@ -244,7 +244,7 @@ impl Inner {
     /// a window brings the pace back towards the configured rate: first the hold shrinks by
     /// 5 % (until a shorter hold is once throttled: then that step is undone and the hold
     /// stays), then the count grows by 5 %. A later 429 undoes the last step and freezes steps
-    /// for ten windows; a 429 while frozen cuts the count by a fifth. So a configured rate above
+    /// for five windows; a 429 while frozen cuts the count by a fifth. So a configured rate above
     /// the service's limit converges onto it and stays there with rare 429s.
     fn observe(&self, answer: Answer, probe: bool) {
         let now = Instant::now();
@@ -328,8 +328,12 @@ impl Inner {
                                 }
                             }
                         }
+                        // The first episode measured the budget; later ones found a step too
+                        // far: hold still for a while before stepping again.
+                        if w.measured {
+                            w.frozen_until = Some(now + w.hold * 5);
+                        }
                         w.last_step = Step::None;
-                        w.frozen_until = Some(now + w.hold * 10);
                     }
                     w.last_change = now;
                 }
@@ -410,6 +414,13 @@ impl Throttle {
 
     pub fn gate(&self) -> &Gate {
         &self.gate
+    }
+
+    /// Longest pause before probing again after a 429 without Retry-After: a quarter of the
+    /// configured window. Each failed probe costs one counted request; a longer pause would
+    /// overshoot the moment the service has room again by up to the whole pause.
+    pub fn probe_interval(&self) -> Duration {
+        self.inner.base_hold / 4
     }
 
     /// The pace in force now, as COUNT/DURATION (lower than configured after throttling).
