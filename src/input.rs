@@ -7,7 +7,6 @@
 //! `InvalidRow`), never an error that stops the run; only a file that cannot be read as a table
 //! at all (missing, no header, no `device_id` column, I/O failure) is an [`InputError`].
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -147,11 +146,33 @@ impl Column {
         }
     }
 
+    /// Position in [`Column::ALL`], to index a [`ColumnMap`].
+    fn index(self) -> usize {
+        self as usize
+    }
+
     fn from_header(h: &str) -> Option<Column> {
         let n = normalize_word(h.trim());
         Column::ALL
             .into_iter()
             .find(|c| c.aliases().contains(&n.as_str()))
+    }
+}
+
+/// Input column index of each contract column present. An array indexed by [`Column`] rather
+/// than a hash map: it is looked up nine times per row, and hashing the key cost more than the
+/// rest of the lookup.
+#[derive(Debug, Clone, Copy, Default)]
+struct ColumnMap([Option<usize>; Column::ALL.len()]);
+
+impl ColumnMap {
+    fn get(&self, col: Column) -> Option<usize> {
+        self.0[col.index()]
+    }
+
+    /// Set `col` to input column `i`, returning the column it already had.
+    fn insert(&mut self, col: Column, i: usize) -> Option<usize> {
+        self.0[col.index()].replace(i)
     }
 }
 
@@ -215,7 +236,7 @@ pub struct InputReader {
     path: PathBuf,
     reader: csv::Reader<BufReader<File>>,
     /// Input column index of each contract column present.
-    columns: HashMap<Column, usize>,
+    columns: ColumnMap,
     header_len: usize,
     /// Header names as written (lossy UTF-8), to name a column in a reason.
     header_names: Vec<String>,
@@ -228,10 +249,10 @@ pub struct InputReader {
     file_len: u64,
     record: ByteRecord,
     row: u64,
-    /// (device, target) fingerprint → first row. A 64-bit fingerprint keeps this at a few
-    /// bytes per row; a false "duplicate" needs a hash collision (about 1 in 10^7 for a
-    /// million-row file).
-    seen: HashMap<u64, u64>,
+    /// (device, target) fingerprint → first row. A 64-bit fingerprint keeps this at about 12
+    /// bytes per row (see [`seen::Seen`]); a false "duplicate" needs a hash collision (about 1
+    /// in 10^7 for a million-row file).
+    seen: seen::Seen,
     done: bool,
 }
 
@@ -283,7 +304,7 @@ impl InputReader {
             .byte_headers()
             .map_err(|e| header_err(format!("cannot read the header row: {e}")))?
             .clone();
-        let mut columns = HashMap::new();
+        let mut columns = ColumnMap::default();
         let mut unknown_columns = Vec::new();
         let mut unknown_count = 0usize;
         let mut header_names = Vec::with_capacity(headers.len());
@@ -317,7 +338,7 @@ impl InputReader {
                 unknown_count - unknown_columns.len()
             ));
         }
-        if !columns.contains_key(&Column::DeviceId) {
+        if columns.get(Column::DeviceId).is_none() {
             // A file that starts with data rather than a header is the usual cause: say so.
             if let Some(i) = headers
                 .iter()
@@ -356,7 +377,7 @@ impl InputReader {
             file_len,
             record: ByteRecord::new(),
             row: 0,
-            seen: HashMap::new(),
+            seen: seen::Seen::default(),
             done: false,
         })
     }
@@ -372,7 +393,7 @@ impl InputReader {
     }
 
     fn cell(&self, col: Column) -> Result<Option<&str>, String> {
-        let Some(&i) = self.columns.get(&col) else {
+        let Some(i) = self.columns.get(col) else {
             return Ok(None);
         };
         let Some(raw) = self.record.get(i) else {
@@ -409,7 +430,7 @@ impl InputReader {
 
         let explicit_kind = self
             .cell(Column::TargetType)?
-            .map(TargetKind::parse)
+            .map(parse_target_kind)
             .transpose()?;
         let cell_group = self
             .cell(Column::GroupId)?
@@ -515,6 +536,16 @@ impl InputReader {
     /// is not a swallowing one. Multi-line values that close properly (a note in an ignored
     /// column) are left alone.
     fn open_quote(&mut self) -> std::io::Result<Option<String>> {
+        // One branch-free pass over all the record's bytes (it vectorises); the per-field
+        // search runs only for the rare record that has a line break at all.
+        let has_break = self
+            .record
+            .as_slice()
+            .iter()
+            .fold(false, |acc, &b| acc | (b == b'\n') | (b == b'\r'));
+        if !has_break {
+            return Ok(None);
+        }
         let Some(column) = self
             .record
             .iter()
@@ -600,8 +631,8 @@ impl InputReader {
 
     fn device_cell_lossy(&self) -> String {
         self.columns
-            .get(&Column::DeviceId)
-            .and_then(|&i| self.record.get(i))
+            .get(Column::DeviceId)
+            .and_then(|i| self.record.get(i))
             .map(|raw| String::from_utf8_lossy(raw).trim().to_string())
             .unwrap_or_default()
     }
@@ -621,6 +652,37 @@ fn parse_collection_id(s: &str) -> Result<String, String> {
             quote(s)
         ))
     }
+}
+
+/// [`TargetKind::parse`] without its allocations on the common path: a CSV word
+/// (`group`, `All-Devices`, ...) is matched by comparing normalised characters in place, the
+/// same normalisation as [`normalize_word`] (so exactly the same cells match); anything else
+/// (an `@odata.type` name, or an error to report) goes to `TargetKind::parse`. It runs on
+/// every row, and normalising into fresh Strings for the cell and each of the six kinds was
+/// a visible share of `validate`'s time.
+fn parse_target_kind(s: &str) -> Result<TargetKind, String> {
+    fn normalized(s: &str) -> impl Iterator<Item = char> + '_ {
+        s.chars()
+            .filter(|c| !matches!(c, '_' | '-' | ' '))
+            .flat_map(char::to_lowercase)
+    }
+    /// The same for ASCII text, byte by byte (char::to_lowercase of ASCII is ASCII lowercase).
+    fn normalized_ascii(s: &str) -> impl Iterator<Item = u8> + '_ {
+        s.bytes()
+            .filter(|b| !matches!(b, b'_' | b'-' | b' '))
+            .map(|b| b.to_ascii_lowercase())
+    }
+    let ascii = s.is_ascii();
+    TargetKind::ALL
+        .into_iter()
+        .find(|k| {
+            if ascii {
+                normalized_ascii(s).eq(normalized_ascii(k.as_str()))
+            } else {
+                normalized(s).eq(normalized(k.as_str()))
+            }
+        })
+        .map_or_else(|| TargetKind::parse(s), Ok)
 }
 
 /// Prefix a cell error with its column's name.
@@ -682,25 +744,21 @@ impl Iterator for InputReader {
                         device_id: self.device_cell_lossy(),
                         reason,
                     }),
-                    Ok((device_id, assignment)) => {
-                        match self.seen.entry(fingerprint(device_id, &assignment.target)) {
-                            std::collections::hash_map::Entry::Occupied(first) => {
-                                Parsed::Invalid(InvalidRow {
-                                    row,
-                                    device_id: device_id.to_string(),
-                                    reason: format!("duplicate of row {}", first.get()),
-                                })
-                            }
-                            std::collections::hash_map::Entry::Vacant(v) => {
-                                v.insert(row);
-                                Parsed::Job(Job {
-                                    row,
-                                    device_id,
-                                    assignment,
-                                })
-                            }
-                        }
-                    }
+                    Ok((device_id, assignment)) => match self
+                        .seen
+                        .first_or_insert(fingerprint(device_id, &assignment.target), row)
+                    {
+                        Some(first) => Parsed::Invalid(InvalidRow {
+                            row,
+                            device_id: device_id.to_string(),
+                            reason: format!("duplicate of row {first}"),
+                        }),
+                        None => Parsed::Job(Job {
+                            row,
+                            device_id,
+                            assignment,
+                        }),
+                    },
                 };
                 Some(Ok(parsed))
             }
@@ -718,6 +776,234 @@ pub fn count_rows(path: &Path, delimiter: Option<u8>) -> Option<u64> {
         n += 1;
     }
     Some(n)
+}
+
+/// The dedupe index behind `duplicate of row N`.
+mod seen {
+    use std::collections::HashMap;
+    use std::hash::{BuildHasherDefault, Hasher};
+
+    /// Capacity the recent map starts with. hashbrown rounds it up to 2^16 slots, which hold
+    /// 57,344 entries (7/8 full) in about 1 MiB; the map is merged before it would grow.
+    const RECENT_START: usize = 32 * 1024;
+    /// The sorted array may be this many times the recent map's capacity before the recent
+    /// map doubles. Each merge moves the whole array, so a fixed-size recent map would make a
+    /// 10-million-row file do ~175 full moves; growing it with the array keeps the merging
+    /// linear in the input at about one extra byte per row.
+    const SORTED_PER_RECENT: usize = 16;
+    /// Average entries per bucket of the sorted array's index: 8 entries are 96 bytes, one or
+    /// two cache lines, for half a byte of index per row.
+    const ENTRIES_PER_BUCKET: usize = 8;
+
+    /// One row as kept in the sorted array: 12 bytes, not the 16 that `(u64, u32)` pads to.
+    #[derive(Clone, Copy, Default)]
+    #[repr(C, packed(4))]
+    struct Entry {
+        fp: u64,
+        row: u32,
+    }
+
+    /// The fingerprint is already a SipHash output: hash it again for nothing.
+    #[derive(Default)]
+    pub(super) struct FpHasher(u64);
+
+    impl Hasher for FpHasher {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            // Only u64 keys are hashed; fold anything else so that the hasher stays total.
+            for &b in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(b);
+            }
+        }
+        fn write_u64(&mut self, n: u64) {
+            self.0 = n;
+        }
+    }
+
+    /// (device, target) fingerprint → first row, at about 13 bytes per distinct row.
+    ///
+    /// A `HashMap<u64, u64>` needs 17 bytes a slot in power-of-two tables at most 7/8 full that
+    /// double when full: a million rows took a 2^21-slot table (36 MiB), and while growing the
+    /// old table beside it, so `validate` peaked at 58 MB. Here the bulk of the rows sit in an
+    /// array of packed 12-byte entries sorted by fingerprint, with an index of buckets by the
+    /// fingerprint's top bits (fingerprints are uniform over u64, so each bucket holds a few
+    /// entries and a lookup costs about two cache misses; a plain binary or interpolation
+    /// search costs four or more, and that dominated `validate`'s time). New rows go to a
+    /// small hash map first,
+    /// which is sorted and merged into the array, back to front in place, when full. Rows past
+    /// u32::MAX (a file of over four billion rows) are kept whole in a map of their own.
+    pub(super) struct Seen {
+        sorted: Vec<Entry>,
+        /// `index[b]..index[b + 1]` is the slice of `sorted` whose fingerprints' top bits are
+        /// `b`.
+        index: Vec<u32>,
+        /// 64 minus the number of top bits that pick a bucket.
+        shift: u32,
+        recent: HashMap<u64, u32, BuildHasherDefault<FpHasher>>,
+        /// The merge buffer, kept between merges so that it is not reallocated each time.
+        batch: Vec<Entry>,
+        wide: HashMap<u64, u64>,
+    }
+
+    impl Default for Seen {
+        fn default() -> Self {
+            Self::with_recent_capacity(RECENT_START)
+        }
+    }
+
+    impl Seen {
+        pub(super) fn with_recent_capacity(capacity: usize) -> Self {
+            Self {
+                sorted: Vec::new(),
+                index: Vec::new(),
+                shift: 64,
+                recent: HashMap::with_capacity_and_hasher(capacity, Default::default()),
+                batch: Vec::new(),
+                wide: HashMap::new(),
+            }
+        }
+
+        /// The first row seen with `fp`, or `None` after recording `row` as the first.
+        pub(super) fn first_or_insert(&mut self, fp: u64, row: u64) -> Option<u64> {
+            if let Some(&first) = self.recent.get(&fp) {
+                return Some(u64::from(first));
+            }
+            if let Some(first) = self.find_sorted(fp) {
+                return Some(u64::from(first));
+            }
+            if let Some(&first) = self.wide.get(&fp) {
+                return Some(first);
+            }
+            match u32::try_from(row) {
+                Ok(row) => {
+                    if self.recent.len() >= self.recent.capacity() {
+                        self.merge();
+                    }
+                    self.recent.insert(fp, row);
+                }
+                Err(_) => {
+                    self.wide.insert(fp, row);
+                }
+            }
+            None
+        }
+
+        /// Move the recent map into the sorted array.
+        fn merge(&mut self) {
+            self.batch.clear();
+            self.batch
+                .extend(self.recent.drain().map(|(fp, row)| Entry { fp, row }));
+            self.batch.sort_unstable_by_key(|e| e.fp);
+            let (n, m) = (self.sorted.len(), self.batch.len());
+            self.sorted.resize(n + m, Entry::default());
+            // Merge from the back into the array's new tail: no second array of the whole.
+            // Fingerprints are distinct (a repeat is answered, never inserted).
+            let (mut i, mut j) = (n, m);
+            for k in (0..n + m).rev() {
+                let take_old = j == 0 || (i > 0 && self.sorted[i - 1].fp > self.batch[j - 1].fp);
+                if take_old {
+                    i -= 1;
+                    self.sorted[k] = self.sorted[i];
+                } else {
+                    j -= 1;
+                    self.sorted[k] = self.batch[j];
+                }
+                if j == 0 {
+                    break; // the rest of the old entries are already in place
+                }
+            }
+            self.rebuild_index();
+            if self.sorted.len() > SORTED_PER_RECENT * self.recent.capacity() {
+                self.recent.reserve(self.recent.capacity() + 1);
+            }
+        }
+
+        /// Rebuild the bucket index after a merge: about [`ENTRIES_PER_BUCKET`] entries per
+        /// bucket, a power-of-two count so that a bucket is the fingerprint's top bits.
+        fn rebuild_index(&mut self) {
+            let n = self.sorted.len();
+            let buckets = (n / ENTRIES_PER_BUCKET).max(1).next_power_of_two();
+            self.shift = 64 - buckets.trailing_zeros();
+            self.index.clear();
+            self.index.reserve_exact(buckets + 1);
+            let mut i = 0;
+            for b in 0..buckets {
+                while i < n && self.bucket(self.sorted[i].fp) < b {
+                    i += 1;
+                }
+                self.index.push(i as u32); // n <= u32::MAX: only rows that fit u32 are here
+            }
+            self.index.push(n as u32);
+        }
+
+        /// A fingerprint's bucket: its top bits (none when there is one bucket).
+        fn bucket(&self, fp: u64) -> usize {
+            fp.checked_shr(self.shift).unwrap_or(0) as usize
+        }
+
+        /// Look `fp` up in the sorted array: one read of the bucket index, then a binary
+        /// search of a bucket of a few entries (one or two cache lines). Fingerprints are
+        /// SipHash outputs, so buckets stay small; a crafted file that piles rows into one
+        /// bucket costs O(log n) per row, never O(n).
+        fn find_sorted(&self, fp: u64) -> Option<u32> {
+            let b = self.bucket(fp);
+            let (&start, &end) = (self.index.get(b)?, self.index.get(b + 1)?);
+            let slice = self.sorted.get(start as usize..end as usize)?;
+            let i = slice.binary_search_by_key(&fp, |e| e.fp).ok()?;
+            slice.get(i).map(|e| e.row)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// Against a plain map, across many merges and with skewed fingerprints too.
+        #[test]
+        fn agrees_with_a_hash_map() {
+            for skew in [false, true] {
+                let mut seen = Seen::with_recent_capacity(16);
+                let mut reference: HashMap<u64, u64> = HashMap::new();
+                let mut order = Vec::new();
+                let mut rng = fastrand::Rng::with_seed(7);
+                for row in 1..=20_000u64 {
+                    // One in five rows repeats an earlier fingerprint.
+                    let fp = if !order.is_empty() && rng.u8(..5) == 0 {
+                        order[rng.usize(..order.len())]
+                    } else if skew {
+                        rng.u64(..1 << 20) // all in the bottom of the range
+                    } else {
+                        rng.u64(..)
+                    };
+                    let expected = reference.get(&fp).copied();
+                    if expected.is_none() {
+                        reference.insert(fp, row);
+                        order.push(fp);
+                    }
+                    assert_eq!(seen.first_or_insert(fp, row), expected, "row {row}");
+                }
+                // Every fingerprint still answers its first row after all the merges.
+                for (&fp, &first) in &reference {
+                    assert_eq!(seen.first_or_insert(fp, u64::MAX), Some(first));
+                }
+            }
+        }
+
+        #[test]
+        fn extreme_fingerprints_and_wide_rows() {
+            let mut seen = Seen::with_recent_capacity(1);
+            for (row, fp) in [0, u64::MAX, 1, u64::MAX - 1].into_iter().enumerate() {
+                assert_eq!(seen.first_or_insert(fp, row as u64 + 1), None);
+            }
+            assert_eq!(seen.first_or_insert(u64::MAX, 9), Some(2));
+            assert_eq!(seen.first_or_insert(0, 9), Some(1));
+            let wide = u64::from(u32::MAX) + 5;
+            assert_eq!(seen.first_or_insert(42, wide), None);
+            assert_eq!(seen.first_or_insert(42, wide + 1), Some(wide));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -804,6 +1090,36 @@ mod tests {
         assert_eq!(invalid(&rows[2]), "duplicate of row 1");
         // Same device, other target (base): not a duplicate.
         assert!(matches!(rows[3], Parsed::Job(_)));
+    }
+
+    /// The allocation-free match accepts and refuses exactly what `TargetKind::parse` does.
+    #[test]
+    fn target_kind_fast_path_matches_parse() {
+        for cell in [
+            "group",
+            "Group",
+            "GROUP",
+            "exclusion_group",
+            "Exclusion-Group",
+            "all devices",
+            "ALL_LICENSED_USERS",
+            "configuration_manager_collection",
+            "base",
+            "#microsoft.graph.groupAssignmentTarget",
+            "microsoft.graph.allDevicesAssignmentTarget",
+            "microsoft.graph.deviceAndAppManagementAssignmentTarget",
+            "groups",
+            "grou",
+            "",
+            "_-_",
+            "gröup",
+            "\u{212A}",           // KELVIN SIGN lowercases to ASCII k
+            "B\u{0130}ase",       // İ lowercases to i + combining dot
+            "all\u{00A0}devices", // no-break space is not ignored
+            "ＧＲＯＵＰ",
+        ] {
+            assert_eq!(parse_target_kind(cell), TargetKind::parse(cell), "{cell:?}");
+        }
     }
 
     #[test]
