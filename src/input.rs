@@ -249,7 +249,7 @@ pub struct InputReader {
     file_len: u64,
     record: ByteRecord,
     row: u64,
-    /// (device, target) fingerprint → first row. A 64-bit fingerprint keeps this at about 12
+    /// (device, target) fingerprint → first row. A 64-bit fingerprint keeps this at about 10
     /// bytes per row (see [`seen::Seen`]); a false "duplicate" needs a hash collision (about 1
     /// in 10^7 for a million-row file).
     seen: seen::Seen,
@@ -786,21 +786,49 @@ mod seen {
     /// Capacity the recent map starts with. hashbrown rounds it up to 2^16 slots, which hold
     /// 57,344 entries (7/8 full) in about 1 MiB; the map is merged before it would grow.
     const RECENT_START: usize = 32 * 1024;
-    /// The sorted array may be this many times the recent map's capacity before the recent
-    /// map doubles. Each merge moves the whole array, so a fixed-size recent map would make a
-    /// 10-million-row file do ~175 full moves; growing it with the array keeps the merging
-    /// linear in the input at about one extra byte per row.
-    const SORTED_PER_RECENT: usize = 16;
-    /// Average entries per bucket of the sorted array's index: 8 entries are 96 bytes, one or
-    /// two cache lines, for half a byte of index per row.
-    const ENTRIES_PER_BUCKET: usize = 8;
+    /// The sorted array may be this many times the recent map's capacity (about 3.7 million
+    /// rows at the start) before the recent map doubles. Each merge moves the whole array, so
+    /// a recent map that never grew would make merging quadratic in the input; growing it
+    /// keeps merging linear at a fraction of a byte per row.
+    const SORTED_PER_RECENT: usize = 64;
+    /// Top fingerprint bits that pick a bucket of the sorted array. The directory of 2^16
+    /// bucket starts costs 256 KiB once (from the first merge on, so small files never pay
+    /// it), and it lets an entry leave those 16 bits out.
+    const DIRECTORY_BITS: u32 = 16;
+    const BUCKETS: usize = 1 << DIRECTORY_BITS;
+    const LOW_BITS: u32 = 64 - DIRECTORY_BITS;
 
-    /// One row as kept in the sorted array: 12 bytes, not the 16 that `(u64, u32)` pads to.
+    /// One row as kept in the sorted array: the fingerprint's low 48 bits (its top 16 are
+    /// the bucket it sits in) and the row. 10 bytes, where `(u64, u64)` takes 16.
     #[derive(Clone, Copy, Default)]
-    #[repr(C, packed(4))]
+    #[repr(C, packed(2))]
     struct Entry {
-        fp: u64,
+        low: u32,
+        mid: u16,
         row: u32,
+    }
+
+    impl Entry {
+        fn new(fp: u64, row: u32) -> Self {
+            Self {
+                low: fp as u32,
+                mid: (fp >> 32) as u16,
+                row,
+            }
+        }
+
+        /// The fingerprint's low 48 bits.
+        fn key(self) -> u64 {
+            (u64::from(self.mid) << 32) | u64::from(self.low)
+        }
+    }
+
+    fn bucket(fp: u64) -> usize {
+        (fp >> LOW_BITS) as usize
+    }
+
+    fn low(fp: u64) -> u64 {
+        fp & ((1 << LOW_BITS) - 1)
     }
 
     /// The fingerprint is already a SipHash output: hash it again for nothing.
@@ -822,28 +850,28 @@ mod seen {
         }
     }
 
-    /// (device, target) fingerprint → first row, at about 13 bytes per distinct row.
+    /// (device, target) fingerprint → first row, at about 10 bytes per distinct row.
     ///
     /// A `HashMap<u64, u64>` needs 17 bytes a slot in power-of-two tables at most 7/8 full that
     /// double when full: a million rows took a 2^21-slot table (36 MiB), and while growing the
-    /// old table beside it, so `validate` peaked at 58 MB. Here the bulk of the rows sit in an
-    /// array of packed 12-byte entries sorted by fingerprint, with an index of buckets by the
-    /// fingerprint's top bits (fingerprints are uniform over u64, so each bucket holds a few
-    /// entries and a lookup costs about two cache misses; a plain binary or interpolation
-    /// search costs four or more, and that dominated `validate`'s time). New rows go to a
-    /// small hash map first,
-    /// which is sorted and merged into the array, back to front in place, when full. Rows past
-    /// u32::MAX (a file of over four billion rows) are kept whole in a map of their own.
+    /// old table beside it, so `validate` peaked at 58 MB and `run` would have been over 60.
+    /// Here the bulk of the rows sit in an array of packed 10-byte entries sorted by
+    /// fingerprint, with a directory of buckets by the fingerprint's top 16 bits
+    /// (fingerprints are uniform over u64, so a bucket holds about n/65,536 entries, a cache
+    /// line or two up to a few million rows; a lookup costs about two cache misses, where a
+    /// plain binary or interpolation search costs four or more, and that dominated
+    /// `validate`'s time). Equality is still on all 64 bits. New rows go to a small hash map
+    /// first, which is sorted and merged into the array, back to front in place, when full.
+    /// Rows past u32::MAX (a file of over four billion rows) are kept whole in a map of their
+    /// own.
     pub(super) struct Seen {
         sorted: Vec<Entry>,
-        /// `index[b]..index[b + 1]` is the slice of `sorted` whose fingerprints' top bits are
-        /// `b`.
-        index: Vec<u32>,
-        /// 64 minus the number of top bits that pick a bucket.
-        shift: u32,
+        /// `directory[b]..directory[b + 1]` is the slice of `sorted` whose fingerprints' top
+        /// bits are `b`. Empty until the first merge.
+        directory: Vec<u32>,
         recent: HashMap<u64, u32, BuildHasherDefault<FpHasher>>,
         /// The merge buffer, kept between merges so that it is not reallocated each time.
-        batch: Vec<Entry>,
+        batch: Vec<(u64, u32)>,
         wide: HashMap<u64, u64>,
     }
 
@@ -857,8 +885,7 @@ mod seen {
         pub(super) fn with_recent_capacity(capacity: usize) -> Self {
             Self {
                 sorted: Vec::new(),
-                index: Vec::new(),
-                shift: 64,
+                directory: Vec::new(),
                 recent: HashMap::with_capacity_and_hasher(capacity, Default::default()),
                 batch: Vec::new(),
                 wide: HashMap::new(),
@@ -892,66 +919,64 @@ mod seen {
 
         /// Move the recent map into the sorted array.
         fn merge(&mut self) {
+            if self.directory.is_empty() {
+                self.directory = vec![0; BUCKETS + 1];
+            }
             self.batch.clear();
-            self.batch
-                .extend(self.recent.drain().map(|(fp, row)| Entry { fp, row }));
-            self.batch.sort_unstable_by_key(|e| e.fp);
+            self.batch.extend(self.recent.drain());
+            self.batch.sort_unstable_by_key(|&(fp, _)| fp);
             let (n, m) = (self.sorted.len(), self.batch.len());
+            // Exact growth: the merge below touches every entry anyway, and a doubled
+            // capacity would only be address space (or, where realloc copies, a larger spike).
+            self.sorted.reserve_exact(m);
             self.sorted.resize(n + m, Entry::default());
             // Merge from the back into the array's new tail: no second array of the whole.
-            // Fingerprints are distinct (a repeat is answered, never inserted).
-            let (mut i, mut j) = (n, m);
+            // Fingerprints are distinct (a repeat is answered, never inserted). `b` tracks the
+            // bucket of old entry i - 1, which gives back its top bits.
+            let (mut i, mut j, mut b) = (n, m, BUCKETS - 1);
             for k in (0..n + m).rev() {
-                let take_old = j == 0 || (i > 0 && self.sorted[i - 1].fp > self.batch[j - 1].fp);
+                let take_old = i > 0 && {
+                    while self.directory[b] as usize > i - 1 {
+                        b -= 1; // directory[0] == 0 <= i - 1: stops at bucket 0 at the latest
+                    }
+                    let old = ((b as u64) << LOW_BITS) | self.sorted[i - 1].key();
+                    j == 0 || old > self.batch[j - 1].0
+                };
                 if take_old {
                     i -= 1;
                     self.sorted[k] = self.sorted[i];
                 } else {
                     j -= 1;
-                    self.sorted[k] = self.batch[j];
+                    let (fp, row) = self.batch[j];
+                    self.sorted[k] = Entry::new(fp, row);
                 }
                 if j == 0 {
                     break; // the rest of the old entries are already in place
                 }
             }
-            self.rebuild_index();
+            // Each bucket start moves up by the new entries in the buckets before it.
+            let mut added = 0u32;
+            let mut next = 0usize;
+            for b in 0..=BUCKETS {
+                while next < m && bucket(self.batch[next].0) < b {
+                    next += 1;
+                    added += 1;
+                }
+                self.directory[b] += added; // n + m <= u32::MAX: only rows that fit u32
+            }
             if self.sorted.len() > SORTED_PER_RECENT * self.recent.capacity() {
                 self.recent.reserve(self.recent.capacity() + 1);
             }
         }
 
-        /// Rebuild the bucket index after a merge: about [`ENTRIES_PER_BUCKET`] entries per
-        /// bucket, a power-of-two count so that a bucket is the fingerprint's top bits.
-        fn rebuild_index(&mut self) {
-            let n = self.sorted.len();
-            let buckets = (n / ENTRIES_PER_BUCKET).max(1).next_power_of_two();
-            self.shift = 64 - buckets.trailing_zeros();
-            self.index.clear();
-            self.index.reserve_exact(buckets + 1);
-            let mut i = 0;
-            for b in 0..buckets {
-                while i < n && self.bucket(self.sorted[i].fp) < b {
-                    i += 1;
-                }
-                self.index.push(i as u32); // n <= u32::MAX: only rows that fit u32 are here
-            }
-            self.index.push(n as u32);
-        }
-
-        /// A fingerprint's bucket: its top bits (none when there is one bucket).
-        fn bucket(&self, fp: u64) -> usize {
-            fp.checked_shr(self.shift).unwrap_or(0) as usize
-        }
-
-        /// Look `fp` up in the sorted array: one read of the bucket index, then a binary
-        /// search of a bucket of a few entries (one or two cache lines). Fingerprints are
-        /// SipHash outputs, so buckets stay small; a crafted file that piles rows into one
-        /// bucket costs O(log n) per row, never O(n).
+        /// Look `fp` up in the sorted array: one read of the directory, then a binary search
+        /// of its bucket. Fingerprints are SipHash outputs, so buckets stay small; a crafted
+        /// file that piles rows into one bucket costs O(log n) per row, never O(n).
         fn find_sorted(&self, fp: u64) -> Option<u32> {
-            let b = self.bucket(fp);
-            let (&start, &end) = (self.index.get(b)?, self.index.get(b + 1)?);
+            let b = bucket(fp);
+            let (&start, &end) = (self.directory.get(b)?, self.directory.get(b + 1)?);
             let slice = self.sorted.get(start as usize..end as usize)?;
-            let i = slice.binary_search_by_key(&fp, |e| e.fp).ok()?;
+            let i = slice.binary_search_by_key(&low(fp), |e| e.key()).ok()?;
             slice.get(i).map(|e| e.row)
         }
     }
@@ -963,7 +988,7 @@ mod seen {
         /// Against a plain map, across many merges and with skewed fingerprints too.
         #[test]
         fn agrees_with_a_hash_map() {
-            for skew in [false, true] {
+            for skew in 0..3 {
                 let mut seen = Seen::with_recent_capacity(16);
                 let mut reference: HashMap<u64, u64> = HashMap::new();
                 let mut order = Vec::new();
@@ -972,10 +997,16 @@ mod seen {
                     // One in five rows repeats an earlier fingerprint.
                     let fp = if !order.is_empty() && rng.u8(..5) == 0 {
                         order[rng.usize(..order.len())]
-                    } else if skew {
-                        rng.u64(..1 << 20) // all in the bottom of the range
                     } else {
-                        rng.u64(..)
+                        match skew {
+                            // Uniform, as SipHash outputs are.
+                            0 => rng.u64(..),
+                            // All in one bucket.
+                            1 => rng.u64(..1 << 20),
+                            // Few low bits, many buckets: the top bits must come back
+                            // right from the directory.
+                            _ => (rng.u64(..) & !((1 << 48) - 1)) | rng.u64(..4),
+                        }
                     };
                     let expected = reference.get(&fp).copied();
                     if expected.is_none() {
