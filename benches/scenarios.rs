@@ -31,6 +31,7 @@ struct Scenario {
 
 fn scenarios() -> Vec<Scenario> {
     let window = RateSpec::new(100, Duration::from_secs(2));
+    let unthrottled = RateSpec::new(100_000_000, Duration::from_secs(1));
     vec![
         Scenario {
             name: "window-100/2s-retry-after-seconds",
@@ -42,6 +43,28 @@ fn scenarios() -> Vec<Scenario> {
             latency: Duration::from_millis(10),
             batch: false,
         },
+        Scenario {
+            name: "window-100/2s-retry-after-none",
+            rows: 1000,
+            limit: window,
+            rate: window,
+            retry_after: RetryAfterMode::None,
+            concurrency: 8,
+            latency: Duration::from_millis(10),
+            batch: false,
+        },
+        Scenario {
+            name: "window-100/2s-retry-after-mixed",
+            rows: 1000,
+            limit: window,
+            rate: window,
+            retry_after: RetryAfterMode::Mixed,
+            concurrency: 8,
+            latency: Duration::from_millis(10),
+            batch: false,
+        },
+        // The configured --rate is 4× the service's real limit (200/1 s against 100/2 s): the
+        // case the adaptive pace exists for, with and without Retry-After.
         Scenario {
             name: "adaptive-rate-4x-too-high-retry-after-seconds",
             rows: 1000,
@@ -71,6 +94,18 @@ fn scenarios() -> Vec<Scenario> {
             concurrency: 2,
             latency: Duration::from_millis(10),
             batch: true,
+        },
+        // Raw engine cost: no throttle to speak of, no added latency, so CPU per row and RSS are
+        // the client's (plus the in-process emulator's, which keeps every assignment it stores).
+        Scenario {
+            name: "unthrottled-100k",
+            rows: 100000,
+            limit: unthrottled,
+            rate: unthrottled,
+            retry_after: RetryAfterMode::Seconds,
+            concurrency: 16,
+            latency: Duration::ZERO,
+            batch: false,
         },
     ]
 }
@@ -141,10 +176,16 @@ async fn run(s: &Scenario) {
 
     let windows = u64::from(s.rows).div_ceil(u64::from(s.limit.count));
     let minimum = s.limit.per * (windows.saturating_sub(1) as u32);
-    let ratio = elapsed.as_secs_f64() / minimum.as_secs_f64().max(f64::EPSILON);
+    // An unthrottled scenario has no minimum (one window holds every request): report the
+    // rows per second instead of a ratio to zero.
+    let ratio = if minimum.is_zero() {
+        format!("{:.0} rows/s", f64::from(s.rows) / elapsed.as_secs_f64())
+    } else {
+        format!("{:.3}×", elapsed.as_secs_f64() / minimum.as_secs_f64())
+    };
     let share_429 = summary.throttled_responses as f64 / summary.requests.max(1) as f64;
     println!(
-        "{:<38} rows {:>7} · {:>6.2}s / min {:>5.1}s = {:.3}× · 429s {:.2}% · violations {} · \
+        "{:<38} rows {:>7} · {:>6.2}s / min {:>5.1}s = {} · 429s {:.2}% · violations {} · \
          created {} · CPU {:.1} µs/row · peak RSS {:.1} MiB",
         s.name,
         s.rows,

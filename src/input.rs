@@ -7,7 +7,6 @@
 //! `InvalidRow`), never an error that stops the run; only a file that cannot be read as a table
 //! at all (missing, no header, no `device_id` column, I/O failure) is an [`InputError`].
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -147,11 +146,33 @@ impl Column {
         }
     }
 
+    /// Position in [`Column::ALL`], to index a [`ColumnMap`].
+    fn index(self) -> usize {
+        self as usize
+    }
+
     fn from_header(h: &str) -> Option<Column> {
         let n = normalize_word(h.trim());
         Column::ALL
             .into_iter()
             .find(|c| c.aliases().contains(&n.as_str()))
+    }
+}
+
+/// Input column index of each contract column present. An array indexed by [`Column`] rather
+/// than a hash map: it is looked up nine times per row, and hashing the key cost more than the
+/// rest of the lookup.
+#[derive(Debug, Clone, Copy, Default)]
+struct ColumnMap([Option<usize>; Column::ALL.len()]);
+
+impl ColumnMap {
+    fn get(&self, col: Column) -> Option<usize> {
+        self.0[col.index()]
+    }
+
+    /// Set `col` to input column `i`, returning the column it already had.
+    fn insert(&mut self, col: Column, i: usize) -> Option<usize> {
+        self.0[col.index()].replace(i)
     }
 }
 
@@ -215,7 +236,7 @@ pub struct InputReader {
     path: PathBuf,
     reader: csv::Reader<BufReader<File>>,
     /// Input column index of each contract column present.
-    columns: HashMap<Column, usize>,
+    columns: ColumnMap,
     header_len: usize,
     /// Header names as written (lossy UTF-8), to name a column in a reason.
     header_names: Vec<String>,
@@ -228,10 +249,10 @@ pub struct InputReader {
     file_len: u64,
     record: ByteRecord,
     row: u64,
-    /// (device, target) fingerprint → first row. A 64-bit fingerprint keeps this at a few
-    /// bytes per row; a false "duplicate" needs a hash collision (about 1 in 10^7 for a
-    /// million-row file).
-    seen: HashMap<u64, u64>,
+    /// (device, target) fingerprint → first row. A 64-bit fingerprint keeps this at about 10
+    /// bytes per row (see [`seen::Seen`]); a false "duplicate" needs a hash collision (about 1
+    /// in 10^7 for a million-row file).
+    seen: seen::Seen,
     done: bool,
 }
 
@@ -283,7 +304,7 @@ impl InputReader {
             .byte_headers()
             .map_err(|e| header_err(format!("cannot read the header row: {e}")))?
             .clone();
-        let mut columns = HashMap::new();
+        let mut columns = ColumnMap::default();
         let mut unknown_columns = Vec::new();
         let mut unknown_count = 0usize;
         let mut header_names = Vec::with_capacity(headers.len());
@@ -317,7 +338,7 @@ impl InputReader {
                 unknown_count - unknown_columns.len()
             ));
         }
-        if !columns.contains_key(&Column::DeviceId) {
+        if columns.get(Column::DeviceId).is_none() {
             // A file that starts with data rather than a header is the usual cause: say so.
             if let Some(i) = headers
                 .iter()
@@ -356,7 +377,7 @@ impl InputReader {
             file_len,
             record: ByteRecord::new(),
             row: 0,
-            seen: HashMap::new(),
+            seen: seen::Seen::default(),
             done: false,
         })
     }
@@ -372,7 +393,7 @@ impl InputReader {
     }
 
     fn cell(&self, col: Column) -> Result<Option<&str>, String> {
-        let Some(&i) = self.columns.get(&col) else {
+        let Some(i) = self.columns.get(col) else {
             return Ok(None);
         };
         let Some(raw) = self.record.get(i) else {
@@ -409,7 +430,7 @@ impl InputReader {
 
         let explicit_kind = self
             .cell(Column::TargetType)?
-            .map(TargetKind::parse)
+            .map(parse_target_kind)
             .transpose()?;
         let cell_group = self
             .cell(Column::GroupId)?
@@ -515,6 +536,16 @@ impl InputReader {
     /// is not a swallowing one. Multi-line values that close properly (a note in an ignored
     /// column) are left alone.
     fn open_quote(&mut self) -> std::io::Result<Option<String>> {
+        // One branch-free pass over all the record's bytes (it vectorises); the per-field
+        // search runs only for the rare record that has a line break at all.
+        let has_break = self
+            .record
+            .as_slice()
+            .iter()
+            .fold(false, |acc, &b| acc | (b == b'\n') | (b == b'\r'));
+        if !has_break {
+            return Ok(None);
+        }
         let Some(column) = self
             .record
             .iter()
@@ -600,8 +631,8 @@ impl InputReader {
 
     fn device_cell_lossy(&self) -> String {
         self.columns
-            .get(&Column::DeviceId)
-            .and_then(|&i| self.record.get(i))
+            .get(Column::DeviceId)
+            .and_then(|i| self.record.get(i))
             .map(|raw| String::from_utf8_lossy(raw).trim().to_string())
             .unwrap_or_default()
     }
@@ -621,6 +652,37 @@ fn parse_collection_id(s: &str) -> Result<String, String> {
             quote(s)
         ))
     }
+}
+
+/// [`TargetKind::parse`] without its allocations on the common path: a CSV word
+/// (`group`, `All-Devices`, ...) is matched by comparing normalised characters in place, the
+/// same normalisation as [`normalize_word`] (so exactly the same cells match); anything else
+/// (an `@odata.type` name, or an error to report) goes to `TargetKind::parse`. It runs on
+/// every row, and normalising into fresh Strings for the cell and each of the six kinds was
+/// a visible share of `validate`'s time.
+fn parse_target_kind(s: &str) -> Result<TargetKind, String> {
+    fn normalized(s: &str) -> impl Iterator<Item = char> + '_ {
+        s.chars()
+            .filter(|c| !matches!(c, '_' | '-' | ' '))
+            .flat_map(char::to_lowercase)
+    }
+    /// The same for ASCII text, byte by byte (char::to_lowercase of ASCII is ASCII lowercase).
+    fn normalized_ascii(s: &str) -> impl Iterator<Item = u8> + '_ {
+        s.bytes()
+            .filter(|b| !matches!(b, b'_' | b'-' | b' '))
+            .map(|b| b.to_ascii_lowercase())
+    }
+    let ascii = s.is_ascii();
+    TargetKind::ALL
+        .into_iter()
+        .find(|k| {
+            if ascii {
+                normalized_ascii(s).eq(normalized_ascii(k.as_str()))
+            } else {
+                normalized(s).eq(normalized(k.as_str()))
+            }
+        })
+        .map_or_else(|| TargetKind::parse(s), Ok)
 }
 
 /// Prefix a cell error with its column's name.
@@ -682,25 +744,21 @@ impl Iterator for InputReader {
                         device_id: self.device_cell_lossy(),
                         reason,
                     }),
-                    Ok((device_id, assignment)) => {
-                        match self.seen.entry(fingerprint(device_id, &assignment.target)) {
-                            std::collections::hash_map::Entry::Occupied(first) => {
-                                Parsed::Invalid(InvalidRow {
-                                    row,
-                                    device_id: device_id.to_string(),
-                                    reason: format!("duplicate of row {}", first.get()),
-                                })
-                            }
-                            std::collections::hash_map::Entry::Vacant(v) => {
-                                v.insert(row);
-                                Parsed::Job(Job {
-                                    row,
-                                    device_id,
-                                    assignment,
-                                })
-                            }
-                        }
-                    }
+                    Ok((device_id, assignment)) => match self
+                        .seen
+                        .first_or_insert(fingerprint(device_id, &assignment.target), row)
+                    {
+                        Some(first) => Parsed::Invalid(InvalidRow {
+                            row,
+                            device_id: device_id.to_string(),
+                            reason: format!("duplicate of row {first}"),
+                        }),
+                        None => Parsed::Job(Job {
+                            row,
+                            device_id,
+                            assignment,
+                        }),
+                    },
                 };
                 Some(Ok(parsed))
             }
@@ -718,6 +776,265 @@ pub fn count_rows(path: &Path, delimiter: Option<u8>) -> Option<u64> {
         n += 1;
     }
     Some(n)
+}
+
+/// The dedupe index behind `duplicate of row N`.
+mod seen {
+    use std::collections::HashMap;
+    use std::hash::{BuildHasherDefault, Hasher};
+
+    /// Capacity the recent map starts with. hashbrown rounds it up to 2^16 slots, which hold
+    /// 57,344 entries (7/8 full) in about 1 MiB; the map is merged before it would grow.
+    const RECENT_START: usize = 32 * 1024;
+    /// The sorted array may be this many times the recent map's capacity (about 3.7 million
+    /// rows at the start) before the recent map doubles. Each merge moves the whole array, so
+    /// a recent map that never grew would make merging quadratic in the input; growing it
+    /// keeps merging linear at a fraction of a byte per row.
+    const SORTED_PER_RECENT: usize = 64;
+    /// Top fingerprint bits that pick a bucket of the sorted array. The directory of 2^16
+    /// bucket starts costs 256 KiB once (from the first merge on, so small files never pay
+    /// it), and it lets an entry leave those 16 bits out.
+    const DIRECTORY_BITS: u32 = 16;
+    const BUCKETS: usize = 1 << DIRECTORY_BITS;
+    const LOW_BITS: u32 = 64 - DIRECTORY_BITS;
+
+    /// One row as kept in the sorted array: the fingerprint's low 48 bits (its top 16 are
+    /// the bucket it sits in) and the row. 10 bytes, where `(u64, u64)` takes 16.
+    #[derive(Clone, Copy, Default)]
+    #[repr(C, packed(2))]
+    struct Entry {
+        low: u32,
+        mid: u16,
+        row: u32,
+    }
+
+    impl Entry {
+        fn new(fp: u64, row: u32) -> Self {
+            Self {
+                low: fp as u32,
+                mid: (fp >> 32) as u16,
+                row,
+            }
+        }
+
+        /// The fingerprint's low 48 bits.
+        fn key(self) -> u64 {
+            (u64::from(self.mid) << 32) | u64::from(self.low)
+        }
+    }
+
+    fn bucket(fp: u64) -> usize {
+        (fp >> LOW_BITS) as usize
+    }
+
+    fn low(fp: u64) -> u64 {
+        fp & ((1 << LOW_BITS) - 1)
+    }
+
+    /// The fingerprint is already a SipHash output: hash it again for nothing.
+    #[derive(Default)]
+    pub(super) struct FpHasher(u64);
+
+    impl Hasher for FpHasher {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            // Only u64 keys are hashed; fold anything else so that the hasher stays total.
+            for &b in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(b);
+            }
+        }
+        fn write_u64(&mut self, n: u64) {
+            self.0 = n;
+        }
+    }
+
+    /// (device, target) fingerprint → first row, at about 10 bytes per distinct row.
+    ///
+    /// A `HashMap<u64, u64>` needs 17 bytes a slot in power-of-two tables at most 7/8 full that
+    /// double when full: a million rows took a 2^21-slot table (36 MiB), and while growing the
+    /// old table beside it, so `validate` peaked at 58 MB and `run` would have been over 60.
+    /// Here the bulk of the rows sit in an array of packed 10-byte entries sorted by
+    /// fingerprint, with a directory of buckets by the fingerprint's top 16 bits
+    /// (fingerprints are uniform over u64, so a bucket holds about n/65,536 entries, a cache
+    /// line or two up to a few million rows; a lookup costs about two cache misses, where a
+    /// plain binary or interpolation search costs four or more, and that dominated
+    /// `validate`'s time). Equality is still on all 64 bits. New rows go to a small hash map
+    /// first, which is sorted and merged into the array, back to front in place, when full.
+    /// Rows past u32::MAX (a file of over four billion rows) are kept whole in a map of their
+    /// own.
+    pub(super) struct Seen {
+        sorted: Vec<Entry>,
+        /// `directory[b]..directory[b + 1]` is the slice of `sorted` whose fingerprints' top
+        /// bits are `b`. Empty until the first merge.
+        directory: Vec<u32>,
+        recent: HashMap<u64, u32, BuildHasherDefault<FpHasher>>,
+        /// The merge buffer, kept between merges so that it is not reallocated each time.
+        batch: Vec<(u64, u32)>,
+        wide: HashMap<u64, u64>,
+    }
+
+    impl Default for Seen {
+        fn default() -> Self {
+            Self::with_recent_capacity(RECENT_START)
+        }
+    }
+
+    impl Seen {
+        pub(super) fn with_recent_capacity(capacity: usize) -> Self {
+            Self {
+                sorted: Vec::new(),
+                directory: Vec::new(),
+                recent: HashMap::with_capacity_and_hasher(capacity, Default::default()),
+                batch: Vec::new(),
+                wide: HashMap::new(),
+            }
+        }
+
+        /// The first row seen with `fp`, or `None` after recording `row` as the first.
+        pub(super) fn first_or_insert(&mut self, fp: u64, row: u64) -> Option<u64> {
+            if let Some(&first) = self.recent.get(&fp) {
+                return Some(u64::from(first));
+            }
+            if let Some(first) = self.find_sorted(fp) {
+                return Some(u64::from(first));
+            }
+            if let Some(&first) = self.wide.get(&fp) {
+                return Some(first);
+            }
+            match u32::try_from(row) {
+                Ok(row) => {
+                    if self.recent.len() >= self.recent.capacity() {
+                        self.merge();
+                    }
+                    self.recent.insert(fp, row);
+                }
+                Err(_) => {
+                    self.wide.insert(fp, row);
+                }
+            }
+            None
+        }
+
+        /// Move the recent map into the sorted array.
+        fn merge(&mut self) {
+            if self.directory.is_empty() {
+                self.directory = vec![0; BUCKETS + 1];
+            }
+            self.batch.clear();
+            self.batch.extend(self.recent.drain());
+            self.batch.sort_unstable_by_key(|&(fp, _)| fp);
+            let (n, m) = (self.sorted.len(), self.batch.len());
+            // Exact growth: the merge below touches every entry anyway, and a doubled
+            // capacity would only be address space (or, where realloc copies, a larger spike).
+            self.sorted.reserve_exact(m);
+            self.sorted.resize(n + m, Entry::default());
+            // Merge from the back into the array's new tail: no second array of the whole.
+            // Fingerprints are distinct (a repeat is answered, never inserted). `b` tracks the
+            // bucket of old entry i - 1, which gives back its top bits.
+            let (mut i, mut j, mut b) = (n, m, BUCKETS - 1);
+            for k in (0..n + m).rev() {
+                let take_old = i > 0 && {
+                    while self.directory[b] as usize > i - 1 {
+                        b -= 1; // directory[0] == 0 <= i - 1: stops at bucket 0 at the latest
+                    }
+                    let old = ((b as u64) << LOW_BITS) | self.sorted[i - 1].key();
+                    j == 0 || old > self.batch[j - 1].0
+                };
+                if take_old {
+                    i -= 1;
+                    self.sorted[k] = self.sorted[i];
+                } else {
+                    j -= 1;
+                    let (fp, row) = self.batch[j];
+                    self.sorted[k] = Entry::new(fp, row);
+                }
+                if j == 0 {
+                    break; // the rest of the old entries are already in place
+                }
+            }
+            // Each bucket start moves up by the new entries in the buckets before it.
+            let mut added = 0u32;
+            let mut next = 0usize;
+            for b in 0..=BUCKETS {
+                while next < m && bucket(self.batch[next].0) < b {
+                    next += 1;
+                    added += 1;
+                }
+                self.directory[b] += added; // n + m <= u32::MAX: only rows that fit u32
+            }
+            if self.sorted.len() > SORTED_PER_RECENT * self.recent.capacity() {
+                self.recent.reserve(self.recent.capacity() + 1);
+            }
+        }
+
+        /// Look `fp` up in the sorted array: one read of the directory, then a binary search
+        /// of its bucket. Fingerprints are SipHash outputs, so buckets stay small; a crafted
+        /// file that piles rows into one bucket costs O(log n) per row, never O(n).
+        fn find_sorted(&self, fp: u64) -> Option<u32> {
+            let b = bucket(fp);
+            let (&start, &end) = (self.directory.get(b)?, self.directory.get(b + 1)?);
+            let slice = self.sorted.get(start as usize..end as usize)?;
+            let i = slice.binary_search_by_key(&low(fp), |e| e.key()).ok()?;
+            slice.get(i).map(|e| e.row)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// Against a plain map, across many merges and with skewed fingerprints too.
+        #[test]
+        fn agrees_with_a_hash_map() {
+            for skew in 0..3 {
+                let mut seen = Seen::with_recent_capacity(16);
+                let mut reference: HashMap<u64, u64> = HashMap::new();
+                let mut order = Vec::new();
+                let mut rng = fastrand::Rng::with_seed(7);
+                for row in 1..=20_000u64 {
+                    // One in five rows repeats an earlier fingerprint.
+                    let fp = if !order.is_empty() && rng.u8(..5) == 0 {
+                        order[rng.usize(..order.len())]
+                    } else {
+                        match skew {
+                            // Uniform, as SipHash outputs are.
+                            0 => rng.u64(..),
+                            // All in one bucket.
+                            1 => rng.u64(..1 << 20),
+                            // Few low bits, many buckets: the top bits must come back
+                            // right from the directory.
+                            _ => (rng.u64(..) & !((1 << 48) - 1)) | rng.u64(..4),
+                        }
+                    };
+                    let expected = reference.get(&fp).copied();
+                    if expected.is_none() {
+                        reference.insert(fp, row);
+                        order.push(fp);
+                    }
+                    assert_eq!(seen.first_or_insert(fp, row), expected, "row {row}");
+                }
+                // Every fingerprint still answers its first row after all the merges.
+                for (&fp, &first) in &reference {
+                    assert_eq!(seen.first_or_insert(fp, u64::MAX), Some(first));
+                }
+            }
+        }
+
+        #[test]
+        fn extreme_fingerprints_and_wide_rows() {
+            let mut seen = Seen::with_recent_capacity(1);
+            for (row, fp) in [0, u64::MAX, 1, u64::MAX - 1].into_iter().enumerate() {
+                assert_eq!(seen.first_or_insert(fp, row as u64 + 1), None);
+            }
+            assert_eq!(seen.first_or_insert(u64::MAX, 9), Some(2));
+            assert_eq!(seen.first_or_insert(0, 9), Some(1));
+            let wide = u64::from(u32::MAX) + 5;
+            assert_eq!(seen.first_or_insert(42, wide), None);
+            assert_eq!(seen.first_or_insert(42, wide + 1), Some(wide));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -804,6 +1121,36 @@ mod tests {
         assert_eq!(invalid(&rows[2]), "duplicate of row 1");
         // Same device, other target (base): not a duplicate.
         assert!(matches!(rows[3], Parsed::Job(_)));
+    }
+
+    /// The allocation-free match accepts and refuses exactly what `TargetKind::parse` does.
+    #[test]
+    fn target_kind_fast_path_matches_parse() {
+        for cell in [
+            "group",
+            "Group",
+            "GROUP",
+            "exclusion_group",
+            "Exclusion-Group",
+            "all devices",
+            "ALL_LICENSED_USERS",
+            "configuration_manager_collection",
+            "base",
+            "#microsoft.graph.groupAssignmentTarget",
+            "microsoft.graph.allDevicesAssignmentTarget",
+            "microsoft.graph.deviceAndAppManagementAssignmentTarget",
+            "groups",
+            "grou",
+            "",
+            "_-_",
+            "gröup",
+            "\u{212A}",           // KELVIN SIGN lowercases to ASCII k
+            "B\u{0130}ase",       // İ lowercases to i + combining dot
+            "all\u{00A0}devices", // no-break space is not ignored
+            "ＧＲＯＵＰ",
+        ] {
+            assert_eq!(parse_target_kind(cell), TargetKind::parse(cell), "{cell:?}");
+        }
     }
 
     #[test]
