@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use assert_cmd::Command;
 use autopilot_bulk::config::{Cloud, Credentials};
 use autopilot_bulk::emulator::{Emulator, EmulatorConfig};
 use autopilot_bulk::output::Status;
@@ -381,25 +380,8 @@ fn cloud_picks_hosts_and_overrides_keep_its_scope() {
 
 // ---- the binary: exit codes, messages, and nothing secret in any output ----
 
-fn bin() -> Command {
-    let mut c = Command::cargo_bin("autopilot-bulk").unwrap();
-    for v in [
-        "AZURE_TENANT_ID",
-        "AZURE_CLIENT_ID",
-        "AZURE_CLIENT_SECRET",
-        "AZURE_CLIENT_CERTIFICATE_PATH",
-        "GRAPH_ACCESS_TOKEN",
-        "AUTOPILOT_BULK_GRAPH_URL",
-        "AUTOPILOT_BULK_AUTHORITY_URL",
-        "AUTOPILOT_BULK_LOG",
-    ] {
-        c.env_remove(v);
-    }
-    c
-}
-
 /// Run the binary off the async runtime, so the in-process emulator keeps serving.
-async fn run_bin(mut cmd: Command) -> std::process::Output {
+async fn run_bin(mut cmd: assert_cmd::Command) -> std::process::Output {
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()

@@ -2,23 +2,7 @@
 
 mod common;
 
-use assert_cmd::Command;
 use common::*;
-
-fn bin() -> Command {
-    let mut c = Command::cargo_bin("autopilot-bulk").unwrap();
-    // Nothing from the developer's environment may leak into these runs.
-    for v in [
-        "AZURE_TENANT_ID",
-        "AZURE_CLIENT_ID",
-        "AZURE_CLIENT_SECRET",
-        "AUTOPILOT_BULK_GRAPH_URL",
-        "AUTOPILOT_BULK_AUTHORITY_URL",
-    ] {
-        c.env_remove(v);
-    }
-    c
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -7,10 +7,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use autopilot_bulk::input::{InputError, InputReader, Parsed, RowDefaults};
 use autopilot_bulk::output::{ResultsWriter, RowResult};
-use common::{GROUP, ResultLine, device, read_results};
+use common::{GROUP, ResultLine, bin, device, read_results};
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -42,20 +41,6 @@ fn split(rows: &[Parsed]) -> (Numbered, Numbered) {
 fn assert_consecutive(rows: &[Parsed]) {
     let numbers: Vec<u64> = rows.iter().map(Parsed::row).collect();
     assert_eq!(numbers, (1..=rows.len() as u64).collect::<Vec<_>>());
-}
-
-fn bin() -> Command {
-    let mut c = Command::cargo_bin("autopilot-bulk").unwrap();
-    for v in [
-        "AZURE_TENANT_ID",
-        "AZURE_CLIENT_ID",
-        "AZURE_CLIENT_SECRET",
-        "AUTOPILOT_BULK_GRAPH_URL",
-        "AUTOPILOT_BULK_AUTHORITY_URL",
-    ] {
-        c.env_remove(v);
-    }
-    c
 }
 
 /// `autopilot-bulk validate FILE`: exit code, stdout, stderr.

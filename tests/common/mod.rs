@@ -150,3 +150,23 @@ pub fn emulator_config(limit: RateSpec) -> EmulatorConfig {
 pub fn rate(count: u32, millis: u64) -> RateSpec {
     RateSpec::new(count, Duration::from_millis(millis))
 }
+
+/// The binary with nothing from the developer's environment that could change a run:
+/// credentials, token, certificate and URLs are cleared.
+pub fn bin() -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("autopilot-bulk").unwrap();
+    for v in [
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_CLIENT_CERTIFICATE_PATH",
+        "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+        "GRAPH_ACCESS_TOKEN",
+        "AUTOPILOT_BULK_GRAPH_URL",
+        "AUTOPILOT_BULK_AUTHORITY_URL",
+        "AUTOPILOT_BULK_LOG",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
