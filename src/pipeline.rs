@@ -567,7 +567,15 @@ async fn write_results(
 /// What an attempt tells the throttle about the service's budget.
 fn pacing_answer(attempt: &Attempt) -> Answer {
     match attempt.http_status {
-        Some(429) => Answer::Throttled,
+        Some(429) => Answer::Throttled {
+            stated: matches!(
+                attempt.outcome,
+                Outcome::Retry {
+                    retry_after: Some(_),
+                    ..
+                }
+            ),
+        },
         Some(s) if s < 500 => Answer::Accepted,
         _ => Answer::Other,
     }

@@ -96,8 +96,9 @@ impl Gate {
 pub enum Answer {
     /// Processed within the service's budget (2xx, and 4xx other than 429).
     Accepted,
-    /// 429: over the budget.
-    Throttled,
+    /// 429: over the budget. `stated`: the answer said when to come back (Retry-After), so
+    /// the window learned from the probe that follows is as tight as the service's word.
+    Throttled { stated: bool },
     /// No verdict on the budget (5xx, connection failure).
     Other,
 }
@@ -243,7 +244,8 @@ impl Inner {
     /// from above, and the hold grows to it. While the service keeps accepting, one small step
     /// a window brings the pace back towards the configured rate: first the hold shrinks by
     /// 5 % (until a shorter hold is once throttled: then that step is undone and the hold
-    /// stays), then the count grows by 5 %. A later 429 undoes the last step and freezes steps
+    /// stays; with a stated Retry-After it never shrinks), then, every ten clean windows, the
+    /// count grows by 5 %. A later 429 undoes the last step and freezes steps
     /// for five windows; a 429 while frozen cuts the count by a fifth. So a configured rate above
     /// the service's limit converges onto it and stays there with rare 429s.
     fn observe(&self, answer: Answer, probe: bool) {
@@ -287,16 +289,21 @@ impl Inner {
                         let previous = w.hold;
                         w.hold = (w.hold.mul_f64(0.95)).max(self.base_hold);
                         w.last_step = Step::ShorterHold(previous);
-                    } else if w.count < self.ceiling {
+                        w.last_change = now;
+                    } else if w.count < self.ceiling
+                        && now.saturating_duration_since(w.last_change) >= w.hold * 10
+                    {
+                        // More slots only after ten clean windows: the count was measured, and
+                        // each step too far costs a pause.
                         let step = (w.count / 20).max(1);
                         let count = w.count + step;
                         self.set_count(&mut w, count);
                         w.last_step = Step::MoreSlots(step);
+                        w.last_change = now;
                     }
-                    w.last_change = now;
                 }
             }
-            Answer::Throttled => {
+            Answer::Throttled { stated } => {
                 if probe {
                     w.probe_in_flight = false;
                     wake = true;
@@ -309,6 +316,9 @@ impl Inner {
                             let accepted = u32::try_from(w.accepted.len()).unwrap_or(u32::MAX);
                             let count = accepted.min(w.count);
                             self.set_count(&mut w, count);
+                            // With a stated Retry-After the probe lands when the service said
+                            // it has room: the hold learned from it needs no shortening.
+                            w.hold_settled = stated;
                         } else if w.frozen_until.is_some_and(|f| now < f) {
                             let count = (f64::from(w.count) * 0.8) as u32;
                             self.set_count(&mut w, count);
@@ -528,7 +538,9 @@ mod tests {
         for _ in 0..4 {
             t.acquire().await.answered(Answer::Accepted);
         }
-        t.acquire().await.answered(Answer::Throttled);
+        t.acquire()
+            .await
+            .answered(Answer::Throttled { stated: true });
         assert_eq!(t.current_rate().count, 4);
         t.gate().close_for(Duration::from_secs(2));
         // After the pause exactly one request (the probe) may go until it is answered.
@@ -554,7 +566,9 @@ mod tests {
     async fn pinned_rate_does_not_adapt() {
         let t = Throttle::new(RateSpec::new(10, Duration::from_secs(1)), false);
         t.acquire().await.answered(Answer::Accepted);
-        t.acquire().await.answered(Answer::Throttled);
+        t.acquire()
+            .await
+            .answered(Answer::Throttled { stated: true });
         assert_eq!(t.current_rate(), RateSpec::new(10, Duration::from_secs(1)));
     }
 }
