@@ -246,7 +246,7 @@ impl Inner {
     /// 5 % (until a shorter hold is once throttled: then that step is undone and the hold
     /// stays; with a stated Retry-After it never shrinks), then, every ten clean windows, the
     /// count grows by 5 %. A later 429 undoes the last step and freezes steps
-    /// for five windows; a 429 while frozen cuts the count by a fifth. So a configured rate above
+    /// for five windows; a 429 while frozen (or with no step to undo) cuts the count by a tenth. So a configured rate above
     /// the service's limit converges onto it and stays there with rare 429s.
     fn observe(&self, answer: Answer, probe: bool) {
         let now = Instant::now();
@@ -314,13 +314,21 @@ impl Inner {
                     if self.adaptive {
                         if !w.measured {
                             let accepted = u32::try_from(w.accepted.len()).unwrap_or(u32::MAX);
-                            let count = accepted.min(w.count);
+                            // Without a stated Retry-After the first window after the pause
+                            // still holds the 429s and failed probes the service counted: start
+                            // a twentieth below what it accepted.
+                            let measured = if stated {
+                                accepted
+                            } else {
+                                accepted - accepted / 20
+                            };
+                            let count = measured.min(w.count);
                             self.set_count(&mut w, count);
                             // With a stated Retry-After the probe lands when the service said
                             // it has room: the hold learned from it needs no shortening.
                             w.hold_settled = stated;
                         } else if w.frozen_until.is_some_and(|f| now < f) {
-                            let count = (f64::from(w.count) * 0.8) as u32;
+                            let count = (f64::from(w.count) * 0.9) as u32;
                             self.set_count(&mut w, count);
                         } else {
                             match w.last_step {
@@ -333,7 +341,7 @@ impl Inner {
                                     self.set_count(&mut w, count);
                                 }
                                 Step::None => {
-                                    let count = (f64::from(w.count) * 0.8) as u32;
+                                    let count = (f64::from(w.count) * 0.9) as u32;
                                     self.set_count(&mut w, count);
                                 }
                             }
