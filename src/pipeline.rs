@@ -442,6 +442,7 @@ async fn run_with_progress(
                 progress.tick(
                     shared.throttle.gate().remaining(),
                     shared.throttle.current_rate(),
+                    shared.throttle.at_limit(),
                 );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

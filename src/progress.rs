@@ -31,7 +31,7 @@ impl Progress {
         };
         let bar = ProgressBar::with_draw_target(None, target);
         let style = ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows · {per_sec} · ETA {eta} · {msg}",
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows · {msg}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
@@ -71,19 +71,38 @@ impl Progress {
     }
 
     /// Refresh the message: counts, and the throttle pause when there is one.
-    pub fn tick(&self, paused_for: Option<Duration>, rate: crate::config::RateSpec) {
+    /// Refresh the message: counts, the pace, an ETA from the pace (the run goes in bursts of
+    /// a window's worth, so a rate measured over the last seconds would mislead), and why it is
+    /// waiting when it is.
+    pub fn tick(
+        &self,
+        paused_for: Option<Duration>,
+        rate: crate::config::RateSpec,
+        at_limit: bool,
+    ) {
         let mut msg = format!(
-            "created {} · failed {} · invalid {}",
+            "created {} · failed {} · invalid {} · pace {rate}",
             self.created.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
             self.invalid.load(Ordering::Relaxed)
         );
-        msg.push_str(&format!(" · pace {rate}"));
+        if let Some(total) = self.bar.length() {
+            let remaining = total.saturating_sub(self.bar.position());
+            if remaining > 0 {
+                let secs = (remaining as f64 / rate.per_second()).ceil() as u64;
+                msg.push_str(&format!(
+                    " · ETA ≈ {}",
+                    humantime::format_duration(Duration::from_secs(secs))
+                ));
+            }
+        }
         if let Some(d) = paused_for {
             msg.push_str(&format!(
                 " · throttled, resuming in {}s",
                 d.as_secs_f64().ceil()
             ));
+        } else if at_limit {
+            msg.push_str(" · at the rate limit, waiting for the window");
         }
         self.bar.set_message(msg);
     }

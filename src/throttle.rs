@@ -441,6 +441,11 @@ impl Throttle {
         self.inner.base_hold / 4
     }
 
+    /// Every window slot is taken: requests wait for the window to move on.
+    pub fn at_limit(&self) -> bool {
+        self.inner.slots.available_permits() == 0
+    }
+
     /// The pace in force now, as COUNT/DURATION (lower than configured after throttling).
     pub fn current_rate(&self) -> RateSpec {
         let w = self.inner.lock();
