@@ -696,18 +696,11 @@ async fn process_row(shared: &Shared, item: WorkItem) -> Option<RowResult> {
         };
         if !journaled {
             // Durably note the intent before the first request can reach the service.
-            let (journal, row) = (shared.journal.clone(), job.row);
-            match tokio::task::spawn_blocking(move || journal.record(row)).await {
-                Ok(Ok(())) => journaled = true,
-                Ok(Err(e)) => {
-                    shared.abort(format!("cannot write the journal: {e}"));
-                    return None;
-                }
-                Err(e) => {
-                    shared.abort(format!("journal task failed: {e}"));
-                    return None;
-                }
+            if let Err(e) = shared.journal.record(job.row).await {
+                shared.abort(format!("cannot write the journal: {e}"));
+                return None;
             }
+            journaled = true;
         }
         attempts += 1;
         shared.requests.fetch_add(1, Ordering::Relaxed);
