@@ -244,7 +244,7 @@ impl Inner {
     /// from above, and the hold grows to it. While the service keeps accepting, one small step
     /// a window brings the pace back towards the configured rate: first the hold shrinks by
     /// 5 % (until a shorter hold is once throttled: then that step is undone and the hold
-    /// stays; with a stated Retry-After it never shrinks), then, every ten clean windows, the
+    /// stays; with a stated Retry-After it never shrinks), then, every three clean windows, the
     /// count grows by 5 %. A later 429 undoes the last step and freezes steps
     /// for five windows; a 429 while frozen (or with no step to undo) cuts the count by a tenth. So a configured rate above
     /// the service's limit converges onto it and stays there with rare 429s.
@@ -291,9 +291,9 @@ impl Inner {
                         w.last_step = Step::ShorterHold(previous);
                         w.last_change = now;
                     } else if w.count < self.ceiling
-                        && now.saturating_duration_since(w.last_change) >= w.hold * 10
+                        && now.saturating_duration_since(w.last_change) >= w.hold * 3
                     {
-                        // More slots only after ten clean windows: the count was measured, and
+                        // More slots only after three clean windows: the count was measured, and
                         // each step too far costs a pause.
                         let step = (w.count / 20).max(1);
                         let count = w.count + step;
