@@ -29,28 +29,6 @@ fn certificate_pem(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
-/// A token issued by the emulator, obtained the way any client would.
-async fn emulator_token(emulator: &Emulator, secret: &str) -> String {
-    let body: serde_json::Value = reqwest::Client::new()
-        .post(format!(
-            "{}/{TENANT}/oauth2/v2.0/token",
-            emulator.authority_url()
-        ))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", APP),
-            ("scope", "https://graph.microsoft.com/.default"),
-            ("client_secret", secret),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["access_token"].as_str().unwrap().to_string()
-}
-
 /// An unsigned JWT-shaped token with the given `exp` (seconds since the epoch).
 fn jwt_expiring_at(exp: u64) -> String {
     use base64::Engine as _;
@@ -184,7 +162,8 @@ async fn a_static_token_runs_and_a_refused_or_expired_one_aborts_saying_how_to_r
         .unwrap();
     let (_dir, path) = input(&group_rows(10));
     let mut config = config_for(&emulator, &path, rate(1000, 1000));
-    config.credentials = Credentials::StaticToken(emulator_token(&emulator, "any").await);
+    config.credentials =
+        Credentials::StaticToken(emulator_token(&emulator, TENANT, APP, "any").await);
     let summary = run(config.clone()).await;
     assert_eq!(summary.exit_code(), 0, "{:?}", summary.aborted);
     assert_eq!((summary.created, summary.token_requests), (10, 0));
@@ -426,7 +405,7 @@ async fn the_secret_and_tokens_appear_in_no_output_even_at_trace() {
     }
 
     // A static token at trace level, every crate's logs included.
-    let token = emulator_token(&emulator, SECRET).await;
+    let token = emulator_token(&emulator, TENANT, APP, SECRET).await;
     let mut cmd = bin();
     cmd.arg("run")
         .arg(&path)

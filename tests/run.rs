@@ -123,27 +123,14 @@ async fn the_seed_body_reaches_the_service_as_written() {
     assert_eq!(summary.created, 1);
     // Read it back through Graph's GET, as any client would.
     let http = reqwest::Client::new();
-    let token: serde_json::Value = http
-        .post(format!("{}/t/oauth2/v2.0/token", emulator.authority_url()))
-        .form(&[
-            ("client_id", "c"),
-            ("client_secret", "s"),
-            ("scope", "https://graph.microsoft.com/.default"),
-            ("grant_type", "client_credentials"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = emulator_token(&emulator, "t", "c", "s").await;
     let list: serde_json::Value = http
         .get(format!(
             "{}/deviceManagement/windowsAutopilotDeviceIdentities/{}/deploymentProfile/assignments",
             emulator.graph_url(),
             device(1)
         ))
-        .bearer_auth(token["access_token"].as_str().unwrap())
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap()

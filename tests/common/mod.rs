@@ -170,3 +170,25 @@ pub fn bin() -> assert_cmd::Command {
     }
     c
 }
+
+/// A token issued by `emulator`, obtained the way any client would.
+pub async fn emulator_token(emulator: &Emulator, tenant: &str, app: &str, secret: &str) -> String {
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(format!(
+            "{}/{tenant}/oauth2/v2.0/token",
+            emulator.authority_url()
+        ))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", app),
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("client_secret", secret),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["access_token"].as_str().unwrap().to_string()
+}
