@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Run autopilot-bulk (the release binary, as a user would) against graph_sim.py and print,
+per scenario, completion ÷ theoretical minimum, share of 429s, violations and duplicates.
+
+    pip install limits==5.8.0
+    cargo build --release
+    python3 benches/external/run.py [--repeat 3] [NAME ...]
+
+The theoretical minimum for N requests against a sliding window of COUNT per DURATION is
+(ceil(N/COUNT) - 1) * DURATION: 1,000 rows against 100 per 2 s need 18 s.
+"""
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+
+# name, sim limiter, Retry-After mode, client --rate
+SCENARIOS = [
+    ("matched-none", "limits", "none", "100/2s"),
+    ("matched-seconds", "limits", "seconds", "100/2s"),
+    ("matched-mixed", "limits", "mixed", "100/2s"),
+    ("4x-none", "limits", "none", "200/1s"),
+    ("4x-seconds", "limits", "seconds", "200/1s"),
+    ("4x-mixed", "limits", "mixed", "200/1s"),
+    ("4x-none-count-throttled", "log", "none", "200/1s"),
+    ("4x-seconds-count-throttled", "log", "seconds", "200/1s"),
+]
+ROWS, COUNT, PER = 1000, 100, 2.0
+
+
+def write_input(path):
+    with open(path, "w") as f:
+        f.write("device_id,target_type,group_id\n")
+        for i in range(ROWS):
+            f.write(f"{i:08x}-0000-4000-8000-{i:012x},group,5e7e0c2a-3b1d-4c8e-9f6a-0d1c2b3a4f5e\n")
+
+
+def run(binary, name, limiter, retry_after, rate, concurrency, trace=None):
+    sim = subprocess.Popen(
+        [sys.executable, str(HERE / "graph_sim.py"), "--limit", f"{COUNT}/{PER:g}",
+         "--limiter", limiter, "--retry-after", retry_after, "--latency-ms", "10"] + (["--trace", trace] if trace else []),
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        port = int(sim.stdout.readline().split()[-1])
+        base = f"http://127.0.0.1:{port}"
+        with tempfile.TemporaryDirectory() as d:
+            d = pathlib.Path(d)
+            write_input(d / "in.csv")
+            env = dict(os.environ,
+                       AUTOPILOT_BULK_GRAPH_URL=f"{base}/beta",
+                       AUTOPILOT_BULK_AUTHORITY_URL=base,
+                       AZURE_TENANT_ID="sim-tenant", AZURE_CLIENT_ID="sim-client",
+                       AZURE_CLIENT_SECRET="sim-secret")
+            started = time.monotonic()
+            proc = subprocess.run(
+                [binary, "run", str(d / "in.csv"), "--output", str(d / "out.csv"),
+                 "--rate", rate, "--concurrency", str(concurrency), "-q",
+                 "--summary-json", str(d / "summary.json")],
+                env=env, capture_output=True, text=True,
+            )
+            wall = time.monotonic() - started
+            if not (d / "summary.json").exists():
+                sys.exit(f"{name}: no summary (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+            summary = json.loads((d / "summary.json").read_text())
+        with urllib.request.urlopen(f"{base}/_sim/stats") as r:
+            stats = json.load(r)
+    finally:
+        sim.terminate()
+        sim.wait()
+    minimum = (math.ceil(ROWS / COUNT) - 1) * PER
+    elapsed = summary["elapsed_seconds"]
+    share = stats.get("throttled", 0) / max(1, stats.get("requests", 1))
+    print(f"{name:<28} exit {proc.returncode} · {elapsed:6.2f} s (process {wall:6.2f} s) / "
+          f"{minimum:.0f} s = {elapsed / minimum:.3f}× · 429s {share * 100:5.2f}% "
+          f"({stats.get('throttled', 0)}/{stats.get('requests', 0)}) · violations "
+          f"{stats.get('violations', 0)} · created {stats.get('created', 0)} · duplicates "
+          f"{stats.get('duplicates', 0)} · max in window {stats.get('max_in_window', 0)} · "
+          f"final rate {summary.get('final_rate')}", flush=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-2000:], file=sys.stderr)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("names", nargs="*")
+    p.add_argument("--bin", default=str(ROOT / "target/release/autopilot-bulk"))
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--trace", help="the simulator writes each request's arrival and verdict here")
+    args = p.parse_args()
+    for _ in range(args.repeat):
+        for name, limiter, ra, rate in SCENARIOS:
+            if not args.names or any(n in name for n in args.names):
+                run(args.bin, name, limiter, ra, rate, args.concurrency, args.trace)
+
+
+if __name__ == "__main__":
+    main()
