@@ -569,13 +569,10 @@ async fn write_results(
 fn pacing_answer(attempt: &Attempt) -> Answer {
     match attempt.http_status {
         Some(429) => Answer::Throttled {
-            stated: matches!(
-                attempt.outcome,
-                Outcome::Retry {
-                    retry_after: Some(_),
-                    ..
-                }
-            ),
+            retry_after: match attempt.outcome {
+                Outcome::Retry { retry_after, .. } => retry_after,
+                _ => None,
+            },
         },
         Some(s) if s < 500 => Answer::Accepted,
         _ => Answer::Other,

@@ -96,9 +96,8 @@ impl Gate {
 pub enum Answer {
     /// Processed within the service's budget (2xx, and 4xx other than 429).
     Accepted,
-    /// 429: over the budget. `stated`: the answer said when to come back (Retry-After), so
-    /// the window learned from the probe that follows is as tight as the service's word.
-    Throttled { stated: bool },
+    /// 429: over the budget, with the Retry-After it stated, if any.
+    Throttled { retry_after: Option<Duration> },
     /// No verdict on the budget (5xx, connection failure).
     Other,
 }
@@ -109,8 +108,18 @@ pub enum Answer {
 pub struct Slot {
     permit: Option<OwnedSemaphorePermit>,
     inner: Arc<Inner>,
-    /// This request is the single probe sent after a throttle episode.
-    probe: bool,
+    /// This request goes alone: a probe or a trial's test.
+    role: Role,
+}
+
+/// Why a request goes alone, if it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Normal,
+    /// The first request after a throttle pause.
+    Probe,
+    /// The first request paced by a shorter hold on trial: its answer decides the trial.
+    Test,
 }
 
 impl Slot {
@@ -118,8 +127,8 @@ impl Slot {
     /// this answer.
     pub fn answered(mut self, answer: Answer) {
         let answered_at = Instant::now();
-        self.inner.observe(answer, self.probe);
-        self.probe = false;
+        self.inner.observe(answer, self.role);
+        self.role = Role::Normal;
         if let Some(permit) = self.permit.take() {
             let inner = self.inner.clone();
             tokio::spawn(async move {
@@ -140,9 +149,9 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if self.probe {
-            // A probe that was never sent: let another request probe.
-            self.inner.observe(Answer::Other, true);
+        if self.role != Role::Normal {
+            // A probe or test that was never sent: let another request go alone instead.
+            self.inner.observe(Answer::Other, self.role);
         }
         if let Some(permit) = self.permit.take() {
             self.inner.release(permit);
@@ -163,26 +172,68 @@ struct Window {
     accepted: std::collections::VecDeque<Instant>,
     /// A throttle episode is on: after the gate opens, one probe goes first.
     probing: bool,
+    /// The next request at or after this instant tests the hold on trial.
+    test_due: Option<Instant>,
+    /// A probe or test is out.
     probe_in_flight: bool,
-    /// Start of the window the service was counting when the episode began: the first
-    /// accepted answer within `hold` before the first 429.
+    /// First episode only: start of the window the service was counting when it began (the
+    /// first accepted answer within `hold` before the first 429).
     episode_start: Option<Instant>,
+    /// First episode only: the service's window is known to be longer than this.
+    episode_lower: Duration,
+    /// Requests answered 429 in the current episode, failed probes included.
+    episode_rejects: u32,
     /// The service has throttled before: its budget has been measured once.
     measured: bool,
-    /// A shorter hold was once throttled: the hold stays where it is.
-    hold_settled: bool,
-    /// The last additive step, to undo when it proves one step too far.
-    last_step: Step,
-    /// No additive steps before this instant (set after a throttle, as TCP's ssthresh does).
+    /// The search for the service's window length, once measured.
+    search: Option<Search>,
+    /// One window after the first episode, during which a 429 says nothing about the count:
+    /// the service may still be counting the episode's own 429s.
+    aftermath: Option<Instant>,
+    /// The last step up in slots, to undo when it proves one step too far.
+    last_step: Option<u32>,
+    /// No steps up before this instant (set after a throttle, as TCP's ssthresh does).
     frozen_until: Option<Instant>,
     last_change: Instant,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    None,
-    ShorterHold(Duration),
-    MoreSlots(u32),
+/// Bisection of the hold between a value the service throttled (`lower`) and one it accepted
+/// for a whole window (`upper`).
+#[derive(Debug, Clone, Copy)]
+struct Search {
+    lower: Duration,
+    upper: Duration,
+    /// The hold on trial, between the two.
+    trial: Option<Duration>,
+    /// The first trial is the whole number of seconds in range, if any: Graph's published
+    /// windows are whole seconds (20 s for Intune's writes), so it usually ends the search
+    /// at once.
+    whole_second: bool,
+}
+
+impl Search {
+    /// Close enough: a further halving would gain under 2 % of the pace, and each trial that
+    /// fails costs a pause.
+    fn settled(&self) -> bool {
+        self.upper.saturating_sub(self.lower) <= self.upper / 50
+    }
+
+    /// The first trial: the shortest whole number of seconds (plus the edge margin) strictly
+    /// between the bounds.
+    fn whole_second_trial(&mut self, margin: Duration) -> Option<Duration> {
+        if !self.whole_second {
+            return None;
+        }
+        let above = self.lower.saturating_sub(margin);
+        let seconds = above.as_secs() + 1;
+        let trial = Duration::from_secs(seconds) + margin;
+        if trial < self.upper {
+            Some(trial)
+        } else {
+            self.whole_second = false;
+            None
+        }
+    }
 }
 
 struct Inner {
@@ -238,134 +289,191 @@ impl Inner {
 
     /// Learn from one answer.
     ///
-    /// The service's real budget is discovered, not guessed. At the first 429 ever, the usable
-    /// count becomes what the service accepted in the current window; when the probe after the
-    /// pause is accepted, the time since that window began bounds the service's window length
-    /// from above, and the hold grows to it. While the service keeps accepting, one small step
-    /// a window brings the pace back towards the configured rate: first the hold shrinks by
-    /// 5 % (until a shorter hold is once throttled: then that step is undone and the hold
-    /// stays; with a stated Retry-After it never shrinks), then, every three clean windows, the
-    /// count grows by 5 %. A later 429 undoes the last step and freezes steps
-    /// for five windows; a 429 while frozen (or with no step to undo) cuts the count by a tenth. So a configured rate above
-    /// the service's limit converges onto it and stays there with rare 429s.
-    fn observe(&self, answer: Answer, probe: bool) {
+    /// The service's real budget is discovered, not guessed:
+    ///
+    /// * **Count.** At the first 429 ever, the usable count becomes what the service accepted
+    ///   in the current window (plus what was already in flight and is accepted).
+    /// * **Window.** When the probe after that pause is accepted, the time since the window
+    ///   began bounds the service's window from above; every 429 of the episode (a failed
+    ///   probe; the end of a stated Retry-After, which Graph rounds up to whole seconds)
+    ///   bounds it from below. The hold is then bisected between the two, one trial per
+    ///   window: a trial the service throttles becomes the new lower bound and the hold goes
+    ///   back up, a clean one the new upper bound, until they are within 2 %.
+    /// * **The first window after the pause** may still hold the episode's 429s (Graph counts
+    ///   throttled requests too): as many slots as there were 429s sit out for that window.
+    /// * **Back towards `--rate`.** Once the window is found, every ten clean windows the count
+    ///   grows by 5 %. A 429 undoes that step and freezes steps for five windows; a 429 with
+    ///   no step to undo, or while frozen, cuts the count by a tenth (another app may have
+    ///   started sharing the budget).
+    ///
+    /// So a configured rate above the service's limit converges onto it and stays there with
+    /// rare 429s.
+    fn observe(&self, answer: Answer, role: Role) {
         let now = Instant::now();
         let mut w = self.lock();
         let horizon = now.checked_sub(w.hold).unwrap_or(now);
         while w.accepted.front().is_some_and(|t| *t < horizon) {
             w.accepted.pop_front();
         }
-        let mut wake = false;
+        if role != Role::Normal {
+            w.probe_in_flight = false;
+        }
         match answer {
             Answer::Accepted => {
                 w.accepted.push_back(now);
-                if w.probing && !w.measured && !probe {
+                if role == Role::Test {
+                    // The shorter hold on trial did not overrun the service's window.
+                    if let Some(s) = w.search.as_mut()
+                        && let Some(trial) = s.trial.take()
+                    {
+                        s.upper = trial;
+                        if std::mem::take(&mut s.whole_second) {
+                            // A whole-second window fits: take it as the service's.
+                            s.lower = s.lower.max(trial - trial / 50);
+                        }
+                        w.last_change = now;
+                    }
+                } else if role == Role::Probe {
+                    // The pause is over: the service accepts again.
+                    w.probing = false;
+                    if let Some(start) = w.episode_start.take() {
+                        self.end_first_episode(&mut w, now, start);
+                    }
+                    w.last_change = now;
+                } else if w.probing && !w.measured {
                     // Sent before the first 429 and accepted: part of the measured budget.
                     let count = w.count + 1;
                     self.set_count(&mut w, count);
-                }
-                if probe {
-                    // The pause is over: the service accepts again.
-                    w.probing = false;
-                    w.probe_in_flight = false;
-                    wake = true;
-                    if let Some(start) = w.episode_start.take() {
-                        if self.adaptive && !w.measured {
-                            let learned =
-                                now.saturating_duration_since(start) + edge_margin(self.base_hold);
-                            if learned > w.hold {
-                                w.hold = learned;
-                            }
-                        }
-                        w.measured = true;
-                        w.last_change = now;
-                    }
-                } else if self.adaptive
-                    && !w.probing
-                    && w.frozen_until.is_none_or(|f| now >= f)
-                    && now.saturating_duration_since(w.last_change) >= w.hold
-                {
-                    if w.hold > self.base_hold && !w.hold_settled {
-                        let previous = w.hold;
-                        w.hold = (w.hold.mul_f64(0.95)).max(self.base_hold);
-                        w.last_step = Step::ShorterHold(previous);
-                        w.last_change = now;
-                    } else if w.count < self.ceiling
-                        && now.saturating_duration_since(w.last_change) >= w.hold * 3
-                    {
-                        // More slots only after three clean windows: the count was measured, and
-                        // each step too far costs a pause.
-                        let step = (w.count / 20).max(1);
-                        let count = w.count + step;
-                        self.set_count(&mut w, count);
-                        w.last_step = Step::MoreSlots(step);
-                        w.last_change = now;
-                    }
+                } else if self.adaptive && !w.probing {
+                    self.step(&mut w, now);
                 }
             }
-            Answer::Throttled { stated } => {
-                if probe {
-                    w.probe_in_flight = false;
-                    wake = true;
-                }
-                if !w.probing {
+            Answer::Throttled { retry_after } => {
+                if w.probing {
+                    w.episode_rejects += 1;
+                } else {
                     w.probing = true;
-                    w.episode_start = Some(w.accepted.front().copied().unwrap_or(now));
+                    w.episode_rejects = 1;
                     if self.adaptive {
-                        if !w.measured {
-                            let accepted = u32::try_from(w.accepted.len()).unwrap_or(u32::MAX);
-                            // Without a stated Retry-After the first window after the pause
-                            // still holds the 429s and failed probes the service counted: start
-                            // a twentieth below what it accepted.
-                            let measured = if stated {
-                                accepted
-                            } else {
-                                accepted - accepted / 20
-                            };
-                            let count = measured.min(w.count);
-                            self.set_count(&mut w, count);
-                            // With a stated Retry-After the probe lands when the service said
-                            // it has room: the hold learned from it needs no shortening.
-                            w.hold_settled = stated;
-                        } else if w.frozen_until.is_some_and(|f| now < f) {
-                            let count = (f64::from(w.count) * 0.9) as u32;
-                            self.set_count(&mut w, count);
-                        } else {
-                            match w.last_step {
-                                Step::ShorterHold(previous) => {
-                                    w.hold = previous;
-                                    w.hold_settled = true;
-                                }
-                                Step::MoreSlots(step) => {
-                                    let count = w.count.saturating_sub(step);
-                                    self.set_count(&mut w, count);
-                                }
-                                Step::None => {
-                                    let count = (f64::from(w.count) * 0.9) as u32;
-                                    self.set_count(&mut w, count);
-                                }
-                            }
-                        }
-                        // The first episode measured the budget; later ones found a step too
-                        // far: hold still for a while before stepping again.
-                        if w.measured {
-                            w.frozen_until = Some(now + w.hold * 5);
-                        }
-                        w.last_step = Step::None;
+                        self.throttled(&mut w, now);
                     }
                     w.last_change = now;
                 }
+                if let Some(start) = w.episode_start {
+                    // The window that began at `start` still counts: it is longer than the time
+                    // since, and (Retry-After being rounded up to whole seconds) than the time
+                    // until a second before the stated instant.
+                    let since = now.saturating_duration_since(start);
+                    let stated = retry_after
+                        .map(|ra| since + ra.saturating_sub(Duration::from_secs(1)))
+                        .unwrap_or_default();
+                    w.episode_lower = w.episode_lower.max(since).max(stated);
+                }
             }
             Answer::Other => {
-                if probe {
-                    w.probe_in_flight = false;
-                    wake = true;
+                if role == Role::Test && w.search.is_some_and(|s| s.trial.is_some()) {
+                    // No verdict: the next request tests the trial instead.
+                    w.test_due = Some(now);
                 }
             }
         }
         drop(w);
-        if wake {
+        if role != Role::Normal {
             self.probe_done.notify_waiters();
+        }
+    }
+
+    /// A 429 that starts an episode.
+    fn throttled(&self, w: &mut Window, now: Instant) {
+        if !w.measured {
+            w.episode_start = Some(w.accepted.front().copied().unwrap_or(now));
+            w.episode_lower = Duration::ZERO;
+            let accepted = u32::try_from(w.accepted.len()).unwrap_or(u32::MAX);
+            let count = accepted.min(w.count);
+            self.set_count(w, count);
+            return;
+        }
+        if let Some(s) = w.search.as_mut()
+            && let Some(trial) = s.trial.take()
+        {
+            // The hold on trial was too short.
+            s.lower = s.lower.max(trial);
+            s.whole_second = false;
+            w.hold = s.upper;
+            w.test_due = None;
+            return;
+        }
+        if w.aftermath.is_some_and(|a| now < a) {
+            // Graph counts throttled requests too: the first window after the first pause may
+            // still hold its 429s. Pause and probe again, the count stands.
+            return;
+        }
+        let frozen = w.frozen_until.is_some_and(|f| now < f);
+        let count = match w.last_step.take() {
+            Some(step) if !frozen => w.count.saturating_sub(step),
+            _ => (f64::from(w.count) * 0.9) as u32,
+        };
+        self.set_count(w, count);
+        w.frozen_until = Some(now + w.hold * 5);
+    }
+
+    /// The probe after the first 429 was accepted: the window's bounds are known.
+    fn end_first_episode(&self, w: &mut Window, now: Instant, start: Instant) {
+        w.measured = true;
+        if !self.adaptive {
+            return;
+        }
+        let upper = (now.saturating_duration_since(start) + self.margin).max(w.hold);
+        let lower = (w.episode_lower + self.margin)
+            .max(self.base_hold)
+            .min(upper);
+        w.hold = upper;
+        w.search = Some(Search {
+            lower,
+            upper,
+            trial: None,
+            whole_second: true,
+        });
+        w.aftermath = Some(now + upper);
+    }
+
+    /// An accepted answer outside any episode: move the pace one step when a window has
+    /// passed cleanly.
+    fn step(&self, w: &mut Window, now: Instant) {
+        if w.search.is_some_and(|s| s.trial.is_some()) {
+            // A trial is on: its test decides.
+            return;
+        }
+        let clean = now.saturating_duration_since(w.last_change);
+        if clean < w.hold {
+            return;
+        }
+        if let Some(s) = w.search.as_mut() {
+            if !s.settled() {
+                // Slots answered from now on come back after the trial hold: the first request
+                // they pace meets the service's window at its fullest, and goes alone.
+                let trial = s
+                    .whole_second_trial(self.margin)
+                    .unwrap_or((s.lower + s.upper) / 2);
+                s.trial = Some(trial);
+                w.hold = trial;
+                w.test_due = Some(now + trial);
+                w.last_change = now;
+                return;
+            }
+            w.hold = s.upper;
+        }
+        if w.frozen_until.is_some_and(|f| now < f) || w.count >= self.ceiling {
+            return;
+        }
+        // More slots only after ten clean windows: the count was measured, and each step too
+        // far costs a pause.
+        if clean >= w.hold * 10 {
+            let step = (w.count / 20).max(1);
+            let count = w.count + step;
+            self.set_count(w, count);
+            w.last_step = Some(step);
+            w.last_change = now;
         }
     }
 }
@@ -415,11 +523,15 @@ impl Throttle {
                     debt: 0,
                     accepted: std::collections::VecDeque::new(),
                     probing: false,
+                    test_due: None,
                     probe_in_flight: false,
                     episode_start: None,
+                    episode_lower: Duration::ZERO,
+                    episode_rejects: 0,
                     measured: false,
-                    hold_settled: false,
-                    last_step: Step::None,
+                    search: None,
+                    aftermath: None,
+                    last_step: None,
                     frozen_until: None,
                     last_change: Instant::now(),
                 }),
@@ -449,7 +561,9 @@ impl Throttle {
     /// The pace in force now, as COUNT/DURATION (lower than configured after throttling).
     pub fn current_rate(&self) -> RateSpec {
         let w = self.inner.lock();
-        RateSpec::new(w.count, w.hold.saturating_sub(self.inner.margin))
+        // Whole milliseconds: the pace is shown to people.
+        let per = w.hold.saturating_sub(self.inner.margin);
+        RateSpec::new(w.count, Duration::from_millis(per.as_millis() as u64))
     }
 
     /// Wait until one request may be sent: gate open, a window slot free, the rate limiter
@@ -466,23 +580,28 @@ impl Throttle {
             let notified = self.inner.probe_done.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let probe = {
+            let role = {
                 let mut w = self.inner.lock();
-                if !w.probing {
-                    Some(false)
-                } else if w.probe_in_flight {
+                let test = w.test_due.is_some_and(|d| Instant::now() >= d);
+                if w.probe_in_flight {
                     None
-                } else {
+                } else if w.probing {
                     w.probe_in_flight = true;
-                    Some(true)
+                    Some(Role::Probe)
+                } else if test {
+                    w.test_due = None;
+                    w.probe_in_flight = true;
+                    Some(Role::Test)
+                } else {
+                    Some(Role::Normal)
                 }
             };
-            match probe {
-                Some(probe) => {
+            match role {
+                Some(role) => {
                     return Slot {
                         permit,
                         inner: self.inner.clone(),
-                        probe,
+                        role,
                     };
                 }
                 None => {
@@ -551,14 +670,14 @@ mod tests {
         for _ in 0..4 {
             t.acquire().await.answered(Answer::Accepted);
         }
-        t.acquire()
-            .await
-            .answered(Answer::Throttled { stated: true });
+        t.acquire().await.answered(Answer::Throttled {
+            retry_after: Some(Duration::from_secs(2)),
+        });
         assert_eq!(t.current_rate().count, 4);
         t.gate().close_for(Duration::from_secs(2));
         // After the pause exactly one request (the probe) may go until it is answered.
         let probe = t.acquire().await;
-        assert!(probe.probe);
+        assert_eq!(probe.role, Role::Probe);
         let second = tokio::time::timeout(Duration::from_millis(100), t.acquire()).await;
         assert!(
             second.is_err(),
@@ -566,7 +685,7 @@ mod tests {
         );
         probe.answered(Answer::Accepted);
         let next = t.acquire().await;
-        assert!(!next.probe);
+        assert_eq!(next.role, Role::Normal);
         // The probe came back ~2 s after the window began: the hold grew to cover it.
         assert!(
             t.current_rate().per >= Duration::from_secs(2),
@@ -579,9 +698,9 @@ mod tests {
     async fn pinned_rate_does_not_adapt() {
         let t = Throttle::new(RateSpec::new(10, Duration::from_secs(1)), false);
         t.acquire().await.answered(Answer::Accepted);
-        t.acquire()
-            .await
-            .answered(Answer::Throttled { stated: true });
+        t.acquire().await.answered(Answer::Throttled {
+            retry_after: Some(Duration::from_secs(2)),
+        });
         assert_eq!(t.current_rate(), RateSpec::new(10, Duration::from_secs(1)));
     }
 }
