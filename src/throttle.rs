@@ -703,4 +703,109 @@ mod tests {
         });
         assert_eq!(t.current_rate(), RateSpec::new(10, Duration::from_secs(1)));
     }
+
+    /// Drive a throttle configured 4x too high (200/1 s) through a first episode against a
+    /// service that takes 100 per window: 100 accepted at once, a 429 with `retry_after` 0.2 s
+    /// later, a pause, and the probe accepted at `probe_at` after the start.
+    async fn first_episode(retry_after: Option<Duration>, probe_at: Duration) -> Throttle {
+        let t = Throttle::new(RateSpec::new(200, Duration::from_secs(1)), true);
+        let start = Instant::now();
+        let mut slots = Vec::new();
+        for _ in 0..100 {
+            slots.push(t.acquire().await);
+        }
+        for s in slots {
+            s.answered(Answer::Accepted);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        t.acquire()
+            .await
+            .answered(Answer::Throttled { retry_after });
+        t.gate().close_for((start + probe_at) - Instant::now());
+        let probe = t.acquire().await;
+        assert_eq!(probe.role, Role::Probe);
+        probe.answered(Answer::Accepted);
+        t
+    }
+
+    /// Answer requests as they are allowed until one of `role` goes; return it unanswered.
+    async fn until_role(t: &Throttle, role: Role) -> Slot {
+        loop {
+            let s = t.acquire().await;
+            if s.role == role {
+                return s;
+            }
+            s.answered(Answer::Accepted);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stated_retry_after_bounds_the_window_and_a_whole_second_trial_settles_it() {
+        // 429 at 0.2 s saying "2": the window ends in (1.2 s, 2.2 s] after the start.
+        let t = first_episode(Some(Duration::from_secs(2)), Duration::from_millis(2200)).await;
+        assert_eq!(
+            t.current_rate(),
+            RateSpec::new(100, Duration::from_millis(2200))
+        );
+        // One window later the hold tries 2 s (the whole second in range); its first request
+        // goes alone and, accepted, settles it.
+        let test = until_role(&t, Role::Test).await;
+        assert_eq!(t.current_rate(), RateSpec::new(100, Duration::from_secs(2)));
+        let second = tokio::time::timeout(Duration::from_millis(50), t.acquire()).await;
+        assert!(second.is_err(), "a request went out beside the test");
+        test.answered(Answer::Accepted);
+        // Settled: windows later, requests go without further trials at the same pace.
+        // (Few requests: governor's clock is real time, which a paused test does not advance.)
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let s = t.acquire().await;
+            assert_eq!(s.role, Role::Normal);
+            s.answered(Answer::Accepted);
+        }
+        assert_eq!(t.current_rate(), RateSpec::new(100, Duration::from_secs(2)));
+        assert!(t.inner.lock().search.is_some_and(|s| s.settled()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_trial_raises_the_lower_bound_and_restores_the_hold() {
+        let t = first_episode(None, Duration::from_millis(2700)).await;
+        let upper = t.current_rate().per;
+        // The service's window is really 2.5 s: the whole-second trial (2 s) is throttled.
+        let test = until_role(&t, Role::Test).await;
+        assert_eq!(t.current_rate().per, Duration::from_secs(2));
+        test.answered(Answer::Throttled { retry_after: None });
+        assert_eq!(t.current_rate().per, upper, "the hold goes back up at once");
+        assert_eq!(t.current_rate().count, 100, "a failed trial costs no slots");
+        let s = t.inner.lock().search.expect("searching");
+        assert!(s.lower >= Duration::from_secs(2), "{s:?}");
+        assert!(!s.whole_second);
+        // After the pause and a clean window, the next trial is the midpoint.
+        t.gate().close_for(Duration::from_millis(250));
+        until_role(&t, Role::Probe).await.answered(Answer::Accepted);
+        let test = until_role(&t, Role::Test).await;
+        let trial = t.current_rate().per;
+        assert!(
+            trial > Duration::from_secs(2) && trial < upper,
+            "{trial:?} not between 2 s and {upper:?}"
+        );
+        test.answered(Answer::Accepted);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_just_after_the_first_pause_does_not_cut_the_count() {
+        let t = first_episode(None, Duration::from_millis(2100)).await;
+        // Graph still counts the episode's 429s: the first window after it may meet one more.
+        t.acquire().await.answered(Answer::Accepted);
+        t.acquire()
+            .await
+            .answered(Answer::Throttled { retry_after: None });
+        assert_eq!(t.current_rate().count, 100);
+        // Later, with no step to undo, a 429 means the budget shrank: a tenth goes.
+        t.gate().close_for(Duration::from_millis(250));
+        until_role(&t, Role::Probe).await.answered(Answer::Accepted);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let s = t.acquire().await;
+        s.answered(Answer::Throttled { retry_after: None });
+        assert_eq!(t.current_rate().count, 90);
+    }
 }
