@@ -181,8 +181,6 @@ struct Window {
     episode_start: Option<Instant>,
     /// First episode only: the service's window is known to be longer than this.
     episode_lower: Duration,
-    /// Requests answered 429 in the current episode, failed probes included.
-    episode_rejects: u32,
     /// The service has throttled before: its budget has been measured once.
     measured: bool,
     /// The search for the service's window length, once measured.
@@ -298,9 +296,11 @@ impl Inner {
     ///   probe; the end of a stated Retry-After, which Graph rounds up to whole seconds)
     ///   bounds it from below. The hold is then bisected between the two, one trial per
     ///   window: a trial the service throttles becomes the new lower bound and the hold goes
-    ///   back up, a clean one the new upper bound, until they are within 2 %.
+    ///   back up, a clean one the new upper bound, until they are within 2 %. The whole
+    ///   second in range is tried first (Graph's windows are whole seconds), and the first
+    ///   request a trial paces goes alone, so a failed trial costs one 429.
     /// * **The first window after the pause** may still hold the episode's 429s (Graph counts
-    ///   throttled requests too): as many slots as there were 429s sit out for that window.
+    ///   throttled requests too): a 429 there pauses and probes again but cuts nothing.
     /// * **Back towards `--rate`.** Once the window is found, every ten clean windows the count
     ///   grows by 5 %. A 429 undoes that step and freezes steps for five windows; a 429 with
     ///   no step to undo, or while frozen, cuts the count by a tenth (another app may have
@@ -349,11 +349,8 @@ impl Inner {
                 }
             }
             Answer::Throttled { retry_after } => {
-                if w.probing {
-                    w.episode_rejects += 1;
-                } else {
+                if !w.probing {
                     w.probing = true;
-                    w.episode_rejects = 1;
                     if self.adaptive {
                         self.throttled(&mut w, now);
                     }
@@ -527,7 +524,6 @@ impl Throttle {
                     probe_in_flight: false,
                     episode_start: None,
                     episode_lower: Duration::ZERO,
-                    episode_rejects: 0,
                     measured: false,
                     search: None,
                     aftermath: None,
