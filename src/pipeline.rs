@@ -651,7 +651,10 @@ async fn process_row(shared: &Shared, item: WorkItem) -> Option<RowResult> {
     let first_attempt = Instant::now();
     let mut retry = shared.policy.start();
     let mut attempts: u32 = 0;
-    let mut refreshed = false;
+    // A 401 earns one fresh token per token, not per row: a row that outlives two tokens may
+    // refresh twice, but a 401 on the very token its own refresh brought is final.
+    let mut refresh_pending = false;
+    let mut fresh: Option<Arc<str>> = None;
     // Set after an ambiguous failure (or when an earlier run may have sent the row): the POST
     // may have been executed, so look before sending it again. Never re-POST blindly.
     let mut reconcile = reconcile;
@@ -691,6 +694,9 @@ async fn process_row(shared: &Shared, item: WorkItem) -> Option<RowResult> {
                 return None;
             }
         };
+        if std::mem::take(&mut refresh_pending) {
+            fresh = Some(token.clone());
+        }
         if !journaled {
             // Durably note the intent before the first request can reach the service.
             if let Err(e) = shared.journal.record(job.row).await {
@@ -762,11 +768,11 @@ async fn process_row(shared: &Shared, item: WorkItem) -> Option<RowResult> {
             }
             Outcome::Permanent(e) => Next::Fail(e.clone()),
             Outcome::Unauthorized(e) => {
-                if refreshed {
+                if fresh.as_deref() == Some(&*token) {
                     Next::Fail(e.clone())
                 } else {
                     // The token may have expired early or been revoked: one fresh token.
-                    refreshed = true;
+                    refresh_pending = true;
                     shared.auth.invalidate(&token, &e.message).await;
                     Next::Retry {
                         delay: Duration::ZERO,

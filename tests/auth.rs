@@ -563,3 +563,124 @@ fn credential_flags_are_files_or_environment_never_values() {
     assert!(stderr.contains("PRIVATE KEY"), "{stderr}");
     assert!(!path.with_file_name("devices.results.csv").exists());
 }
+
+/// A Graph front for one unlucky device: 401 on the first token it is shown, 429 (Retry-After
+/// 1 s) on the second for as long as that one comes back, 401 on the third, 201 from the fourth
+/// on; with `refuse_all`, 401 on every token. Returns its Graph URL and the distinct tokens it
+/// saw.
+async fn token_rotating_graph(refuse_all: bool) -> (String, Arc<Mutex<Vec<String>>>) {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+
+    async fn assign(
+        axum::extract::State((seen, refuse_all)): axum::extract::State<(
+            Arc<Mutex<Vec<String>>>,
+            bool,
+        )>,
+        headers: HeaderMap,
+    ) -> axum::response::Response {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let nth = {
+            let mut seen = seen.lock().unwrap();
+            match seen.iter().position(|t| *t == token) {
+                Some(i) => i,
+                None => {
+                    seen.push(token);
+                    seen.len() - 1
+                }
+            }
+        };
+        let json = [(header::CONTENT_TYPE, "application/json")];
+        match nth {
+            _ if refuse_all => (
+                StatusCode::UNAUTHORIZED,
+                json,
+                r#"{"error":{"code":"InvalidAuthenticationToken","message":"Access token validation failure."}}"#,
+            )
+                .into_response(),
+            0 | 2 => (
+                StatusCode::UNAUTHORIZED,
+                json,
+                r#"{"error":{"code":"InvalidAuthenticationToken","message":"Access token has expired or is not yet valid."}}"#,
+            )
+                .into_response(),
+            1 => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::CONTENT_TYPE, "application/json"), (header::RETRY_AFTER, "1")],
+                r#"{"error":{"code":"TooManyRequests","message":"Too many requests"}}"#,
+            )
+                .into_response(),
+            _ => (
+                StatusCode::CREATED,
+                json,
+                r##"{"@odata.type":"#microsoft.graph.windowsAutopilotDeploymentProfileAssignment","id":"assignment-after-two-refreshes","source":"direct"}"##,
+            )
+                .into_response(),
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route(
+            "/beta/deviceManagement/windowsAutopilotDeviceIdentities/{id}/deploymentProfile/assignments",
+            axum::routing::post(assign),
+        )
+        .with_state((seen.clone(), refuse_all));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/beta", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_outlives_two_tokens_refreshes_for_each() {
+    // 2 s tokens: while the row waits out its 429s, the background refresh brings a third
+    // token, which Graph refuses too. One refresh per row would fail the row there.
+    let emulator = Emulator::start(EmulatorConfig {
+        token_ttl: Duration::from_secs(2),
+        ..emulator_config(rate(1000, 1000))
+    })
+    .await
+    .unwrap();
+    let (graph, seen) = token_rotating_graph(false).await;
+    let (_dir, path) = input(&group_rows(1));
+    let mut config = config_for(&emulator, &path, rate(1000, 1000));
+    config.graph_url = graph;
+    let output = config.output.clone();
+    let summary = run(config).await;
+
+    let rows = read_results(&output);
+    assert_eq!(summary.created, 1, "{rows:?}");
+    assert_eq!(rows[0].assignment_id, "assignment-after-two-refreshes");
+    assert_eq!(seen.lock().unwrap().len(), 4, "four distinct tokens");
+    assert!(rows[0].attempts >= 4, "{rows:?}");
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_on_the_token_its_own_refresh_brought_fails_the_row() {
+    // Graph refuses every token: one refresh, then the row fails; no loop on 401s.
+    let emulator = Emulator::start(emulator_config(rate(1000, 1000)))
+        .await
+        .unwrap();
+    let (graph, seen) = token_rotating_graph(true).await;
+    let (_dir, path) = input(&group_rows(1));
+    let mut config = config_for(&emulator, &path, rate(1000, 1000));
+    config.graph_url = graph;
+    let output = config.output.clone();
+    let summary = run(config).await;
+
+    let rows = read_results(&output);
+    assert_eq!(summary.failed, 1, "{rows:?}");
+    assert_eq!(rows[0].error_code, "InvalidAuthenticationToken");
+    assert_eq!(rows[0].attempts, 2, "{rows:?}");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "the first token and one fresh one"
+    );
+    emulator.shutdown().await;
+}
