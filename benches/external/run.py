@@ -24,18 +24,21 @@ import urllib.request
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 
-# name, sim limiter, Retry-After mode, client --rate
+# name, sim limiter, Retry-After mode, client --rate as (count, fraction of the window):
+# "matched" is the service's own limit, "4x" twice the count in half the window.
 SCENARIOS = [
-    ("matched-none", "limits", "none", "100/2s"),
-    ("matched-seconds", "limits", "seconds", "100/2s"),
-    ("matched-mixed", "limits", "mixed", "100/2s"),
-    ("4x-none", "limits", "none", "200/1s"),
-    ("4x-seconds", "limits", "seconds", "200/1s"),
-    ("4x-mixed", "limits", "mixed", "200/1s"),
-    ("4x-none-count-throttled", "log", "none", "200/1s"),
-    ("4x-seconds-count-throttled", "log", "seconds", "200/1s"),
+    ("matched-none", "limits", "none", (100, 1.0)),
+    ("matched-seconds", "limits", "seconds", (100, 1.0)),
+    ("matched-mixed", "limits", "mixed", (100, 1.0)),
+    ("4x-none", "limits", "none", (200, 0.5)),
+    ("4x-seconds", "limits", "seconds", (200, 0.5)),
+    ("4x-mixed", "limits", "mixed", (200, 0.5)),
+    ("4x-none-count-throttled", "log", "none", (200, 0.5)),
+    ("4x-seconds-count-throttled", "log", "seconds", (200, 0.5)),
 ]
-ROWS, COUNT, PER = 1000, 100, 2.0
+ROWS, COUNT, LATENCY_MS = 1000, 100, 10.0
+# The service's window in seconds (--window): 2 s keeps a run near 20 s; Intune's is 20 s.
+PER = 2.0
 
 
 def write_input(path):
@@ -48,7 +51,7 @@ def write_input(path):
 def run(binary, name, limiter, retry_after, rate, concurrency, trace=None):
     sim = subprocess.Popen(
         [sys.executable, str(HERE / "graph_sim.py"), "--limit", f"{COUNT}/{PER:g}",
-         "--limiter", limiter, "--retry-after", retry_after, "--latency-ms", "10"] + (["--trace", trace] if trace else []),
+         "--limiter", limiter, "--retry-after", retry_after, "--latency-ms", str(LATENCY_MS)] + (["--trace", trace] if trace else []),
         stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -97,10 +100,15 @@ def main():
     p.add_argument("--bin", default=str(ROOT / "target/release/autopilot-bulk"))
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--window", type=float, default=2.0, help="the service's window, seconds")
+    p.add_argument("--latency-ms", type=float, default=10.0)
     p.add_argument("--trace", help="the simulator writes each request's arrival and verdict here")
     args = p.parse_args()
+    global PER, LATENCY_MS
+    PER, LATENCY_MS = args.window, args.latency_ms
     for _ in range(args.repeat):
-        for name, limiter, ra, rate in SCENARIOS:
+        for name, limiter, ra, (count, fraction) in SCENARIOS:
+            rate = f"{count}/{int(PER * fraction * 1000)}ms"
             if not args.names or any(n in name for n in args.names):
                 run(args.bin, name, limiter, ra, rate, args.concurrency, args.trace)
 
