@@ -288,10 +288,7 @@ async fn recording_authority(
             outages,
             seen: seen.clone(),
         });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
+    (serve(app).await, seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -629,58 +626,51 @@ async fn token_rotating_graph(refuse_all: bool) -> (String, Arc<Mutex<Vec<String
             axum::routing::post(assign),
         )
         .with_state((seen.clone(), refuse_all));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/beta", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
+    (format!("{}/beta", serve(app).await), seen)
+}
+
+/// One row against [`token_rotating_graph`], tokens from the emulator living `token_ttl`:
+/// the summary, the results and how many distinct tokens Graph was shown.
+async fn one_row_against_rotating_graph(
+    refuse_all: bool,
+    token_ttl: Duration,
+) -> (autopilot_bulk::pipeline::Summary, Vec<ResultLine>, usize) {
+    let emulator = Emulator::start(EmulatorConfig {
+        token_ttl,
+        ..emulator_config(rate(1000, 1000))
+    })
+    .await
+    .unwrap();
+    let (graph, seen) = token_rotating_graph(refuse_all).await;
+    let (_dir, path) = input(&group_rows(1));
+    let mut config = config_for(&emulator, &path, rate(1000, 1000));
+    config.graph_url = graph;
+    let output = config.output.clone();
+    let summary = run(config).await;
+    emulator.shutdown().await;
+    let tokens = seen.lock().unwrap().len();
+    (summary, read_results(&output), tokens)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_that_outlives_two_tokens_refreshes_for_each() {
     // 2 s tokens: while the row waits out its 429s, the background refresh brings a third
     // token, which Graph refuses too. One refresh per row would fail the row there.
-    let emulator = Emulator::start(EmulatorConfig {
-        token_ttl: Duration::from_secs(2),
-        ..emulator_config(rate(1000, 1000))
-    })
-    .await
-    .unwrap();
-    let (graph, seen) = token_rotating_graph(false).await;
-    let (_dir, path) = input(&group_rows(1));
-    let mut config = config_for(&emulator, &path, rate(1000, 1000));
-    config.graph_url = graph;
-    let output = config.output.clone();
-    let summary = run(config).await;
-
-    let rows = read_results(&output);
+    let (summary, rows, tokens) =
+        one_row_against_rotating_graph(false, Duration::from_secs(2)).await;
     assert_eq!(summary.created, 1, "{rows:?}");
     assert_eq!(rows[0].assignment_id, "assignment-after-two-refreshes");
-    assert_eq!(seen.lock().unwrap().len(), 4, "four distinct tokens");
+    assert_eq!(tokens, 4, "four distinct tokens");
     assert!(rows[0].attempts >= 4, "{rows:?}");
-    emulator.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_on_the_token_its_own_refresh_brought_fails_the_row() {
     // Graph refuses every token: one refresh, then the row fails; no loop on 401s.
-    let emulator = Emulator::start(emulator_config(rate(1000, 1000)))
-        .await
-        .unwrap();
-    let (graph, seen) = token_rotating_graph(true).await;
-    let (_dir, path) = input(&group_rows(1));
-    let mut config = config_for(&emulator, &path, rate(1000, 1000));
-    config.graph_url = graph;
-    let output = config.output.clone();
-    let summary = run(config).await;
-
-    let rows = read_results(&output);
+    let (summary, rows, tokens) =
+        one_row_against_rotating_graph(true, Duration::from_secs(3599)).await;
     assert_eq!(summary.failed, 1, "{rows:?}");
     assert_eq!(rows[0].error_code, "InvalidAuthenticationToken");
     assert_eq!(rows[0].attempts, 2, "{rows:?}");
-    assert_eq!(
-        seen.lock().unwrap().len(),
-        2,
-        "the first token and one fresh one"
-    );
-    emulator.shutdown().await;
+    assert_eq!(tokens, 2, "the first token and one fresh one");
 }

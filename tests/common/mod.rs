@@ -192,3 +192,11 @@ pub async fn emulator_token(emulator: &Emulator, tenant: &str, app: &str, secret
         .unwrap();
     body["access_token"].as_str().unwrap().to_string()
 }
+
+/// Serve `app` on 127.0.0.1, port 0, in the background; its base URL.
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
