@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use autopilot_bulk::app::emulator_credentials;
 use autopilot_bulk::config::{Config, RateSpec};
 use autopilot_bulk::emulator::{Emulator, EmulatorConfig, RetryAfterMode};
-use autopilot_bulk::pipeline;
+
 use tokio_util::sync::CancellationToken;
 
 struct Scenario {
@@ -166,7 +166,7 @@ async fn run(s: &Scenario) {
 
     let cpu_before = cpu_time();
     let started = Instant::now();
-    let summary = pipeline::run(config, CancellationToken::new())
+    let summary = autopilot_bulk::run(config, CancellationToken::new())
         .await
         .expect("run starts");
     let elapsed = started.elapsed();

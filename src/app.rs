@@ -10,7 +10,6 @@ use crate::cli::{Cli, Command, EmulateArgs, LogFormat, RunArgs, ValidateArgs};
 use crate::config::Credentials;
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::input::{InputReader, Parsed};
-use crate::pipeline;
 
 /// Exit code for usage, configuration and input-file errors (nothing sent).
 const EXIT_USAGE: u8 = 2;
@@ -145,7 +144,7 @@ fn run_command(args: RunArgs) -> u8 {
             let message = format!("{e:#}");
             write_summary_json(
                 summary_path.as_deref(),
-                &crate::progress::error_json(&message, EXIT_USAGE),
+                &crate::summary::error_json(&message, EXIT_USAGE),
             );
             return fail(message);
         }
@@ -173,16 +172,16 @@ fn run_command(args: RunArgs) -> u8 {
         } else {
             None
         };
-        let code = match pipeline::run(config, shutdown).await {
+        let code = match crate::run(config, shutdown).await {
             Ok(summary) => {
-                eprint!("{}", crate::progress::render_summary(&summary));
+                eprint!("{}", crate::summary::render_summary(&summary));
                 let code = summary.exit_code();
                 if summary.interrupted || summary.aborted.is_some() {
                     eprintln!("  to continue: {}", resume_command());
                 }
                 write_summary_json(
                     summary_path.as_deref(),
-                    &crate::progress::summary_json(&summary, code),
+                    &crate::summary::summary_json(&summary, code),
                 );
                 code
             }
@@ -190,7 +189,7 @@ fn run_command(args: RunArgs) -> u8 {
                 let message = e.to_string();
                 write_summary_json(
                     summary_path.as_deref(),
-                    &crate::progress::error_json(&message, EXIT_USAGE),
+                    &crate::summary::error_json(&message, EXIT_USAGE),
                 );
                 fail(message)
             }
@@ -276,10 +275,7 @@ pub fn emulator_credentials() -> Credentials {
 }
 
 fn validate_command(args: &ValidateArgs) -> u8 {
-    let defaults = match args.defaults.to_defaults() {
-        Ok(d) => d,
-        Err(e) => return fail(format!("{e:#}")),
-    };
+    let defaults = args.defaults.to_defaults();
     match InputReader::open(&args.input, args.defaults.delimiter, defaults) {
         Ok(reader) => report_rows(&args.input, reader, |_| {}),
         Err(e) => fail(e),

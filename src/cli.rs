@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use uuid::Uuid;
 
 use crate::config::{Cloud, Config, Credentials, RateSpec, default_output};
 use crate::emulator::{EmulatorConfig, RetryAfterMode};
@@ -28,24 +29,25 @@ pub enum Command {
     Emulate(EmulateArgs),
 }
 
-/// Defaults for rows that leave target columns empty.
+/// Defaults for rows that leave target columns empty, checked by the same parsers as cells so
+/// that a bad flag fails before any row is read.
 #[derive(Debug, Args, Default, Clone)]
 pub struct DefaultArgs {
     /// Target kind for rows with an empty target_type.
-    #[arg(long, value_name = "KIND")]
-    pub target_type: Option<String>,
-    #[arg(long, value_name = "GUID")]
-    pub group_id: Option<String>,
+    #[arg(long, value_name = "KIND", value_parser = TargetKind::parse)]
+    pub target_type: Option<TargetKind>,
+    #[arg(long, value_name = "GUID", value_parser = crate::input::parse_guid)]
+    pub group_id: Option<Uuid>,
     #[arg(long, value_name = "ID")]
     pub collection_id: Option<String>,
-    #[arg(long, value_name = "GUID")]
-    pub filter_id: Option<String>,
+    #[arg(long, value_name = "GUID", value_parser = crate::input::parse_guid)]
+    pub filter_id: Option<Uuid>,
     /// none, include or exclude.
-    #[arg(long, value_name = "TYPE")]
-    pub filter_type: Option<String>,
+    #[arg(long, value_name = "TYPE", value_parser = FilterType::parse)]
+    pub filter_type: Option<FilterType>,
     /// direct or policySets.
-    #[arg(long, value_name = "SOURCE")]
-    pub source: Option<String>,
+    #[arg(long, value_name = "SOURCE", value_parser = Source::parse)]
+    pub source: Option<Source>,
     #[arg(long, value_name = "ID")]
     pub source_id: Option<String>,
     /// Field delimiter of the input; detected from the header when absent.
@@ -54,43 +56,16 @@ pub struct DefaultArgs {
 }
 
 impl DefaultArgs {
-    /// Validate flag defaults with the same rules as cells, so a bad flag fails before any row.
-    pub fn to_defaults(&self) -> anyhow::Result<RowDefaults> {
-        let flag = |name: &str, e: String| anyhow::anyhow!("--{name}: {e}");
-        Ok(RowDefaults {
-            target_type: self
-                .target_type
-                .as_deref()
-                .map(TargetKind::parse)
-                .transpose()
-                .map_err(|e| flag("target-type", e))?,
-            group_id: self
-                .group_id
-                .as_deref()
-                .map(crate::input::parse_guid)
-                .transpose()
-                .map_err(|e| flag("group-id", e))?,
+    pub fn to_defaults(&self) -> RowDefaults {
+        RowDefaults {
+            target_type: self.target_type,
+            group_id: self.group_id,
             collection_id: self.collection_id.clone(),
-            filter_id: self
-                .filter_id
-                .as_deref()
-                .map(crate::input::parse_guid)
-                .transpose()
-                .map_err(|e| flag("filter-id", e))?,
-            filter_type: self
-                .filter_type
-                .as_deref()
-                .map(FilterType::parse)
-                .transpose()
-                .map_err(|e| flag("filter-type", e))?,
-            source: self
-                .source
-                .as_deref()
-                .map(Source::parse)
-                .transpose()
-                .map_err(|e| flag("source", e))?,
+            filter_id: self.filter_id,
+            filter_type: self.filter_type,
+            source: self.source,
             source_id: self.source_id.clone(),
-        })
+        }
     }
 }
 
@@ -141,6 +116,15 @@ pub struct RunArgs {
     /// Client-side limit: never more than COUNT requests in any DURATION window.
     #[arg(long, default_value = "100/20s", value_name = "COUNT/DURATION")]
     pub rate: RateSpec,
+    /// Client-side limit on all requests of the app, reads (reconciling GETs) and writes
+    /// alike, as Intune caps them beside its writes.
+    #[arg(
+        long,
+        default_value = "1000/20s",
+        value_name = "COUNT/DURATION",
+        env = "AUTOPILOT_BULK_REQUEST_RATE"
+    )]
+    pub request_rate: RateSpec,
     /// Keep the pace at --rate even when the service throttles below it (by default the pace
     /// drops to what the service accepts and climbs back).
     #[arg(long)]
@@ -221,9 +205,10 @@ impl RunArgs {
         config.resume = self.resume;
         config.retry_invalid = self.retry_invalid;
         config.delimiter = self.defaults.delimiter;
-        config.defaults = self.defaults.to_defaults()?;
+        config.defaults = self.defaults.to_defaults();
         config.concurrency = self.concurrency as usize;
         config.rate = self.rate;
+        config.request_rate = self.request_rate;
         config.adaptive = !self.no_adaptive;
         config.batch = self.batch;
         config.max_attempts = self.max_attempts;

@@ -189,6 +189,8 @@ pub struct Config {
     pub defaults: RowDefaults,
     pub concurrency: usize,
     pub rate: RateSpec,
+    /// All requests of the app, reads and writes (Intune: 1,000 per 20 s beside 100 writes).
+    pub request_rate: RateSpec,
     /// Lower the pace when the service throttles below `rate`, and climb back.
     pub adaptive: bool,
     /// Send assignments in `$batch` envelopes of up to 20.
@@ -224,6 +226,7 @@ impl Config {
             defaults: RowDefaults::default(),
             concurrency: 4,
             rate: RateSpec::default(),
+            request_rate: RateSpec::new(1000, Duration::from_secs(20)),
             adaptive: true,
             batch: false,
             max_attempts: 10,
@@ -247,6 +250,34 @@ pub fn default_output(input: &std::path::Path) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "input".to_string());
     input.with_file_name(format!("{stem}.results.csv"))
+}
+
+/// Refuse to send a bearer token over plain http to anything but loopback.
+pub fn check_transport(url: &str, what: &str) -> Result<(), String> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| format!("{what} {url:?} is not a URL: {e}"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what} {url} uses plain http: a bearer token is only ever sent over https \
+                     (plain http is allowed to loopback addresses only)"
+                ))
+            }
+        }
+        other => Err(format!(
+            "{what} {url}: unsupported scheme {other:?} (use https)"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -286,6 +317,18 @@ mod tests {
             default_output(std::path::Path::new("/data/devices.csv")),
             PathBuf::from("/data/devices.results.csv")
         );
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(check_transport("https://graph.microsoft.com/beta", "Graph URL").is_ok());
+        assert!(check_transport("http://127.0.0.1:8080/beta", "Graph URL").is_ok());
+        assert!(check_transport("http://[::1]:8080/beta", "Graph URL").is_ok());
+        assert!(check_transport("http://localhost:1/beta", "Graph URL").is_ok());
+        let e = check_transport("http://graph.example.com/beta", "Graph URL").unwrap_err();
+        assert!(e.contains("plain http"), "{e}");
+        assert!(check_transport("http://10.0.0.1/beta", "Graph URL").is_err());
+        assert!(check_transport("ftp://x/beta", "Graph URL").is_err());
     }
 
     #[test]

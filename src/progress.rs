@@ -1,4 +1,4 @@
-//! The progress bar on stderr and the end-of-run summary.
+//! The live progress bar on stderr, and the log writer that prints around it.
 //!
 //! The bar is hidden when stderr is not a terminal (a scheduler's log file should not fill
 //! with redraws) or with `-q`.
@@ -11,7 +11,6 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::output::Status;
-use crate::pipeline::Summary;
 
 /// Live counts shown on the bar.
 pub struct Progress {
@@ -46,11 +45,6 @@ impl Progress {
         }
     }
 
-    /// The bar, for suspending it while a log line is printed.
-    pub fn bar(&self) -> &ProgressBar {
-        &self.bar
-    }
-
     pub fn set_total(&self, rows: u64) {
         self.bar.set_length(rows);
     }
@@ -70,7 +64,6 @@ impl Progress {
         self.bar.inc(1);
     }
 
-    /// Refresh the message: counts, and the throttle pause when there is one.
     /// Refresh the message: counts, the pace, an ETA from the pace (the run goes in bursts of
     /// a window's worth, so a rate measured over the last seconds would mislead), and why it is
     /// waiting when it is.
@@ -156,111 +149,4 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     fn make_writer(&'a self) -> LogLine {
         LogLine(Vec::with_capacity(256))
     }
-}
-
-/// The machine-readable summary (`--summary-json`). Field names are a contract for
-/// schedulers and monitoring: add fields, never rename or remove them.
-pub fn summary_json(s: &Summary, exit_code: u8) -> serde_json::Value {
-    let time = |t: std::time::SystemTime| humantime::format_rfc3339_millis(t).to_string();
-    let outcome = if s.aborted.is_some() {
-        "aborted"
-    } else if s.interrupted {
-        "interrupted"
-    } else {
-        "completed"
-    };
-    serde_json::json!({
-        "schema": 1,
-        "outcome": outcome,
-        "exit_code": exit_code,
-        "aborted_reason": s.aborted,
-        "input": s.input.display().to_string(),
-        "results": s.output.display().to_string(),
-        "started_at": time(s.started_at),
-        "finished_at": time(s.finished_at),
-        "elapsed_seconds": s.elapsed.as_secs_f64(),
-        "rows": {
-            "reported": s.rows,
-            "skipped": s.skipped,
-            "created": s.created,
-            "existing": s.existing,
-            "failed": s.failed,
-            "invalid": s.invalid,
-        },
-        "errors_by_code": s.by_error_code,
-        "requests": s.requests,
-        "throttled_responses": s.throttled_responses,
-        "throttled_seconds": s.throttled_time.as_secs_f64(),
-        "reconciliations": s.reconciliations,
-        "token_requests": s.token_requests,
-        "configured_rate": s.configured_rate.to_string(),
-        "configured_rate_per_second": s.configured_rate.per_second(),
-        "final_rate": s.final_rate.to_string(),
-        "effective_rate_per_second": s.effective_rate(),
-    })
-}
-
-/// The summary for a run that could not start (exit code 2), so a scheduler always finds one.
-pub fn error_json(error: &str, exit_code: u8) -> serde_json::Value {
-    serde_json::json!({
-        "schema": 1,
-        "outcome": "error",
-        "exit_code": exit_code,
-        "error": error,
-    })
-}
-
-/// The human summary printed on stderr at the end of a run.
-pub fn render_summary(s: &Summary) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "autopilot-bulk: {} rows in {:.1}s",
-        s.rows,
-        s.elapsed.as_secs_f64()
-    );
-    if s.skipped > 0 {
-        let _ = writeln!(out, "  skipped {} rows an earlier run finished", s.skipped);
-    }
-    let _ = writeln!(
-        out,
-        "  created {} · existing {} · failed {} · invalid {}",
-        s.created, s.existing, s.failed, s.invalid
-    );
-    if !s.by_error_code.is_empty() {
-        let codes: Vec<String> = s
-            .by_error_code
-            .iter()
-            .map(|(code, n)| format!("{code} {n}"))
-            .collect();
-        let _ = writeln!(out, "  errors: {}", codes.join(" · "));
-    }
-    let _ = writeln!(
-        out,
-        "  requests {} · 429s {} · reconciled {} · throttled {:.1}s",
-        s.requests,
-        s.throttled_responses,
-        s.reconciliations,
-        s.throttled_time.as_secs_f64()
-    );
-    let _ = writeln!(
-        out,
-        "  effective rate {:.2} req/s (configured {} = {:.2} req/s; pace at the end {})",
-        s.effective_rate(),
-        s.configured_rate,
-        s.configured_rate.per_second(),
-        s.final_rate
-    );
-    let _ = writeln!(out, "  results: {}", s.output.display());
-    if let Some(reason) = &s.aborted {
-        let _ = writeln!(out, "  ABORTED: {reason}");
-    }
-    if s.interrupted {
-        let _ = writeln!(
-            out,
-            "  interrupted: rows not started are absent from the results"
-        );
-    }
-    out
 }

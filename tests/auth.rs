@@ -634,7 +634,7 @@ async fn token_rotating_graph(refuse_all: bool) -> (String, Arc<Mutex<Vec<String
 async fn one_row_against_rotating_graph(
     refuse_all: bool,
     token_ttl: Duration,
-) -> (autopilot_bulk::pipeline::Summary, Vec<ResultLine>, usize) {
+) -> (autopilot_bulk::Summary, Vec<ResultLine>, usize) {
     let emulator = Emulator::start(EmulatorConfig {
         token_ttl,
         ..emulator_config(rate(1000, 1000))

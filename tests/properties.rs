@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::time::{Duration, SystemTime};
 
-use autopilot_bulk::graph::client::parse_retry_after;
+use autopilot_bulk::graph::answer::parse_retry_after;
 use autopilot_bulk::graph::model::TargetKind;
 use autopilot_bulk::input::{InputReader, Parsed, RowDefaults};
 use proptest::prelude::*;

@@ -214,7 +214,7 @@ async fn a_results_file_of_another_input_is_refused_untouched() {
     std::fs::write(&path, other).unwrap();
     let mut again = config.clone();
     again.resume = true;
-    let err = autopilot_bulk::pipeline::run(again, Default::default())
+    let err = autopilot_bulk::run(again, Default::default())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("does not belong"), "{err}");

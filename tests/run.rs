@@ -165,7 +165,7 @@ async fn an_existing_results_file_is_refused_untouched() {
     let (_dir, path) = input(&group_rows(3));
     let config = config_for(&emulator, &path, rate(1000, 1000));
     std::fs::write(&config.output, "precious").unwrap();
-    let err = autopilot_bulk::pipeline::run(config.clone(), Default::default())
+    let err = autopilot_bulk::run(config.clone(), Default::default())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");

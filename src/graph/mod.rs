@@ -1,4 +1,8 @@
-//! Microsoft Graph: the wire model and the client that turns one request into one outcome.
+//! Microsoft Graph: the wire model, the typed client, and the classification of its answers.
 
+pub mod answer;
+mod batch;
 pub mod client;
 pub mod model;
+
+pub use batch::MAX_BATCH;

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use autopilot_bulk::Summary;
 use autopilot_bulk::app::emulator_credentials;
 use autopilot_bulk::config::{Config, RateSpec};
 use autopilot_bulk::emulator::{Emulator, EmulatorConfig};
-use autopilot_bulk::pipeline::{self, Summary};
 use tokio_util::sync::CancellationToken;
 
 /// A deterministic device GUID for index `i`.
@@ -102,7 +102,7 @@ pub fn config_for(emulator: &Emulator, input: &Path, rate: RateSpec) -> Config {
 }
 
 pub async fn run(config: Config) -> Summary {
-    pipeline::run(config, CancellationToken::new())
+    autopilot_bulk::run(config, CancellationToken::new())
         .await
         .expect("run starts")
 }

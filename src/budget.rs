@@ -1,0 +1,265 @@
+//! Everything one Graph tenant lends a run, behind one value: its tokens, its write window
+//! (slots, adaptive pace, gate), its quota on all requests, the retry policy and the circuit
+//! breaker.
+//!
+//! Graph throttles per tenant and app, so these belong together: a 429 from one tenant says
+//! nothing about another. Workers ask the budget for leave to send ([`Budget::admit`]) and hand
+//! every answer back once ([`Budget::settle`]); the budget alone decides pauses: whether the
+//! whole tenant waits (the gate) or only the row (its backoff).
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::TokenProvider;
+use crate::config::RateSpec;
+use crate::graph::answer::{Attempt, Failure};
+use crate::halt::Halt;
+use crate::output::{RowResult, Status};
+use crate::retry::{GiveUp, RetryPolicy, RowRetry};
+use crate::throttle::{Answer, Slot, Throttle};
+
+/// How a tenant's budget is shaped.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Writes: `--rate`, enforced by window slots (reconciling reads take a slot too).
+    pub rate: RateSpec,
+    /// All requests of the app, reads and writes: `--request-rate`.
+    pub request_rate: RateSpec,
+    /// Learn the service's real budget from its 429s.
+    pub adaptive: bool,
+    pub retry: RetryPolicy,
+}
+
+/// Leave to send one request. Hand it back through [`Budget::settle`] with the answer;
+/// dropped unsent, it frees its slot at once.
+#[derive(Debug)]
+pub struct Permit {
+    slot: Slot,
+}
+
+/// What a row does after a failed attempt, as the budget decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    /// The answer asks for no pause (success, a permanent refusal, a refused token).
+    None,
+    /// Try again after this delay (zero when the gate already holds everyone back).
+    Retry(Duration),
+    /// The row's retry budget is spent.
+    GiveUp(GiveUp),
+}
+
+/// Consecutive rows refused with 401/403 that stop the tenant: a missing permission fails every
+/// row the same way, and thousands of identical failures help nobody.
+const BREAKER_ROWS: u32 = 10;
+
+/// Counters for the summary.
+#[derive(Debug, Clone)]
+pub struct BudgetStats {
+    pub requests: u64,
+    pub throttled: u64,
+    pub throttled_time: Duration,
+    pub final_rate: RateSpec,
+    pub token_requests: u64,
+}
+
+pub struct Budget {
+    tokens: TokenProvider,
+    window: Throttle,
+    /// Intune caps all requests of an app (1,000 per 20 s) beside its writes: a GCRA quota
+    /// every request takes a cell of.
+    quota: DefaultDirectRateLimiter,
+    retry: RetryPolicy,
+    halt: Halt,
+    refused_in_a_row: AtomicU32,
+    requests: AtomicU64,
+    throttled: AtomicU64,
+}
+
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budget")
+            .field("tokens", &self.tokens)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+fn quota(rate: RateSpec) -> Quota {
+    let count = NonZeroU32::new(rate.count).unwrap_or(NonZeroU32::MIN);
+    let period = (rate.per / count.get()).max(Duration::from_nanos(1));
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(count))
+        .allow_burst(count)
+}
+
+impl Budget {
+    /// A budget that stops when `run` is cancelled, or on its own when its tenant fails.
+    pub fn new(tokens: TokenProvider, limits: Limits, run: &CancellationToken) -> Self {
+        Self {
+            tokens,
+            window: Throttle::new(limits.rate, limits.adaptive),
+            quota: RateLimiter::direct(quota(limits.request_rate)),
+            retry: limits.retry,
+            halt: Halt::child_of(run),
+            refused_in_a_row: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+        }
+    }
+
+    pub fn tokens(&self) -> &TokenProvider {
+        &self.tokens
+    }
+
+    pub fn halt(&self) -> &Halt {
+        &self.halt
+    }
+
+    /// A fresh retry budget for one row.
+    pub fn start_row(&self) -> RowRetry {
+        self.retry.start()
+    }
+
+    /// Wait for leave to send one request: the gate open, a window slot, a cell of the request
+    /// quota. `None` once the budget (or the run) has stopped.
+    pub async fn admit(&self) -> Option<Permit> {
+        let admitted = async {
+            let slot = self.window.acquire().await;
+            self.quota.until_ready().await;
+            // The gate may have closed while the quota was waited for.
+            self.window.gate().wait().await;
+            slot
+        };
+        tokio::select! {
+            biased;
+            _ = self.halt.stopped() => None,
+            slot = admitted => Some(Permit { slot }),
+        }
+    }
+
+    /// A valid token. `None`: authentication failed and this budget has stopped.
+    pub async fn token(&self) -> Option<Arc<str>> {
+        match self.tokens.token().await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.halt.abort(format!("authentication failed: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Graph refused `token` with a 401: the next [`Budget::token`] fetches a new one.
+    pub async fn token_refused(&self, token: &str, why: &str) {
+        self.tokens.invalidate(token, why).await;
+    }
+
+    /// Hand an answer back. Teaches the window what the service said and decides the pause:
+    /// a 429, or a 5xx that says when to return, closes the gate for every worker (the app is
+    /// over its budget); other transient failures delay only their own row.
+    pub fn settle<T>(
+        &self,
+        permit: Permit,
+        attempt: &Attempt<T>,
+        row: &mut RowRetry,
+        attempts: u32,
+    ) -> Pause {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let retry_after = match attempt.failure() {
+            Some(Failure::Retry { retry_after, .. }) => Some(*retry_after),
+            _ => None,
+        };
+        let throttled = attempt.http_status == Some(429);
+        permit.slot.answered(match attempt.http_status {
+            Some(429) => Answer::Throttled {
+                retry_after: retry_after.flatten(),
+            },
+            Some(s) if s < 500 => Answer::Accepted,
+            _ => Answer::Other,
+        });
+        let Some(retry_after) = retry_after else {
+            return Pause::None;
+        };
+        if throttled {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        // A 429 without Retry-After (Intune's usual answer): the backoff schedule, capped so
+        // that the pause never overshoots the window by much; the window's single probe then
+        // finds out whether the service has room again.
+        let pause = match (retry_after, throttled) {
+            (None, true) => row
+                .next_backoff()
+                .map(|d| d.min(self.window.probe_interval())),
+            (ra, _) => ra,
+        };
+        match row.next_delay(attempts, pause) {
+            Ok(delay) if throttled || retry_after.is_some() => {
+                self.window.gate().close_for(delay);
+                Pause::Retry(Duration::ZERO)
+            }
+            Ok(delay) => Pause::Retry(delay),
+            Err(why) => Pause::GiveUp(why),
+        }
+    }
+
+    /// Sleep `d` unless the budget stops first (`false`).
+    pub async fn wait(&self, d: Duration) -> bool {
+        if d.is_zero() {
+            return !self.halt.is_stopped();
+        }
+        tokio::select! {
+            biased;
+            _ = self.halt.stopped() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+
+    /// Count a finished row for the circuit breaker; trip it at [`BREAKER_ROWS`] refusals in
+    /// a row (401 after the one refresh, or 403). Rows in flight still finish and are written.
+    pub fn row_finished(&self, r: &RowResult) {
+        let refused = r.status == Status::Failed && matches!(r.http_status, Some(401 | 403));
+        if !refused {
+            self.refused_in_a_row.store(0, Ordering::Relaxed);
+            return;
+        }
+        if self.refused_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 == BREAKER_ROWS {
+            let code = r.error_code.as_deref().unwrap_or("Unknown");
+            let message = r.error_message.as_deref().unwrap_or("");
+            let hint = if r.http_status == Some(403) {
+                "the app registration needs the Microsoft Graph application permission \
+                 DeviceManagementServiceConfig.ReadWrite.All with admin consent"
+            } else {
+                "Graph does not accept the tokens: check that the tenant, the app and --cloud \
+                 match the Graph URL"
+            };
+            self.halt.abort(format!(
+                "circuit breaker: Graph refused {BREAKER_ROWS} rows in a row with {} {code}: \
+                 {message} — {hint}; fix it and rerun (finished rows are in the results file)",
+                r.http_status.unwrap_or(0)
+            ));
+        }
+    }
+
+    /// What the progress line shows: the pause left, the pace, whether every slot is out.
+    pub fn pace(&self) -> (Option<Duration>, RateSpec, bool) {
+        (
+            self.window.gate().remaining(),
+            self.window.current_rate(),
+            self.window.at_limit(),
+        )
+    }
+
+    pub fn stats(&self) -> BudgetStats {
+        BudgetStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
+            throttled_time: self.window.gate().closed_total(),
+            final_rate: self.window.current_rate(),
+            token_requests: self.tokens.requests(),
+        }
+    }
+}

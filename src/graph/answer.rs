@@ -1,0 +1,363 @@
+//! What an HTTP answer means for the row: each request's answer is classified once, here, into
+//! a typed [`Attempt`], so the run decides on codes and flags, never on raw statuses or bodies.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use super::model::{GraphError, ReturnedAssignment};
+
+/// Why an attempt did not succeed, in words a results file can carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorInfo {
+    /// Graph's `error.code` (programmed against), or our own code for transport failures.
+    pub code: String,
+    /// Readable message (Intune's JSON-inside-message unwrapped).
+    pub message: String,
+}
+
+/// A request that did not succeed, and what that means for trying again.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    /// Worth another attempt. `ambiguous`: the request may have been executed (the answer was
+    /// lost or the gateway gave up), so the row must be reconciled before any new POST.
+    Retry {
+        retry_after: Option<Duration>,
+        ambiguous: bool,
+        error: ErrorInfo,
+    },
+    /// 401: the token was refused; a fresh one may help.
+    Unauthorized(ErrorInfo),
+    /// Will not succeed by retrying (400, 403, 404, 409, ...).
+    Permanent(ErrorInfo),
+}
+
+impl Failure {
+    pub fn error(&self) -> &ErrorInfo {
+        match self {
+            Failure::Retry { error, .. }
+            | Failure::Unauthorized(error)
+            | Failure::Permanent(error) => error,
+        }
+    }
+}
+
+/// One request's answer: what it yielded (`T`: the created id, the listed assignments) or why
+/// not, with what the service said about it for the results file.
+#[derive(Debug, Clone)]
+pub struct Attempt<T> {
+    pub result: Result<T, Failure>,
+    pub http_status: Option<u16>,
+    pub request_id: Option<String>,
+    pub client_request_id: String,
+}
+
+impl<T> Attempt<T> {
+    pub fn failure(&self) -> Option<&Failure> {
+        self.result.as_ref().err()
+    }
+
+    /// The same answer without its value: what pacing and the results file need.
+    pub fn meta(&self) -> Attempt<()> {
+        Attempt {
+            result: self.result.as_ref().map(|_| ()).map_err(Clone::clone),
+            http_status: self.http_status,
+            request_id: self.request_id.clone(),
+            client_request_id: self.client_request_id.clone(),
+        }
+    }
+}
+
+/// An HTTP answer as received (top-level or inside a `$batch`), or the transport failure that
+/// took its place.
+#[derive(Debug, Clone)]
+pub(crate) enum Raw {
+    Answer {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    },
+    /// No HTTP answer: the [`Failure`] says whether the request may have been executed.
+    Lost {
+        failure: Failure,
+        http_status: Option<u16>,
+        request_id: Option<String>,
+    },
+}
+
+impl Raw {
+    /// Classify into a typed attempt; `ok` turns a success answer into its value.
+    pub(crate) fn attempt<T>(
+        self,
+        client_request_id: String,
+        ok: impl FnOnce(StatusCode, &[u8]) -> Option<Result<T, Failure>>,
+    ) -> Attempt<T> {
+        match self {
+            Raw::Answer {
+                status,
+                headers,
+                body,
+            } => Attempt {
+                result: ok(status, &body)
+                    .unwrap_or_else(|| Err(classify_error(status, &headers, &body))),
+                http_status: Some(status.as_u16()),
+                request_id: header_str(&headers, "request-id"),
+                client_request_id,
+            },
+            Raw::Lost {
+                failure,
+                http_status,
+                request_id,
+            } => Attempt {
+                result: Err(failure),
+                http_status,
+                request_id,
+                client_request_id,
+            },
+        }
+    }
+}
+
+/// The id of a created assignment: 201 with a readable id. `None` for other statuses.
+pub(crate) fn created_id(status: StatusCode, body: &[u8]) -> Option<Result<String, Failure>> {
+    if status != StatusCode::CREATED {
+        return None;
+    }
+    Some(
+        match serde_json::from_slice::<ReturnedAssignment>(body)
+            .ok()
+            .and_then(|a| a.id)
+        {
+            Some(id) => Ok(id),
+            // Created but unreadable: it exists; reconcile to learn its id.
+            None => Err(Failure::Retry {
+                retry_after: None,
+                ambiguous: true,
+                error: ErrorInfo {
+                    code: "UnreadableCreatedResponse".into(),
+                    message: "201 Created without a readable id".into(),
+                },
+            }),
+        },
+    )
+}
+
+/// The assignments a 200 lists. `None` for other statuses.
+pub(crate) fn listed(
+    status: StatusCode,
+    body: &[u8],
+) -> Option<Result<Vec<ReturnedAssignment>, Failure>> {
+    #[derive(serde::Deserialize)]
+    struct List {
+        value: Vec<ReturnedAssignment>,
+    }
+    if status != StatusCode::OK {
+        return None;
+    }
+    Some(
+        serde_json::from_slice::<List>(body)
+            .map(|l| l.value)
+            .map_err(|e| Failure::Retry {
+                retry_after: None,
+                ambiguous: false,
+                error: ErrorInfo {
+                    code: "UnreadableResponse".into(),
+                    message: format!("assignment list is not JSON: {e}"),
+                },
+            }),
+    )
+}
+
+/// Parse a `Retry-After` value: whole seconds, fractional seconds (older Graph pages show
+/// `2.128`) or an HTTP-date (relative to `now`; a date in the past means "now").
+/// Values over a day are capped, garbage is `None` (then backoff applies).
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    const CAP: Duration = Duration::from_secs(24 * 3600);
+    let v = value.trim();
+    if v.is_empty() {
+        return None;
+    }
+    if v.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let secs: f64 = v.parse().ok()?;
+        // Hundreds of digits parse as infinity: that is "very long", so the cap applies.
+        if secs.is_nan() || secs < 0.0 {
+            return None;
+        }
+        return Some(Duration::from_secs_f64(secs.min(CAP.as_secs_f64())));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(CAP))
+}
+
+pub(crate) fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Classify a non-success answer. 429/503 were not executed; 500/502/504 may have been.
+pub fn classify_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Failure {
+    let fallback_code = || {
+        status
+            .canonical_reason()
+            .unwrap_or("Error")
+            .replace(' ', "")
+    };
+    let error = match GraphError::from_body(body) {
+        Some(e) => ErrorInfo {
+            code: if e.code.is_empty() {
+                fallback_code()
+            } else {
+                e.code.clone()
+            },
+            message: e.readable_message(),
+        },
+        None => ErrorInfo {
+            code: fallback_code(),
+            message: String::from_utf8_lossy(&body[..body.len().min(300)])
+                .trim()
+                .to_string(),
+        },
+    };
+    let retry_after = headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    match status.as_u16() {
+        429 | 503 => Failure::Retry {
+            retry_after,
+            ambiguous: false,
+            error,
+        },
+        500 | 502 | 504 => Failure::Retry {
+            retry_after,
+            ambiguous: true,
+            error,
+        },
+        401 => Failure::Unauthorized(error),
+        _ => Failure::Permanent(error),
+    }
+}
+
+/// A request that got no HTTP answer. A failure to connect means nothing was sent; anything
+/// later (reset, timeout, truncated answer) may have reached the service.
+pub(crate) fn transport_failure(e: &reqwest::Error) -> Raw {
+    let not_sent = e.is_connect() || e.is_builder();
+    let code = if e.is_timeout() {
+        "Timeout"
+    } else if e.is_connect() {
+        "ConnectionFailed"
+    } else {
+        "ConnectionLost"
+    };
+    // reqwest's Display never includes headers, so the token cannot leak through it.
+    let mut message = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        src = s.source();
+    }
+    Raw::Lost {
+        failure: Failure::Retry {
+            retry_after: None,
+            ambiguous: !not_sent,
+            error: ErrorInfo {
+                code: code.into(),
+                message,
+            },
+        },
+        http_status: None,
+        request_id: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after(" 2.128 ", now),
+            Some(Duration::from_millis(2128))
+        );
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(7));
+        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(7)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(7));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        for bad in ["", "soon", "-1", "1.2.3", "NaN"] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_retry_after("99999999999", now),
+            Some(Duration::from_secs(24 * 3600))
+        );
+    }
+
+    #[test]
+    fn classifies_statuses() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "2".parse().unwrap());
+        let body = br#"{"error":{"code":"TooManyRequests","message":"slow down"}}"#;
+        assert_eq!(
+            classify_error(StatusCode::TOO_MANY_REQUESTS, &h, body),
+            Failure::Retry {
+                retry_after: Some(Duration::from_secs(2)),
+                ambiguous: false,
+                error: ErrorInfo {
+                    code: "TooManyRequests".into(),
+                    message: "slow down".into()
+                }
+            }
+        );
+        assert!(matches!(
+            classify_error(StatusCode::GATEWAY_TIMEOUT, &HeaderMap::new(), b""),
+            Failure::Retry {
+                ambiguous: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify_error(StatusCode::UNAUTHORIZED, &HeaderMap::new(), b""),
+            Failure::Unauthorized(_)
+        ));
+        let Failure::Permanent(e) = classify_error(
+            StatusCode::NOT_FOUND,
+            &HeaderMap::new(),
+            b"<html>nope</html>",
+        ) else {
+            panic!()
+        };
+        assert_eq!(e.code, "NotFound");
+        assert_eq!(e.message, "<html>nope</html>");
+    }
+
+    #[test]
+    fn a_created_answer_needs_its_id_and_a_list_its_value() {
+        assert_eq!(
+            created_id(StatusCode::CREATED, br#"{"id":"a1"}"#),
+            Some(Ok("a1".to_string()))
+        );
+        assert!(matches!(
+            created_id(StatusCode::CREATED, b"{}"),
+            Some(Err(Failure::Retry {
+                ambiguous: true,
+                ..
+            }))
+        ));
+        assert_eq!(created_id(StatusCode::OK, b"{}"), None);
+        assert!(matches!(listed(StatusCode::OK, br#"{"value":[]}"#), Some(Ok(v)) if v.is_empty()));
+        assert!(matches!(
+            listed(StatusCode::OK, b"nope"),
+            Some(Err(Failure::Retry {
+                ambiguous: false,
+                ..
+            }))
+        ));
+    }
+}

@@ -1,0 +1,55 @@
+//! A stop with a reason: the first reason given wins and is what the summary reports.
+//!
+//! The run has one, and each Graph tenant's [`crate::budget::Budget`] has a child of it, so a
+//! tenant that must stop (its token rejected, its breaker tripped) stops only its own rows,
+//! while a stop of the run (Ctrl-C, a results file that cannot be written) stops them all.
+
+use std::sync::Mutex;
+
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+#[derive(Debug, Default)]
+pub struct Halt {
+    token: CancellationToken,
+    reason: Mutex<Option<String>>,
+}
+
+impl Halt {
+    /// A halt that also stops when `parent` is cancelled.
+    pub fn child_of(parent: &CancellationToken) -> Self {
+        Self {
+            token: parent.child_token(),
+            reason: Mutex::new(None),
+        }
+    }
+
+    /// Stop, giving why. Only the first reason is kept (and logged).
+    pub fn abort(&self, reason: String) {
+        let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_none() {
+            tracing::error!("{reason}");
+            *r = Some(reason);
+        }
+        self.token.cancel();
+    }
+
+    /// Why it stopped, if it was aborted (a plain cancellation has no reason).
+    pub fn reason(&self) -> Option<String> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    pub fn stopped(&self) -> WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
+
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+}

@@ -1,0 +1,99 @@
+//! Rows flow one way: a reader thread → a bounded queue → at most `in_flight` workers → the
+//! results queue. The reader is ahead of the workers by at most the queue's capacity, so memory
+//! stays flat whatever the input's size.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::input::{InputError, InputReader, Parsed};
+use crate::output::RowResult;
+use crate::progress::Progress;
+
+use super::plan::{Resume, RowPlan};
+use super::worker::{WorkItem, Workers};
+
+/// What the reader saw.
+#[derive(Debug, Default)]
+pub struct ReaderCounts {
+    /// Rows an earlier run already finished (`--resume`).
+    pub skipped: u64,
+    /// Rows an earlier run reported that this run does again.
+    pub redone: u64,
+    /// The whole input was read.
+    pub finished: bool,
+}
+
+/// The reader, on a blocking thread: valid rows to the workers, invalid ones straight to the
+/// results, rows an earlier run finished skipped.
+pub fn spawn_reader(
+    reader: InputReader,
+    resume: Arc<Resume>,
+    jobs: mpsc::Sender<WorkItem>,
+    results: mpsc::Sender<RowResult>,
+    progress: Arc<Progress>,
+) -> JoinHandle<Result<ReaderCounts, InputError>> {
+    tokio::task::spawn_blocking(move || {
+        let mut counts = ReaderCounts::default();
+        for item in reader {
+            let parsed = item?;
+            let RowPlan::Do { reconcile, redo } = resume.decide(parsed.row()) else {
+                counts.skipped += 1;
+                progress.advance(1);
+                continue;
+            };
+            counts.redone += u64::from(redo);
+            let sent = match parsed {
+                Parsed::Job(job) => jobs.blocking_send(WorkItem { job, reconcile }).is_ok(),
+                Parsed::Invalid(i) => results
+                    .blocking_send(RowResult::invalid(i.row, i.device_id, i.reason))
+                    .is_ok(),
+            };
+            if !sent {
+                return Ok(counts); // dispatch stopped
+            }
+        }
+        counts.finished = true;
+        Ok(counts)
+    })
+}
+
+/// Run the workers until the queue is drained or the run stops. After a stop, rows in flight
+/// get `grace` to finish; then they are abandoned to the next `--resume`, which finds them in
+/// the journal and reconciles them.
+pub async fn work(
+    mut jobs: mpsc::Receiver<WorkItem>,
+    workers: Arc<Workers>,
+    results: mpsc::Sender<RowResult>,
+    in_flight: usize,
+    grace_period: Duration,
+) {
+    let halt = workers.budget.halt();
+    // The stream owns the receiver: when dispatch ends, dropping it releases a reader blocked
+    // on a full queue.
+    let queue = futures::stream::poll_fn(move |cx| jobs.poll_recv(cx))
+        .take_until(halt.token().clone().cancelled_owned());
+    let dispatch = queue.for_each_concurrent(in_flight, |item| {
+        let (workers, results) = (workers.clone(), results.clone());
+        async move {
+            if let Some(result) = workers.process(item).await {
+                workers.budget.row_finished(&result);
+                // The writer only goes away on a write error, which has stopped the run.
+                let _ = results.send(result).await;
+            }
+        }
+    });
+    let grace = async {
+        halt.stopped().await;
+        tokio::time::sleep(grace_period).await;
+    };
+    tokio::select! {
+        () = dispatch => {}
+        () = grace => tracing::warn!(
+            "rows still in flight after {grace_period:?} were abandoned; --resume will reconcile them"
+        ),
+    }
+}

@@ -1,0 +1,254 @@
+//! The bulk run, as a list of stages. Rows flow one way:
+//!
+//! ```text
+//! input ─▶ reader ─▶ bounded queue ─▶ workers (≤ in flight) ─▶ results queue ─▶ writer ─▶ results.csv
+//!                                        │ ▲
+//!                                        ▼ │ leave to send, pauses
+//!                                      budget (tokens, window, gate, breaker)
+//! ```
+//!
+//! Errors are data: a row that fails is a result, not an `Err`. Only configuration, input-file
+//! and results-file errors end a run before it starts ([`RunError`], exit 2); a rejected token
+//! or a tripped breaker ends it midway as [`Summary::aborted`], with every finished row on disk.
+
+mod dispatch;
+mod plan;
+mod row;
+mod worker;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::TokenProvider;
+use crate::budget::{Budget, Limits};
+use crate::config::{Config, check_transport};
+use crate::graph::MAX_BATCH;
+use crate::graph::client::{GraphClient, http_client};
+use crate::halt::Halt;
+use crate::input::InputError;
+use crate::output::{OutputError, Status};
+use crate::progress::Progress;
+use crate::retry::RetryPolicy;
+use crate::summary::Summary;
+
+use worker::Workers;
+
+/// A run could not start (nothing was sent), or its results could not be written. Exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("cannot use the journal {path}: {source}")]
+    Journal {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A task of the run ended without its answer (a bug, never bad input).
+    #[error("the {0} task failed: {1}")]
+    Task(&'static str, String),
+}
+
+/// Run the whole job. `shutdown` stops dispatching new rows; rows in flight finish.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Summary, RunError> {
+    let progress = Arc::new(Progress::new(config.progress));
+    let result = stages(&config, &shutdown, &progress).await;
+    progress.finish();
+    result
+}
+
+async fn stages(
+    config: &Config,
+    shutdown: &CancellationToken,
+    progress: &Arc<Progress>,
+) -> Result<Summary, RunError> {
+    let (started_at, started) = (SystemTime::now(), Instant::now());
+    let halt = Arc::new(Halt::child_of(shutdown));
+    // 1. Where to send and as whom, before anything is read or created.
+    let http = connect(config)?;
+    let budget = Arc::new(tenant_budget(config, http.clone(), &halt)?);
+    // 2. What to do: the input, an earlier run's results, the journal.
+    let plan = plan::prepare(config)?;
+    let rows = count_rows(config, plan.rows, &budget).await;
+    if let Some(n) = rows {
+        progress.set_total(n);
+    }
+    warn_short_static_token(config, &budget, rows);
+    // 3. Rows flow: reader → workers → writer.
+    let mut graph = GraphClient::new(http, &config.graph_url);
+    if config.batch {
+        graph = graph.batched(config.concurrency);
+    }
+    let workers = Arc::new(Workers {
+        graph,
+        budget: budget.clone(),
+        journal: plan.journal.clone(),
+        halt: halt.clone(),
+        reconciliations: Default::default(),
+    });
+    let capacity = (config.concurrency * 4).max(64);
+    let (job_tx, job_rx) = mpsc::channel(capacity);
+    let (res_tx, res_rx) = mpsc::channel(capacity);
+    let resume = Arc::new(plan.resume);
+    let reader = dispatch::spawn_reader(
+        plan.reader,
+        resume.clone(),
+        job_tx,
+        res_tx.clone(),
+        progress.clone(),
+    );
+    let writer = tokio::spawn(writer::write_results(
+        plan.writer,
+        res_rx,
+        progress.clone(),
+        halt.clone(),
+    ));
+    let ticker = spawn_ticker(budget.clone(), progress.clone());
+    dispatch::work(
+        job_rx,
+        workers.clone(),
+        res_tx,
+        rows_in_flight(config),
+        config.shutdown_grace,
+    )
+    .await;
+    ticker.abort();
+    // 4. Collect: the writer's tallies, what the reader saw.
+    let tally = writer
+        .await
+        .map_err(|e| RunError::Task("results writer", e.to_string()))??;
+    let counts = match reader.await {
+        Ok(Ok(counts)) => counts,
+        Ok(Err(e)) => {
+            halt.abort(format!("input stopped being readable: {e}"));
+            Default::default()
+        }
+        Err(e) => {
+            halt.abort(format!("input reader failed: {e}"));
+            Default::default()
+        }
+    };
+    // 5. Complete: every input row has its line.
+    let aborted = halt.reason().or_else(|| budget.halt().reason());
+    let interrupted = aborted.is_none() && shutdown.is_cancelled();
+    if counts.finished && aborted.is_none() && !interrupted {
+        plan::complete(config, &resume, counts.redone, &plan.journal)?;
+    }
+    // 6. The summary.
+    let stats = budget.stats();
+    Ok(Summary {
+        input: config.input.clone(),
+        output: config.output.clone(),
+        rows: tally.rows,
+        skipped: counts.skipped,
+        created: tally.count(Status::Created),
+        existing: tally.count(Status::Existing),
+        failed: tally.count(Status::Failed),
+        invalid: tally.count(Status::Invalid),
+        by_error_code: tally.by_error_code,
+        requests: stats.requests,
+        throttled_responses: stats.throttled,
+        reconciliations: workers.reconciliations.load(Ordering::Relaxed),
+        throttled_time: stats.throttled_time,
+        final_rate: stats.final_rate,
+        token_requests: stats.token_requests,
+        configured_rate: config.rate,
+        started_at,
+        finished_at: SystemTime::now(),
+        elapsed: started.elapsed(),
+        interrupted,
+        aborted,
+    })
+}
+
+/// The run's one HTTP client, after refusing to send a bearer token over plain http to
+/// anything but loopback.
+fn connect(config: &Config) -> Result<reqwest::Client, RunError> {
+    check_transport(&config.graph_url, "Graph URL").map_err(RunError::Config)?;
+    check_transport(&config.authority_url, "authority URL").map_err(RunError::Config)?;
+    http_client(config.connect_timeout, config.request_timeout)
+        .map_err(|e| RunError::Config(format!("cannot build the HTTP client: {e}")))
+}
+
+/// The tenant's budget. Credentials are loaded here, before the input: a missing or unreadable
+/// certificate creates no results file.
+fn tenant_budget(config: &Config, http: reqwest::Client, halt: &Halt) -> Result<Budget, RunError> {
+    let tokens = TokenProvider::from_credentials(
+        http,
+        &config.authority_url,
+        &config.cloud.scope(),
+        &config.credentials,
+    )
+    .map_err(|e| RunError::Config(e.to_string()))?;
+    let limits = Limits {
+        rate: config.rate,
+        request_rate: config.request_rate,
+        adaptive: config.adaptive,
+        retry: RetryPolicy {
+            initial: config.initial_backoff,
+            ..RetryPolicy::new(config.max_attempts, config.max_retry_time)
+        },
+    };
+    Ok(Budget::new(tokens, limits, halt.token()))
+}
+
+/// The input's row count, for the progress bar and the static token's warning: from the
+/// planning pass when it read the input, else one quick count when someone needs it.
+async fn count_rows(config: &Config, known: Option<u64>, budget: &Budget) -> Option<u64> {
+    if known.is_some() {
+        return known;
+    }
+    if !config.progress && budget.tokens().static_expiry().is_none() {
+        return None;
+    }
+    let (path, delimiter) = (config.input.clone(), config.delimiter);
+    tokio::task::spawn_blocking(move || crate::input::count_rows(&path, delimiter))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// A static token cannot be refreshed: say so before the run when it will likely expire first
+/// (rows ÷ rate is how long the run may take).
+fn warn_short_static_token(config: &Config, budget: &Budget, rows: Option<u64>) {
+    if budget.tokens().static_expiry().is_none() {
+        return;
+    }
+    let expected =
+        rows.and_then(|n| Duration::try_from_secs_f64(n as f64 / config.rate.per_second()).ok());
+    if let Some(warning) = budget
+        .tokens()
+        .static_token_warning(expected, SystemTime::now())
+    {
+        tracing::warn!("{warning}");
+    }
+}
+
+/// With `--batch`, `--concurrency` counts envelopes in flight, each carrying up to 20 rows.
+fn rows_in_flight(config: &Config) -> usize {
+    if config.batch {
+        config.concurrency * MAX_BATCH
+    } else {
+        config.concurrency
+    }
+}
+
+fn spawn_ticker(budget: Arc<Budget>, progress: Arc<Progress>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let (paused, rate, at_limit) = budget.pace();
+            progress.tick(paused, rate, at_limit);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}

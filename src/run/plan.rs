@@ -1,0 +1,227 @@
+//! Planning a run, and all of resuming in one place: open the input, read back an earlier
+//! results file, check that it belongs to this input, open the results writer and the journal,
+//! decide per row whether it is skipped, done, or reconciled first, and tidy up when the run
+//! completes.
+//!
+//! Nothing here sends a request, so every refusal is exit 2 with the results file untouched.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::input::{InputReader, Parsed};
+use crate::output::{
+    Journal, OutputError, Prior, PriorResults, ResultsWriter, Status, device_fingerprint,
+};
+
+use super::RunError;
+
+/// What the run works through.
+pub struct Plan {
+    pub reader: InputReader,
+    pub writer: ResultsWriter,
+    pub journal: Arc<Journal>,
+    pub resume: Resume,
+    /// Data rows in the input, when already counted.
+    pub rows: Option<u64>,
+}
+
+/// What an earlier run left: its results per row and the rows it had started.
+#[derive(Debug, Default)]
+pub struct Resume {
+    prior: HashMap<u64, Prior>,
+    started: HashSet<u64>,
+    retry_invalid: bool,
+    /// The results file repeats rows (an earlier resume redid them): fold them at the end.
+    has_repeats: bool,
+}
+
+/// What to do with one input row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowPlan {
+    /// An earlier run finished it: not reported again.
+    Skip,
+    /// Do it. `reconcile`: an earlier run may have sent it (it started, or reported it failed),
+    /// so look with a GET before any POST. `redo`: the results file reports it already.
+    Do { reconcile: bool, redo: bool },
+}
+
+impl Resume {
+    pub fn decide(&self, row: u64) -> RowPlan {
+        let earlier = self.prior.get(&row);
+        match earlier {
+            Some(p) if p.status.is_success() => RowPlan::Skip,
+            Some(p) if p.status == Status::Invalid && !self.retry_invalid => RowPlan::Skip,
+            Some(_) => RowPlan::Do {
+                reconcile: true,
+                redo: true,
+            },
+            None => RowPlan::Do {
+                reconcile: self.started.contains(&row),
+                redo: false,
+            },
+        }
+    }
+}
+
+/// Open everything the run needs. The input first: a file that is not a table fails before a
+/// results file is created.
+pub fn prepare(config: &Config) -> Result<Plan, RunError> {
+    let reader = InputReader::open(&config.input, config.delimiter, config.defaults.clone())?;
+    if !reader.unknown_columns().is_empty() {
+        tracing::warn!(
+            columns = %reader.unknown_columns().join(", "),
+            "ignoring columns that are not input columns"
+        );
+    }
+    let journal_err = |source| RunError::Journal {
+        path: Journal::path_for(&config.output),
+        source,
+    };
+    if !(config.resume && config.output.exists()) {
+        let writer = ResultsWriter::create(&config.output, config.overwrite || config.resume)?;
+        let (journal, _) = Journal::open(&config.output, true).map_err(journal_err)?;
+        return Ok(Plan {
+            reader,
+            writer,
+            journal: Arc::new(journal),
+            resume: Resume::default(),
+            rows: None,
+        });
+    }
+    let prior = crate::output::read_prior(&config.output)?;
+    let rows = check_belongs(config, &prior)?;
+    let writer = if prior.valid_len == 0 {
+        ResultsWriter::create(&config.output, true)?
+    } else {
+        ResultsWriter::append(&config.output, prior.valid_len)?
+    };
+    let (journal, started) = Journal::open(&config.output, false).map_err(journal_err)?;
+    tracing::info!(
+        done = prior.rows.len(),
+        started_before = started.len(),
+        "resuming {}",
+        config.output.display()
+    );
+    let PriorResults {
+        rows: prior_rows,
+        has_repeats,
+        ..
+    } = prior;
+    Ok(Plan {
+        reader,
+        writer,
+        journal: Arc::new(journal),
+        resume: Resume {
+            prior: prior_rows,
+            started: started.into_iter().collect(),
+            retry_invalid: config.retry_invalid,
+            has_repeats,
+        },
+        rows: Some(rows),
+    })
+}
+
+/// The results file must belong to this input: every row it reports is the same device at the
+/// same row number, and it reports no row the input lacks. One pass over the input, which also
+/// counts its rows.
+fn check_belongs(config: &Config, prior: &PriorResults) -> Result<u64, RunError> {
+    let mismatch = |reason: String| {
+        RunError::Output(OutputError::Resume {
+            path: config.output.clone(),
+            reason: format!("it does not belong to {}: {reason}", config.input.display()),
+        })
+    };
+    let reader = InputReader::open(&config.input, config.delimiter, config.defaults.clone())?;
+    let mut rows = 0;
+    for item in reader {
+        let parsed = item?;
+        rows = parsed.row();
+        let Some(p) = prior.rows.get(&rows) else {
+            continue;
+        };
+        let device = match &parsed {
+            Parsed::Job(j) => j.device_id.to_string(),
+            Parsed::Invalid(i) => i.device_id.clone(),
+        };
+        if device_fingerprint(&device) != p.device {
+            return Err(mismatch(format!(
+                "row {rows} is device {device:?} in the input but another device in the results"
+            )));
+        }
+    }
+    if let Some(beyond) = prior.rows.keys().copied().filter(|&r| r > rows).min() {
+        return Err(mismatch(format!(
+            "the results report row {beyond}, the input has {rows} rows"
+        )));
+    }
+    Ok(rows)
+}
+
+/// The run completed (every input row has its line): fold rows a resume redid into one line
+/// each, then the journal has served its purpose.
+pub fn complete(
+    config: &Config,
+    resume: &Resume,
+    redone: u64,
+    journal: &Journal,
+) -> Result<(), RunError> {
+    if resume.has_repeats || redone > 0 {
+        crate::output::compact(&config.output)?;
+    }
+    journal.remove().map_err(|source| RunError::Journal {
+        path: Journal::path_for(&config.output),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prior(status: Status) -> Prior {
+        Prior { device: 0, status }
+    }
+
+    #[test]
+    fn finished_rows_are_skipped_failed_and_started_ones_reconciled() {
+        let resume = Resume {
+            prior: HashMap::from([
+                (1, prior(Status::Created)),
+                (2, prior(Status::Existing)),
+                (3, prior(Status::Failed)),
+                (4, prior(Status::Invalid)),
+            ]),
+            started: HashSet::from([5]),
+            retry_invalid: false,
+            has_repeats: false,
+        };
+        assert_eq!(resume.decide(1), RowPlan::Skip);
+        assert_eq!(resume.decide(2), RowPlan::Skip);
+        let redo = RowPlan::Do {
+            reconcile: true,
+            redo: true,
+        };
+        assert_eq!(resume.decide(3), redo);
+        assert_eq!(resume.decide(4), RowPlan::Skip);
+        assert_eq!(
+            resume.decide(5),
+            RowPlan::Do {
+                reconcile: true,
+                redo: false
+            }
+        );
+        assert_eq!(
+            resume.decide(6),
+            RowPlan::Do {
+                reconcile: false,
+                redo: false
+            }
+        );
+        let retry_invalid = Resume {
+            retry_invalid: true,
+            ..resume
+        };
+        assert_eq!(retry_invalid.decide(4), redo);
+    }
+}

@@ -1,0 +1,340 @@
+//! One row's decisions from first attempt to final answer, as a pure state machine: given what
+//! an attempt answered and the pause the budget decided, what comes next. No I/O here, so every
+//! path is unit-tested without HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::budget::Pause;
+use crate::graph::answer::{Attempt, ErrorInfo, Failure};
+use crate::graph::model::{Assignment, ReturnedAssignment};
+use crate::output::Status;
+use crate::retry::GiveUp;
+
+/// The request a row sends next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    Post,
+    /// GET the device's assignments: an earlier POST may have been executed.
+    Reconcile,
+}
+
+/// What follows an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Send [`RowState::request`] after this delay.
+    Again(Duration),
+    /// Graph refused the token (`why`): drop it, then send again with a fresh one.
+    Refresh { why: String },
+    /// The row is done.
+    Finish(Finish),
+}
+
+/// A row's final answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finish {
+    pub status: Status,
+    pub assignment_id: Option<String>,
+    pub error: Option<ErrorInfo>,
+}
+
+impl Finish {
+    fn failed(error: ErrorInfo) -> Next {
+        Next::Finish(Finish {
+            status: Status::Failed,
+            assignment_id: None,
+            error: Some(error),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RowState {
+    /// Look before sending: after an ambiguous failure (or when an earlier run may have sent
+    /// the row) the POST may have been executed. Never re-POST blindly.
+    reconcile: bool,
+    /// A 401 earns one fresh token per token, not per row: a row that outlives two tokens may
+    /// refresh twice, but a 401 on the very token its own refresh brought is final.
+    refresh_pending: bool,
+    fresh: Option<Arc<str>>,
+    attempts: u32,
+}
+
+impl RowState {
+    pub fn new(reconcile: bool) -> Self {
+        Self {
+            reconcile,
+            ..Self::default()
+        }
+    }
+
+    pub fn request(&self) -> Request {
+        if self.reconcile {
+            Request::Reconcile
+        } else {
+            Request::Post
+        }
+    }
+
+    /// HTTP attempts made so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// A request is about to go with `token`.
+    pub fn sending(&mut self, token: &Arc<str>) {
+        self.attempts += 1;
+        if std::mem::take(&mut self.refresh_pending) {
+            self.fresh = Some(token.clone());
+        }
+    }
+
+    /// The POST's answer.
+    pub fn posted(&mut self, attempt: &Attempt<String>, pause: Pause, token: &str) -> Next {
+        match &attempt.result {
+            Ok(id) => Next::Finish(Finish {
+                status: Status::Created,
+                assignment_id: Some(id.clone()),
+                error: None,
+            }),
+            Err(f) => self.failed(f, pause, token),
+        }
+    }
+
+    /// The reconciling GET's answer: an identical assignment means the earlier POST was
+    /// executed; none means it was not, so the POST goes now, without delay.
+    pub fn listed(
+        &mut self,
+        attempt: &Attempt<Vec<ReturnedAssignment>>,
+        wanted: &Assignment,
+        pause: Pause,
+        token: &str,
+    ) -> Next {
+        match &attempt.result {
+            Ok(held) => match held.iter().find(|a| wanted.matches(a)) {
+                Some(found) => Next::Finish(Finish {
+                    status: Status::Existing,
+                    assignment_id: found.id.clone(),
+                    error: None,
+                }),
+                None => {
+                    self.reconcile = false;
+                    Next::Again(Duration::ZERO)
+                }
+            },
+            Err(f) => self.failed(f, pause, token),
+        }
+    }
+
+    fn failed(&mut self, failure: &Failure, pause: Pause, token: &str) -> Next {
+        match failure {
+            Failure::Permanent(e) => Finish::failed(e.clone()),
+            Failure::Unauthorized(e) if self.fresh.as_deref() == Some(token) => {
+                Finish::failed(e.clone())
+            }
+            Failure::Unauthorized(e) => {
+                // The token may have expired early or been revoked: one fresh token.
+                self.refresh_pending = true;
+                Next::Refresh {
+                    why: e.message.clone(),
+                }
+            }
+            Failure::Retry {
+                ambiguous, error, ..
+            } => {
+                self.reconcile |= *ambiguous;
+                match pause {
+                    Pause::Retry(delay) => Next::Again(delay),
+                    // The budget sees every retryable answer; without a verdict, go again.
+                    Pause::None => Next::Again(Duration::ZERO),
+                    Pause::GiveUp(why) => Finish::failed(ErrorInfo {
+                        code: error.code.clone(),
+                        message: format!(
+                            "{} ({})",
+                            error.message,
+                            match why {
+                                GiveUp::Attempts =>
+                                    format!("gave up after {} attempts", self.attempts),
+                                GiveUp::Time => "gave up: --max-retry-time reached".to_string(),
+                            }
+                        ),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::model::{Source, Target, TargetKind};
+
+    fn attempt<T>(result: Result<T, Failure>) -> Attempt<T> {
+        Attempt {
+            result,
+            http_status: None,
+            request_id: None,
+            client_request_id: "crid".into(),
+        }
+    }
+
+    fn error(code: &str) -> ErrorInfo {
+        ErrorInfo {
+            code: code.into(),
+            message: format!("{code} happened"),
+        }
+    }
+
+    fn lost(ambiguous: bool) -> Failure {
+        Failure::Retry {
+            retry_after: None,
+            ambiguous,
+            error: error("ConnectionLost"),
+        }
+    }
+
+    fn wanted() -> Assignment {
+        let target = Target {
+            kind: TargetKind::AllDevices,
+            group_id: None,
+            collection_id: None,
+            filter_id: None,
+            filter_type: None,
+        };
+        Assignment::new(target, Source::Direct, None, None)
+    }
+
+    #[test]
+    fn an_ambiguous_failure_reconciles_before_the_next_post() {
+        let token: Arc<str> = "t1".into();
+        let mut row = RowState::new(false);
+        row.sending(&token);
+        assert_eq!(row.request(), Request::Post);
+        let next = row.posted(
+            &attempt(Err(lost(true))),
+            Pause::Retry(Duration::from_secs(1)),
+            "t1",
+        );
+        assert_eq!(next, Next::Again(Duration::from_secs(1)));
+        assert_eq!(row.request(), Request::Reconcile);
+        // The GET finds nothing: the POST goes again at once.
+        row.sending(&token);
+        let next = row.listed(&attempt(Ok(vec![])), &wanted(), Pause::None, "t1");
+        assert_eq!(next, Next::Again(Duration::ZERO));
+        assert_eq!(row.request(), Request::Post);
+        row.sending(&token);
+        let Next::Finish(f) = row.posted(&attempt(Ok("a1".into())), Pause::None, "t1") else {
+            panic!("not finished")
+        };
+        assert_eq!(
+            (f.status, f.assignment_id.as_deref()),
+            (Status::Created, Some("a1"))
+        );
+        assert_eq!(row.attempts(), 3);
+    }
+
+    #[test]
+    fn a_failure_that_was_not_executed_posts_again() {
+        let mut row = RowState::new(false);
+        row.sending(&"t".into());
+        row.posted(
+            &attempt(Err(lost(false))),
+            Pause::Retry(Duration::ZERO),
+            "t",
+        );
+        assert_eq!(row.request(), Request::Post);
+    }
+
+    #[test]
+    fn an_identical_assignment_found_is_existing() {
+        let mut row = RowState::new(true);
+        row.sending(&"t".into());
+        let held: ReturnedAssignment = serde_json::from_value(serde_json::json!({
+            "id": "held-1",
+            "target": {"@odata.type": "#microsoft.graph.allDevicesAssignmentTarget"},
+            "source": "direct"
+        }))
+        .unwrap();
+        let Next::Finish(f) = row.listed(&attempt(Ok(vec![held])), &wanted(), Pause::None, "t")
+        else {
+            panic!("not finished")
+        };
+        assert_eq!(f.status, Status::Existing);
+        assert_eq!(f.assignment_id.as_deref(), Some("held-1"));
+    }
+
+    #[test]
+    fn a_401_refreshes_once_per_token_and_is_final_on_the_fresh_one() {
+        let mut row = RowState::new(false);
+        let refused = Failure::Unauthorized(error("InvalidAuthenticationToken"));
+        row.sending(&"old".into());
+        assert!(matches!(
+            row.posted(&attempt(Err(refused.clone())), Pause::None, "old"),
+            Next::Refresh { .. }
+        ));
+        row.sending(&"new".into());
+        let Next::Finish(f) = row.posted(&attempt(Err(refused.clone())), Pause::None, "new") else {
+            panic!("a 401 on the fresh token must be final")
+        };
+        assert_eq!(f.status, Status::Failed);
+        assert_eq!(
+            f.error.map(|e| e.code).as_deref(),
+            Some("InvalidAuthenticationToken")
+        );
+    }
+
+    #[test]
+    fn a_401_on_a_later_token_earns_another_refresh() {
+        let mut row = RowState::new(false);
+        let refused = Failure::Unauthorized(error("InvalidAuthenticationToken"));
+        row.sending(&"a".into());
+        row.posted(&attempt(Err(refused.clone())), Pause::None, "a");
+        row.sending(&"b".into());
+        // The fresh token was accepted for a while (a 503), then expired mid-row.
+        row.posted(
+            &attempt(Err(lost(false))),
+            Pause::Retry(Duration::ZERO),
+            "b",
+        );
+        row.sending(&"b".into());
+        row.posted(&attempt(Err(refused.clone())), Pause::None, "b");
+        row.sending(&"c".into());
+        assert!(matches!(
+            row.posted(&attempt(Err(refused)), Pause::None, "d"),
+            Next::Refresh { .. }
+        ));
+    }
+
+    #[test]
+    fn a_spent_budget_fails_the_row_saying_why() {
+        let mut row = RowState::new(false);
+        for _ in 0..3 {
+            row.sending(&"t".into());
+        }
+        let Next::Finish(f) = row.posted(
+            &attempt(Err(lost(false))),
+            Pause::GiveUp(GiveUp::Attempts),
+            "t",
+        ) else {
+            panic!("not finished")
+        };
+        assert_eq!(f.status, Status::Failed);
+        let e = f.error.expect("an error");
+        assert_eq!(e.code, "ConnectionLost");
+        assert!(
+            e.message.ends_with("(gave up after 3 attempts)"),
+            "{}",
+            e.message
+        );
+        let mut row = RowState::new(false);
+        let Next::Finish(f) = row.posted(
+            &attempt(Err(Failure::Permanent(error("BadRequest")))),
+            Pause::None,
+            "t",
+        ) else {
+            panic!("a permanent failure is final")
+        };
+        assert_eq!(f.error.map(|e| e.code).as_deref(), Some("BadRequest"));
+    }
+}

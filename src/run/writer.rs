@@ -1,0 +1,50 @@
+//! The one task that owns the results file, and the tallies it keeps for the summary.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::halt::Halt;
+use crate::output::{OutputError, ResultsWriter, RowResult, Status};
+use crate::progress::Progress;
+
+/// What the writer counted.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub rows: u64,
+    pub by_status: BTreeMap<Status, u64>,
+    pub by_error_code: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    pub fn count(&self, s: Status) -> u64 {
+        self.by_status.get(&s).copied().unwrap_or(0)
+    }
+}
+
+/// Write every result as it arrives. A write error stops the whole run at once: a row whose
+/// result cannot be recorded must not be followed by more requests.
+pub async fn write_results(
+    mut writer: ResultsWriter,
+    mut results: mpsc::Receiver<RowResult>,
+    progress: Arc<Progress>,
+    halt: Arc<Halt>,
+) -> Result<Tally, OutputError> {
+    let mut tally = Tally::default();
+    while let Some(r) = results.recv().await {
+        // A row is a few hundred bytes: writing it inline is cheaper than a blocking hop.
+        if let Err(e) = writer.write(&r) {
+            halt.abort(format!("{e}; --resume continues from what was written"));
+            return Err(e);
+        }
+        tally.rows += 1;
+        *tally.by_status.entry(r.status).or_default() += 1;
+        if r.status == Status::Failed {
+            let code = r.error_code.clone().unwrap_or_else(|| "Unknown".into());
+            *tally.by_error_code.entry(code).or_default() += 1;
+        }
+        progress.record(r.status);
+    }
+    Ok(tally)
+}

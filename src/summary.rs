@@ -1,0 +1,174 @@
+//! What a run did: the [`Summary`] value, its exit code, and the two ways it is reported (the
+//! human lines on stderr and the `--summary-json` document schedulers read).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use crate::config::RateSpec;
+
+/// What a run did, for the summary, `--summary-json` and the exit code.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    /// Rows reported in the results file by this run.
+    pub rows: u64,
+    /// Rows skipped because an earlier run already reported them (`--resume`).
+    pub skipped: u64,
+    pub created: u64,
+    pub existing: u64,
+    pub failed: u64,
+    pub invalid: u64,
+    /// Failed rows by Graph error code (or our transport code).
+    pub by_error_code: BTreeMap<String, u64>,
+    /// HTTP requests made to Graph (POSTs and reconciling GETs).
+    pub requests: u64,
+    pub throttled_responses: u64,
+    pub reconciliations: u64,
+    pub throttled_time: Duration,
+    /// The pace in force at the end (below the configured rate if the service throttled).
+    pub final_rate: RateSpec,
+    pub token_requests: u64,
+    pub configured_rate: RateSpec,
+    pub started_at: SystemTime,
+    pub finished_at: SystemTime,
+    pub elapsed: Duration,
+    /// Why the run stopped early (token rejected, ...): exit code 3.
+    pub aborted: Option<String>,
+    /// Stopped by the caller's shutdown token (Ctrl-C): exit code 130.
+    pub interrupted: bool,
+}
+
+impl Summary {
+    /// Requests per second actually sent.
+    pub fn effective_rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.requests as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// The exit code contract: 0 all created/existing, 1 some failed or invalid, 3 aborted,
+    /// 130 interrupted.
+    pub fn exit_code(&self) -> u8 {
+        if self.aborted.is_some() {
+            3
+        } else if self.interrupted {
+            130
+        } else if self.failed > 0 || self.invalid > 0 {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// The machine-readable summary (`--summary-json`). Field names are a contract for
+/// schedulers and monitoring: add fields, never rename or remove them.
+pub fn summary_json(s: &Summary, exit_code: u8) -> serde_json::Value {
+    let time = |t: std::time::SystemTime| humantime::format_rfc3339_millis(t).to_string();
+    let outcome = if s.aborted.is_some() {
+        "aborted"
+    } else if s.interrupted {
+        "interrupted"
+    } else {
+        "completed"
+    };
+    serde_json::json!({
+        "schema": 1,
+        "outcome": outcome,
+        "exit_code": exit_code,
+        "aborted_reason": s.aborted,
+        "input": s.input.display().to_string(),
+        "results": s.output.display().to_string(),
+        "started_at": time(s.started_at),
+        "finished_at": time(s.finished_at),
+        "elapsed_seconds": s.elapsed.as_secs_f64(),
+        "rows": {
+            "reported": s.rows,
+            "skipped": s.skipped,
+            "created": s.created,
+            "existing": s.existing,
+            "failed": s.failed,
+            "invalid": s.invalid,
+        },
+        "errors_by_code": s.by_error_code,
+        "requests": s.requests,
+        "throttled_responses": s.throttled_responses,
+        "throttled_seconds": s.throttled_time.as_secs_f64(),
+        "reconciliations": s.reconciliations,
+        "token_requests": s.token_requests,
+        "configured_rate": s.configured_rate.to_string(),
+        "configured_rate_per_second": s.configured_rate.per_second(),
+        "final_rate": s.final_rate.to_string(),
+        "effective_rate_per_second": s.effective_rate(),
+    })
+}
+
+/// The summary for a run that could not start (exit code 2), so a scheduler always finds one.
+pub fn error_json(error: &str, exit_code: u8) -> serde_json::Value {
+    serde_json::json!({
+        "schema": 1,
+        "outcome": "error",
+        "exit_code": exit_code,
+        "error": error,
+    })
+}
+
+/// The human summary printed on stderr at the end of a run.
+pub fn render_summary(s: &Summary) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "autopilot-bulk: {} rows in {:.1}s",
+        s.rows,
+        s.elapsed.as_secs_f64()
+    );
+    if s.skipped > 0 {
+        let _ = writeln!(out, "  skipped {} rows an earlier run finished", s.skipped);
+    }
+    let _ = writeln!(
+        out,
+        "  created {} · existing {} · failed {} · invalid {}",
+        s.created, s.existing, s.failed, s.invalid
+    );
+    if !s.by_error_code.is_empty() {
+        let codes: Vec<String> = s
+            .by_error_code
+            .iter()
+            .map(|(code, n)| format!("{code} {n}"))
+            .collect();
+        let _ = writeln!(out, "  errors: {}", codes.join(" · "));
+    }
+    let _ = writeln!(
+        out,
+        "  requests {} · 429s {} · reconciled {} · throttled {:.1}s",
+        s.requests,
+        s.throttled_responses,
+        s.reconciliations,
+        s.throttled_time.as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "  effective rate {:.2} req/s (configured {} = {:.2} req/s; pace at the end {})",
+        s.effective_rate(),
+        s.configured_rate,
+        s.configured_rate.per_second(),
+        s.final_rate
+    );
+    let _ = writeln!(out, "  results: {}", s.output.display());
+    if let Some(reason) = &s.aborted {
+        let _ = writeln!(out, "  ABORTED: {reason}");
+    }
+    if s.interrupted {
+        let _ = writeln!(
+            out,
+            "  interrupted: rows not started are absent from the results"
+        );
+    }
+    out
+}

@@ -1,0 +1,381 @@
+//! Pacing writes so the run sits on the service's limit without crossing it.
+//!
+//! * **Window slots** ([`Throttle`]) enforce `--rate COUNT/DURATION` exactly: there are `COUNT`
+//!   slots; a request takes one before it is sent and gives it back `DURATION` after its answer
+//!   arrived. The service saw the request at some instant between send and answer, so a slot
+//!   reused `DURATION` after the answer can never make the service see more than `COUNT`
+//!   requests in any window of `DURATION`, whatever the latency. Bursts at the start of each
+//!   window are allowed: that is what lets a run finish at the theoretical minimum
+//!   ((⌈n/COUNT⌉ − 1) × DURATION).
+//! * The **pace** ([`pace`]) learns the service's real budget from its 429s and adjusts how many
+//!   slots are usable and how long each is held.
+//! * The **gate** ([`Gate`]) holds every worker back while the service says it is over budget.
+
+mod gate;
+mod pace;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::config::RateSpec;
+pub use gate::Gate;
+pub use pace::Answer;
+use pace::{Inner, Role, Window};
+
+/// A window slot held by one request. Call [`Slot::answered`] when its answer (or failure)
+/// arrived; dropping it unanswered (the request was never sent) frees it at once.
+#[derive(Debug)]
+pub struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    inner: Arc<Inner>,
+    /// This request goes alone: a probe or a trial's test.
+    role: Role,
+}
+
+impl Slot {
+    /// Record the answer and start the slot's cool-down: it is reusable one window after
+    /// this answer.
+    pub fn answered(mut self, answer: Answer) {
+        let answered_at = Instant::now();
+        self.inner.observe(answer, self.role);
+        self.role = Role::Normal;
+        if let Some(permit) = self.permit.take() {
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                // The hold may grow while this slot cools down (the service throttled): the
+                // slot then waits for the longer hold, so no early burst follows a pause.
+                loop {
+                    let due = answered_at + inner.lock().hold;
+                    if Instant::now() >= due {
+                        break;
+                    }
+                    tokio::time::sleep_until(due).await;
+                }
+                inner.release(permit);
+            });
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.role != Role::Normal {
+            // A probe or test that was never sent: let another request go alone instead.
+            self.inner.observe(Answer::Other, self.role);
+        }
+        if let Some(permit) = self.permit.take() {
+            self.inner.release(permit);
+        }
+    }
+}
+
+/// The throttle shared by every worker.
+pub struct Throttle {
+    inner: Arc<Inner>,
+    gate: Gate,
+}
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("inner", &self.inner)
+            .field("gate", &self.gate)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Extra hold past the window so that clock granularity on either side cannot put a reused
+/// slot exactly on the window's edge: 0.5 % of the window, between 1 ms and 250 ms.
+fn edge_margin(window: Duration) -> Duration {
+    (window / 200).clamp(Duration::from_millis(1), Duration::from_millis(250))
+}
+
+impl Throttle {
+    /// A throttle for `rate`. `adaptive`: lower the pace when the service throttles below it
+    /// (and climb back); otherwise the configured rate is used as is.
+    pub fn new(rate: RateSpec, adaptive: bool) -> Self {
+        let count = NonZeroU32::new(rate.count).unwrap_or(NonZeroU32::MIN);
+        let base_hold = rate.per + edge_margin(rate.per);
+        Self {
+            inner: Arc::new(Inner {
+                slots: Arc::new(Semaphore::new(count.get() as usize)),
+                ceiling: count.get(),
+                base_hold,
+                margin: edge_margin(rate.per),
+                adaptive,
+                window: std::sync::Mutex::new(Window::new(count.get(), base_hold)),
+                probe_done: Default::default(),
+            }),
+            gate: Gate::default(),
+        }
+    }
+
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// Longest pause before probing again after a 429 without Retry-After: a quarter of the
+    /// configured window. Each failed probe costs one counted request; a longer pause would
+    /// overshoot the moment the service has room again by up to the whole pause.
+    pub fn probe_interval(&self) -> Duration {
+        self.inner.base_hold / 4
+    }
+
+    /// Every window slot is taken: requests wait for the window to move on.
+    pub fn at_limit(&self) -> bool {
+        self.inner.slots.available_permits() == 0
+    }
+
+    /// The pace in force now, as COUNT/DURATION (lower than configured after throttling).
+    pub fn current_rate(&self) -> RateSpec {
+        let w = self.inner.lock();
+        // Whole milliseconds: the pace is shown to people.
+        let per = w.hold.saturating_sub(self.inner.margin);
+        RateSpec::new(w.count, Duration::from_millis(per.as_millis() as u64))
+    }
+
+    /// Wait until one request may be sent: gate open, a window slot free, the gate still open
+    /// (a 429 may have closed it while we waited), and, after a throttle episode, no other
+    /// probe out: the first request after a pause goes alone, so
+    /// that a window the service still counts as full costs one 429, not a burst of them.
+    pub async fn acquire(&self) -> Slot {
+        loop {
+            self.gate.wait().await;
+            // The semaphore is never closed, so a permit is always had.
+            let permit = self.inner.slots.clone().acquire_owned().await.ok();
+            self.gate.wait().await;
+            let notified = self.inner.probe_done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let role = {
+                let mut w = self.inner.lock();
+                let test = w.test_due.is_some_and(|d| Instant::now() >= d);
+                if w.probe_in_flight {
+                    None
+                } else if w.probing {
+                    w.probe_in_flight = true;
+                    Some(Role::Probe)
+                } else if test {
+                    w.test_due = None;
+                    w.probe_in_flight = true;
+                    Some(Role::Test)
+                } else {
+                    Some(Role::Normal)
+                }
+            };
+            match role {
+                Some(role) => {
+                    return Slot {
+                        permit,
+                        inner: self.inner.clone(),
+                        role,
+                    };
+                }
+                None => {
+                    if let Some(p) = permit {
+                        self.inner.release(p);
+                    }
+                    notified.await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_allow_a_burst_then_wait_a_window_after_the_answer() {
+        let t = Throttle::new(RateSpec::new(3, Duration::from_secs(2)), true);
+        let start = Instant::now();
+        let slots: Vec<Slot> = vec![t.acquire().await, t.acquire().await, t.acquire().await];
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "a full window's burst is immediate"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await; // the answers take 300 ms
+        for s in slots {
+            s.answered(Answer::Accepted);
+        }
+        let _fourth = t.acquire().await;
+        // 300 ms answer + 2 s window + 10 ms margin.
+        assert_eq!(start.elapsed(), Duration::from_millis(2310));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gate_holds_everyone_and_only_extends() {
+        let t = Throttle::new(RateSpec::new(100, Duration::from_secs(1)), true);
+        let start = Instant::now();
+        t.gate().close_for(Duration::from_secs(5));
+        t.gate().close_for(Duration::from_secs(2)); // shorter: ignored
+        assert!(t.gate().remaining().is_some());
+        let _s = t.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        assert_eq!(t.gate().closed_total(), Duration::from_secs(5));
+        assert!(t.gate().remaining().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unanswered_slot_is_freed_at_once_answered_one_after_the_window() {
+        let t = Throttle::new(RateSpec::new(2, Duration::from_secs(10)), true);
+        drop(t.acquire().await);
+        assert_eq!(t.inner.slots.available_permits(), 2);
+        t.acquire().await.answered(Answer::Accepted);
+        tokio::task::yield_now().await;
+        assert_eq!(t.inner.slots.available_permits(), 1);
+        tokio::time::sleep(Duration::from_millis(10_100)).await;
+        assert_eq!(t.inner.slots.available_permits(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_429_measures_the_budget_and_a_probe_goes_alone() {
+        let t = Throttle::new(RateSpec::new(10, Duration::from_secs(1)), true);
+        // The service accepts 4, then throttles.
+        for _ in 0..4 {
+            t.acquire().await.answered(Answer::Accepted);
+        }
+        t.acquire().await.answered(Answer::Throttled {
+            retry_after: Some(Duration::from_secs(2)),
+        });
+        assert_eq!(t.current_rate().count, 4);
+        t.gate().close_for(Duration::from_secs(2));
+        // After the pause exactly one request (the probe) may go until it is answered.
+        let probe = t.acquire().await;
+        assert_eq!(probe.role, Role::Probe);
+        let second = tokio::time::timeout(Duration::from_millis(100), t.acquire()).await;
+        assert!(
+            second.is_err(),
+            "a second request went out beside the probe"
+        );
+        probe.answered(Answer::Accepted);
+        let next = t.acquire().await;
+        assert_eq!(next.role, Role::Normal);
+        // The probe came back ~2 s after the window began: the hold grew to cover it.
+        assert!(
+            t.current_rate().per >= Duration::from_secs(2),
+            "{}",
+            t.current_rate()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pinned_rate_does_not_adapt() {
+        let t = Throttle::new(RateSpec::new(10, Duration::from_secs(1)), false);
+        t.acquire().await.answered(Answer::Accepted);
+        t.acquire().await.answered(Answer::Throttled {
+            retry_after: Some(Duration::from_secs(2)),
+        });
+        assert_eq!(t.current_rate(), RateSpec::new(10, Duration::from_secs(1)));
+    }
+
+    /// Drive a throttle configured 4x too high (200/1 s) through a first episode against a
+    /// service that takes 100 per window: 100 accepted at once, a 429 with `retry_after` 0.2 s
+    /// later, a pause, and the probe accepted at `probe_at` after the start.
+    async fn first_episode(retry_after: Option<Duration>, probe_at: Duration) -> Throttle {
+        let t = Throttle::new(RateSpec::new(200, Duration::from_secs(1)), true);
+        let start = Instant::now();
+        let mut slots = Vec::new();
+        for _ in 0..100 {
+            slots.push(t.acquire().await);
+        }
+        for s in slots {
+            s.answered(Answer::Accepted);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        t.acquire()
+            .await
+            .answered(Answer::Throttled { retry_after });
+        t.gate().close_for((start + probe_at) - Instant::now());
+        let probe = t.acquire().await;
+        assert_eq!(probe.role, Role::Probe);
+        probe.answered(Answer::Accepted);
+        t
+    }
+
+    /// Answer requests as they are allowed until one of `role` goes; return it unanswered.
+    async fn until_role(t: &Throttle, role: Role) -> Slot {
+        loop {
+            let s = t.acquire().await;
+            if s.role == role {
+                return s;
+            }
+            s.answered(Answer::Accepted);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stated_retry_after_bounds_the_window_and_a_whole_second_trial_settles_it() {
+        // 429 at 0.2 s saying "2": the window ends in (1.2 s, 2.2 s] after the start.
+        let t = first_episode(Some(Duration::from_secs(2)), Duration::from_millis(2200)).await;
+        assert_eq!(
+            t.current_rate(),
+            RateSpec::new(100, Duration::from_millis(2200))
+        );
+        // One window later the hold tries 2 s (the whole second in range); its first request
+        // goes alone and, accepted, settles it.
+        let test = until_role(&t, Role::Test).await;
+        assert_eq!(t.current_rate(), RateSpec::new(100, Duration::from_secs(2)));
+        let second = tokio::time::timeout(Duration::from_millis(50), t.acquire()).await;
+        assert!(second.is_err(), "a request went out beside the test");
+        test.answered(Answer::Accepted);
+        // Settled: windows later, requests go without further trials at the same pace.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let s = t.acquire().await;
+            assert_eq!(s.role, Role::Normal);
+            s.answered(Answer::Accepted);
+        }
+        assert_eq!(t.current_rate(), RateSpec::new(100, Duration::from_secs(2)));
+        assert!(t.inner.lock().search.is_some_and(|s| s.settled()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_trial_raises_the_lower_bound_and_restores_the_hold() {
+        let t = first_episode(None, Duration::from_millis(2700)).await;
+        let upper = t.current_rate().per;
+        // The service's window is really 2.5 s: the whole-second trial (2 s) is throttled.
+        let test = until_role(&t, Role::Test).await;
+        assert_eq!(t.current_rate().per, Duration::from_secs(2));
+        test.answered(Answer::Throttled { retry_after: None });
+        assert_eq!(t.current_rate().per, upper, "the hold goes back up at once");
+        assert_eq!(t.current_rate().count, 100, "a failed trial costs no slots");
+        let s = t.inner.lock().search.expect("searching");
+        assert!(s.lower >= Duration::from_secs(2), "{s:?}");
+        assert!(!s.whole_second);
+        // After the pause and a clean window, the next trial is the midpoint.
+        t.gate().close_for(Duration::from_millis(250));
+        until_role(&t, Role::Probe).await.answered(Answer::Accepted);
+        let test = until_role(&t, Role::Test).await;
+        let trial = t.current_rate().per;
+        assert!(
+            trial > Duration::from_secs(2) && trial < upper,
+            "{trial:?} not between 2 s and {upper:?}"
+        );
+        test.answered(Answer::Accepted);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_just_after_the_first_pause_does_not_cut_the_count() {
+        let t = first_episode(None, Duration::from_millis(2100)).await;
+        // Graph still counts the episode's 429s: the first window after it may meet one more.
+        t.acquire().await.answered(Answer::Accepted);
+        t.acquire()
+            .await
+            .answered(Answer::Throttled { retry_after: None });
+        assert_eq!(t.current_rate().count, 100);
+        // Later, with no step to undo, a 429 means the budget shrank: a tenth goes.
+        t.gate().close_for(Duration::from_millis(250));
+        until_role(&t, Role::Probe).await.answered(Answer::Accepted);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let s = t.acquire().await;
+        s.answered(Answer::Throttled { retry_after: None });
+        assert_eq!(t.current_rate().count, 90);
+    }
+}

@@ -1,0 +1,367 @@
+//! The adaptive pace: how many window slots are usable and how long each is held, learned
+//! from the service's answers (see [`Inner::observe`]).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// What the service said to a request, as far as pacing is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Processed within the service's budget (2xx, and 4xx other than 429).
+    Accepted,
+    /// 429: over the budget, with the Retry-After it stated, if any.
+    Throttled { retry_after: Option<Duration> },
+    /// No verdict on the budget (5xx, connection failure).
+    Other,
+}
+
+/// Why a request goes alone, if it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    Normal,
+    /// The first request after a throttle pause.
+    Probe,
+    /// The first request paced by a shorter hold on trial: its answer decides the trial.
+    Test,
+}
+
+/// Adaptive state: how many slots are usable and how long each is held.
+#[derive(Debug)]
+pub(super) struct Window {
+    /// Slots usable now (≤ the configured COUNT).
+    pub(super) count: u32,
+    /// Hold after each answer (≥ the configured DURATION + margin).
+    pub(super) hold: Duration,
+    /// Permits to retire as they come back (the count was lowered while they were out).
+    pub(super) debt: u32,
+    /// Answer times of accepted requests within the last `hold`.
+    pub(super) accepted: std::collections::VecDeque<Instant>,
+    /// A throttle episode is on: after the gate opens, one probe goes first.
+    pub(super) probing: bool,
+    /// The next request at or after this instant tests the hold on trial.
+    pub(super) test_due: Option<Instant>,
+    /// A probe or test is out.
+    pub(super) probe_in_flight: bool,
+    /// First episode only: start of the window the service was counting when it began (the
+    /// first accepted answer within `hold` before the first 429).
+    pub(super) episode_start: Option<Instant>,
+    /// First episode only: the service's window is known to be longer than this.
+    pub(super) episode_lower: Duration,
+    /// The service has throttled before: its budget has been measured once.
+    pub(super) measured: bool,
+    /// The search for the service's window length, once measured.
+    pub(super) search: Option<Search>,
+    /// One window after the first episode, during which a 429 says nothing about the count:
+    /// the service may still be counting the episode's own 429s.
+    pub(super) aftermath: Option<Instant>,
+    /// The last step up in slots, to undo when it proves one step too far.
+    pub(super) last_step: Option<u32>,
+    /// No steps up before this instant (set after a throttle, as TCP's ssthresh does).
+    pub(super) frozen_until: Option<Instant>,
+    pub(super) last_change: Instant,
+}
+
+impl Window {
+    pub(super) fn new(count: u32, hold: Duration) -> Self {
+        Self {
+            count,
+            hold,
+            debt: 0,
+            accepted: std::collections::VecDeque::new(),
+            probing: false,
+            test_due: None,
+            probe_in_flight: false,
+            episode_start: None,
+            episode_lower: Duration::ZERO,
+            measured: false,
+            search: None,
+            aftermath: None,
+            last_step: None,
+            frozen_until: None,
+            last_change: Instant::now(),
+        }
+    }
+}
+
+/// Bisection of the hold between a value the service throttled (`lower`) and one it accepted
+/// for a whole window (`upper`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Search {
+    pub(super) lower: Duration,
+    pub(super) upper: Duration,
+    /// The hold on trial, between the two.
+    pub(super) trial: Option<Duration>,
+    /// The first trial is the whole number of seconds in range, if any: Graph's published
+    /// windows are whole seconds (20 s for Intune's writes), so it usually ends the search
+    /// at once.
+    pub(super) whole_second: bool,
+}
+
+impl Search {
+    /// Close enough: a further halving would gain under 2 % of the pace, and each trial that
+    /// fails costs a pause.
+    pub(super) fn settled(&self) -> bool {
+        self.upper.saturating_sub(self.lower) <= self.upper / 50
+    }
+
+    /// The first trial: the shortest whole number of seconds (plus the edge margin) strictly
+    /// between the bounds.
+    fn whole_second_trial(&mut self, margin: Duration) -> Option<Duration> {
+        if !self.whole_second {
+            return None;
+        }
+        let above = self.lower.saturating_sub(margin);
+        let seconds = above.as_secs() + 1;
+        let trial = Duration::from_secs(seconds) + margin;
+        if trial < self.upper {
+            Some(trial)
+        } else {
+            self.whole_second = false;
+            None
+        }
+    }
+}
+
+pub(super) struct Inner {
+    pub(super) slots: Arc<Semaphore>,
+    pub(super) ceiling: u32,
+    pub(super) base_hold: Duration,
+    /// The part of each hold that is edge margin, not window.
+    pub(super) margin: Duration,
+    pub(super) adaptive: bool,
+    pub(super) window: Mutex<Window>,
+    pub(super) probe_done: Notify,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("ceiling", &self.ceiling)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.window.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Give a permit back, or retire it if the usable count was lowered meanwhile.
+    pub(super) fn release(&self, permit: OwnedSemaphorePermit) {
+        let mut w = self.lock();
+        if w.debt > 0 {
+            w.debt -= 1;
+            permit.forget();
+        } else {
+            drop(permit);
+        }
+    }
+
+    fn set_count(&self, w: &mut Window, count: u32) {
+        let count = count.clamp(1, self.ceiling);
+        if count < w.count {
+            let cut = (w.count - count) as usize;
+            let forgotten = self.slots.forget_permits(cut);
+            w.debt += (cut - forgotten) as u32;
+        } else if count > w.count {
+            let more = count - w.count;
+            let repaid = more.min(w.debt);
+            w.debt -= repaid;
+            self.slots.add_permits((more - repaid) as usize);
+        }
+        w.count = count;
+    }
+
+    /// Learn from one answer.
+    ///
+    /// The service's real budget is discovered, not guessed:
+    ///
+    /// * **Count.** At the first 429 ever, the usable count becomes what the service accepted
+    ///   in the current window (plus what was already in flight and is accepted).
+    /// * **Window.** When the probe after that pause is accepted, the time since the window
+    ///   began bounds the service's window from above; every 429 of the episode (a failed
+    ///   probe; the end of a stated Retry-After, which Graph rounds up to whole seconds)
+    ///   bounds it from below. The hold is then bisected between the two, one trial per
+    ///   window: a trial the service throttles becomes the new lower bound and the hold goes
+    ///   back up, a clean one the new upper bound, until they are within 2 %. The whole
+    ///   second in range is tried first (Graph's windows are whole seconds), and the first
+    ///   request a trial paces goes alone, so a failed trial costs one 429.
+    /// * **The first window after the pause** may still hold the episode's 429s (Graph counts
+    ///   throttled requests too): a 429 there pauses and probes again but cuts nothing.
+    /// * **Back towards `--rate`.** Once the window is found, every ten clean windows the count
+    ///   grows by 5 %. A 429 undoes that step and freezes steps for five windows; a 429 with
+    ///   no step to undo, or while frozen, cuts the count by a tenth (another app may have
+    ///   started sharing the budget).
+    ///
+    /// So a configured rate above the service's limit converges onto it and stays there with
+    /// rare 429s.
+    pub(super) fn observe(&self, answer: Answer, role: Role) {
+        let now = Instant::now();
+        let mut w = self.lock();
+        let horizon = now.checked_sub(w.hold).unwrap_or(now);
+        while w.accepted.front().is_some_and(|t| *t < horizon) {
+            w.accepted.pop_front();
+        }
+        if role != Role::Normal {
+            w.probe_in_flight = false;
+        }
+        match answer {
+            Answer::Accepted => {
+                w.accepted.push_back(now);
+                if role == Role::Test {
+                    // The shorter hold on trial did not overrun the service's window.
+                    if let Some(s) = w.search.as_mut()
+                        && let Some(trial) = s.trial.take()
+                    {
+                        s.upper = trial;
+                        if std::mem::take(&mut s.whole_second) {
+                            // A whole-second window fits: take it as the service's.
+                            s.lower = s.lower.max(trial - trial / 50);
+                        }
+                        w.last_change = now;
+                    }
+                } else if role == Role::Probe {
+                    // The pause is over: the service accepts again.
+                    w.probing = false;
+                    if let Some(start) = w.episode_start.take() {
+                        self.end_first_episode(&mut w, now, start);
+                    }
+                    w.last_change = now;
+                } else if w.probing && !w.measured {
+                    // Sent before the first 429 and accepted: part of the measured budget.
+                    let count = w.count + 1;
+                    self.set_count(&mut w, count);
+                } else if self.adaptive && !w.probing {
+                    self.step(&mut w, now);
+                }
+            }
+            Answer::Throttled { retry_after } => {
+                if !w.probing {
+                    w.probing = true;
+                    if self.adaptive {
+                        self.throttled(&mut w, now);
+                    }
+                    w.last_change = now;
+                }
+                if let Some(start) = w.episode_start {
+                    // The window that began at `start` still counts: it is longer than the time
+                    // since, and (Retry-After being rounded up to whole seconds) than the time
+                    // until a second before the stated instant.
+                    let since = now.saturating_duration_since(start);
+                    let stated = retry_after
+                        .map(|ra| since + ra.saturating_sub(Duration::from_secs(1)))
+                        .unwrap_or_default();
+                    w.episode_lower = w.episode_lower.max(since).max(stated);
+                }
+            }
+            Answer::Other => {
+                if role == Role::Test && w.search.is_some_and(|s| s.trial.is_some()) {
+                    // No verdict: the next request tests the trial instead.
+                    w.test_due = Some(now);
+                }
+            }
+        }
+        drop(w);
+        if role != Role::Normal {
+            self.probe_done.notify_waiters();
+        }
+    }
+
+    /// A 429 that starts an episode.
+    fn throttled(&self, w: &mut Window, now: Instant) {
+        if !w.measured {
+            w.episode_start = Some(w.accepted.front().copied().unwrap_or(now));
+            w.episode_lower = Duration::ZERO;
+            let accepted = u32::try_from(w.accepted.len()).unwrap_or(u32::MAX);
+            let count = accepted.min(w.count);
+            self.set_count(w, count);
+            return;
+        }
+        if let Some(s) = w.search.as_mut()
+            && let Some(trial) = s.trial.take()
+        {
+            // The hold on trial was too short.
+            s.lower = s.lower.max(trial);
+            s.whole_second = false;
+            w.hold = s.upper;
+            w.test_due = None;
+            return;
+        }
+        if w.aftermath.is_some_and(|a| now < a) {
+            // Graph counts throttled requests too: the first window after the first pause may
+            // still hold its 429s. Pause and probe again, the count stands.
+            return;
+        }
+        let frozen = w.frozen_until.is_some_and(|f| now < f);
+        let count = match w.last_step.take() {
+            Some(step) if !frozen => w.count.saturating_sub(step),
+            _ => (f64::from(w.count) * 0.9) as u32,
+        };
+        self.set_count(w, count);
+        w.frozen_until = Some(now + w.hold * 5);
+    }
+
+    /// The probe after the first 429 was accepted: the window's bounds are known.
+    fn end_first_episode(&self, w: &mut Window, now: Instant, start: Instant) {
+        w.measured = true;
+        if !self.adaptive {
+            return;
+        }
+        let upper = (now.saturating_duration_since(start) + self.margin).max(w.hold);
+        let lower = (w.episode_lower + self.margin)
+            .max(self.base_hold)
+            .min(upper);
+        w.hold = upper;
+        w.search = Some(Search {
+            lower,
+            upper,
+            trial: None,
+            whole_second: true,
+        });
+        w.aftermath = Some(now + upper);
+    }
+
+    /// An accepted answer outside any episode: move the pace one step when a window has
+    /// passed cleanly.
+    fn step(&self, w: &mut Window, now: Instant) {
+        if w.search.is_some_and(|s| s.trial.is_some()) {
+            // A trial is on: its test decides.
+            return;
+        }
+        let clean = now.saturating_duration_since(w.last_change);
+        if clean < w.hold {
+            return;
+        }
+        if let Some(s) = w.search.as_mut() {
+            if !s.settled() {
+                // Slots answered from now on come back after the trial hold: the first request
+                // they pace meets the service's window at its fullest, and goes alone.
+                let trial = s
+                    .whole_second_trial(self.margin)
+                    .unwrap_or((s.lower + s.upper) / 2);
+                s.trial = Some(trial);
+                w.hold = trial;
+                w.test_due = Some(now + trial);
+                w.last_change = now;
+                return;
+            }
+            w.hold = s.upper;
+        }
+        if w.frozen_until.is_some_and(|f| now < f) || w.count >= self.ceiling {
+            return;
+        }
+        // More slots only after ten clean windows: the count was measured, and each step too
+        // far costs a pause.
+        if clean >= w.hold * 10 {
+            let step = (w.count / 20).max(1);
+            let count = w.count + step;
+            self.set_count(w, count);
+            w.last_step = Some(step);
+            w.last_change = now;
+        }
+    }
+}
