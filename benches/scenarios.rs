@@ -9,7 +9,6 @@
 
 use std::time::{Duration, Instant};
 
-use autopilot_bulk::app::emulator_credentials;
 use autopilot_bulk::config::{Config, RateSpec};
 use autopilot_bulk::emulator::{Emulator, EmulatorConfig, RetryAfterMode};
 
@@ -159,7 +158,7 @@ async fn run(s: &Scenario) {
     let mut config = Config::new(&input, dir.path().join("bench.results.csv"));
     config.graph_url = emulator.graph_url();
     config.authority_url = emulator.authority_url();
-    config.credentials = emulator_credentials();
+    config.credentials = autopilot_bulk::config::Credentials::for_emulator();
     config.rate = s.rate;
     config.concurrency = s.concurrency;
     config.batch = s.batch;

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, EmulateArgs, LogFormat, RunArgs, ValidateArgs};
-use crate::config::Credentials;
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::input::{InputReader, Parsed};
 
@@ -138,7 +137,8 @@ fn write_summary_json(path: Option<&std::path::Path>, value: &serde_json::Value)
 
 fn run_command(args: RunArgs) -> u8 {
     let summary_path = args.summary_json.clone();
-    let mut config = match args.to_config() {
+    // Checked before anything starts, so a bad flag is exit 2 at once.
+    let config = match args.to_config(None) {
         Ok(c) => c,
         Err(e) => {
             let message = format!("{e:#}");
@@ -159,18 +159,17 @@ fn run_command(args: RunArgs) -> u8 {
     rt.block_on(async {
         let shutdown = CancellationToken::new();
         cancel_on_signal(shutdown.clone());
-        let emulator = if args.emulator {
-            match start_emulator(&args).await {
-                Ok(e) => {
-                    config.graph_url = e.graph_url();
-                    config.authority_url = e.authority_url();
-                    config.credentials = emulator_credentials();
-                    Some(e)
-                }
+        let (config, emulator) = if args.emulator {
+            let e = match start_emulator(&args).await {
+                Ok(e) => e,
+                Err(message) => return fail(message),
+            };
+            match args.to_config(Some(&e)) {
+                Ok(c) => (c, Some(e)),
                 Err(message) => return fail(message),
             }
         } else {
-            None
+            (config, None)
         };
         let code = match crate::run(config, shutdown).await {
             Ok(summary) => {
@@ -263,15 +262,6 @@ fn dry_run(config: &crate::config::Config) -> u8 {
         config.output.display()
     );
     code
-}
-
-/// Any secret works against the emulator; these only name the run in its logs.
-pub fn emulator_credentials() -> Credentials {
-    Credentials::ClientSecret {
-        tenant_id: "emulator-tenant".into(),
-        client_id: "autopilot-bulk".into(),
-        secret: "emulator".into(),
-    }
 }
 
 fn validate_command(args: &ValidateArgs) -> u8 {

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use uuid::Uuid;
 
 use crate::config::{Cloud, Config, Credentials, RateSpec, default_output};
-use crate::emulator::{EmulatorConfig, RetryAfterMode};
+use crate::emulator::{Emulator, EmulatorConfig, RetryAfterMode};
 use crate::graph::model::{FilterType, Source, TargetKind};
 use crate::input::RowDefaults;
 
@@ -195,7 +195,9 @@ pub enum LogFormat {
 
 impl RunArgs {
     /// Build the run configuration. Secrets come from the environment or a file, never argv.
-    pub fn to_config(&self) -> anyhow::Result<Config> {
+    /// `emulator`: the in-process emulator `--emulator` started, which then is the service and
+    /// needs no credentials.
+    pub fn to_config(&self, emulator: Option<&Emulator>) -> anyhow::Result<Config> {
         let output = self
             .output
             .clone()
@@ -229,7 +231,11 @@ impl RunArgs {
             .trim_end_matches('/')
             .to_string();
         config.progress = !self.quiet;
-        if !self.emulator && !self.dry_run {
+        if let Some(e) = emulator {
+            config.graph_url = e.graph_url();
+            config.authority_url = e.authority_url();
+            config.credentials = Credentials::for_emulator();
+        } else if !self.emulator && !self.dry_run {
             config.credentials = self.credentials()?;
         }
         Ok(config)

@@ -143,6 +143,17 @@ pub enum Credentials {
     StaticToken(String),
 }
 
+impl Credentials {
+    /// Any secret works against the emulator; these only name the run in its logs.
+    pub fn for_emulator() -> Self {
+        Credentials::ClientSecret {
+            tenant_id: "emulator-tenant".into(),
+            client_id: "autopilot-bulk".into(),
+            secret: "emulator".into(),
+        }
+    }
+}
+
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

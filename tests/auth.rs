@@ -326,7 +326,7 @@ fn cloud_picks_hosts_and_overrides_keep_its_scope() {
         let mut args = vec!["autopilot-bulk", "run", "devices.csv", "--emulator"];
         args.extend_from_slice(extra);
         match Cli::try_parse_from(args).unwrap().command {
-            Sub::Run(run) => run.to_config().unwrap(),
+            Sub::Run(run) => run.to_config(None).unwrap(),
             _ => unreachable!(),
         }
     };

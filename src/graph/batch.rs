@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::answer::{ErrorInfo, Failure, Raw, classify_error, header_str, transport_failure};
-use super::client::Request;
+use super::request::Request;
 
 /// Graph's cap on requests in one `$batch`.
 pub const MAX_BATCH: usize = 20;

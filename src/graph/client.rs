@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::answer::{self, Attempt, Raw, transport_failure};
 use super::batch::{self, MAX_BATCH, Seat};
 use super::model::{Assignment, ReturnedAssignment};
+use super::request::Request;
 
 /// The one HTTP client of a run (Graph and the token endpoint share its pool).
 pub fn http_client(
@@ -25,37 +26,6 @@ pub fn http_client(
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("autopilot-bulk/", env!("CARGO_PKG_VERSION")))
         .build()
-}
-
-/// One request to a device's assignments.
-#[derive(Debug, Clone)]
-pub(crate) enum Request {
-    Post { device: Uuid, body: Assignment },
-    List { device: Uuid },
-}
-
-impl Request {
-    pub(crate) fn method(&self) -> &'static str {
-        match self {
-            Request::Post { .. } => "POST",
-            Request::List { .. } => "GET",
-        }
-    }
-
-    /// The path below the Graph base URL (what `$batch` wants).
-    pub(crate) fn path(&self) -> String {
-        let (Request::Post { device, .. } | Request::List { device }) = self;
-        format!(
-            "/deviceManagement/windowsAutopilotDeviceIdentities/{device}/deploymentProfile/assignments"
-        )
-    }
-
-    pub(crate) fn body(&self) -> Option<serde_json::Value> {
-        match self {
-            Request::Post { body, .. } => serde_json::to_value(body).ok(),
-            Request::List { .. } => None,
-        }
-    }
 }
 
 /// The Graph client: a shared connection pool, the base URL and, with `--batch`, the queue of

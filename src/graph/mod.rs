@@ -4,5 +4,6 @@ pub mod answer;
 mod batch;
 pub mod client;
 pub mod model;
+mod request;
 
 pub use batch::MAX_BATCH;

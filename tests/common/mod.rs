@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use autopilot_bulk::Summary;
-use autopilot_bulk::app::emulator_credentials;
 use autopilot_bulk::config::{Config, RateSpec};
 use autopilot_bulk::emulator::{Emulator, EmulatorConfig};
 use tokio_util::sync::CancellationToken;
@@ -95,7 +94,7 @@ pub fn config_for(emulator: &Emulator, input: &Path, rate: RateSpec) -> Config {
     let mut c = Config::new(input, autopilot_bulk::config::default_output(input));
     c.graph_url = emulator.graph_url();
     c.authority_url = emulator.authority_url();
-    c.credentials = emulator_credentials();
+    c.credentials = autopilot_bulk::config::Credentials::for_emulator();
     c.rate = rate;
     c.concurrency = 4;
     c

@@ -1,0 +1,37 @@
+//! The requests the run makes to a device's assignments, in the shape both a lone request and a
+//! `$batch` envelope need (method, path below the Graph base URL, JSON body).
+
+use uuid::Uuid;
+
+use super::model::Assignment;
+
+/// One request to a device's assignments.
+#[derive(Debug, Clone)]
+pub(crate) enum Request {
+    Post { device: Uuid, body: Assignment },
+    List { device: Uuid },
+}
+
+impl Request {
+    pub(crate) fn method(&self) -> &'static str {
+        match self {
+            Request::Post { .. } => "POST",
+            Request::List { .. } => "GET",
+        }
+    }
+
+    /// The path below the Graph base URL (what `$batch` wants).
+    pub(crate) fn path(&self) -> String {
+        let (Request::Post { device, .. } | Request::List { device }) = self;
+        format!(
+            "/deviceManagement/windowsAutopilotDeviceIdentities/{device}/deploymentProfile/assignments"
+        )
+    }
+
+    pub(crate) fn body(&self) -> Option<serde_json::Value> {
+        match self {
+            Request::Post { body, .. } => serde_json::to_value(body).ok(),
+            Request::List { .. } => None,
+        }
+    }
+}
