@@ -10,6 +10,7 @@
 //!
 //! - [`cli`] and [`config`]: the command line, validated into a [`config::Config`].
 //! - [`input`]: the input CSV, row by row, into jobs or invalid rows.
+//! - [`lock`]: one run per results file.
 //! - [`run`]: the run as stages: planning and resuming, the reader, the workers with each
 //!   row's state machine, and the writer.
 //! - [`budget`]: what one Graph tenant lends the run: [`auth`] tokens, the [`throttle`] window
@@ -30,6 +31,7 @@ pub mod emulator;
 pub mod graph;
 pub mod halt;
 pub mod input;
+pub mod lock;
 pub mod output;
 pub mod progress;
 pub mod retry;

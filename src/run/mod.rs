@@ -33,6 +33,7 @@ use crate::graph::MAX_BATCH;
 use crate::graph::client::{GraphClient, http_client};
 use crate::halt::Halt;
 use crate::input::InputError;
+use crate::lock::{LockError, RunLock};
 use crate::output::{OutputError, Status};
 use crate::progress::Progress;
 use crate::retry::RetryPolicy;
@@ -49,6 +50,8 @@ pub enum RunError {
     Input(#[from] InputError),
     #[error(transparent)]
     Output(#[from] OutputError),
+    #[error(transparent)]
+    Locked(#[from] LockError),
     #[error("cannot use the journal {path}: {source}")]
     Journal {
         path: PathBuf,
@@ -74,7 +77,10 @@ async fn stages(
 ) -> Result<Summary, RunError> {
     let (started_at, started) = (SystemTime::now(), Instant::now());
     let halt = Arc::new(Halt::child_of(shutdown));
-    // 1. Where to send and as whom, before anything is read or created.
+    // 0. One run per results file, before anything is read, created or sent.
+    let command: Vec<String> = std::env::args().collect();
+    let _lock = RunLock::acquire(&config.output, &command.join(" "))?;
+    // 1. Where to send and as whom.
     let http = connect(config)?;
     let budget = Arc::new(tenant_budget(config, http.clone(), &halt)?);
     // 2. What to do: the input, an earlier run's results, the journal.

@@ -164,6 +164,7 @@ pub fn bin() -> assert_cmd::Command {
         "AUTOPILOT_BULK_GRAPH_URL",
         "AUTOPILOT_BULK_AUTHORITY_URL",
         "AUTOPILOT_BULK_LOG",
+        "AUTOPILOT_BULK_REQUEST_RATE",
     ] {
         c.env_remove(v);
     }

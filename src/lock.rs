@@ -1,0 +1,188 @@
+//! One run per results file: an exclusive OS advisory lock (`flock`) on `<results>.lock`, taken
+//! before anything is read or sent and held to the end of the run.
+//!
+//! Exactly-once must hold across processes too: two runs on one results file (a cron job that
+//! overran its slot, a timer plus a manual run) would dispatch the same rows. The kernel drops
+//! the lock when its holder dies, `kill -9` included, so a stale lock file never blocks a later
+//! run. The file carries who holds it (pid, host, start time, command) so that a refusal can
+//! say so. Advisory locks on network file systems (NFS, SMB) are only as good as the server's
+//! lock support: keep results files on a local disk.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use fs4::FileExt;
+
+/// The results file is in use, or its lock cannot be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "{results} is in use by another autopilot-bulk run ({holder}): wait for it to finish \
+         or stop it, then run again (add --resume to continue its results); nothing was sent \
+         and nothing changed (lock: {lock})",
+        results = results.display(),
+        lock = lock.display()
+    )]
+    Held {
+        results: PathBuf,
+        lock: PathBuf,
+        holder: String,
+    },
+    #[error("cannot lock {}: {source}", lock.display())]
+    Io {
+        lock: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The held lock. Dropping it removes the lock file and releases the lock.
+#[derive(Debug)]
+pub struct RunLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl RunLock {
+    pub fn path_for(results: &Path) -> PathBuf {
+        let mut name = results.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// Take the lock of `results` without waiting, recording `command` as its holder.
+    pub fn acquire(results: &Path, command: &str) -> Result<RunLock, LockError> {
+        let path = Self::path_for(results);
+        let io = |source| LockError::Io {
+            lock: path.clone(),
+            source,
+        };
+        loop {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io)?;
+            match FileExt::try_lock(&file) {
+                Ok(()) => {}
+                Err(fs4::TryLockError::WouldBlock) => {
+                    let mut holder = String::new();
+                    let _ = file.read_to_string(&mut holder);
+                    return Err(LockError::Held {
+                        results: results.to_path_buf(),
+                        lock: path.clone(),
+                        holder: describe(&holder),
+                    });
+                }
+                Err(fs4::TryLockError::Error(e)) => return Err(io(e)),
+            }
+            // A holder that was releasing removed the file after we opened it: our lock is on
+            // a file nobody else will open. Take the lock again on the file at the path.
+            if !same_file(&file, &path) {
+                continue;
+            }
+            file.set_len(0).map_err(io)?;
+            file.rewind().map_err(io)?;
+            file.write_all(holder_record(command).as_bytes())
+                .map_err(io)?;
+            return Ok(RunLock { file, path });
+        }
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // Removed while still locked, so that a waiting opener notices (see `acquire`).
+        let _ = std::fs::remove_file(&self.path);
+        let _ = FileExt::unlock(&self.file);
+    }
+}
+
+#[cfg(unix)]
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_file: &File, path: &Path) -> bool {
+    path.exists()
+}
+
+/// `pid=…`, `host=…`, `started=…`, `command=…` lines.
+fn holder_record(command: &str) -> String {
+    format!(
+        "pid={}\nhost={}\nstarted={}\ncommand={}\n",
+        std::process::id(),
+        gethostname::gethostname().to_string_lossy(),
+        humantime::format_rfc3339_seconds(SystemTime::now()),
+        command.replace('\n', " ")
+    )
+}
+
+/// The holder in one line, from what it recorded.
+fn describe(record: &str) -> String {
+    let field = |name: &str| {
+        record.lines().find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|v| v.strip_prefix('='))
+                .map(|v| v.chars().take(300).collect::<String>())
+        })
+    };
+    match (field("pid"), field("host")) {
+        (Some(pid), Some(host)) => format!(
+            "pid {pid} on {host}, started {}, command: {}",
+            field("started").unwrap_or_else(|| "at an unknown time".into()),
+            field("command").unwrap_or_default()
+        ),
+        _ => "holder unknown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_one_results_file_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("r.csv");
+        let held = RunLock::acquire(&results, "autopilot-bulk run in.csv").unwrap();
+        let err = RunLock::acquire(&results, "second").unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, LockError::Held { .. }), "{text}");
+        assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+        assert!(text.contains("command: autopilot-bulk run in.csv"), "{text}");
+        drop(held);
+        assert!(!RunLock::path_for(&results).exists(), "released lock file left behind");
+        RunLock::acquire(&results, "third").expect("free again after release");
+    }
+
+    #[test]
+    fn a_lock_file_without_a_live_holder_does_not_block() {
+        // What `kill -9` leaves: the file with its record, and no lock (the kernel dropped it).
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("r.csv");
+        std::fs::write(
+            RunLock::path_for(&results),
+            "pid=999999\nhost=gone\nstarted=2026-01-01T00:00:00Z\ncommand=old\n",
+        )
+        .unwrap();
+        let lock = RunLock::acquire(&results, "new run").expect("a dead holder's file is free");
+        let record = std::fs::read_to_string(RunLock::path_for(&results)).unwrap();
+        assert!(record.contains("command=new run"), "{record}");
+        drop(lock);
+    }
+
+    #[test]
+    fn an_unreadable_record_still_refuses() {
+        assert_eq!(describe("garbage"), "holder unknown");
+        assert!(describe("pid=1\nhost=h\n").starts_with("pid 1 on h"));
+    }
+}
