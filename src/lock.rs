@@ -157,10 +157,19 @@ mod tests {
         let err = RunLock::acquire(&results, "second").unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, LockError::Held { .. }), "{text}");
-        assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
-        assert!(text.contains("command: autopilot-bulk run in.csv"), "{text}");
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
+        assert!(
+            text.contains("command: autopilot-bulk run in.csv"),
+            "{text}"
+        );
         drop(held);
-        assert!(!RunLock::path_for(&results).exists(), "released lock file left behind");
+        assert!(
+            !RunLock::path_for(&results).exists(),
+            "released lock file left behind"
+        );
         RunLock::acquire(&results, "third").expect("free again after release");
     }
 

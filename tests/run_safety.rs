@@ -36,13 +36,22 @@ fn a_results_file_in_use_is_refused_with_and_without_resume_or_overwrite() {
         let out = run(&csv, &results, flags);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
-        assert!(stderr.contains("in use by another autopilot-bulk run"), "{stderr}");
+        assert!(
+            stderr.contains("in use by another autopilot-bulk run"),
+            "{stderr}"
+        );
         assert!(
             stderr.contains(&format!("pid {}", std::process::id())),
             "the holder is named: {stderr}"
         );
-        assert!(stderr.contains("command: autopilot-bulk run nightly.csv"), "{stderr}");
-        assert!(stderr.contains("emulator: 0 assignments created"), "{stderr}");
+        assert!(
+            stderr.contains("command: autopilot-bulk run nightly.csv"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("emulator: 0 assignments created"),
+            "{stderr}"
+        );
         assert_eq!(
             std::fs::read_to_string(&results).unwrap(),
             "precious earlier results\n",
@@ -112,4 +121,97 @@ fn a_running_process_holds_the_lock_until_it_is_killed() {
     let out = run(&csv, &results, &["--resume"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(read_results(&results).len(), 4);
+}
+
+/// The results file stops taking writes mid-run (the file-size limit, as a full disk would):
+/// dispatch stops at once, exit 2, and `--resume` finishes every row exactly once.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_results_file_that_stops_taking_writes_stops_the_run_and_resume_recovers() {
+    use autopilot_bulk::emulator::Emulator;
+    use common::{assert_each_row_once, assert_ids_match_emulator, emulator_config, rate};
+    let emulator = Emulator::start(emulator_config(rate(1000, 1000)))
+        .await
+        .unwrap();
+    let (dir, csv) = input(&group_rows(300));
+    let results = dir.path().join("out.csv");
+    let command = |limited: bool| {
+        // SIGXFSZ ignored, as a service manager may have it: writes past the limit fail EFBIG.
+        let limit = if limited {
+            "trap '' XFSZ; ulimit -f 8; "
+        } else {
+            ""
+        };
+        let mut c = common::without_credentials(assert_cmd::Command::new("sh"));
+        c.arg("-c")
+            .arg(format!("{limit}exec \"$0\" \"$@\""))
+            .arg(assert_cmd::cargo::cargo_bin("autopilot-bulk"))
+            .arg("run")
+            .arg(&csv)
+            .arg("-o")
+            .arg(&results)
+            .args(["-q", "--rate", "1000/1s", "--resume"])
+            .args(["--graph-url", &emulator.graph_url()])
+            .args(["--authority-url", &emulator.authority_url()])
+            .env("AZURE_TENANT_ID", "t")
+            .env("AZURE_CLIENT_ID", "c")
+            .env("AZURE_CLIENT_SECRET", "s");
+        c
+    };
+    let mut first = command(true);
+    let out = tokio::task::spawn_blocking(move || first.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot write results file"), "{stderr}");
+    let sent = emulator.stats().assignments_created;
+    let written = std::fs::read_to_string(&results).unwrap().lines().count() as u64;
+    assert!(written < 300, "the limit did not bite");
+    assert!(
+        sent <= written + 8,
+        "dispatch went on after the write error: {sent} sent, {written} lines written"
+    );
+    let mut second = command(false);
+    let out = tokio::task::spawn_blocking(move || second.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines = read_results(&results);
+    assert_each_row_once(&lines, 300);
+    assert_ids_match_emulator(&lines, &emulator);
+}
+
+/// A server that accepts and never answers costs each attempt the request timeout, no more,
+/// and the row's error names that bound.
+#[tokio::test]
+async fn a_silent_server_is_bounded_by_the_request_timeout_and_named() {
+    use autopilot_bulk::emulator::Emulator;
+    use common::{config_for, emulator_config, rate};
+    let emulator = Emulator::start(emulator_config(rate(1000, 1000)))
+        .await
+        .unwrap();
+    // Accepts connections and holds them without a byte of answer.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/beta", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            held.push(conn);
+        }
+    });
+    let (_dir, csv) = input(&group_rows(2));
+    let mut config = config_for(&emulator, &csv, rate(1000, 1000));
+    config.graph_url = silent_url;
+    config.request_timeout = std::time::Duration::from_millis(300);
+    config.max_attempts = 2;
+    config.initial_backoff = std::time::Duration::from_millis(10);
+    let summary = common::run(config.clone()).await;
+    assert_eq!(summary.failed, 2);
+    let lines = read_results(&config.output);
+    for l in &lines {
+        assert_eq!(l.error_code, "Timeout", "{l:?}");
+        assert!(l.error_message.contains("--request-timeout"), "{l:?}");
+        assert_eq!(l.attempts, 2);
+    }
 }

@@ -253,7 +253,12 @@ pub(crate) fn transport_failure(e: &reqwest::Error) -> Raw {
         "ConnectionLost"
     };
     // reqwest's Display never includes headers, so the token cannot leak through it.
-    let mut message = e.to_string();
+    let mut message = if e.is_timeout() {
+        // Name the bound: a server that accepts and never answers, or trickles, ends here.
+        format!("no complete answer within --request-timeout: {e}")
+    } else {
+        e.to_string()
+    };
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         message.push_str(": ");

@@ -153,7 +153,11 @@ pub fn rate(count: u32, millis: u64) -> RateSpec {
 /// The binary with nothing from the developer's environment that could change a run:
 /// credentials, token, certificate and URLs are cleared.
 pub fn bin() -> assert_cmd::Command {
-    let mut c = assert_cmd::Command::cargo_bin("autopilot-bulk").unwrap();
+    without_credentials(assert_cmd::Command::cargo_bin("autopilot-bulk").unwrap())
+}
+
+/// `c` with the variables [`bin`] clears cleared.
+pub fn without_credentials(mut c: assert_cmd::Command) -> assert_cmd::Command {
     for v in [
         "AZURE_TENANT_ID",
         "AZURE_CLIENT_ID",
