@@ -320,3 +320,33 @@ fn summary_json_has_the_documented_fields() {
         (Some("error"), Some(2))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_invalid_takes_a_corrected_device_id() {
+    let emulator = Emulator::start(emulator_config(rate(1000, 1000)))
+        .await
+        .unwrap();
+    let mut csv = group_rows(3);
+    csv.push_str("not-a-guid,group,\n");
+    let (_dir, path) = input(&csv);
+    let mut config = config_for(&emulator, &path, rate(1000, 1000));
+    let first = run(config.clone()).await;
+    assert_eq!((first.created, first.invalid), (3, 1));
+    // The admin fixes row 4: another (now valid) device id at the same row.
+    let mut fixed = group_rows(3);
+    fixed.push_str(&format!("{},group,{GROUP}\n", device(77)));
+    std::fs::write(&path, fixed).unwrap();
+    config.resume = true;
+    config.retry_invalid = true;
+    let second = run(config.clone()).await;
+    assert_eq!((second.skipped, second.created), (3, 1));
+    assert_eq!(second.exit_code(), 0);
+    let lines = read_results(&config.output);
+    assert_each_row_once(&lines, 4);
+    assert_eq!(
+        lines.iter().find(|l| l.row == 4).unwrap().device_id,
+        device(77)
+    );
+    assert_ids_match_emulator(&lines, &emulator);
+    emulator.shutdown().await;
+}

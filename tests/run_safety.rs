@@ -215,3 +215,39 @@ async fn a_silent_server_is_bounded_by_the_request_timeout_and_named() {
         assert_eq!(l.attempts, 2);
     }
 }
+
+/// `-o` naming the input, however spelled, would destroy it with `--overwrite` and read its
+/// own results back as rows: refused, the input untouched.
+#[cfg(unix)]
+#[test]
+fn results_naming_the_input_are_refused_however_spelled() {
+    let (dir, csv) = input(&group_rows(3));
+    let before = std::fs::read(&csv).unwrap();
+    let sub = dir.path().join("a");
+    std::fs::create_dir(&sub).unwrap();
+    std::os::unix::fs::symlink(&csv, dir.path().join("link.csv")).unwrap();
+    std::fs::hard_link(&csv, dir.path().join("hard.csv")).unwrap();
+    let name = csv.file_name().unwrap().to_string_lossy().into_owned();
+    for output in [
+        csv.clone(),
+        sub.join("..").join(&name),
+        dir.path().join("link.csv"),
+        dir.path().join("hard.csv"),
+    ] {
+        let out = run(&csv, &output, &["--overwrite"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", output.display());
+        assert!(stderr.contains("is the input file"), "{stderr}");
+        assert_eq!(std::fs::read(&csv).unwrap(), before, "input changed");
+    }
+    // The journal beside a results file would be the input: refused too.
+    let journal_input = dir.path().join("x.csv.journal");
+    std::fs::copy(&csv, &journal_input).unwrap();
+    let out = run(&journal_input, &dir.path().join("x.csv"), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("the journal"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -119,9 +119,10 @@ impl Raw {
     }
 }
 
-/// The id of a created assignment: 201 with a readable id. `None` for other statuses.
+/// The id of a created assignment: any 2xx with a readable id (Graph answers 201; a proxy or a
+/// variant may answer 200 with the object). `None` for other statuses.
 pub(crate) fn created_id(status: StatusCode, body: &[u8]) -> Option<Result<String, Failure>> {
-    if status != StatusCode::CREATED {
+    if !status.is_success() {
         return None;
     }
     Some(
@@ -130,13 +131,13 @@ pub(crate) fn created_id(status: StatusCode, body: &[u8]) -> Option<Result<Strin
             .and_then(|a| a.id)
         {
             Some(id) => Ok(id),
-            // Created but unreadable: it exists; reconcile to learn its id.
+            // Accepted but no id to show for it: it may exist; read it back to learn its id.
             None => Err(Failure::Retry {
                 retry_after: None,
                 ambiguous: true,
                 error: ErrorInfo {
                     code: "UnreadableCreatedResponse".into(),
-                    message: "201 Created without a readable id".into(),
+                    message: format!("{status} without a readable assignment id"),
                 },
             }),
         },
@@ -355,7 +356,18 @@ mod tests {
                 ..
             }))
         ));
-        assert_eq!(created_id(StatusCode::OK, b"{}"), None);
+        assert_eq!(
+            created_id(StatusCode::OK, br#"{"id":"a2"}"#),
+            Some(Ok("a2".to_string()))
+        );
+        assert!(matches!(
+            created_id(StatusCode::NO_CONTENT, b""),
+            Some(Err(Failure::Retry {
+                ambiguous: true,
+                ..
+            }))
+        ));
+        assert_eq!(created_id(StatusCode::CONFLICT, b"{}"), None);
         assert!(matches!(listed(StatusCode::OK, br#"{"value":[]}"#), Some(Ok(v)) if v.is_empty()));
         assert!(matches!(
             listed(StatusCode::OK, b"nope"),

@@ -78,6 +78,7 @@ async fn stages(
     let (started_at, started) = (SystemTime::now(), Instant::now());
     let halt = Arc::new(Halt::child_of(shutdown));
     // 0. One run per results file, before anything is read, created or sent.
+    plan::check_paths(config)?;
     let command: Vec<String> = std::env::args().collect();
     let _lock = RunLock::acquire(&config.output, &command.join(" "))?;
     // 1. Where to send and as whom.

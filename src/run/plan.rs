@@ -15,6 +15,7 @@ use crate::output::{
 };
 
 use super::RunError;
+use crate::lock::RunLock;
 
 /// What the run works through.
 pub struct Plan {
@@ -122,6 +123,57 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
     })
 }
 
+/// Refuse a results, journal or lock path that is the input itself, however spelled (a
+/// relative path, `..`, a symlink, a hard link): `--overwrite` would destroy the input, and
+/// the run would read its own results back as rows.
+pub fn check_paths(config: &Config) -> Result<(), RunError> {
+    let Ok(input) = std::fs::canonicalize(&config.input) else {
+        return Ok(()); // opening it reports the problem with the input
+    };
+    let input_id = file_id(&input);
+    let candidates = [
+        ("results file", config.output.clone()),
+        ("journal", Journal::path_for(&config.output)),
+        ("lock file", RunLock::path_for(&config.output)),
+    ];
+    for (what, path) in candidates {
+        let same = canonical(&path).is_some_and(|p| p == input)
+            || (input_id.is_some() && file_id(&path) == input_id);
+        if same {
+            return Err(RunError::Config(format!(
+                "the {what} {} is the input file {}: choose another -o",
+                path.display(),
+                config.input.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A path's canonical form, also for a file that does not exist yet (its directory's).
+fn canonical(path: &std::path::Path) -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return Some(p);
+    }
+    let name = path.file_name()?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    Some(std::fs::canonicalize(dir).ok()?.join(name))
+}
+
+#[cfg(unix)]
+fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_path: &std::path::Path) -> Option<(u64, u64)> {
+    None
+}
+
 /// The results file must belong to this input: every row it reports is the same device at the
 /// same row number, and it reports no row the input lacks. One pass over the input, which also
 /// counts its rows.
@@ -140,6 +192,9 @@ fn check_belongs(config: &Config, prior: &PriorResults) -> Result<u64, RunError>
         let Some(p) = prior.rows.get(&rows) else {
             continue;
         };
+        if p.status == Status::Invalid && config.retry_invalid {
+            continue; // redone as the input says now: a corrected device id is the point
+        }
         let device = match &parsed {
             Parsed::Job(j) => j.device_id.to_string(),
             Parsed::Invalid(i) => i.device_id.clone(),
