@@ -10,6 +10,21 @@ use crate::cli::{Cli, Command, EmulateArgs, LogFormat, RunArgs, ValidateArgs};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::input::{InputReader, Parsed};
 
+/// A line on stderr. A closed stderr (`… 2>&1 | head -1`) is a quiet end of output, never a
+/// panic: the run goes on and the summary JSON is still written.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// A line on stdout, likewise (`--dry-run | head -1`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Exit code for usage, configuration and input-file errors (nothing sent).
 const EXIT_USAGE: u8 = 2;
 
@@ -58,47 +73,53 @@ fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
 }
 
 fn fail(message: impl std::fmt::Display) -> u8 {
-    eprintln!("autopilot-bulk: error: {message}");
+    note!("autopilot-bulk: error: {message}");
     EXIT_USAGE
 }
 
-/// Cancel `token` on Ctrl-C or SIGTERM.
-fn cancel_on_signal(token: CancellationToken) {
+/// Cancel `token` on the first Ctrl-C, SIGTERM or SIGHUP (a closed terminal or a scheduler
+/// stopping the job); quit at once on a second one, still leaving a summary JSON behind.
+fn cancel_on_signal(token: CancellationToken, summary_path: Option<std::path::PathBuf>) {
     tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = tokio::signal::ctrl_c().await;
-                        token.cancel();
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        // Never eprintln! here: it panics when stderr is gone, and this task must survive.
-        let _ = writeln!(
-            std::io::stderr(),
+        first_signal().await;
+        note!(
             "autopilot-bulk: stopping: no new rows; finishing rows in flight (Ctrl-C again to \
              quit at once, still safe to --resume)…"
         );
         token.cancel();
         // A second signal: leave now. Every finished row is on disk and the journal names
         // the rows in flight, so --resume neither loses nor repeats anything.
-        let _ = tokio::signal::ctrl_c().await;
-        let _ = writeln!(
-            std::io::stderr(),
-            "autopilot-bulk: quitting at once; resume with --resume"
+        first_signal().await;
+        note!("autopilot-bulk: quitting at once; resume with --resume");
+        write_summary_json(
+            summary_path.as_deref(),
+            &crate::summary::interrupted_json(
+                "quit at once on a second signal; rows in flight are left to --resume",
+            ),
         );
         std::process::exit(130);
     });
+}
+
+async fn first_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The command line that continues this run: the same arguments, `--resume` instead of
@@ -128,7 +149,7 @@ fn write_summary_json(path: Option<&std::path::Path>, value: &serde_json::Value)
     let Some(path) = path else { return };
     let text = serde_json::to_string_pretty(value).unwrap_or_default();
     if let Err(e) = std::fs::write(path, text + "\n") {
-        eprintln!(
+        note!(
             "autopilot-bulk: warning: cannot write summary {}: {e}",
             path.display()
         );
@@ -158,7 +179,7 @@ fn run_command(args: RunArgs) -> u8 {
     };
     rt.block_on(async {
         let shutdown = CancellationToken::new();
-        cancel_on_signal(shutdown.clone());
+        cancel_on_signal(shutdown.clone(), summary_path.clone());
         let (config, emulator) = if args.emulator {
             let e = match start_emulator(&args).await {
                 Ok(e) => e,
@@ -173,10 +194,10 @@ fn run_command(args: RunArgs) -> u8 {
         };
         let code = match crate::run(config, shutdown).await {
             Ok(summary) => {
-                eprint!("{}", crate::summary::render_summary(&summary));
+                let _ = write!(std::io::stderr(), "{}", crate::summary::render_summary(&summary));
                 let code = summary.exit_code();
                 if summary.interrupted || summary.aborted.is_some() {
-                    eprintln!("  to continue: {}", resume_command());
+                    note!("  to continue: {}", resume_command());
                 }
                 write_summary_json(
                     summary_path.as_deref(),
@@ -195,7 +216,7 @@ fn run_command(args: RunArgs) -> u8 {
         };
         if let Some(emulator) = emulator {
             let stats = emulator.stats();
-            eprintln!(
+            note!(
                 "  emulator: {} assignments created · {} devices with more than one · {} Retry-After violations",
                 stats.assignments_created, stats.duplicate_devices, stats.violations
             );
@@ -225,7 +246,7 @@ async fn start_emulator(args: &RunArgs) -> Result<Emulator, String> {
     let emulator = Emulator::start(config)
         .await
         .map_err(|e| format!("cannot start the emulator: {e}"))?;
-    eprintln!(
+    note!(
         "autopilot-bulk: running against the in-process emulator at {} (limit {limit}{})",
         emulator.url(),
         match &devices_path {
@@ -248,7 +269,7 @@ fn dry_run(config: &crate::config::Config) -> u8 {
     let code = report_rows(&config.input, reader, |job| {
         if shown < SHOWN {
             shown += 1;
-            println!(
+            out!(
                 "row {}: POST {}/deviceManagement/windowsAutopilotDeviceIdentities/{}/deploymentProfile/assignments\n{}",
                 job.row,
                 config.graph_url,
@@ -257,7 +278,7 @@ fn dry_run(config: &crate::config::Config) -> u8 {
             );
         }
     });
-    println!(
+    out!(
         "dry run: nothing was sent; results would go to {}",
         config.output.display()
     );
@@ -280,7 +301,7 @@ fn report_rows(
     mut on_job: impl FnMut(&crate::input::Job),
 ) -> u8 {
     if !reader.unknown_columns().is_empty() {
-        eprintln!(
+        note!(
             "autopilot-bulk: warning: ignoring columns that are not input columns: {}",
             reader.unknown_columns().join(", ")
         );

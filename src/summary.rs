@@ -118,6 +118,17 @@ pub fn error_json(error: &str, exit_code: u8) -> serde_json::Value {
     })
 }
 
+/// The summary for a run quit at once by a second signal: the counts are not known, the
+/// outcome is.
+pub fn interrupted_json(reason: &str) -> serde_json::Value {
+    serde_json::json!({
+        "schema": 1,
+        "outcome": "interrupted",
+        "exit_code": 130,
+        "error": reason,
+    })
+}
+
 /// The human summary printed on stderr at the end of a run.
 pub fn render_summary(s: &Summary) -> String {
     use std::fmt::Write;

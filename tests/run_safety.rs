@@ -251,3 +251,41 @@ fn results_naming_the_input_are_refused_however_spelled() {
         text(&out.stderr)
     );
 }
+
+/// A pipe whose reader is gone (`| head -1` after its line): every write fails with EPIPE.
+fn closed_pipe() -> std::io::PipeWriter {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    writer
+}
+
+#[test]
+fn a_closed_stdout_or_stderr_is_a_quiet_end_of_output() {
+    let (dir, csv) = input(&group_rows(4));
+    // --dry-run | head -1
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("autopilot-bulk"))
+        .args(["run", "--dry-run"])
+        .arg(&csv)
+        .stdout(closed_pipe())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // run -vv 2>&1 >/dev/null | head -1: the run finishes and still leaves its summary.
+    let results = dir.path().join("out.csv");
+    let summary = dir.path().join("summary.json");
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("autopilot-bulk"))
+        .arg("run")
+        .arg(&csv)
+        .arg("-o")
+        .arg(&results)
+        .args(["--emulator", "-vv", "--rate", "1000/1s", "--summary-json"])
+        .arg(&summary)
+        .stderr(closed_pipe())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(json["outcome"], "completed");
+    assert_eq!(read_results(&results).len(), 4);
+}
