@@ -144,29 +144,31 @@ pub(crate) fn created_id(status: StatusCode, body: &[u8]) -> Option<Result<Strin
     )
 }
 
+/// One page of a listing: its items, and the absolute URL of the next page, if any.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Page<T> {
+    pub value: Vec<T>,
+    #[serde(rename = "@odata.nextLink", default)]
+    pub next_link: Option<String>,
+}
+
 /// The assignments a 200 lists. `None` for other statuses.
 pub(crate) fn listed(
     status: StatusCode,
     body: &[u8],
-) -> Option<Result<Vec<ReturnedAssignment>, Failure>> {
-    #[derive(serde::Deserialize)]
-    struct List {
-        value: Vec<ReturnedAssignment>,
-    }
+) -> Option<Result<Page<ReturnedAssignment>, Failure>> {
     if status != StatusCode::OK {
         return None;
     }
     Some(
-        serde_json::from_slice::<List>(body)
-            .map(|l| l.value)
-            .map_err(|e| Failure::Retry {
-                retry_after: None,
-                ambiguous: false,
-                error: ErrorInfo {
-                    code: "UnreadableResponse".into(),
-                    message: format!("assignment list is not JSON: {e}"),
-                },
-            }),
+        serde_json::from_slice::<Page<ReturnedAssignment>>(body).map_err(|e| Failure::Retry {
+            retry_after: None,
+            ambiguous: false,
+            error: ErrorInfo {
+                code: "UnreadableResponse".into(),
+                message: format!("assignment list is not JSON: {e}"),
+            },
+        }),
     )
 }
 
@@ -368,7 +370,16 @@ mod tests {
             }))
         ));
         assert_eq!(created_id(StatusCode::CONFLICT, b"{}"), None);
-        assert!(matches!(listed(StatusCode::OK, br#"{"value":[]}"#), Some(Ok(v)) if v.is_empty()));
+        assert!(
+            matches!(listed(StatusCode::OK, br#"{"value":[]}"#), Some(Ok(p)) if p.value.is_empty() && p.next_link.is_none())
+        );
+        let paged = listed(
+            StatusCode::OK,
+            br#"{"value":[],"@odata.nextLink":"https://graph.microsoft.com/beta/x?$skiptoken=2"}"#,
+        );
+        assert!(
+            matches!(paged, Some(Ok(p)) if p.next_link.as_deref() == Some("https://graph.microsoft.com/beta/x?$skiptoken=2"))
+        );
         assert!(matches!(
             listed(StatusCode::OK, b"nope"),
             Some(Err(Failure::Retry {

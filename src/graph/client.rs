@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::answer::{self, Attempt, Raw, transport_failure};
+use super::answer::{self, Attempt, ErrorInfo, Failure, Page, Raw, transport_failure};
 use super::batch::{self, MAX_BATCH, Seat};
 use super::model::{Assignment, ReturnedAssignment};
 use super::request::Request;
@@ -71,12 +71,44 @@ impl GraphClient {
             .attempt(crid, answer::created_id)
     }
 
-    /// GET the device's assignments (to reconcile after an ambiguous failure).
-    pub async fn list(&self, token: &Arc<str>, device: Uuid) -> Attempt<Vec<ReturnedAssignment>> {
+    /// GET one page of the device's assignments (to reconcile after an ambiguous failure):
+    /// the first when `page` is `None`, else the `@odata.nextLink` a previous page gave.
+    pub async fn list(
+        &self,
+        token: &Arc<str>,
+        device: Uuid,
+        page: Option<&str>,
+    ) -> Attempt<Page<ReturnedAssignment>> {
         let crid = Uuid::new_v4().to_string();
-        self.send(token, Request::List { device }, &crid)
+        let page = match page.map(|link| self.below_base(link)).transpose() {
+            Ok(page) => page,
+            Err(failure) => {
+                return Attempt {
+                    result: Err(failure),
+                    http_status: None,
+                    request_id: None,
+                    client_request_id: crid,
+                };
+            }
+        };
+        self.send(token, Request::List { device, page }, &crid)
             .await
             .attempt(crid, answer::listed)
+    }
+
+    /// A next link is followed only below the Graph base URL it came from: the bearer token
+    /// goes nowhere else, whatever a page says.
+    fn below_base(&self, link: &str) -> Result<String, Failure> {
+        match link.strip_prefix(&self.graph_url) {
+            Some(rest) if rest.starts_with('/') => Ok(rest.to_string()),
+            _ => Err(Failure::Permanent(ErrorInfo {
+                code: "UntrustedNextLink".into(),
+                message: format!(
+                    "the next page is not below {}: {link:.200} (not followed)",
+                    self.graph_url
+                ),
+            })),
+        }
     }
 
     /// One request, alone or in an envelope. Each attempt carries a fresh `client-request-id`.

@@ -8,8 +8,15 @@ use super::model::Assignment;
 /// One request to a device's assignments.
 #[derive(Debug, Clone)]
 pub(crate) enum Request {
-    Post { device: Uuid, body: Assignment },
-    List { device: Uuid },
+    Post {
+        device: Uuid,
+        body: Assignment,
+    },
+    /// The first page, or a later one: `page` is the `@odata.nextLink` below the base URL.
+    List {
+        device: Uuid,
+        page: Option<String>,
+    },
 }
 
 impl Request {
@@ -22,7 +29,12 @@ impl Request {
 
     /// The path below the Graph base URL (what `$batch` wants).
     pub(crate) fn path(&self) -> String {
-        let (Request::Post { device, .. } | Request::List { device }) = self;
+        let device = match self {
+            Request::List {
+                page: Some(page), ..
+            } => return page.clone(),
+            Request::Post { device, .. } | Request::List { device, .. } => device,
+        };
         format!(
             "/deviceManagement/windowsAutopilotDeviceIdentities/{device}/deploymentProfile/assignments"
         )

@@ -6,17 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::budget::Pause;
-use crate::graph::answer::{Attempt, ErrorInfo, Failure};
+use crate::graph::answer::{Attempt, ErrorInfo, Failure, Page};
 use crate::graph::model::{Assignment, ReturnedAssignment};
 use crate::output::Status;
 use crate::retry::GiveUp;
 
 /// The request a row sends next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Request {
+pub enum Request<'a> {
     Post,
-    /// GET the device's assignments: an earlier POST may have been executed.
-    Reconcile,
+    /// GET the device's assignments (`page`: a later page's link): an earlier POST may have
+    /// been executed.
+    Reconcile {
+        page: Option<&'a str>,
+    },
 }
 
 /// What follows an answer.
@@ -53,6 +56,10 @@ pub struct RowState {
     /// Look before sending: after an ambiguous failure (or when an earlier run may have sent
     /// the row) the POST may have been executed. Never re-POST blindly.
     reconcile: bool,
+    /// The next page of the device's assignments to read, and the pages read so far (a link
+    /// that comes back is a paging loop, never followed twice).
+    page: Option<String>,
+    followed: Vec<String>,
     /// A 401 earns one fresh token per token, not per row: a row that outlives two tokens may
     /// refresh twice, but a 401 on the very token its own refresh brought is final.
     refresh_pending: bool,
@@ -68,9 +75,11 @@ impl RowState {
         }
     }
 
-    pub fn request(&self) -> Request {
+    pub fn request(&self) -> Request<'_> {
         if self.reconcile {
-            Request::Reconcile
+            Request::Reconcile {
+                page: self.page.as_deref(),
+            }
         } else {
             Request::Post
         }
@@ -101,28 +110,46 @@ impl RowState {
         }
     }
 
-    /// The reconciling GET's answer: an identical assignment means the earlier POST was
-    /// executed; none means it was not, so the POST goes now, without delay.
+    /// A reconciling GET's answer: an identical assignment on any page means the earlier POST
+    /// was executed; none on the last page means it was not, so the POST goes now, without
+    /// delay.
     pub fn listed(
         &mut self,
-        attempt: &Attempt<Vec<ReturnedAssignment>>,
+        attempt: &Attempt<Page<ReturnedAssignment>>,
         wanted: &Assignment,
         pause: Pause,
         token: &str,
     ) -> Next {
-        match &attempt.result {
-            Ok(held) => match held.iter().find(|a| wanted.matches(a)) {
-                Some(found) => Next::Finish(Finish {
-                    status: Status::Existing,
-                    assignment_id: found.id.clone(),
-                    error: None,
-                }),
-                None => {
-                    self.reconcile = false;
-                    Next::Again(Duration::ZERO)
-                }
-            },
-            Err(f) => self.failed(f, pause, token),
+        let page = match &attempt.result {
+            Ok(page) => page,
+            Err(f) => return self.failed(f, pause, token),
+        };
+        if let Some(found) = page.value.iter().find(|a| wanted.matches(a)) {
+            return Next::Finish(Finish {
+                status: Status::Existing,
+                assignment_id: found.id.clone(),
+                error: None,
+            });
+        }
+        match &page.next_link {
+            Some(next) if self.followed.contains(next) => Finish::failed(ErrorInfo {
+                code: "PagingLoop".into(),
+                message: format!(
+                    "the assignment list repeats a page it already gave ({next:.200}); not \
+                     followed again, and not assigned blindly"
+                ),
+            }),
+            Some(next) => {
+                self.followed.push(next.clone());
+                self.page = Some(next.clone());
+                Next::Again(Duration::ZERO)
+            }
+            None => {
+                self.reconcile = false;
+                self.page = None;
+                self.followed.clear();
+                Next::Again(Duration::ZERO)
+            }
         }
     }
 
@@ -194,6 +221,56 @@ mod tests {
         }
     }
 
+    fn page(value: Vec<ReturnedAssignment>, next: Option<&str>) -> Page<ReturnedAssignment> {
+        Page {
+            value,
+            next_link: next.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn every_page_is_read_before_posting_and_a_repeated_page_stops() {
+        let mut row = RowState::new(true);
+        let t = "t";
+        let next = row.listed(
+            &attempt(Ok(page(vec![], Some("p2")))),
+            &wanted(),
+            Pause::None,
+            t,
+        );
+        assert_eq!(next, Next::Again(Duration::ZERO));
+        assert_eq!(row.request(), Request::Reconcile { page: Some("p2") });
+        row.listed(
+            &attempt(Ok(page(vec![], Some("p3")))),
+            &wanted(),
+            Pause::None,
+            t,
+        );
+        assert_eq!(row.request(), Request::Reconcile { page: Some("p3") });
+        // A transient failure retries the same page.
+        row.listed(
+            &attempt(Err(lost(false))),
+            &wanted(),
+            Pause::Retry(Duration::ZERO),
+            t,
+        );
+        assert_eq!(row.request(), Request::Reconcile { page: Some("p3") });
+        let Next::Finish(f) = row.listed(
+            &attempt(Ok(page(vec![], Some("p2")))),
+            &wanted(),
+            Pause::None,
+            t,
+        ) else {
+            panic!("a paging loop must end the row")
+        };
+        assert_eq!(f.status, Status::Failed);
+        assert_eq!(f.error.map(|e| e.code).as_deref(), Some("PagingLoop"));
+        // The last page without a match: the POST goes.
+        let mut row = RowState::new(true);
+        row.listed(&attempt(Ok(page(vec![], None))), &wanted(), Pause::None, t);
+        assert_eq!(row.request(), Request::Post);
+    }
+
     fn wanted() -> Assignment {
         let target = Target {
             kind: TargetKind::AllDevices,
@@ -217,10 +294,15 @@ mod tests {
             "t1",
         );
         assert_eq!(next, Next::Again(Duration::from_secs(1)));
-        assert_eq!(row.request(), Request::Reconcile);
+        assert_eq!(row.request(), Request::Reconcile { page: None });
         // The GET finds nothing: the POST goes again at once.
         row.sending(&token);
-        let next = row.listed(&attempt(Ok(vec![])), &wanted(), Pause::None, "t1");
+        let next = row.listed(
+            &attempt(Ok(page(vec![], None))),
+            &wanted(),
+            Pause::None,
+            "t1",
+        );
         assert_eq!(next, Next::Again(Duration::ZERO));
         assert_eq!(row.request(), Request::Post);
         row.sending(&token);
@@ -256,8 +338,12 @@ mod tests {
             "source": "direct"
         }))
         .unwrap();
-        let Next::Finish(f) = row.listed(&attempt(Ok(vec![held])), &wanted(), Pause::None, "t")
-        else {
+        let Next::Finish(f) = row.listed(
+            &attempt(Ok(page(vec![held], None))),
+            &wanted(),
+            Pause::None,
+            "t",
+        ) else {
             panic!("not finished")
         };
         assert_eq!(f.status, Status::Existing);

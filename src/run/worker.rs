@@ -66,9 +66,13 @@ impl Workers {
                     let pause = budget.settle(permit, &a, &mut retry, row.attempts());
                     (row.posted(&a, pause, &token), a.meta())
                 }
-                Request::Reconcile => {
+                Request::Reconcile { page } => {
                     self.reconciliations.fetch_add(1, Ordering::Relaxed);
-                    let a = self.graph.list(&token, job.device_id).await;
+                    let page = page.map(str::to_string);
+                    let a = self
+                        .graph
+                        .list(&token, job.device_id, page.as_deref())
+                        .await;
                     let pause = budget.settle(permit, &a, &mut retry, row.attempts());
                     (row.listed(&a, &job.assignment, pause, &token), a.meta())
                 }

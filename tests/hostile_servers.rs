@@ -1,0 +1,117 @@
+//! Small stand-in servers that answer the way real services sometimes do, and what the run
+//! makes of each: never a lost row, never a duplicate assignment.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use autopilot_bulk::config::{Config, Credentials, RateSpec};
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use common::{group_rows, input, read_results};
+
+const ROUTE: &str =
+    "/beta/deviceManagement/windowsAutopilotDeviceIdentities/{id}/deploymentProfile/assignments";
+
+/// What the stand-in does with the first POST of a device.
+#[derive(Clone, Copy)]
+enum FirstPost {
+    /// Stores it, then answers 504 as if the gateway gave up.
+    StoredThen504,
+    /// Stores it and answers 200 with the object (not Graph's 201).
+    OkWithObject,
+}
+
+#[derive(Clone)]
+struct Stand {
+    first: FirstPost,
+    base: Arc<Mutex<String>>,
+    posts: Arc<AtomicU32>,
+    stored: Arc<Mutex<Option<serde_json::Value>>>,
+}
+
+async fn post(State(s): State<Stand>, Json(mut body): Json<serde_json::Value>) -> Response {
+    let n = s.posts.fetch_add(1, Ordering::SeqCst);
+    body["id"] = format!("assignment-{n}").into();
+    *s.stored.lock().unwrap() = Some(body.clone());
+    match s.first {
+        FirstPost::StoredThen504 if n == 0 => StatusCode::GATEWAY_TIMEOUT.into_response(),
+        FirstPost::OkWithObject => (StatusCode::OK, Json(body)).into_response(),
+        _ => (StatusCode::CREATED, Json(body)).into_response(),
+    }
+}
+
+/// Two pages: the first empty with a next link, the second holding what was stored.
+async fn list(
+    State(s): State<Stand>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Json<serde_json::Value> {
+    if q.get("$skiptoken").map(String::as_str) == Some("2") {
+        let stored = s.stored.lock().unwrap().clone();
+        return Json(serde_json::json!({ "value": stored.into_iter().collect::<Vec<_>>() }));
+    }
+    let base = s.base.lock().unwrap().clone();
+    Json(serde_json::json!({
+        "value": [],
+        "@odata.nextLink": format!(
+            "{base}/beta/deviceManagement/windowsAutopilotDeviceIdentities/{id}/deploymentProfile/assignments?$skiptoken=2"
+        ),
+    }))
+}
+
+async fn stand_in(first: FirstPost) -> (String, Stand) {
+    let stand = Stand {
+        first,
+        base: Default::default(),
+        posts: Default::default(),
+        stored: Default::default(),
+    };
+    let app = axum::Router::new()
+        .route(ROUTE, axum::routing::post(post).get(list))
+        .with_state(stand.clone());
+    let base = common::serve(app).await;
+    *stand.base.lock().unwrap() = base.clone();
+    (base, stand)
+}
+
+fn config(base: &str, csv: &std::path::Path) -> Config {
+    let mut c = Config::new(csv, autopilot_bulk::config::default_output(csv));
+    c.graph_url = format!("{base}/beta");
+    c.credentials = Credentials::StaticToken("stand-in-token".into());
+    c.rate = RateSpec::new(1000, std::time::Duration::from_secs(1));
+    c.initial_backoff = std::time::Duration::from_millis(10);
+    c
+}
+
+#[tokio::test]
+async fn a_reconciling_read_follows_every_page_before_posting_again() {
+    let (base, stand) = stand_in(FirstPost::StoredThen504).await;
+    let (_dir, csv) = input(&group_rows(1));
+    let config = config(&base, &csv);
+    let summary = common::run(config.clone()).await;
+    let lines = read_results(&config.output);
+    assert_eq!(lines[0].status, "existing", "{lines:?}");
+    assert_eq!(lines[0].assignment_id, "assignment-0");
+    assert_eq!(stand.posts.load(Ordering::SeqCst), 1, "posted again");
+    assert_eq!(summary.reconciliations, 2, "two pages read");
+}
+
+#[tokio::test]
+async fn a_post_answered_200_with_the_object_is_created() {
+    let (base, stand) = stand_in(FirstPost::OkWithObject).await;
+    let (_dir, csv) = input(&group_rows(2));
+    let config = config(&base, &csv);
+    let summary = common::run(config.clone()).await;
+    assert_eq!(summary.created, 2);
+    let lines = read_results(&config.output);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.status == "created" && l.http_status == "200")
+    );
+    assert_eq!(stand.posts.load(Ordering::SeqCst), 2);
+}
