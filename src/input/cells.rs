@@ -1,0 +1,535 @@
+//! One record's cells to a [`Job`], or the reason the row cannot be one. Pure (no files, no
+//! I/O) so that every rule about a row is testable with plain string slices, apart from the
+//! CSV parsing and quote recovery around it.
+//!
+//! Each column has its own small helper; [`parse_row`] calls them in a fixed order, so a row
+//! with several bad cells always reports the same one first. A new column is a new helper and
+//! one more line there.
+
+use csv::ByteRecord;
+use uuid::Uuid;
+
+use super::columns::{Column, ColumnMap};
+use crate::graph::model::{Assignment, FilterType, Source, Target, TargetKind};
+
+/// Defaults from flags for rows that leave target columns empty.
+#[derive(Debug, Clone, Default)]
+pub struct RowDefaults {
+    pub target_type: Option<TargetKind>,
+    pub group_id: Option<Uuid>,
+    pub collection_id: Option<String>,
+    pub filter_id: Option<Uuid>,
+    pub filter_type: Option<FilterType>,
+    pub source: Option<Source>,
+    pub source_id: Option<String>,
+}
+
+/// One valid row, ready to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// 1-based index of the data row (the header is not a row).
+    pub row: u64,
+    pub device_id: Uuid,
+    pub assignment: Assignment,
+}
+
+/// Parse a GUID in the forms Graph and Intune exports use (hyphenated, braced or bare).
+pub(crate) fn parse_guid(s: &str) -> Result<Uuid, String> {
+    let t = s.trim();
+    Uuid::try_parse(t).map_err(|_| format!("{} is not a GUID", quote(t)))
+}
+
+/// Longest value quoted back in a reason: a 1 MB cell must not make a 1 MB error message.
+const MAX_QUOTED: usize = 64;
+
+/// Quote a cell value for a reason, shortened when huge.
+pub(super) fn quote(s: &str) -> String {
+    if s.chars().count() <= MAX_QUOTED {
+        format!("{s:?}")
+    } else {
+        let head: String = s.chars().take(MAX_QUOTED).collect();
+        format!("{head:?}… ({} chars)", s.chars().count())
+    }
+}
+
+/// One record's cells by input column index: a csv [`ByteRecord`] when reading a file, a
+/// slice of strings in tests.
+pub(super) trait Record {
+    fn fields(&self) -> usize;
+    fn field(&self, i: usize) -> Option<&[u8]>;
+}
+
+impl Record for ByteRecord {
+    fn fields(&self) -> usize {
+        self.len()
+    }
+    fn field(&self, i: usize) -> Option<&[u8]> {
+        self.get(i)
+    }
+}
+
+impl<S: AsRef<[u8]>> Record for [S] {
+    fn fields(&self) -> usize {
+        self.len()
+    }
+    fn field(&self, i: usize) -> Option<&[u8]> {
+        self.get(i).map(AsRef::as_ref)
+    }
+}
+
+/// Turn row `row` into a job, or the reason it cannot be one.
+pub(super) fn parse_row<R: Record + ?Sized>(
+    row: u64,
+    record: &R,
+    columns: &ColumnMap,
+    defaults: &RowDefaults,
+) -> Result<Job, String> {
+    check_shape(record, columns.width())?;
+    let cells = Cells { record, columns };
+    let device_id = device_id(&cells)?;
+    let target = target(&cells, defaults)?;
+    let source = source(&cells, defaults)?;
+    let source_id = source_id(&cells, defaults)?;
+    let assignment_id = cells.text(Column::AssignmentId)?.map(str::to_string);
+    Ok(Job {
+        row,
+        device_id,
+        assignment: Assignment::new(target, source, source_id, assignment_id),
+    })
+}
+
+/// The `device_id` cell as written, for an invalid row's report (it may not be a GUID).
+pub(super) fn device_cell_lossy<R: Record + ?Sized>(record: &R, columns: &ColumnMap) -> String {
+    columns
+        .get(Column::DeviceId)
+        .and_then(|i| record.field(i))
+        .map(|raw| String::from_utf8_lossy(raw).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A row with no values at all, or not as many fields as the header, is refused whole.
+fn check_shape<R: Record + ?Sized>(record: &R, width: usize) -> Result<(), String> {
+    let fields = record.fields();
+    if (0..fields).all(|i| record.field(i).is_none_or(|f| f.trim_ascii().is_empty())) {
+        return Err("empty row: no values".into());
+    }
+    if fields != width {
+        return Err(format!(
+            "ragged row: {fields} fields where the header has {width}"
+        ));
+    }
+    Ok(())
+}
+
+/// The cells of one record, looked up by contract column.
+struct Cells<'a, R: ?Sized> {
+    record: &'a R,
+    columns: &'a ColumnMap,
+}
+
+impl<'a, R: Record + ?Sized> Cells<'a, R> {
+    /// The trimmed text of `col`'s cell: `None` when the file has no such column or the cell
+    /// is empty.
+    fn text(&self, col: Column) -> Result<Option<&'a str>, String> {
+        let Some(raw) = self.columns.get(col).and_then(|i| self.record.field(i)) else {
+            return Ok(None);
+        };
+        let s = std::str::from_utf8(raw)
+            .map_err(|_| {
+                format!(
+                    "{} {} is not UTF-8 text (save the file as CSV UTF-8)",
+                    col.name(),
+                    quote(&String::from_utf8_lossy(raw))
+                )
+            })?
+            .trim();
+        Ok((!s.is_empty()).then_some(s))
+    }
+
+    /// `col`'s cell as a GUID, if it has a value.
+    fn guid(&self, col: Column) -> Result<Option<Uuid>, String> {
+        self.text(col)?
+            .map(|s| with_col(col, parse_guid(s)))
+            .transpose()
+    }
+}
+
+/// Prefix a cell error with its column's name.
+fn with_col<T>(col: Column, r: Result<T, String>) -> Result<T, String> {
+    r.map_err(|e| format!("{}: {e}", col.name()))
+}
+
+/// The device: the `device_id` cell, which every row must have.
+fn device_id<R: Record + ?Sized>(cells: &Cells<'_, R>) -> Result<Uuid, String> {
+    let device = cells
+        .text(Column::DeviceId)?
+        .ok_or_else(|| "device_id is empty".to_string())?;
+    with_col(Column::DeviceId, parse_guid(device))
+}
+
+/// The assignment target: its kind, the group or collection the kind needs, and the filter.
+fn target<R: Record + ?Sized>(
+    cells: &Cells<'_, R>,
+    defaults: &RowDefaults,
+) -> Result<Target, String> {
+    let cell_kind = cells
+        .text(Column::TargetType)?
+        .map(TargetKind::parse)
+        .transpose()?;
+    let cell_group = cells.guid(Column::GroupId)?;
+    let cell_collection = cells
+        .text(Column::CollectionId)?
+        .map(|s| with_col(Column::CollectionId, parse_collection_id(s)))
+        .transpose()?;
+    let kind = cell_kind.or(defaults.target_type).unwrap_or_else(|| {
+        inferred_kind(
+            cell_group.or(defaults.group_id).is_some(),
+            cell_collection.is_some() || defaults.collection_id.is_some(),
+        )
+    });
+    let group_id = group_for(kind, cell_group, defaults.group_id)?;
+    let collection_id = collection_for(kind, cell_collection, defaults.collection_id.as_ref())?;
+    let (filter_id, filter_type) = filter(cells, defaults)?;
+    Ok(Target {
+        kind,
+        group_id,
+        collection_id,
+        filter_id,
+        filter_type,
+    })
+}
+
+/// The kind of a row that names none: what its group or collection implies.
+fn inferred_kind(has_group: bool, has_collection: bool) -> TargetKind {
+    if has_group {
+        TargetKind::Group
+    } else if has_collection {
+        TargetKind::ConfigurationManagerCollection
+    } else {
+        TargetKind::Base
+    }
+}
+
+/// The `groupId` for `kind`: required by the group kinds; refused by the others when the row
+/// sets one (a flag default that does not apply is simply unused).
+fn group_for(
+    kind: TargetKind,
+    cell: Option<Uuid>,
+    default: Option<Uuid>,
+) -> Result<Option<Uuid>, String> {
+    if kind.needs_group() {
+        cell.or(default)
+            .map(Some)
+            .ok_or_else(|| format!("group_id is required for target_type {}", kind.as_str()))
+    } else if cell.is_some() {
+        Err(format!(
+            "group_id is set but target_type {} takes no group",
+            kind.as_str()
+        ))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The `collectionId` for `kind`, by the same rule as [`group_for`].
+fn collection_for(
+    kind: TargetKind,
+    cell: Option<String>,
+    default: Option<&String>,
+) -> Result<Option<String>, String> {
+    if kind == TargetKind::ConfigurationManagerCollection {
+        cell.or_else(|| default.cloned()).map(Some).ok_or_else(|| {
+            "collection_id is required for target_type configuration_manager_collection".to_string()
+        })
+    } else if cell.is_some() {
+        Err(format!(
+            "collection_id is set but target_type {} takes no collection",
+            kind.as_str()
+        ))
+    } else {
+        Ok(None)
+    }
+}
+
+/// ConfigMgr collection ids look like `SMS00001` (site code + 5 hex digits); accept any
+/// printable token so that nothing valid is refused, but catch obvious garbage.
+fn parse_collection_id(s: &str) -> Result<String, String> {
+    if s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{} is not a collection id (e.g. SMS00001)",
+            quote(s)
+        ))
+    }
+}
+
+/// The filter id and type. A filter id alone means `include`; `include` or `exclude` without a
+/// filter id is refused.
+fn filter<R: Record + ?Sized>(
+    cells: &Cells<'_, R>,
+    defaults: &RowDefaults,
+) -> Result<(Option<Uuid>, Option<FilterType>), String> {
+    let filter_id = cells.guid(Column::FilterId)?.or(defaults.filter_id);
+    let filter_type = cells
+        .text(Column::FilterType)?
+        .map(FilterType::parse)
+        .transpose()?
+        .or(defaults.filter_type)
+        .or(filter_id.map(|_| FilterType::Include));
+    let word = match filter_type {
+        Some(FilterType::Include) => "include",
+        Some(FilterType::Exclude) => "exclude",
+        Some(FilterType::None) | None => return Ok((filter_id, filter_type)),
+    };
+    match filter_id {
+        Some(_) => Ok((filter_id, filter_type)),
+        None => Err(format!("filter_type {word} needs a filter_id")),
+    }
+}
+
+/// The assignment's source: the cell, else the flag, else `direct`.
+fn source<R: Record + ?Sized>(
+    cells: &Cells<'_, R>,
+    defaults: &RowDefaults,
+) -> Result<Source, String> {
+    Ok(cells
+        .text(Column::Source)?
+        .map(Source::parse)
+        .transpose()?
+        .or(defaults.source)
+        .unwrap_or(Source::Direct))
+}
+
+/// The source id: the cell, else the flag, else none.
+fn source_id<R: Record + ?Sized>(
+    cells: &Cells<'_, R>,
+    defaults: &RowDefaults,
+) -> Result<Option<String>, String> {
+    Ok(cells
+        .text(Column::SourceId)?
+        .map(str::to_string)
+        .or_else(|| defaults.source_id.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::model::normalize_word;
+
+    const D1: &str = "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d";
+    const D2: &str = "1b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d";
+    const G1: &str = "2b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d";
+
+    /// Parse one row under a header, as the reader would.
+    fn parse<S: AsRef<[u8]>>(
+        header: &[&str],
+        cells: &[S],
+        defaults: &RowDefaults,
+    ) -> Result<Job, String> {
+        let mut columns = ColumnMap::new(header.len());
+        for (i, h) in header.iter().enumerate() {
+            if let Some(col) = Column::from_header(h) {
+                columns.insert(col, i);
+            }
+        }
+        parse_row(1, cells, &columns, defaults)
+    }
+
+    fn reason(r: Result<Job, String>) -> String {
+        match r {
+            Err(reason) => reason,
+            Ok(job) => panic!("unexpectedly valid: {job:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_cells_name_column_and_value() {
+        let header = [
+            "device_id",
+            "target_type",
+            "group_id",
+            "filter_type",
+            "source",
+        ];
+        let d = &RowDefaults::default();
+        let bad = |cells: &[&str]| reason(parse(&header, cells, d));
+        let r = bad(&["nope", "", "", "", ""]);
+        assert!(r.contains("device_id") && r.contains("nope"), "{r}");
+        let r = bad(&[D1, "groups", "", "", ""]);
+        assert!(r.contains("target_type") && r.contains("groups"), "{r}");
+        assert!(bad(&[D1, "group", "", "", ""]).contains("group_id is required"));
+        let r = bad(&[D1, "", "", "sideways", ""]);
+        assert!(r.contains("filter_type") && r.contains("sideways"), "{r}");
+        let r = bad(&[D1, "", "", "", "indirect"]);
+        assert!(r.contains("source") && r.contains("indirect"), "{r}");
+        assert!(bad(&[D2, "all_devices", G1, "", ""]).contains("takes no group"));
+        assert!(bad(&[D1, "base"]).contains("ragged"));
+    }
+
+    #[test]
+    fn whole_row_problems() {
+        let d = &RowDefaults::default();
+        let header = ["device_id", "note"];
+        assert_eq!(
+            reason(parse(&header, &[" ", "\t"], d)),
+            "empty row: no values"
+        );
+        assert_eq!(
+            reason(parse(&header, &[D1, "a", "b"], d)),
+            "ragged row: 3 fields where the header has 2"
+        );
+        assert_eq!(reason(parse(&header, &["", "a"], d)), "device_id is empty");
+        let r = reason(parse(&header, &[&b"\xFFabc"[..], b"a"], d));
+        assert!(
+            r.starts_with("device_id ") && r.contains("not UTF-8"),
+            "{r}"
+        );
+        // An ignored column may hold anything.
+        assert!(parse(&header, &[D1.as_bytes(), b"\xFF"], d).is_ok());
+    }
+
+    #[test]
+    fn kind_inferred_from_group_or_collection() {
+        let d = &RowDefaults::default();
+        let header = ["device_id", "group_id", "collection_id"];
+        let kind = |cells: &[&str]| parse(&header, cells, d).map(|j| j.assignment.target.kind);
+        assert_eq!(kind(&[D1, G1, ""]), Ok(TargetKind::Group));
+        assert_eq!(
+            kind(&[D1, "", "SMS00001"]),
+            Ok(TargetKind::ConfigurationManagerCollection)
+        );
+        assert_eq!(kind(&[D1, "", ""]), Ok(TargetKind::Base));
+        let r = reason(parse(&header, &[D1, G1, "SMS00001"], d));
+        assert!(r.contains("takes no collection"), "{r}");
+        let r = reason(parse(&header, &[D1, "", "SMS 1"], d));
+        assert!(
+            r.starts_with("collection_id: ") && r.contains("SMS 1"),
+            "{r}"
+        );
+        let r = reason(parse(
+            &["device_id", "target_type"],
+            &[D1, "configuration_manager_collection"],
+            d,
+        ));
+        assert!(r.contains("collection_id is required"), "{r}");
+    }
+
+    #[test]
+    fn filter_id_implies_include_and_include_needs_an_id() {
+        let d = &RowDefaults::default();
+        let header = ["device_id", "filter_id", "filter_type"];
+        let filter = "3b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d";
+        let job = parse(&header, &[D1, filter, ""], d).unwrap();
+        assert_eq!(job.assignment.target.filter_type, Some(FilterType::Include));
+        assert_eq!(
+            reason(parse(&header, &[D1, "", "exclude"], d)),
+            "filter_type exclude needs a filter_id"
+        );
+        let job = parse(&header, &[D1, "", "none"], d).unwrap();
+        assert_eq!(job.assignment.target.filter_type, Some(FilterType::None));
+    }
+
+    #[test]
+    fn flag_defaults_fill_empty_cells() {
+        let defaults = RowDefaults {
+            group_id: Some(G1.parse().unwrap()),
+            source: Some(Source::PolicySets),
+            ..RowDefaults::default()
+        };
+        let header = ["device_id", "source"];
+        let a = parse(&header, &[D1, ""], &defaults).unwrap();
+        let b = parse(&header, &[D2, "direct"], &defaults).unwrap();
+        assert_eq!(a.assignment.target.kind, TargetKind::Group);
+        assert_eq!(a.assignment.source, Source::PolicySets);
+        assert_eq!(b.assignment.source, Source::Direct);
+    }
+
+    #[test]
+    fn seed_row_builds_the_seed_body() {
+        let filter = "3b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d";
+        let job = parse(
+            &[
+                "device_id",
+                "filter_id",
+                "filter_type",
+                "source",
+                "source_id",
+            ],
+            &[D1, filter, "include", "policySets", "Source Id value"],
+            &RowDefaults::default(),
+        )
+        .unwrap();
+        assert_eq!(job.row, 1);
+        assert_eq!(job.device_id.to_string(), D1);
+        assert_eq!(
+            serde_json::to_value(&job.assignment).unwrap(),
+            serde_json::json!({
+              "@odata.type": "#microsoft.graph.windowsAutopilotDeploymentProfileAssignment",
+              "target": {
+                "@odata.type": "microsoft.graph.deviceAndAppManagementAssignmentTarget",
+                "deviceAndAppManagementAssignmentFilterId": filter,
+                "deviceAndAppManagementAssignmentFilterType": "include"
+              },
+              "source": "policySets",
+              "sourceId": "Source Id value"
+            })
+        );
+    }
+
+    /// `TargetKind::parse` compares words in place, without allocating; it must accept and
+    /// refuse exactly what comparing [`normalize_word`] outputs does.
+    #[test]
+    fn target_type_cells_match_as_normalised_words() {
+        let reference = |s: &str| {
+            let norm = normalize_word(s);
+            TargetKind::ALL
+                .into_iter()
+                .find(|k| normalize_word(k.as_str()) == norm)
+                .or_else(|| TargetKind::from_odata_type(s.trim()))
+                .ok_or_else(|| {
+                    format!(
+                        "unknown target_type {s:?} (expected one of: {})",
+                        TargetKind::ALL.map(TargetKind::as_str).join(", ")
+                    )
+                })
+        };
+        for cell in [
+            "group",
+            "Group",
+            "GROUP",
+            "exclusion_group",
+            "Exclusion-Group",
+            "all devices",
+            "ALL_LICENSED_USERS",
+            "configuration_manager_collection",
+            "base",
+            "#microsoft.graph.groupAssignmentTarget",
+            "microsoft.graph.allDevicesAssignmentTarget",
+            "microsoft.graph.deviceAndAppManagementAssignmentTarget",
+            "groups",
+            "grou",
+            "",
+            "_-_",
+            "gröup",
+            "\u{212A}",           // KELVIN SIGN lowercases to ASCII k
+            "B\u{0130}ase",       // İ lowercases to i + combining dot
+            "all\u{00A0}devices", // no-break space is not ignored
+            "ＧＲＯＵＰ",
+        ] {
+            assert_eq!(TargetKind::parse(cell), reference(cell), "{cell:?}");
+        }
+    }
+
+    #[test]
+    fn huge_values_are_quoted_short() {
+        let long = "x".repeat(1000);
+        let q = quote(&long);
+        assert!(q.len() < 100 && q.ends_with("(1000 chars)"), "{q}");
+        assert_eq!(quote("ab"), "\"ab\"");
+        assert!(parse_guid(&long).unwrap_err().len() < 120);
+    }
+}
