@@ -318,6 +318,90 @@ async fn the_scope_follows_the_cloud_and_token_outages_are_retried() {
     emulator.shutdown().await;
 }
 
+/// A stand-in authority that gets its tokens from the emulator's and answers with
+/// `expires_in` replaced by `expires_in` (left out when `None`), as Entra's v1 endpoint,
+/// managed identity and some proxies send it.
+async fn rewriting_authority(emulator: &Emulator, expires_in: Option<serde_json::Value>) -> String {
+    use axum::extract::{Form, Path as UrlPath, State};
+
+    #[derive(Clone)]
+    struct Fake {
+        upstream: String,
+        expires_in: Option<serde_json::Value>,
+    }
+    async fn token(
+        State(fake): State<Fake>,
+        UrlPath(tenant): UrlPath<String>,
+        Form(form): Form<HashMap<String, String>>,
+    ) -> axum::Json<serde_json::Value> {
+        let mut answer: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/{tenant}/oauth2/v2.0/token", fake.upstream))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let fields = answer.as_object_mut().unwrap();
+        assert!(fields.contains_key("access_token"), "{fields:?}");
+        match fake.expires_in {
+            Some(v) => fields.insert("expires_in".into(), v),
+            None => fields.remove("expires_in"),
+        };
+        axum::Json(answer)
+    }
+    let app = axum::Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", axum::routing::post(token))
+        .with_state(Fake {
+            upstream: emulator.authority_url(),
+            expires_in,
+        });
+    serve(app).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expires_in_as_a_string_a_fraction_or_absent_is_tolerated() {
+    use serde_json::json;
+    // (expires_in, rows, rows per second, token requests): "3599" lasts the run; absent
+    // assumes ten minutes, which lasts it too; 3.0 is three seconds, renewed during a
+    // four-second run.
+    for (expires_in, rows, per_second, tokens) in [
+        (Some(json!("3599")), 40, 1000, 1..=1),
+        (Some(json!(" 3599 ")), 40, 1000, 1..=1),
+        (None, 40, 1000, 1..=1),
+        (Some(json!(3.0)), 160, 40, 2..=6),
+    ] {
+        let emulator = Emulator::start(emulator_config(rate(1000, 1000)))
+            .await
+            .unwrap();
+        let (_dir, path) = input(&group_rows(rows));
+        let mut config = config_for(&emulator, &path, rate(per_second, 1000));
+        config.authority_url = rewriting_authority(&emulator, expires_in.clone()).await;
+        let output = config.output.clone();
+        let summary = run(config).await;
+
+        assert_eq!(
+            summary.exit_code(),
+            0,
+            "expires_in {expires_in:?}: {:?}",
+            summary.aborted
+        );
+        assert_eq!(
+            summary.created,
+            u64::from(rows),
+            "expires_in {expires_in:?}"
+        );
+        assert_each_row_once(&read_results(&output), u64::from(rows));
+        assert!(
+            tokens.contains(&summary.token_requests),
+            "expires_in {expires_in:?}: {} token requests",
+            summary.token_requests
+        );
+        emulator.shutdown().await;
+    }
+}
+
 #[test]
 fn cloud_picks_hosts_and_overrides_keep_its_scope() {
     use autopilot_bulk::cli::{Cli, Command as Sub};
