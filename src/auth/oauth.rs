@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::answer::{self, Granted};
 use super::{AuthError, ClientCertificate};
-use crate::graph::client::parse_retry_after;
+use crate::graph::answer::parse_retry_after;
 use crate::retry::RetryPolicy;
 
 /// How the app proves who it is to the token endpoint.
