@@ -31,14 +31,9 @@ fn certificate_pem(dir: &Path, name: &str) -> PathBuf {
 
 /// An unsigned JWT-shaped token with the given `exp` (seconds since the epoch).
 fn jwt_expiring_at(exp: u64) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    format!(
-        "{}.{}.c2lnbmF0dXJl",
-        b64.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
-        b64.encode(format!(
-            r#"{{"aud":"https://graph.microsoft.com","exp":{exp}}}"#
-        ))
+    unsigned_jwt(
+        serde_json::json!({"alg": "RS256", "typ": "JWT"}),
+        serde_json::json!({"aud": "https://graph.microsoft.com", "exp": exp}),
     )
 }
 
@@ -447,10 +442,6 @@ async fn run_bin(mut cmd: assert_cmd::Command) -> std::process::Output {
         .unwrap()
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secret_and_tokens_appear_in_no_output_even_at_trace() {
     const SECRET: &str = "Zq8~s3cr3t-value-that-must-not-leak";
@@ -622,14 +613,7 @@ fn credential_flags_are_files_or_environment_never_values() {
     assert!(text(&out.stderr).contains("more than one credential"));
     // A certificate file without a key: exit 2 naming the problem, nothing written.
     let pem = dir.path().join("cert-only.pem");
-    std::fs::write(
-        &pem,
-        std::fs::read(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/emulator-client.crt"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&pem, std::fs::read(fixture("emulator-client.crt")).unwrap()).unwrap();
     let out = bin()
         .arg("run")
         .arg(&path)

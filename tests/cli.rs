@@ -4,10 +4,6 @@ mod common;
 
 use common::*;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 #[test]
 fn version_and_help() {
     let out = bin().arg("--version").output().unwrap();

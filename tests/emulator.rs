@@ -7,22 +7,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
+mod common;
+
 use autopilot_bulk::config::RateSpec;
 use autopilot_bulk::emulator::{Emulator, EmulatorConfig, RetryAfterMode, Stats};
+use common::{SCOPE, SEED_BODY, assignments_url, fixture, token_at, token_request, unsigned_jwt};
 use serde_json::{Value, json};
-
-const SEED_BODY: &str = r##"{
-  "@odata.type": "#microsoft.graph.windowsAutopilotDeploymentProfileAssignment",
-  "target": {
-    "@odata.type": "microsoft.graph.deviceAndAppManagementAssignmentTarget",
-    "deviceAndAppManagementAssignmentFilterId": "Device And App Management Assignment Filter Id value",
-    "deviceAndAppManagementAssignmentFilterType": "include"
-  },
-  "source": "policySets",
-  "sourceId": "Source Id value"
-}"##;
-
-const SCOPE: &str = "https://graph.microsoft.com/.default";
 
 fn device() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -51,7 +41,7 @@ impl Env {
     async fn new(config: EmulatorConfig) -> Env {
         let emu = Emulator::start(config).await.unwrap();
         let http = reqwest::Client::new();
-        let token = get_token(&http, &emu.authority_url(), "contoso").await;
+        let token = token_at(&http, &emu.authority_url(), "contoso", "app", "s3cret").await;
         Env { emu, http, token }
     }
 
@@ -88,44 +78,6 @@ impl Env {
             .await
             .unwrap()
     }
-}
-
-fn assignments_url(graph: &str, device: &str) -> String {
-    format!(
-        "{graph}/deviceManagement/windowsAutopilotDeviceIdentities/{device}/deploymentProfile/assignments"
-    )
-}
-
-async fn token_request(
-    http: &reqwest::Client,
-    authority: &str,
-    tenant: &str,
-    form: &[(&str, &str)],
-) -> reqwest::Response {
-    http.post(format!("{authority}/{tenant}/oauth2/v2.0/token"))
-        .form(form)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn get_token(http: &reqwest::Client, authority: &str, tenant: &str) -> String {
-    let r = token_request(
-        http,
-        authority,
-        tenant,
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", "app"),
-            ("scope", SCOPE),
-            ("client_secret", "s3cret"),
-        ],
-    )
-    .await;
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["token_type"], "Bearer");
-    body["access_token"].as_str().unwrap().to_string()
 }
 
 fn header(r: &reqwest::Response, name: &str) -> Option<String> {
@@ -360,16 +312,6 @@ async fn token_endpoint_errors_have_aad_shapes() {
     assert_eq!(emu.stats().tokens_issued, 1);
 }
 
-fn jwt(claims: Value) -> String {
-    use base64::Engine as _;
-    let e = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    format!(
-        "{}.{}.c2lnbmF0dXJl",
-        e(json!({"alg": "RS256", "typ": "JWT", "x5t": "dGh1bWI"})),
-        e(claims)
-    )
-}
-
 #[tokio::test]
 async fn client_assertion_claims_are_checked() {
     let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
@@ -384,7 +326,10 @@ async fn client_assertion_claims_are_checked() {
         let http = http.clone();
         let url = url.clone();
         async move {
-            let assertion = jwt(claims);
+            let assertion = unsigned_jwt(
+                json!({"alg": "RS256", "typ": "JWT", "x5t": "dGh1bWI"}),
+                claims,
+            );
             token_request(
                 &http,
                 &url,
@@ -415,12 +360,6 @@ async fn client_assertion_claims_are_checked() {
     assert_eq!(r.status(), 401);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid_client");
-}
-
-fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
 }
 
 /// A client assertion signed with the fixture key, as a real client builds it.
@@ -765,7 +704,14 @@ async fn tenants_are_throttled_separately() {
     .await;
     assert_eq!(env.post(&device(), SEED_BODY).await.status(), 201);
     assert_eq!(env.post(&device(), SEED_BODY).await.status(), 429);
-    let other = get_token(&env.http, &env.emu.authority_url(), "fabrikam").await;
+    let other = token_at(
+        &env.http,
+        &env.emu.authority_url(),
+        "fabrikam",
+        "app",
+        "s3cret",
+    )
+    .await;
     let r = env
         .http
         .post(env.assignments_url(&device()))
@@ -997,7 +943,7 @@ impl Drop for Killed {
     }
 }
 
-/// The issue's "done when": the binary, 5/2s, seed bodies, GET, 400, 401, stats.
+/// The binary end to end: its first line, a 5/2s limit, seed bodies, GET, 400, 401, stats.
 #[tokio::test]
 async fn emulate_binary_done_when_scenario() {
     let mut child = Killed(
@@ -1021,7 +967,7 @@ async fn emulate_binary_done_when_scenario() {
 
     let http = reqwest::Client::new();
     let graph = format!("{url}/beta");
-    let token = get_token(&http, &url, "contoso").await;
+    let token = token_at(&http, &url, "contoso", "app", "s3cret").await;
     let dev = device();
     let post = |token: String, body: String| {
         let http = http.clone();
@@ -1053,7 +999,7 @@ async fn emulate_binary_done_when_scenario() {
         .unwrap();
     assert_eq!(list["value"].as_array().unwrap().len(), 5);
     // Another tenant has its own window, so its bad body is judged, not throttled.
-    let other = get_token(&http, &url, "fabrikam").await;
+    let other = token_at(&http, &url, "fabrikam", "app", "s3cret").await;
     assert_eq!(post(other, group_body("nope")).await.status(), 400);
     assert_eq!(post("unknown".into(), SEED_BODY.into()).await.status(), 401);
     let stats: Value = http

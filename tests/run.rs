@@ -125,11 +125,7 @@ async fn the_seed_body_reaches_the_service_as_written() {
     let http = reqwest::Client::new();
     let token = emulator_token(&emulator, "t", "c", "s").await;
     let list: serde_json::Value = http
-        .get(format!(
-            "{}/deviceManagement/windowsAutopilotDeviceIdentities/{}/deploymentProfile/assignments",
-            emulator.graph_url(),
-            device(1)
-        ))
+        .get(assignments_url(&emulator.graph_url(), &device(1)))
         .bearer_auth(&token)
         .send()
         .await

@@ -18,9 +18,9 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use super::conn::ConnHandle;
 use super::envelope::{Answer, Ctx, Errors, new_guid};
 use super::faults::Fault;
-use super::server::ConnHandle;
 use super::state::{Inner, Shared};
 use super::throttle::{Verdict, retry_after};
 use super::tokens::authenticate;
@@ -157,19 +157,7 @@ fn single(
     };
     if shared.config.deny_permission {
         // Graph authorizes before Intune counts the request against the tenant's window.
-        return errors.answer(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            &format!(
-                "Application is not authorized to perform this operation. Application must have \
-                 one of the following scopes: DeviceManagementServiceConfig.ReadWrite.All{}",
-                if write {
-                    ""
-                } else {
-                    ", DeviceManagementServiceConfig.Read.All"
-                }
-            ),
-        );
+        return forbidden(&errors, write);
     }
 
     let now = Instant::now();
@@ -187,29 +175,8 @@ fn single(
         );
     }
     let fault = inner.faults.roll();
-    match fault {
-        Fault::Unavailable => {
-            inner.stats.faults_503 += 1;
-            let answer = errors.answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "The service is temporarily unavailable. Please retry later.",
-            );
-            return match shared.config.fault_503_retry_after {
-                Some(secs) => answer.with_header("retry-after", secs.to_string()),
-                None => answer,
-            };
-        }
-        Fault::GatewayTimeout => {
-            inner.stats.faults_504 += 1;
-            return errors.answer(
-                StatusCode::GATEWAY_TIMEOUT,
-                "GatewayTimeout",
-                "The gateway did not receive a timely response from the upstream service.",
-            );
-        }
-        Fault::Drop => inner.stats.dropped_connections += 1,
-        Fault::None => {}
+    if let Some(answer) = injected(shared, &mut inner, &errors, fault) {
+        return answer;
     }
     let mut answer = execute(
         shared,
@@ -223,6 +190,61 @@ fn single(
     );
     answer.drop = fault == Fault::Drop;
     answer
+}
+
+/// The 403 Graph gives an app without the assignment permission; a read also names the
+/// read-only scope that would do.
+fn forbidden(errors: &Errors<'_>, write: bool) -> Answer {
+    errors.answer(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        &format!(
+            "Application is not authorized to perform this operation. Application must have \
+             one of the following scopes: DeviceManagementServiceConfig.ReadWrite.All{}",
+            if write {
+                ""
+            } else {
+                ", DeviceManagementServiceConfig.Read.All"
+            }
+        ),
+    )
+}
+
+/// The answer an injected 503 or 504 gives instead of executing the request, counted. `None`
+/// when the request executes: no fault, or `drop`, which executes before the connection goes.
+fn injected(
+    shared: &Shared,
+    inner: &mut Inner,
+    errors: &Errors<'_>,
+    fault: Fault,
+) -> Option<Answer> {
+    match fault {
+        Fault::Unavailable => {
+            inner.stats.faults_503 += 1;
+            let answer = errors.answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The service is temporarily unavailable. Please retry later.",
+            );
+            Some(match shared.config.fault_503_retry_after {
+                Some(secs) => answer.with_header("retry-after", secs.to_string()),
+                None => answer,
+            })
+        }
+        Fault::GatewayTimeout => {
+            inner.stats.faults_504 += 1;
+            Some(errors.answer(
+                StatusCode::GATEWAY_TIMEOUT,
+                "GatewayTimeout",
+                "The gateway did not receive a timely response from the upstream service.",
+            ))
+        }
+        Fault::Drop => {
+            inner.stats.dropped_connections += 1;
+            None
+        }
+        Fault::None => None,
+    }
 }
 
 /// The 429, with a Retry-After in the configured (or, for `mixed`, drawn) form. A write 429
@@ -318,7 +340,7 @@ fn execute(
         Ok(stored) => stored,
         Err(message) => return errors.answer(StatusCode::BAD_REQUEST, "BadRequest", &message),
     };
-    // Always a fresh id: the issue asks for one, and a client must not rely on its own.
+    // Always a fresh id, whatever the body says: a client must not rely on its own.
     let id = new_guid();
     let mut ordered = Map::new();
     ordered.insert(

@@ -1,12 +1,13 @@
 //! The local Graph emulator: a faithful stand-in for the slice of Microsoft Graph that
 //! autopilot-bulk talks to (tokens, Autopilot profile assignments, `$batch`, throttling,
-//! faults), built to `GRAPH-FACTS.md`. Users rehearse migrations on it; every test runs on it.
+//! faults). Users rehearse migrations on it; every test runs on it.
 //!
-//! Layout: `server` (accept loop, router, headers), `tokens` (token endpoint, bearer check),
-//! `graph` (assignment routes and `$batch`), `validate` (body rules), `throttle` (windows and
-//! Retry-After), `faults` (seeded faults and latency), `envelope` (answer shapes), `state`
-//! (shared state and counters). docs/emulator.md describes the behaviour for users.
+//! Layout: `server` (accept loop, router, headers), `conn` (the handle a handler drops its
+//! connection with), `tokens` (token endpoint, bearer check), `graph` (assignment routes and
+//! `$batch`), `validate` (body rules), `throttle` (windows and Retry-After), `faults` (seeded
+//! faults and latency), `envelope` (answer shapes), `state` (shared state and counters).
 
+mod conn;
 mod envelope;
 mod faults;
 mod graph;

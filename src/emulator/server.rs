@@ -3,8 +3,8 @@
 //!
 //! The accept loop exists for one fault: "store the assignment, then drop the connection
 //! without answering". An axum handler cannot close its connection, so each connection gets a
-//! [`ConnHandle`] (a cancellation token) in its requests' extensions; the connection task
-//! races the hyper connection against it and drops the connection when a handler fires it.
+//! [`ConnHandle`] in its requests' extensions; the connection task races the hyper connection
+//! against it and drops the connection when a handler fires it.
 //! The same race against the server's shutdown token makes shutdown close keep-alive
 //! connections instead of waiting for them.
 
@@ -24,19 +24,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service as _;
 
+use super::conn::ConnHandle;
 use super::envelope::{Ctx, Errors, ags_diagnostic};
 use super::state::Shared;
 use super::{graph, tokens};
-
-/// Lets a handler drop the connection its request came on.
-#[derive(Debug, Clone)]
-pub(crate) struct ConnHandle(CancellationToken);
-
-impl ConnHandle {
-    pub(crate) fn drop_connection(&self) {
-        self.0.cancel();
-    }
-}
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -133,7 +124,7 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, shutdown: Cance
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let kill = CancellationToken::new();
-            let handle = ConnHandle(kill.clone());
+            let handle = ConnHandle::new(kill.clone());
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(handle.clone());
                 let mut router = router.clone();

@@ -184,16 +184,8 @@ fn target(value: &Value) -> Result<Map<String, Value>, String> {
 mod tests {
     use super::*;
 
-    const SEED: &str = r##"{
-      "@odata.type": "#microsoft.graph.windowsAutopilotDeploymentProfileAssignment",
-      "target": {
-        "@odata.type": "microsoft.graph.deviceAndAppManagementAssignmentTarget",
-        "deviceAndAppManagementAssignmentFilterId": "Device And App Management Assignment Filter Id value",
-        "deviceAndAppManagementAssignmentFilterType": "include"
-      },
-      "source": "policySets",
-      "sourceId": "Source Id value"
-    }"##;
+    /// Graph's example request body for the assignment POST.
+    const SEED: &str = include_str!("../../tests/fixtures/seed_body.json");
 
     const G: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
 

@@ -175,26 +175,92 @@ pub fn without_credentials(mut c: assert_cmd::Command) -> assert_cmd::Command {
     c
 }
 
-/// A token issued by `emulator`, obtained the way any client would.
-pub async fn emulator_token(emulator: &Emulator, tenant: &str, app: &str, secret: &str) -> String {
-    let body: serde_json::Value = reqwest::Client::new()
-        .post(format!(
-            "{}/{tenant}/oauth2/v2.0/token",
-            emulator.authority_url()
-        ))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", app),
-            ("scope", "https://graph.microsoft.com/.default"),
-            ("client_secret", secret),
-        ])
+/// Graph's example request body for the assignment POST, as its documentation gives it.
+pub const SEED_BODY: &str = include_str!("../fixtures/seed_body.json");
+
+/// The scope a client-credentials token request asks for on the global cloud.
+pub const SCOPE: &str = "https://graph.microsoft.com/.default";
+
+/// A file under `tests/fixtures`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Process output, lossily, for asserting on.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A JWT-shaped token with a dummy signature: enough for code that reads its claims and
+/// never checks the signature.
+pub fn unsigned_jwt(header: serde_json::Value, claims: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    format!("{}.{}.c2lnbmF0dXJl", b64(header), b64(claims))
+}
+
+/// The assignments collection of `device`, below `graph` (the base including the version).
+pub fn assignments_url(graph: &str, device: &str) -> String {
+    format!(
+        "{graph}/deviceManagement/windowsAutopilotDeviceIdentities/{device}/deploymentProfile/assignments"
+    )
+}
+
+/// POST `form` to the token endpoint of `tenant` below `authority`.
+pub async fn token_request(
+    http: &reqwest::Client,
+    authority: &str,
+    tenant: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    http.post(format!("{authority}/{tenant}/oauth2/v2.0/token"))
+        .form(form)
         .send()
         .await
         .unwrap()
-        .json()
-        .await
-        .unwrap();
+}
+
+/// A client-credentials token from the token endpoint below `authority`, checked to be a 200
+/// with a bearer token.
+pub async fn token_at(
+    http: &reqwest::Client,
+    authority: &str,
+    tenant: &str,
+    app: &str,
+    secret: &str,
+) -> String {
+    let r = token_request(
+        http,
+        authority,
+        tenant,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", app),
+            ("scope", SCOPE),
+            ("client_secret", secret),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
     body["access_token"].as_str().unwrap().to_string()
+}
+
+/// A token issued by `emulator`, obtained the way any client would.
+pub async fn emulator_token(emulator: &Emulator, tenant: &str, app: &str, secret: &str) -> String {
+    token_at(
+        &reqwest::Client::new(),
+        &emulator.authority_url(),
+        tenant,
+        app,
+        secret,
+    )
+    .await
 }
 
 /// Serve `app` on 127.0.0.1, port 0, in the background; its base URL.

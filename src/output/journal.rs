@@ -1,0 +1,240 @@
+//! The intent journal: which rows may have reached the service, synced before their first
+//! request goes out.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The intent journal beside the results file: the rows whose first request may have reached
+/// the service. Written and synced before that request is sent, so that after a crash (even
+/// `kill -9` or a power cut) `--resume` knows which unfinished rows to reconcile with a GET
+/// instead of POSTing blindly. Removed when a run completes.
+pub struct Journal {
+    path: PathBuf,
+    file: Arc<std::sync::Mutex<File>>,
+    group: std::sync::Mutex<Group>,
+    synced: tokio::sync::Notify,
+    /// Sync rounds performed: what tells group commit apart from one sync per row.
+    syncs: AtomicU64,
+    /// Test hook: every sync round takes this lock before writing, so a test can hold a round
+    /// in flight while more rows arrive.
+    #[cfg(test)]
+    hold: tokio::sync::Mutex<()>,
+}
+
+/// Group commit: rows that ask to be recorded while a sync is under way are written and synced
+/// together by the next one, so a burst of rows costs one `fdatasync`, not one each.
+#[derive(Debug, Default)]
+struct Group {
+    pending: Vec<u64>,
+    /// Generation the rows in `pending` will be synced as.
+    next: u64,
+    /// Highest generation on disk.
+    done: u64,
+    syncing: bool,
+    /// A failed sync: every row that waited for it gets the error.
+    failed: Option<(u64, String)>,
+}
+
+impl Journal {
+    pub fn path_for(results: &Path) -> PathBuf {
+        let mut name = results.as_os_str().to_owned();
+        name.push(".journal");
+        PathBuf::from(name)
+    }
+
+    /// Open the journal for `results`, returning the rows it already names. `fresh` empties it.
+    pub fn open(results: &Path, fresh: bool) -> std::io::Result<(Journal, Vec<u64>)> {
+        let path = Self::path_for(results);
+        let mut rows = Vec::new();
+        if !fresh {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => rows.extend(text.lines().filter_map(|l| l.trim().parse::<u64>().ok())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .truncate(false)
+            .open(&path)?;
+        if fresh {
+            file.set_len(0)?;
+        }
+        Ok((
+            Journal {
+                path,
+                file: Arc::new(std::sync::Mutex::new(file)),
+                group: std::sync::Mutex::new(Group {
+                    next: 1,
+                    ..Group::default()
+                }),
+                synced: tokio::sync::Notify::new(),
+                syncs: AtomicU64::new(0),
+                #[cfg(test)]
+                hold: tokio::sync::Mutex::new(()),
+            },
+            rows,
+        ))
+    }
+
+    fn group(&self) -> std::sync::MutexGuard<'_, Group> {
+        self.group.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record that `row` is about to be sent, durably: returns once the row is synced to disk.
+    /// The first caller syncs everything pending; callers arriving meanwhile are synced by the
+    /// next round together.
+    pub async fn record(&self, row: u64) -> std::io::Result<()> {
+        let generation = {
+            let mut g = self.group();
+            g.pending.push(row);
+            g.next
+        };
+        loop {
+            let notified = self.synced.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let batch = {
+                let mut g = self.group();
+                if let Some((failed, e)) = &g.failed {
+                    if *failed >= generation {
+                        return Err(std::io::Error::other(e.clone()));
+                    }
+                }
+                if g.done >= generation {
+                    return Ok(());
+                }
+                if g.syncing {
+                    None
+                } else {
+                    g.syncing = true;
+                    let taken = g.next;
+                    g.next += 1;
+                    Some((std::mem::take(&mut g.pending), taken))
+                }
+            };
+            let Some((rows, taken)) = batch else {
+                notified.await;
+                continue;
+            };
+            let written = self.sync(rows).await;
+            {
+                let mut g = self.group();
+                g.syncing = false;
+                match &written {
+                    Ok(()) => g.done = taken,
+                    Err(e) => g.failed = Some((taken, e.to_string())),
+                }
+            }
+            self.synced.notify_waiters();
+        }
+    }
+
+    /// One round: append `rows` and sync them, off the async threads.
+    async fn sync(&self, rows: Vec<u64>) -> std::io::Result<()> {
+        #[cfg(test)]
+        let _held = self.hold.lock().await;
+        let file = self.file.clone();
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+            let mut text = String::with_capacity(rows.len() * 8);
+            for r in rows {
+                text.push_str(&r.to_string());
+                text.push('\n');
+            }
+            f.write_all(text.as_bytes())?;
+            f.sync_data()
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        written
+    }
+
+    /// Sync rounds performed so far.
+    #[cfg(test)]
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// The run completed: every row has its line; the journal has served its purpose.
+    pub fn remove(&self) -> std::io::Result<()> {
+        std::fs::remove_file(&self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn journal_remembers_rows_across_opens_and_concurrent_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("r.csv");
+        let (j, rows) = Journal::open(&results, true).unwrap();
+        assert!(rows.is_empty());
+        j.record(3).await.unwrap();
+        j.record(7).await.unwrap();
+        let j = Arc::new(j);
+        let many: Vec<_> = (100..150)
+            .map(|r| {
+                let j = j.clone();
+                tokio::spawn(async move { j.record(r).await })
+            })
+            .collect();
+        for t in many {
+            t.await.unwrap().unwrap();
+        }
+        let Ok(j) = Arc::try_unwrap(j) else {
+            panic!("journal still shared")
+        };
+        let (_, mut rows) = Journal::open(&results, false).unwrap();
+        rows.sort_unstable();
+        assert_eq!(rows.len(), 52);
+        assert_eq!(&rows[..2], &[3, 7]);
+        assert_eq!(rows[2..], (100..150).collect::<Vec<_>>());
+        j.remove().unwrap();
+        assert!(!Journal::path_for(&results).exists());
+    }
+
+    /// Rows that ask while a sync is in flight share the next one: 50 rows, two syncs. The
+    /// first round is held at the hook until the other 49 rows are all waiting, so grouping
+    /// must happen however the threads are scheduled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_arriving_during_a_sync_share_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("r.csv");
+        let (j, _) = Journal::open(&results, true).unwrap();
+        let j = Arc::new(j);
+        let held = j.hold.lock().await;
+        let record = |row: u64| {
+            let j = j.clone();
+            tokio::spawn(async move { j.record(row).await })
+        };
+        let first = record(0);
+        until(|| j.group().syncing).await;
+        let rest: Vec<_> = (1..50).map(record).collect();
+        until(|| j.group().pending.len() == 49).await;
+        assert_eq!(j.syncs(), 0, "the first round is still held");
+        drop(held);
+        first.await.unwrap().unwrap();
+        for t in rest {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(j.syncs(), 2);
+        let (_, mut rows) = Journal::open(&results, false).unwrap();
+        rows.sort_unstable();
+        assert_eq!(rows, (0..50).collect::<Vec<_>>());
+    }
+
+    /// Yield until `done` holds; the tasks it waits on run on the runtime's worker threads.
+    async fn until(done: impl Fn() -> bool) {
+        while !done() {
+            tokio::task::yield_now().await;
+        }
+    }
+}

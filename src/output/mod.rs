@@ -1,0 +1,142 @@
+//! What a run reports: the results CSV (one line per input row, in completion order, flushed
+//! per row so that an interrupted run leaves every finished row on disk), reading an earlier
+//! results file back for `--resume`, and the intent journal that makes resuming safe after a
+//! crash.
+//!
+//! This module holds the shapes everyone shares (the header, [`Status`], [`RowResult`],
+//! [`OutputError`]); `writer` writes the file, `prior` reads and compacts it, `journal` keeps
+//! the rows that may have reached the service.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+mod journal;
+mod prior;
+mod writer;
+
+pub use journal::Journal;
+pub use prior::{Prior, PriorResults, compact, device_fingerprint, read_prior};
+pub use writer::ResultsWriter;
+
+/// The results columns, in contract order.
+pub const HEADER: [&str; 12] = [
+    "row",
+    "device_id",
+    "status",
+    "http_status",
+    "assignment_id",
+    "attempts",
+    "error_code",
+    "error_message",
+    "request_id",
+    "client_request_id",
+    "duration_ms",
+    "finished_at",
+];
+
+/// What happened to a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Status {
+    /// 201: the assignment was created.
+    Created,
+    /// An identical assignment was found on the device (after an ambiguous failure).
+    Existing,
+    /// Gave up, or a permanent error.
+    Failed,
+    /// Never sent: the row did not validate.
+    Invalid,
+}
+
+impl Status {
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "created" => Some(Status::Created),
+            "existing" => Some(Status::Existing),
+            "failed" => Some(Status::Failed),
+            "invalid" => Some(Status::Invalid),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Existing => "existing",
+            Status::Failed => "failed",
+            Status::Invalid => "invalid",
+        }
+    }
+
+    /// `created` and `existing` both mean the device holds the assignment.
+    pub fn is_success(self) -> bool {
+        matches!(self, Status::Created | Status::Existing)
+    }
+}
+
+/// One results line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowResult {
+    pub row: u64,
+    pub device_id: String,
+    pub status: Status,
+    pub http_status: Option<u16>,
+    pub assignment_id: Option<String>,
+    pub attempts: u32,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub request_id: Option<String>,
+    pub client_request_id: Option<String>,
+    pub duration_ms: u64,
+    pub finished_at: SystemTime,
+}
+
+impl RowResult {
+    /// A row that never validated.
+    pub fn invalid(row: u64, device_id: String, reason: String) -> Self {
+        Self {
+            row,
+            device_id,
+            status: Status::Invalid,
+            http_status: None,
+            assignment_id: None,
+            attempts: 0,
+            error_code: None,
+            error_message: Some(reason),
+            request_id: None,
+            client_request_id: None,
+            duration_ms: 0,
+            finished_at: SystemTime::now(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error(
+        "results file {0} already exists: pass --resume to continue it, --overwrite to replace \
+         it, or -o to write elsewhere"
+    )]
+    Exists(PathBuf),
+    #[error("cannot create results file {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write results file {path}: {source}")]
+    Write { path: PathBuf, source: csv::Error },
+    #[error("cannot resume from {path}: {reason}")]
+    Resume { path: PathBuf, reason: String },
+}
+
+/// Neutralise a free-text value so that a spreadsheet does not run it as a formula
+/// (`=cmd|' /C calc'!A0`): a leading `=`, `+`, `-`, `@`, tab or CR gets a `'` in front.
+/// The csv writer already quotes separators, quotes and newlines, so a value cannot break
+/// the row structure.
+pub fn neutralize(s: &str) -> Cow<'_, str> {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{s}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}

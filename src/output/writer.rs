@@ -1,0 +1,145 @@
+//! Writing the results CSV: created fresh (never over an existing file unless asked) or
+//! continued for `--resume`, one flushed line per row.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use super::{HEADER, OutputError, RowResult, neutralize};
+
+/// Owns the results file. One task owns it; results reach it over a channel.
+pub struct ResultsWriter {
+    path: PathBuf,
+    writer: csv::Writer<File>,
+}
+
+impl ResultsWriter {
+    /// Create the results file and write the header. An existing file is refused (and left
+    /// untouched) unless `overwrite`.
+    pub fn create(path: &Path, overwrite: bool) -> Result<Self, OutputError> {
+        let mut opts = OpenOptions::new();
+        opts.write(true);
+        if overwrite {
+            opts.create(true).truncate(true);
+        } else {
+            // create_new is atomic: no window between "does it exist" and "create".
+            opts.create_new(true);
+        }
+        let file = opts.open(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                OutputError::Exists(path.to_path_buf())
+            } else {
+                OutputError::Create {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        let mut w = Self {
+            path: path.to_path_buf(),
+            writer: csv::Writer::from_writer(file),
+        };
+        w.write_fields(HEADER)?;
+        Ok(w)
+    }
+
+    /// Continue an existing results file (`--resume`): cut it back to `valid_len` bytes (a
+    /// torn last line from a crash goes) and append from there.
+    pub fn append(path: &Path, valid_len: u64) -> Result<Self, OutputError> {
+        let create_err = |source| OutputError::Create {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(create_err)?;
+        file.set_len(valid_len).map_err(create_err)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(create_err)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            writer: csv::Writer::from_writer(file),
+        })
+    }
+
+    fn write_fields<I, T>(&mut self, fields: I) -> Result<(), OutputError>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<[u8]>,
+    {
+        self.writer
+            .write_record(fields)
+            .and_then(|()| self.writer.flush().map_err(csv::Error::from))
+            .map_err(|source| OutputError::Write {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Write one row and flush it to the operating system.
+    pub fn write(&mut self, r: &RowResult) -> Result<(), OutputError> {
+        let opt = |o: &Option<String>| neutralize(o.as_deref().unwrap_or("")).into_owned();
+        let fields = [
+            r.row.to_string(),
+            neutralize(&r.device_id).into_owned(),
+            r.status.as_str().to_string(),
+            r.http_status.map(|s| s.to_string()).unwrap_or_default(),
+            opt(&r.assignment_id),
+            r.attempts.to_string(),
+            opt(&r.error_code),
+            opt(&r.error_message),
+            opt(&r.request_id),
+            opt(&r.client_request_id),
+            r.duration_ms.to_string(),
+            humantime::format_rfc3339_millis(r.finished_at).to_string(),
+        ];
+        self.write_fields(&fields)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_existing_file_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        std::fs::write(&p, "keep me").unwrap();
+        assert!(matches!(
+            ResultsWriter::create(&p, false),
+            Err(OutputError::Exists(_))
+        ));
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "keep me");
+        ResultsWriter::create(&p, true).unwrap();
+        assert!(
+            std::fs::read_to_string(&p)
+                .unwrap()
+                .starts_with("row,device_id,status,")
+        );
+    }
+
+    #[test]
+    fn rows_are_on_disk_after_each_write_and_formulas_neutralised() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        let mut w = ResultsWriter::create(&p, false).unwrap();
+        w.write(&RowResult::invalid(
+            3,
+            "=cmd|' /C calc'!A0".into(),
+            "device_id: \"=cmd\" is not a GUID,\nsecond line".into(),
+        ))
+        .unwrap();
+        // Read back while the writer is still open: flushed per row.
+        let mut rdr = csv::Reader::from_path(&p).unwrap();
+        assert_eq!(rdr.headers().unwrap().iter().collect::<Vec<_>>(), HEADER);
+        let rec = rdr.records().next().unwrap().unwrap();
+        assert_eq!(&rec[0], "3");
+        assert_eq!(&rec[1], "'=cmd|' /C calc'!A0");
+        assert_eq!(&rec[2], "invalid");
+        assert_eq!(&rec[7], "device_id: \"=cmd\" is not a GUID,\nsecond line");
+        assert!(rec[11].ends_with('Z'));
+    }
+}
