@@ -1,8 +1,8 @@
 //! The retry policy: how long to wait before the next attempt of a row and when to give up.
 //!
-//! The exponential schedule comes from the `backoff` crate, as the user asked. That crate is
-//! unmaintained (RUSTSEC-2025-0012); it is used only here, so replacing it is a change to this
-//! file alone.
+//! One policy for every retry of the run: rows and the token endpoint alike. The exponential
+//! schedule comes from the `backoff` crate, which is unmaintained (RUSTSEC-2025-0012); it is
+//! used only here, so replacing it is a change to this file alone.
 
 use std::time::Duration;
 

@@ -8,8 +8,8 @@ behind Flask-Limiter, `pip install limits`), unless `--limiter log` picks this f
 timestamp log instead. The two differ in one way that matters to a client:
 
 * `limits` (default): a throttled request is not counted; the window only holds accepted ones.
-* `log`: every request is counted, throttled ones too, as GRAPH-FACTS.md says Graph does
-  ("retrying before Retry-After has passed extends the throttle").
+* `log`: every request is counted, throttled ones too, as Graph does (retrying before
+  Retry-After has passed extends the throttle).
 
 It serves just enough of Graph for a bulk assignment run:
 

@@ -1,5 +1,5 @@
 //! The wire model of a `windowsAutopilotDeploymentProfileAssignment` and of Graph's error
-//! envelope, per GRAPH-FACTS.md.
+//! envelope, as Graph's beta reference documents them.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

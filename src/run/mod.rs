@@ -32,14 +32,17 @@ use crate::config::{Config, check_transport};
 use crate::graph::MAX_BATCH;
 use crate::graph::client::{GraphClient, http_client};
 use crate::halt::Halt;
-use crate::input::InputError;
+use crate::input::{InputError, InputReader};
 use crate::lock::{LockError, RunLock};
-use crate::output::{OutputError, Status};
+use crate::output::{Journal, OutputError, ResultsWriter, Status};
 use crate::progress::Progress;
 use crate::retry::RetryPolicy;
 use crate::summary::Summary;
 
+use dispatch::ReaderCounts;
+use plan::Resume;
 use worker::Workers;
+use writer::Tally;
 
 /// A run could not start (nothing was sent), or its results could not be written. Exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -91,67 +94,29 @@ async fn stages(
         progress.set_total(n);
     }
     warn_short_static_token(config, &budget, rows);
-    // 3. Rows flow: reader → workers → writer.
-    let mut graph = GraphClient::new(http, &config.graph_url);
-    if config.batch {
-        graph = graph.batched(config.concurrency);
-    }
-    let workers = Arc::new(Workers {
-        graph,
-        budget: budget.clone(),
-        journal: plan.journal.clone(),
-        halt: halt.clone(),
-        reconciliations: Default::default(),
-    });
-    let capacity = (config.concurrency * 4).max(64);
-    let (job_tx, job_rx) = mpsc::channel(capacity);
-    let (res_tx, res_rx) = mpsc::channel(capacity);
     let resume = Arc::new(plan.resume);
-    let reader = dispatch::spawn_reader(
+    // 3. Rows flow: reader → workers → writer.
+    let (tally, counts, reconciliations) = flow(
+        config,
         plan.reader,
-        resume.clone(),
-        job_tx,
-        res_tx.clone(),
-        progress.clone(),
-    );
-    let writer = tokio::spawn(writer::write_results(
         plan.writer,
-        res_rx,
-        progress.clone(),
-        halt.clone(),
-    ));
-    let ticker = spawn_ticker(budget.clone(), progress.clone());
-    dispatch::work(
-        job_rx,
-        workers.clone(),
-        res_tx,
-        rows_in_flight(config),
-        config.shutdown_grace,
+        Flow {
+            budget: budget.clone(),
+            journal: plan.journal.clone(),
+            resume: resume.clone(),
+            halt: halt.clone(),
+            progress: progress.clone(),
+            http,
+        },
     )
-    .await;
-    ticker.abort();
-    // 4. Collect: the writer's tallies, what the reader saw.
-    let tally = writer
-        .await
-        .map_err(|e| RunError::Task("results writer", e.to_string()))??;
-    let counts = match reader.await {
-        Ok(Ok(counts)) => counts,
-        Ok(Err(e)) => {
-            halt.abort(format!("input stopped being readable: {e}"));
-            Default::default()
-        }
-        Err(e) => {
-            halt.abort(format!("input reader failed: {e}"));
-            Default::default()
-        }
-    };
-    // 5. Complete: every input row has its line.
+    .await?;
+    // 4. Complete: every input row has its line.
     let aborted = halt.reason().or_else(|| budget.halt().reason());
     let interrupted = aborted.is_none() && shutdown.is_cancelled();
     if counts.finished && aborted.is_none() && !interrupted {
         plan::complete(config, &resume, counts.redone, &plan.journal)?;
     }
-    // 6. The summary.
+    // 5. The summary.
     let stats = budget.stats();
     Ok(Summary {
         input: config.input.clone(),
@@ -165,7 +130,7 @@ async fn stages(
         by_error_code: tally.by_error_code,
         requests: stats.requests,
         throttled_responses: stats.throttled,
-        reconciliations: workers.reconciliations.load(Ordering::Relaxed),
+        reconciliations,
         throttled_time: stats.throttled_time,
         final_rate: stats.final_rate,
         token_requests: stats.token_requests,
@@ -176,6 +141,78 @@ async fn stages(
         interrupted,
         aborted,
     })
+}
+
+/// What the flow of rows shares with the run.
+struct Flow {
+    budget: Arc<Budget>,
+    journal: Arc<Journal>,
+    resume: Arc<Resume>,
+    halt: Arc<Halt>,
+    progress: Arc<Progress>,
+    http: reqwest::Client,
+}
+
+/// Reader → workers → writer, until the input is done or the run stops; then what the writer
+/// tallied, what the reader saw, and how many reconciling reads were made.
+async fn flow(
+    config: &Config,
+    reader: InputReader,
+    writer: ResultsWriter,
+    f: Flow,
+) -> Result<(Tally, ReaderCounts, u64), RunError> {
+    let mut graph = GraphClient::new(f.http, &config.graph_url);
+    if config.batch {
+        graph = graph.batched(config.concurrency);
+    }
+    let workers = Arc::new(Workers {
+        graph,
+        budget: f.budget.clone(),
+        journal: f.journal,
+        halt: f.halt.clone(),
+        reconciliations: Default::default(),
+    });
+    let capacity = (config.concurrency * 4).max(64);
+    let (job_tx, job_rx) = mpsc::channel(capacity);
+    let (res_tx, res_rx) = mpsc::channel(capacity);
+    let reader =
+        dispatch::spawn_reader(reader, f.resume, job_tx, res_tx.clone(), f.progress.clone());
+    let writer = tokio::spawn(writer::write_results(
+        writer,
+        res_rx,
+        f.progress.clone(),
+        f.halt.clone(),
+    ));
+    let ticker = spawn_ticker(f.budget, f.progress);
+    let in_flight = rows_in_flight(config);
+    dispatch::work(
+        job_rx,
+        workers.clone(),
+        res_tx,
+        in_flight,
+        config.shutdown_grace,
+    )
+    .await;
+    ticker.abort();
+    let tally = writer
+        .await
+        .map_err(|e| RunError::Task("results writer", e.to_string()))??;
+    let counts = match reader.await {
+        Ok(Ok(counts)) => counts,
+        Ok(Err(e)) => {
+            f.halt.abort(format!("input stopped being readable: {e}"));
+            ReaderCounts::default()
+        }
+        Err(e) => {
+            f.halt.abort(format!("input reader failed: {e}"));
+            ReaderCounts::default()
+        }
+    };
+    Ok((
+        tally,
+        counts,
+        workers.reconciliations.load(Ordering::Relaxed),
+    ))
 }
 
 /// The run's one HTTP client, after refusing to send a bearer token over plain http to
