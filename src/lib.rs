@@ -1,7 +1,7 @@
 //! autopilot-bulk: assign Windows Autopilot deployment profiles in bulk through Microsoft Graph,
 //! as fast as Graph's throttling allows and never faster, without losing or duplicating a row.
 //!
-//! Library first: [`run()`] is the whole bulk job, callable in-process (the tests do); the
+//! Library first: [`run()`](fn@run) is the whole bulk job, callable in-process (the tests do); the
 //! binary is a thin shell around [`app::main`].
 //!
 //! # Layout
@@ -11,33 +11,33 @@
 //! - [`cli`] and [`config`]: the command line, validated into a [`config::Config`].
 //! - [`input`]: the input CSV, row by row, into jobs or invalid rows.
 //! - [`lock`]: one run per results file.
-//! - [`run`]: the run as stages: planning and resuming, the reader, the workers with each
+//! - [`run`](mod@run): the run as stages: planning and resuming, the reader, the workers with each
 //!   row's state machine, and the writer.
-//! - [`budget`]: what one Graph tenant lends the run: [`auth`] tokens, the [`throttle`] window
-//!   and gate, a request quota, the [`retry`] policy and the circuit breaker. It alone decides
+//! - `budget`: what one Graph tenant lends the run: `auth` tokens, the `throttle` window
+//!   and gate, a request quota, the `retry` policy and the circuit breaker. It alone decides
 //!   pauses.
 //! - [`graph`]: the typed Graph client and the classification of its answers.
 //! - [`output`]: the results CSV, read back for `--resume`, and the journal of rows in flight.
-//! - [`summary`] and [`progress`]: what the run did, live and at the end.
+//! - [`summary`] and `progress`: what the run did, live and at the end.
 //! - [`emulator`]: a local Graph stand-in for rehearsals and tests.
 //! - [`app`]: the binary's body: logging, signals, exit codes.
 
 pub mod app;
-pub mod auth;
-pub mod budget;
+mod auth;
+mod budget;
 pub mod cli;
 pub mod config;
 pub mod emulator;
 pub mod graph;
-pub mod halt;
+mod halt;
 pub mod input;
 pub mod lock;
 pub mod output;
-pub mod progress;
-pub mod retry;
+mod progress;
+mod retry;
 pub mod run;
 pub mod summary;
-pub mod throttle;
+mod throttle;
 
 pub use run::run;
 pub use summary::Summary;

@@ -224,8 +224,6 @@ pub struct GraphError {
     pub code: String,
     #[serde(default)]
     pub message: String,
-    #[serde(rename = "innerError", default)]
-    pub inner_error: Option<serde_json::Value>,
 }
 
 impl GraphError {
