@@ -81,7 +81,7 @@ fn fail(message: impl std::fmt::Display) -> u8 {
 /// stopping the job); quit at once on a second one, still leaving a summary JSON behind.
 fn cancel_on_signal(token: CancellationToken, summary_path: Option<std::path::PathBuf>) {
     tokio::spawn(async move {
-        first_signal().await;
+        crate::halt::signal().await;
         note!(
             "autopilot-bulk: stopping: no new rows; finishing rows in flight (Ctrl-C again to \
              quit at once, still safe to --resume)…"
@@ -89,7 +89,7 @@ fn cancel_on_signal(token: CancellationToken, summary_path: Option<std::path::Pa
         token.cancel();
         // A second signal: leave now. Every finished row is on disk and the journal names
         // the rows in flight, so --resume neither loses nor repeats anything.
-        first_signal().await;
+        crate::halt::signal().await;
         note!("autopilot-bulk: quitting at once; resume with --resume");
         write_summary_json(
             summary_path.as_deref(),
@@ -99,27 +99,6 @@ fn cancel_on_signal(token: CancellationToken, summary_path: Option<std::path::Pa
         );
         std::process::exit(130);
     });
-}
-
-async fn first_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-            _ = hup.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The command line that continues this run: the same arguments, `--resume` instead of

@@ -350,3 +350,60 @@ async fn retry_invalid_takes_a_corrected_device_id() {
     assert_ids_match_emulator(&lines, &emulator);
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_without_its_results_file_is_read_back_not_dropped() {
+    let emulator = Emulator::start(emulator_config(rate(1000, 1000)))
+        .await
+        .unwrap();
+    let (_dir, path) = input(&group_rows(5));
+    let mut config = config_for(&emulator, &path, rate(1000, 1000));
+    run(config.clone()).await;
+    // A crash after every row was sent, then the results file lost: only the journal is left.
+    std::fs::remove_file(&config.output).unwrap();
+    let journal = autopilot_bulk::output::Journal::path_for(&config.output);
+    std::fs::write(&journal, "1\n2\n3\n4\n5\n").unwrap();
+    config.resume = true;
+    let second = run(config.clone()).await;
+    assert_eq!((second.existing, second.created), (5, 0));
+    let lines = read_results(&config.output);
+    assert_each_row_once(&lines, 5);
+    assert_ids_match_emulator(&lines, &emulator);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_inserted_after_a_crash_does_not_hide_a_row_in_flight() {
+    let emulator = Emulator::start(emulator_config(rate(1000, 1000)))
+        .await
+        .unwrap();
+    let (_dir, path) = input(&group_rows(5));
+    let mut config = config_for(&emulator, &path, rate(1000, 1000));
+    run(config.clone()).await;
+    // The state a kill -9 leaves: rows 1-2 reported, rows 3-5 sent (the journal names them
+    // with their devices) but not reported.
+    let text = std::fs::read_to_string(&config.output).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .filter(|(i, l)| *i == 0 || l.starts_with("1,") || l.starts_with("2,"))
+        .map(|(_, l)| l)
+        .collect();
+    std::fs::write(&config.output, kept.join("\n") + "\n").unwrap();
+    let journal = autopilot_bulk::output::Journal::path_for(&config.output);
+    let started: String = (3..=5)
+        .map(|r| format!("{r} {}\n", device(r as u32 - 1)))
+        .collect();
+    std::fs::write(&journal, started).unwrap();
+    // The admin inserts a device above row 3: the rows in flight move down one.
+    let mut edited: Vec<String> = group_rows(5).lines().map(str::to_string).collect();
+    edited.insert(3, format!("{},group,{GROUP}", device(50)));
+    std::fs::write(&path, edited.join("\n") + "\n").unwrap();
+    config.resume = true;
+    let second = run(config.clone()).await;
+    assert_eq!((second.skipped, second.created, second.existing), (2, 1, 3));
+    let lines = read_results(&config.output);
+    assert_each_row_once(&lines, 6);
+    assert_ids_match_emulator(&lines, &emulator);
+    emulator.shutdown().await;
+}

@@ -245,7 +245,7 @@ impl Drop for Emulator {
 }
 
 /// `autopilot-bulk emulate`: start, print the URL as the first stdout line (scripts read it),
-/// describe the setup on stderr, and serve until Ctrl-C or SIGTERM.
+/// describe the setup on stderr, and serve until Ctrl-C, SIGTERM or SIGHUP.
 pub async fn serve_foreground(config: EmulatorConfig, port: u16) -> anyhow::Result<()> {
     let description = describe(&config);
     let emulator = Emulator::start_on(config, port)
@@ -256,14 +256,18 @@ pub async fn serve_foreground(config: EmulatorConfig, port: u16) -> anyhow::Resu
         writeln!(out, "{}", emulator.url())?;
         out.flush()?;
     }
-    eprintln!("Graph emulator listening");
-    eprintln!("  graph url:     {}", emulator.graph_url());
-    eprintln!("  authority url: {}", emulator.authority_url());
-    eprintln!("  stats:         {}/_emulator/stats", emulator.url());
-    eprintln!("  {description}");
-    eprintln!("Ctrl-C to stop.");
-    wait_for_signal().await;
-    eprintln!(
+    // A closed stderr is no reason to stop serving.
+    let _ = writeln!(
+        std::io::stderr(),
+        "Graph emulator listening\n  graph url:     {}\n  authority url: {}\n  stats:         \
+         {}/_emulator/stats\n  {description}\nCtrl-C to stop.",
+        emulator.graph_url(),
+        emulator.authority_url(),
+        emulator.url()
+    );
+    crate::halt::signal().await;
+    let _ = writeln!(
+        std::io::stderr(),
         "stopping; final stats: {}",
         serde_json::to_string(&emulator.stats())?
     );
@@ -300,26 +304,4 @@ fn describe(config: &EmulatorConfig) -> String {
     }
     parts.push(format!("seed {}", config.seed));
     parts.join(", ")
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

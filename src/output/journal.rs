@@ -1,11 +1,31 @@
 //! The intent journal: which rows may have reached the service, synced before their first
-//! request goes out.
+//! request goes out. Each line names the row and its device (`12 0f8fad5b-…`), so that a row
+//! that moved (an edited input) is still known by its device.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use uuid::Uuid;
+
+/// A row the journal names: its number and, in journals that record it, its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Started {
+    pub row: u64,
+    pub device: Option<Uuid>,
+}
+
+impl Started {
+    /// `row` or `row device`; anything else (a torn last line) is skipped.
+    fn parse(line: &str) -> Option<Started> {
+        let mut parts = line.split_whitespace();
+        let row = parts.next()?.parse().ok()?;
+        let device = parts.next().and_then(|d| Uuid::parse_str(d).ok());
+        Some(Started { row, device })
+    }
+}
 
 /// The intent journal beside the results file: the rows whose first request may have reached
 /// the service. Written and synced before that request is sent, so that after a crash (even
@@ -28,7 +48,7 @@ pub struct Journal {
 /// together by the next one, so a burst of rows costs one `fdatasync`, not one each.
 #[derive(Debug, Default)]
 struct Group {
-    pending: Vec<u64>,
+    pending: Vec<(u64, Uuid)>,
     /// Generation the rows in `pending` will be synced as.
     next: u64,
     /// Highest generation on disk.
@@ -46,12 +66,12 @@ impl Journal {
     }
 
     /// Open the journal for `results`, returning the rows it already names. `fresh` empties it.
-    pub fn open(results: &Path, fresh: bool) -> std::io::Result<(Journal, Vec<u64>)> {
+    pub fn open(results: &Path, fresh: bool) -> std::io::Result<(Journal, Vec<Started>)> {
         let path = Self::path_for(results);
         let mut rows = Vec::new();
         if !fresh {
             match std::fs::read_to_string(&path) {
-                Ok(text) => rows.extend(text.lines().filter_map(|l| l.trim().parse::<u64>().ok())),
+                Ok(text) => rows.extend(text.lines().filter_map(Started::parse)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
@@ -85,13 +105,13 @@ impl Journal {
         self.group.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Record that `row` is about to be sent, durably: returns once the row is synced to disk.
-    /// The first caller syncs everything pending; callers arriving meanwhile are synced by the
-    /// next round together.
-    pub async fn record(&self, row: u64) -> std::io::Result<()> {
+    /// Record that `row` (for `device`) is about to be sent, durably: returns once the row is
+    /// synced to disk. The first caller syncs everything pending; callers arriving meanwhile are
+    /// synced by the next round together.
+    pub async fn record(&self, row: u64, device: Uuid) -> std::io::Result<()> {
         let generation = {
             let mut g = self.group();
-            g.pending.push(row);
+            g.pending.push((row, device));
             g.next
         };
         loop {
@@ -135,16 +155,15 @@ impl Journal {
     }
 
     /// One round: append `rows` and sync them, off the async threads.
-    async fn sync(&self, rows: Vec<u64>) -> std::io::Result<()> {
+    async fn sync(&self, rows: Vec<(u64, Uuid)>) -> std::io::Result<()> {
         #[cfg(test)]
         let _held = self.hold.lock().await;
         let file = self.file.clone();
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-            let mut text = String::with_capacity(rows.len() * 8);
-            for r in rows {
-                text.push_str(&r.to_string());
-                text.push('\n');
+            let mut text = String::with_capacity(rows.len() * 48);
+            for (row, device) in rows {
+                text.push_str(&format!("{row} {device}\n"));
             }
             f.write_all(text.as_bytes())?;
             f.sync_data()
@@ -177,13 +196,13 @@ mod tests {
         let results = dir.path().join("r.csv");
         let (j, rows) = Journal::open(&results, true).unwrap();
         assert!(rows.is_empty());
-        j.record(3).await.unwrap();
-        j.record(7).await.unwrap();
+        j.record(3, dev(3)).await.unwrap();
+        j.record(7, dev(7)).await.unwrap();
         let j = Arc::new(j);
         let many: Vec<_> = (100..150)
             .map(|r| {
                 let j = j.clone();
-                tokio::spawn(async move { j.record(r).await })
+                tokio::spawn(async move { j.record(r, dev(r)).await })
             })
             .collect();
         for t in many {
@@ -192,8 +211,10 @@ mod tests {
         let Ok(j) = Arc::try_unwrap(j) else {
             panic!("journal still shared")
         };
-        let (_, mut rows) = Journal::open(&results, false).unwrap();
-        rows.sort_unstable();
+        let (_, mut started) = Journal::open(&results, false).unwrap();
+        started.sort_unstable();
+        assert!(started.iter().all(|s| s.device == Some(dev(s.row))));
+        let rows: Vec<u64> = started.iter().map(|s| s.row).collect();
         assert_eq!(rows.len(), 52);
         assert_eq!(&rows[..2], &[3, 7]);
         assert_eq!(rows[2..], (100..150).collect::<Vec<_>>());
@@ -213,7 +234,7 @@ mod tests {
         let held = j.hold.lock().await;
         let record = |row: u64| {
             let j = j.clone();
-            tokio::spawn(async move { j.record(row).await })
+            tokio::spawn(async move { j.record(row, dev(row)).await })
         };
         let first = record(0);
         until(|| j.group().syncing).await;
@@ -226,9 +247,34 @@ mod tests {
             t.await.unwrap().unwrap();
         }
         assert_eq!(j.syncs(), 2);
-        let (_, mut rows) = Journal::open(&results, false).unwrap();
+        let (_, started) = Journal::open(&results, false).unwrap();
+        let mut rows: Vec<u64> = started.iter().map(|s| s.row).collect();
         rows.sort_unstable();
         assert_eq!(rows, (0..50).collect::<Vec<_>>());
+    }
+
+    fn dev(row: u64) -> Uuid {
+        Uuid::from_u64_pair(row, 1)
+    }
+
+    #[test]
+    fn old_journals_of_row_numbers_still_read() {
+        assert_eq!(
+            Started::parse("12"),
+            Some(Started {
+                row: 12,
+                device: None
+            })
+        );
+        let d = dev(5);
+        assert_eq!(
+            Started::parse(&format!("5 {d}")),
+            Some(Started {
+                row: 5,
+                device: Some(d)
+            })
+        );
+        assert_eq!(Started::parse("torn 1"), None);
     }
 
     /// Yield until `done` holds; the tasks it waits on run on the runtime's worker threads.

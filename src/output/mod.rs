@@ -15,7 +15,7 @@ mod journal;
 mod prior;
 mod writer;
 
-pub use journal::Journal;
+pub use journal::{Journal, Started};
 pub use prior::{Prior, PriorResults, compact, device_fingerprint, read_prior};
 pub use writer::ResultsWriter;
 
@@ -127,6 +127,12 @@ pub enum OutputError {
     Write { path: PathBuf, source: csv::Error },
     #[error("cannot resume from {path}: {reason}")]
     Resume { path: PathBuf, reason: String },
+    #[error(
+        "results file {0} was removed or replaced during the run, so the results of rows \
+         finished since are not in it; the run stopped. Restore it and pass --resume (rows that \
+         may have been sent are in its journal and are read back before any POST)"
+    )]
+    Gone(PathBuf),
 }
 
 /// Neutralise a free-text value so that a spreadsheet does not run it as a formula
@@ -134,9 +140,27 @@ pub enum OutputError {
 /// The csv writer already quotes separators, quotes and newlines, so a value cannot break
 /// the row structure.
 pub fn neutralize(s: &str) -> Cow<'_, str> {
+    // Control characters from a service's error body (NUL, escape sequences) have no place
+    // in a CSV cell a person opens; line breaks and tabs are kept (the writer quotes them).
+    let s: Cow<'_, str> =
+        if s.contains(|c: char| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+            Cow::Owned(
+                s.chars()
+                    .map(|c| {
+                        if c.is_control() && !matches!(c, '\n' | '\r' | '\t') {
+                            '\u{FFFD}'
+                        } else {
+                            c
+                        }
+                    })
+                    .collect(),
+            )
+        } else {
+            Cow::Borrowed(s)
+        };
     if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         Cow::Owned(format!("'{s}"))
     } else {
-        Cow::Borrowed(s)
+        s
     }
 }

@@ -24,6 +24,12 @@ impl ResultsWriter {
             // create_new is atomic: no window between "does it exist" and "create".
             opts.create_new(true);
         }
+        if path.is_dir() {
+            return Err(OutputError::Create {
+                path: path.to_path_buf(),
+                source: std::io::Error::other("it is a directory: name a file with -o"),
+            });
+        }
         let file = opts.open(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::AlreadyExists {
                 OutputError::Exists(path.to_path_buf())
@@ -78,8 +84,25 @@ impl ResultsWriter {
             })
     }
 
+    /// The file written to is still the one at the path: a results file removed or replaced
+    /// mid-run would silently swallow every later row.
+    fn check_in_place(&self) -> Result<(), OutputError> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let open = self.writer.get_ref().metadata();
+            let named = std::fs::metadata(&self.path);
+            match (open, named) {
+                (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino() => {}
+                _ => return Err(OutputError::Gone(self.path.clone())),
+            }
+        }
+        Ok(())
+    }
+
     /// Write one row and flush it to the operating system.
     pub fn write(&mut self, r: &RowResult) -> Result<(), OutputError> {
+        self.check_in_place()?;
         let opt = |o: &Option<String>| neutralize(o.as_deref().unwrap_or("")).into_owned();
         let fields = [
             r.row.to_string(),
@@ -102,6 +125,7 @@ impl ResultsWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::neutralize;
 
     #[test]
     fn refuses_existing_file_untouched() {
@@ -141,5 +165,33 @@ mod tests {
         assert_eq!(&rec[2], "invalid");
         assert_eq!(&rec[7], "device_id: \"=cmd\" is not a GUID,\nsecond line");
         assert!(rec[11].ends_with('Z'));
+    }
+
+    #[test]
+    fn a_removed_results_file_is_an_error_not_a_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        let mut w = ResultsWriter::create(&p, false).unwrap();
+        w.write(&RowResult::invalid(1, "d".into(), "r".into()))
+            .unwrap();
+        std::fs::remove_file(&p).unwrap();
+        assert!(matches!(
+            w.write(&RowResult::invalid(2, "d".into(), "r".into())),
+            Err(OutputError::Gone(_))
+        ));
+        let err = ResultsWriter::create(dir.path(), true)
+            .err()
+            .expect("a directory");
+        assert!(err.to_string().contains("is a directory"), "{err}");
+    }
+
+    #[test]
+    fn control_characters_never_reach_a_cell() {
+        assert_eq!(
+            neutralize("bad\0body\x1b[31m"),
+            "bad\u{FFFD}body\u{FFFD}[31m"
+        );
+        assert_eq!(neutralize("two\nlines\tkept"), "two\nlines\tkept");
+        assert_eq!(neutralize("=1+1"), "'=1+1");
     }
 }

@@ -40,7 +40,11 @@ pub fn spawn_reader(
         let mut counts = ReaderCounts::default();
         for item in reader {
             let parsed = item?;
-            let RowPlan::Do { reconcile, redo } = resume.decide(parsed.row()) else {
+            let device = match &parsed {
+                Parsed::Job(job) => Some(job.device_id),
+                Parsed::Invalid(_) => None,
+            };
+            let RowPlan::Do { reconcile, redo } = resume.decide(parsed.row(), device) else {
                 counts.skipped += 1;
                 progress.advance(1);
                 continue;

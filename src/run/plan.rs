@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::input::{InputReader, Parsed};
+use uuid::Uuid;
+
 use crate::output::{
-    Journal, OutputError, Prior, PriorResults, ResultsWriter, Status, device_fingerprint,
+    Journal, OutputError, Prior, PriorResults, ResultsWriter, Started, Status, device_fingerprint,
 };
 
 use super::RunError;
@@ -31,7 +33,10 @@ pub struct Plan {
 #[derive(Debug, Default)]
 pub struct Resume {
     prior: HashMap<u64, Prior>,
+    /// Rows the journal names, and their devices: a row that moved in an edited input is
+    /// still recognised by its device.
     started: HashSet<u64>,
+    started_devices: HashSet<Uuid>,
     retry_invalid: bool,
     /// The results file repeats rows (an earlier resume redid them): fold them at the end.
     has_repeats: bool,
@@ -48,7 +53,20 @@ pub enum RowPlan {
 }
 
 impl Resume {
-    pub fn decide(&self, row: u64) -> RowPlan {
+    fn new(prior: HashMap<u64, Prior>, started: Vec<Started>, config: &Config) -> Self {
+        // Only rows the results do not report were in flight at the stop.
+        let in_flight = started.iter().filter(|s| !prior.contains_key(&s.row));
+        Self {
+            started_devices: in_flight.filter_map(|s| s.device).collect(),
+            started: started.iter().map(|s| s.row).collect(),
+            prior,
+            retry_invalid: config.retry_invalid,
+            has_repeats: false,
+        }
+    }
+
+    /// What to do with input row `row`, naming `device` (when it parsed).
+    pub fn decide(&self, row: u64, device: Option<Uuid>) -> RowPlan {
         let earlier = self.prior.get(&row);
         match earlier {
             Some(p) if p.status.is_success() => RowPlan::Skip,
@@ -58,7 +76,8 @@ impl Resume {
                 redo: true,
             },
             None => RowPlan::Do {
-                reconcile: self.started.contains(&row),
+                reconcile: self.started.contains(&row)
+                    || device.is_some_and(|d| self.started_devices.contains(&d)),
                 redo: false,
             },
         }
@@ -81,12 +100,21 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
     };
     if !(config.resume && config.output.exists()) {
         let writer = ResultsWriter::create(&config.output, config.overwrite || config.resume)?;
-        let (journal, _) = Journal::open(&config.output, true).map_err(journal_err)?;
+        // A journal left beside a missing results file names rows an earlier run may have
+        // sent: they are read back before any POST. Only --overwrite starts from nothing.
+        let (journal, started) =
+            Journal::open(&config.output, config.overwrite).map_err(journal_err)?;
+        if !started.is_empty() {
+            tracing::warn!(
+                rows = started.len(),
+                "the journal names rows an earlier run may have sent; they are read back first"
+            );
+        }
         return Ok(Plan {
             reader,
             writer,
             journal: Arc::new(journal),
-            resume: Resume::default(),
+            resume: Resume::new(HashMap::new(), started, config),
             rows: None,
         });
     }
@@ -114,10 +142,8 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
         writer,
         journal: Arc::new(journal),
         resume: Resume {
-            prior: prior_rows,
-            started: started.into_iter().collect(),
-            retry_invalid: config.retry_invalid,
             has_repeats,
+            ..Resume::new(prior_rows, started, config)
         },
         rows: Some(rows),
     })
@@ -234,12 +260,43 @@ pub fn complete(
 mod tests {
     use super::*;
 
+    impl Resume {
+        fn decide_row(&self, row: u64) -> RowPlan {
+            self.decide(row, None)
+        }
+    }
+
+    #[test]
+    fn a_row_that_moved_is_known_by_its_device() {
+        let moved = Uuid::from_u64_pair(9, 9);
+        let started = vec![Started {
+            row: 4,
+            device: Some(moved),
+        }];
+        let resume = Resume::new(HashMap::new(), started, &Config::new("i", "o"));
+        // A row inserted above it: the device is now row 5, row 4 is another device.
+        let reconcile = RowPlan::Do {
+            reconcile: true,
+            redo: false,
+        };
+        assert_eq!(resume.decide(5, Some(moved)), reconcile);
+        assert_eq!(resume.decide(4, Some(Uuid::nil())), reconcile);
+        assert_eq!(
+            resume.decide(6, Some(Uuid::nil())),
+            RowPlan::Do {
+                reconcile: false,
+                redo: false
+            }
+        );
+    }
+
     fn prior(status: Status) -> Prior {
         Prior { device: 0, status }
     }
 
     #[test]
     fn finished_rows_are_skipped_failed_and_started_ones_reconciled() {
+        let moved = Uuid::from_u64_pair(9, 9);
         let resume = Resume {
             prior: HashMap::from([
                 (1, prior(Status::Created)),
@@ -248,26 +305,27 @@ mod tests {
                 (4, prior(Status::Invalid)),
             ]),
             started: HashSet::from([5]),
+            started_devices: HashSet::from([moved]),
             retry_invalid: false,
             has_repeats: false,
         };
-        assert_eq!(resume.decide(1), RowPlan::Skip);
-        assert_eq!(resume.decide(2), RowPlan::Skip);
+        assert_eq!(resume.decide_row(1), RowPlan::Skip);
+        assert_eq!(resume.decide_row(2), RowPlan::Skip);
         let redo = RowPlan::Do {
             reconcile: true,
             redo: true,
         };
-        assert_eq!(resume.decide(3), redo);
-        assert_eq!(resume.decide(4), RowPlan::Skip);
+        assert_eq!(resume.decide_row(3), redo);
+        assert_eq!(resume.decide_row(4), RowPlan::Skip);
         assert_eq!(
-            resume.decide(5),
+            resume.decide_row(5),
             RowPlan::Do {
                 reconcile: true,
                 redo: false
             }
         );
         assert_eq!(
-            resume.decide(6),
+            resume.decide_row(6),
             RowPlan::Do {
                 reconcile: false,
                 redo: false
@@ -277,6 +335,6 @@ mod tests {
             retry_invalid: true,
             ..resume
         };
-        assert_eq!(retry_invalid.decide(4), redo);
+        assert_eq!(retry_invalid.decide_row(4), redo);
     }
 }

@@ -50,7 +50,7 @@ impl Workers {
             let token = budget.token().await?;
             if !journaled {
                 // Durably note the intent before the first request can reach the service.
-                if let Err(e) = self.journal.record(job.row).await {
+                if let Err(e) = self.journal.record(job.row, job.device_id).await {
                     self.halt.abort(format!("cannot write the journal: {e}"));
                     return None;
                 }
