@@ -23,6 +23,8 @@ enum FirstPost {
     StoredThen504,
     /// Stores it and answers 200 with the object (not Graph's 201).
     OkWithObject,
+    /// Stores it, then answers 201 with an endless-looking body (20 MiB, chunked).
+    StoredThenHugeBody,
 }
 
 #[derive(Clone)]
@@ -40,6 +42,11 @@ async fn post(State(s): State<Stand>, Json(mut body): Json<serde_json::Value>) -
     match s.first {
         FirstPost::StoredThen504 if n == 0 => StatusCode::GATEWAY_TIMEOUT.into_response(),
         FirstPost::OkWithObject => (StatusCode::OK, Json(body)).into_response(),
+        FirstPost::StoredThenHugeBody => {
+            let chunks = (0..20).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1 << 20]));
+            let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
+            (StatusCode::CREATED, body).into_response()
+        }
         _ => (StatusCode::CREATED, Json(body)).into_response(),
     }
 }
@@ -114,4 +121,15 @@ async fn a_post_answered_200_with_the_object_is_created() {
             .all(|l| l.status == "created" && l.http_status == "200")
     );
     assert_eq!(stand.posts.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_oversized_answer_is_cut_off_and_the_row_read_back() {
+    let (base, stand) = stand_in(FirstPost::StoredThenHugeBody).await;
+    let (_dir, csv) = input(&group_rows(1));
+    let config = config(&base, &csv);
+    common::run(config.clone()).await;
+    let lines = read_results(&config.output);
+    assert_eq!(lines[0].status, "existing", "{lines:?}");
+    assert_eq!(stand.posts.load(Ordering::SeqCst), 1, "posted again");
 }

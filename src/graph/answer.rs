@@ -244,6 +244,55 @@ pub fn classify_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> F
     }
 }
 
+/// The most read from one answer. Graph's answers here are a few kilobytes (a `$batch`
+/// envelope of 20, a page of a listing); a server that sends more is broken or hostile, and
+/// reading on would only cost memory.
+pub(crate) const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Read an answer's body, at most [`MAX_ANSWER_BYTES`] of it.
+pub(crate) async fn read_answer(mut response: reqwest::Response) -> Raw {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let too_large = |status: StatusCode, headers: &HeaderMap| Raw::Lost {
+        // The request was answered, so it may have been executed: read it back, never resend.
+        failure: Failure::Retry {
+            retry_after: None,
+            ambiguous: true,
+            error: ErrorInfo {
+                code: "ResponseTooLarge".into(),
+                message: format!(
+                    "the answer ({status}) is larger than {} MiB; not read further",
+                    MAX_ANSWER_BYTES / (1024 * 1024)
+                ),
+            },
+        },
+        http_status: Some(status.as_u16()),
+        request_id: header_str(headers, "request-id"),
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return too_large(status, &headers);
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > MAX_ANSWER_BYTES => {
+                return too_large(status, &headers);
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(e) => return transport_failure(&e),
+        }
+    }
+    Raw::Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
 /// A request that got no HTTP answer. A failure to connect means nothing was sent; anything
 /// later (reset, timeout, truncated answer) may have reached the service.
 pub(crate) fn transport_failure(e: &reqwest::Error) -> Raw {

@@ -16,7 +16,9 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::answer::{ErrorInfo, Failure, Raw, classify_error, header_str, transport_failure};
+use super::answer::{
+    ErrorInfo, Failure, Raw, classify_error, header_str, read_answer, transport_failure,
+};
 use super::request::Request;
 
 /// Graph's cap on requests in one `$batch`.
@@ -109,15 +111,16 @@ async fn send_envelope(http: &reqwest::Client, graph_url: &str, seats: &[Seat]) 
         .json(&serde_json::json!({ "requests": requests }))
         .send()
         .await;
-    let response = match sent {
-        Ok(r) => r,
+    let (status, headers, body) = match sent {
         Err(e) => return whole(transport_failure(&e)),
-    };
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = match response.bytes().await {
-        Ok(b) => b,
-        Err(e) => return whole(transport_failure(&e)),
+        Ok(response) => match read_answer(response).await {
+            Raw::Answer {
+                status,
+                headers,
+                body,
+            } => (status, headers, body),
+            lost => return whole(lost),
+        },
     };
     if status != StatusCode::OK {
         return whole(Raw::Lost {

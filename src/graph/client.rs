@@ -151,18 +151,8 @@ impl GraphClient {
             .header("client-request-id", crid)
             .send()
             .await;
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => return transport_failure(&e),
-        };
-        let status = response.status();
-        let headers = response.headers().clone();
-        match response.bytes().await {
-            Ok(body) => Raw::Answer {
-                status,
-                headers,
-                body: body.to_vec(),
-            },
+        match sent {
+            Ok(response) => answer::read_answer(response).await,
             Err(e) => transport_failure(&e),
         }
     }
