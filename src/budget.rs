@@ -33,6 +33,20 @@ pub struct Limits {
     /// Learn the service's real budget from its 429s.
     pub adaptive: bool,
     pub retry: RetryPolicy,
+    /// Stop the tenant when no request has had an HTTP answer for this long (and at least
+    /// [`UNREACHABLE_ATTEMPTS`] in a row): the service is unreachable, and every row would
+    /// only spend its whole retry budget.
+    pub unreachable_after: Duration,
+}
+
+/// Requests in a row without an HTTP answer before the service can count as unreachable.
+pub const UNREACHABLE_ATTEMPTS: u32 = 8;
+
+/// The current run of requests without an HTTP answer.
+#[derive(Debug, Default)]
+struct Silence {
+    attempts: u32,
+    since: Option<tokio::time::Instant>,
 }
 
 /// Leave to send one request. Hand it back through [`Budget::settle`] with the answer;
@@ -74,6 +88,8 @@ pub struct Budget {
     /// every request takes a cell of.
     quota: DefaultDirectRateLimiter,
     retry: RetryPolicy,
+    unreachable_after: Duration,
+    silence: std::sync::Mutex<Silence>,
     halt: Halt,
     refused_in_a_row: AtomicU32,
     requests: AtomicU64,
@@ -105,6 +121,8 @@ impl Budget {
             window: Throttle::new(limits.rate, limits.adaptive),
             quota: RateLimiter::direct(quota(limits.request_rate)),
             retry: limits.retry,
+            unreachable_after: limits.unreachable_after,
+            silence: Default::default(),
             halt: Halt::child_of(run),
             refused_in_a_row: AtomicU32::new(0),
             requests: AtomicU64::new(0),
@@ -181,6 +199,7 @@ impl Budget {
             Some(s) if s < 500 => Answer::Accepted,
             _ => Answer::Other,
         });
+        self.observe_transport(attempt);
         let Some(retry_after) = retry_after else {
             return Pause::None;
         };
@@ -203,6 +222,33 @@ impl Budget {
             }
             Ok(delay) => Pause::Retry(delay),
             Err(why) => Pause::GiveUp(why),
+        }
+    }
+
+    /// The unreachable-service breaker: every request of the last `unreachable_after` (at least
+    /// [`UNREACHABLE_ATTEMPTS`] of them) failed without an HTTP answer (refused, timed out,
+    /// reset). Any answer, even an error, resets it.
+    fn observe_transport<T>(&self, attempt: &Attempt<T>) {
+        let mut s = self.silence.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(Failure::Retry { error, .. }) =
+            attempt.failure().filter(|_| attempt.http_status.is_none())
+        else {
+            *s = Silence::default();
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        s.attempts += 1;
+        let since = *s.since.get_or_insert(now);
+        if s.attempts >= UNREACHABLE_ATTEMPTS && now - since >= self.unreachable_after {
+            self.halt.abort(format!(
+                "Graph unreachable: the last {} requests, over {}, got no answer (last: {}: {}); \
+                 check the network, proxy and --graph-url, then rerun with --resume (finished \
+                 rows are in the results file)",
+                s.attempts,
+                humantime::format_duration(Duration::from_secs((now - since).as_secs())),
+                error.code,
+                error.message
+            ));
         }
     }
 

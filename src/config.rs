@@ -212,6 +212,8 @@ pub struct Config {
     /// Retry-After (drops, timeouts, 504s, Intune's bare 429s). One second suits Graph; tests
     /// shorten it so that fault-heavy runs finish in seconds.
     pub initial_backoff: Duration,
+    /// No HTTP answer to any request for this long (8 at least) stops the run (exit 3).
+    pub unreachable_after: Duration,
     pub cloud: Cloud,
     pub graph_url: String,
     pub authority_url: String,
@@ -243,6 +245,7 @@ impl Config {
             max_attempts: 10,
             max_retry_time: Duration::from_secs(15 * 60),
             initial_backoff: Duration::from_secs(1),
+            unreachable_after: Duration::from_secs(60),
             cloud,
             graph_url: cloud.graph_url(),
             authority_url: cloud.authority().to_string(),

@@ -133,3 +133,22 @@ async fn an_oversized_answer_is_cut_off_and_the_row_read_back() {
     assert_eq!(lines[0].status, "existing", "{lines:?}");
     assert_eq!(stand.posts.load(Ordering::SeqCst), 1, "posted again");
 }
+
+/// Every request refused at the transport level: the run stops as a whole (exit 3) instead of
+/// letting every row spend its retry budget, and rows not finished stay for --resume.
+#[tokio::test]
+async fn an_unreachable_service_stops_the_run() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed); // connections are refused from now on
+    let (_dir, csv) = input(&group_rows(20));
+    let mut config = config(&base, &csv);
+    config.max_attempts = 1000;
+    config.unreachable_after = std::time::Duration::from_millis(200);
+    let summary = common::run(config.clone()).await;
+    assert_eq!(summary.exit_code(), 3, "{summary:?}");
+    let reason = summary.aborted.clone().expect("aborted");
+    assert!(reason.contains("Graph unreachable"), "{reason}");
+    assert!(reason.contains("ConnectionFailed"), "{reason}");
+    assert!(summary.rows < 20, "every row spent its budget: {summary:?}");
+}

@@ -242,6 +242,7 @@ fn tenant_budget(config: &Config, http: reqwest::Client, halt: &Halt) -> Result<
             initial: config.initial_backoff,
             ..RetryPolicy::new(config.max_attempts, config.max_retry_time)
         },
+        unreachable_after: config.unreachable_after,
     };
     Ok(Budget::new(tokens, limits, halt.token()))
 }
