@@ -289,3 +289,26 @@ fn a_closed_stdout_or_stderr_is_a_quiet_end_of_output() {
     assert_eq!(json["outcome"], "completed");
     assert_eq!(read_results(&results).len(), 4);
 }
+
+/// A proxy in the environment (a corporate default) never carries loopback traffic: the
+/// emulator stays reachable.
+#[test]
+fn a_proxy_in_the_environment_is_not_used_for_loopback() {
+    let (dir, csv) = input(&group_rows(3));
+    let results = dir.path().join("out.csv");
+    let out = bin()
+        .arg("run")
+        .arg(&csv)
+        .arg("-o")
+        .arg(&results)
+        .args(["--emulator", "-q", "--rate", "1000/1s"])
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("ALL_PROXY", "http://127.0.0.1:9")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(read_results(&results).len(), 3);
+}

@@ -19,13 +19,44 @@ pub fn http_client(
     connect_timeout: Duration,
     request_timeout: Duration,
 ) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+    with_proxies(reqwest::Client::builder())
         .connect_timeout(connect_timeout)
         .timeout(request_timeout)
         // A redirect would carry the bearer token somewhere we did not choose.
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("autopilot-bulk/", env!("CARGO_PKG_VERSION")))
         .build()
+}
+
+/// Proxies from the environment, read as curl reads them (`HTTPS_PROXY`, `HTTP_PROXY`,
+/// `ALL_PROXY`, `NO_PROXY`, upper or lower case), except that loopback is never proxied: the
+/// emulator and local stand-ins live on this machine, and a corporate proxy cannot reach them.
+fn with_proxies(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    let var = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+    };
+    let bypass = match var(["NO_PROXY", "no_proxy"]) {
+        Some(list) => format!("{list},localhost,127.0.0.0/8,::1"),
+        None => "localhost,127.0.0.0/8,::1".to_string(),
+    };
+    type MakeProxy = fn(String) -> reqwest::Result<reqwest::Proxy>;
+    let kinds: [(MakeProxy, [&str; 2]); 3] = [
+        (reqwest::Proxy::https, ["HTTPS_PROXY", "https_proxy"]),
+        (reqwest::Proxy::http, ["HTTP_PROXY", "http_proxy"]),
+        (reqwest::Proxy::all, ["ALL_PROXY", "all_proxy"]),
+    ];
+    let mut builder = builder.no_proxy();
+    for (proxy, names) in kinds {
+        let Some(url) = var(names) else { continue };
+        match proxy(url) {
+            Ok(p) => builder = builder.proxy(p.no_proxy(reqwest::NoProxy::from_string(&bypass))),
+            // The URL itself may carry credentials: name the variable, never its value.
+            Err(_) => tracing::warn!("ignoring {}: not a proxy URL", names[0]),
+        }
+    }
+    builder
 }
 
 /// The Graph client: a shared connection pool, the base URL and, with `--batch`, the queue of
