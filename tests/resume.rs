@@ -6,6 +6,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use autopilot_bulk::config::Config;
 use autopilot_bulk::emulator::{Emulator, EmulatorConfig};
 use common::*;
 
@@ -351,14 +352,20 @@ async fn retry_invalid_takes_a_corrected_device_id() {
     emulator.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_journal_without_its_results_file_is_read_back_not_dropped() {
+/// An emulator, an input of `rows` rows and a completed run over it.
+async fn completed_run(rows: u32) -> (Emulator, tempfile::TempDir, std::path::PathBuf, Config) {
     let emulator = Emulator::start(emulator_config(rate(1000, 1000)))
         .await
         .unwrap();
-    let (_dir, path) = input(&group_rows(5));
-    let mut config = config_for(&emulator, &path, rate(1000, 1000));
+    let (dir, path) = input(&group_rows(rows));
+    let config = config_for(&emulator, &path, rate(1000, 1000));
     run(config.clone()).await;
+    (emulator, dir, path, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_without_its_results_file_is_read_back_not_dropped() {
+    let (emulator, _dir, path, mut config) = completed_run(5).await;
     // A crash after every row was sent, then the results file lost: only the journal is left.
     std::fs::remove_file(&config.output).unwrap();
     let journal = autopilot_bulk::output::Journal::path_for(&config.output);
@@ -374,12 +381,7 @@ async fn a_journal_without_its_results_file_is_read_back_not_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_inserted_after_a_crash_does_not_hide_a_row_in_flight() {
-    let emulator = Emulator::start(emulator_config(rate(1000, 1000)))
-        .await
-        .unwrap();
-    let (_dir, path) = input(&group_rows(5));
-    let mut config = config_for(&emulator, &path, rate(1000, 1000));
-    run(config.clone()).await;
+    let (emulator, _dir, path, mut config) = completed_run(5).await;
     // The state a kill -9 leaves: rows 1-2 reported, rows 3-5 sent (the journal names them
     // with their devices) but not reported.
     let text = std::fs::read_to_string(&config.output).unwrap();
