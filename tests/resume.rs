@@ -365,7 +365,7 @@ async fn completed_run(rows: u32) -> (Emulator, tempfile::TempDir, std::path::Pa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journal_without_its_results_file_is_read_back_not_dropped() {
-    let (emulator, _dir, path, mut config) = completed_run(5).await;
+    let (emulator, _dir, _path, mut config) = completed_run(5).await;
     // A crash after every row was sent, then the results file lost: only the journal is left.
     std::fs::remove_file(&config.output).unwrap();
     let journal = autopilot_bulk::output::Journal::path_for(&config.output);
