@@ -157,16 +157,24 @@ pub(crate) fn listed(
     status: StatusCode,
     body: &[u8],
 ) -> Option<Result<Page<ReturnedAssignment>, Failure>> {
+    page(status, body)
+}
+
+/// One page of a listing, from a 200. `None` for other statuses.
+pub(crate) fn page<T: serde::de::DeserializeOwned>(
+    status: StatusCode,
+    body: &[u8],
+) -> Option<Result<Page<T>, Failure>> {
     if status != StatusCode::OK {
         return None;
     }
     Some(
-        serde_json::from_slice::<Page<ReturnedAssignment>>(body).map_err(|e| Failure::Retry {
+        serde_json::from_slice::<Page<T>>(body).map_err(|e| Failure::Retry {
             retry_after: None,
             ambiguous: false,
             error: ErrorInfo {
                 code: "UnreadableResponse".into(),
-                message: format!("assignment list is not JSON: {e}"),
+                message: format!("the listing is not the JSON Graph sends: {e}"),
             },
         }),
     )

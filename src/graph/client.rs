@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::answer::{self, Attempt, ErrorInfo, Failure, Page, Raw, transport_failure};
 use super::batch::{self, MAX_BATCH, Seat};
-use super::model::{Assignment, ReturnedAssignment};
+use super::model::{Assignment, Identity, ReturnedAssignment};
 use super::request::Request;
 
 /// The one HTTP client of a run (Graph and the token endpoint share its pool).
@@ -57,6 +57,16 @@ fn with_proxies(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
         }
     }
     builder
+}
+
+/// An attempt refused before anything was sent.
+fn unsent<T>(failure: Failure, client_request_id: String) -> Attempt<T> {
+    Attempt {
+        result: Err(failure),
+        http_status: None,
+        request_id: None,
+        client_request_id,
+    }
 }
 
 /// The Graph client: a shared connection pool, the base URL and, with `--batch`, the queue of
@@ -113,18 +123,45 @@ impl GraphClient {
         let crid = Uuid::new_v4().to_string();
         let page = match page.map(|link| self.below_base(link)).transpose() {
             Ok(page) => page,
-            Err(failure) => {
-                return Attempt {
-                    result: Err(failure),
-                    http_status: None,
-                    request_id: None,
-                    client_request_id: crid,
-                };
-            }
+            Err(failure) => return unsent(failure, crid),
         };
         self.send(token, Request::List { device, page }, &crid)
             .await
             .attempt(crid, answer::listed)
+    }
+
+    /// GET one page of the tenant's Autopilot identities: the first (`top` per page) when
+    /// `page` is `None`, else the `@odata.nextLink` a previous page gave.
+    pub async fn identities(
+        &self,
+        token: &Arc<str>,
+        top: u32,
+        page: Option<&str>,
+    ) -> Attempt<Page<Identity>> {
+        let crid = Uuid::new_v4().to_string();
+        let page = match page.map(|link| self.below_base(link)).transpose() {
+            Ok(page) => page,
+            Err(failure) => return unsent(failure, crid),
+        };
+        self.send(token, Request::Identities { top, page }, &crid)
+            .await
+            .attempt(crid, answer::page)
+    }
+
+    /// GET the identities whose serial number contains `serial` (one page: a serial is in few
+    /// identities). The caller keeps exact matches.
+    pub async fn identities_with_serial(
+        &self,
+        token: &Arc<str>,
+        serial: &str,
+    ) -> Attempt<Page<Identity>> {
+        let crid = Uuid::new_v4().to_string();
+        let request = Request::IdentitiesWithSerial {
+            serial: serial.to_string(),
+        };
+        self.send(token, request, &crid)
+            .await
+            .attempt(crid, answer::page)
     }
 
     /// A next link is followed only below the Graph base URL it came from: the bearer token
@@ -174,7 +211,7 @@ impl GraphClient {
         let url = format!("{}{}", self.graph_url, request.path());
         let builder = match request {
             Request::Post { body, .. } => self.http.post(url).json(body),
-            Request::List { .. } => self.http.get(url),
+            _ => self.http.get(url),
         };
         let sent = builder
             .bearer_auth(token)

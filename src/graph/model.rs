@@ -257,6 +257,26 @@ pub fn unwrap_intune_message(message: &str) -> String {
     trimmed.to_string()
 }
 
+/// A `windowsAutopilotDeviceIdentity` as the listing returns it: only what the run and `status`
+/// read. Every field is optional: a listing that leaves one out must not fail the page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Identity {
+    #[serde(default)]
+    pub id: String,
+    #[serde(rename = "serialNumber", default)]
+    pub serial_number: Option<String>,
+    #[serde(rename = "groupTag", default)]
+    pub group_tag: Option<String>,
+    /// Graph's `windowsAutopilotProfileAssignmentStatus`, verbatim (`notAssigned`, `pending`,
+    /// `assignedInSync`, `assignedOutOfSync`, `assignedUnkownSyncState` in Graph's spelling, ...).
+    #[serde(rename = "deploymentProfileAssignmentStatus", default)]
+    pub assignment_status: Option<String>,
+    #[serde(rename = "deploymentProfileAssignmentDetailedStatus", default)]
+    pub detailed_status: Option<String>,
+    #[serde(rename = "deploymentProfileAssignedDateTime", default)]
+    pub assigned_at: Option<String>,
+}
+
 /// An assignment as Graph returns it (201 body, or an item of the GET list).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ReturnedAssignment {

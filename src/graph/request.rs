@@ -1,49 +1,83 @@
-//! The requests the run makes to a device's assignments, in the shape both a lone request and a
-//! `$batch` envelope need (method, path below the Graph base URL, JSON body).
+//! The requests the run makes, in the shape both a lone request and a `$batch` envelope need
+//! (method, path below the Graph base URL, JSON body).
 
 use uuid::Uuid;
 
 use super::model::Assignment;
 
-/// One request to a device's assignments.
+const IDENTITIES: &str = "/deviceManagement/windowsAutopilotDeviceIdentities";
+
+/// One request to Graph.
 #[derive(Debug, Clone)]
 pub(crate) enum Request {
-    Post {
-        device: Uuid,
-        body: Assignment,
-    },
-    /// The first page, or a later one: `page` is the `@odata.nextLink` below the base URL.
-    List {
-        device: Uuid,
-        page: Option<String>,
-    },
+    /// Create one assignment of a device.
+    Post { device: Uuid, body: Assignment },
+    /// A page of a device's assignments: the first, or a later one (`page`: the
+    /// `@odata.nextLink` below the base URL).
+    List { device: Uuid, page: Option<String> },
+    /// A page of the tenant's Autopilot identities: the first (`top` per page), or a later one.
+    Identities { top: u32, page: Option<String> },
+    /// The identities whose serial number contains `serial` (`contains` is a substring match:
+    /// the caller keeps exact matches).
+    IdentitiesWithSerial { serial: String },
 }
 
 impl Request {
     pub(crate) fn method(&self) -> &'static str {
         match self {
             Request::Post { .. } => "POST",
-            Request::List { .. } => "GET",
+            _ => "GET",
         }
     }
 
     /// The path below the Graph base URL (what `$batch` wants).
     pub(crate) fn path(&self) -> String {
-        let device = match self {
+        match self {
             Request::List {
                 page: Some(page), ..
-            } => return page.clone(),
-            Request::Post { device, .. } | Request::List { device, .. } => device,
-        };
-        format!(
-            "/deviceManagement/windowsAutopilotDeviceIdentities/{device}/deploymentProfile/assignments"
-        )
+            }
+            | Request::Identities {
+                page: Some(page), ..
+            } => page.clone(),
+            Request::Post { device, .. } | Request::List { device, .. } => {
+                format!("{IDENTITIES}/{device}/deploymentProfile/assignments")
+            }
+            Request::Identities { top, page: None } => format!("{IDENTITIES}?$top={top}"),
+            Request::IdentitiesWithSerial { serial } => {
+                // An OData string literal doubles its quotes; the filter is then percent-encoded.
+                let filter = format!("contains(serialNumber,'{}')", serial.replace('\'', "''"));
+                let encoded: String =
+                    url::form_urlencoded::byte_serialize(filter.as_bytes()).collect();
+                format!("{IDENTITIES}?$filter={encoded}")
+            }
+        }
     }
 
     pub(crate) fn body(&self) -> Option<serde_json::Value> {
         match self {
             Request::Post { body, .. } => serde_json::to_value(body).ok(),
-            Request::List { .. } => None,
+            _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_below_the_base() {
+        let first = Request::Identities {
+            top: 100,
+            page: None,
+        };
+        assert_eq!(first.path(), format!("{IDENTITIES}?$top=100"));
+        let serial = Request::IdentitiesWithSerial {
+            serial: "O'Brien 7".into(),
+        };
+        assert_eq!(
+            serial.path(),
+            format!("{IDENTITIES}?$filter=contains%28serialNumber%2C%27O%27%27Brien+7%27%29")
+        );
     }
 }
