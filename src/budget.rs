@@ -16,8 +16,9 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenProvider;
-use crate::config::RateSpec;
+use crate::config::{Config, RateSpec, check_transport};
 use crate::graph::answer::{Attempt, Failure};
+use crate::graph::client::http_client;
 use crate::halt::Halt;
 use crate::output::{RowResult, Status};
 use crate::retry::{GiveUp, RetryPolicy, RowRetry};
@@ -113,7 +114,43 @@ fn quota(rate: RateSpec) -> Quota {
         .allow_burst(count)
 }
 
+/// The one HTTP client of a run, after refusing to send a bearer token over plain http to
+/// anything but loopback.
+pub fn connect(config: &Config) -> Result<reqwest::Client, String> {
+    check_transport(&config.graph_url, "Graph URL")?;
+    check_transport(&config.authority_url, "authority URL")?;
+    http_client(config.connect_timeout, config.request_timeout)
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
 impl Budget {
+    /// The budget of the tenant `config` names. Credentials are loaded here: a missing or
+    /// unreadable certificate is a configuration error before anything is read or sent.
+    pub fn from_config(
+        config: &Config,
+        http: reqwest::Client,
+        run: &CancellationToken,
+    ) -> Result<Budget, String> {
+        let tokens = TokenProvider::from_credentials(
+            http,
+            &config.authority_url,
+            &config.cloud.scope(),
+            &config.credentials,
+        )
+        .map_err(|e| e.to_string())?;
+        let limits = Limits {
+            rate: config.rate,
+            request_rate: config.request_rate,
+            adaptive: config.adaptive,
+            retry: RetryPolicy {
+                initial: config.initial_backoff,
+                ..RetryPolicy::new(config.max_attempts, config.max_retry_time)
+            },
+            unreachable_after: config.unreachable_after,
+        };
+        Ok(Budget::new(tokens, limits, run))
+    }
+
     /// A budget that stops when `run` is cancelled, or on its own when its tenant fails.
     pub fn new(tokens: TokenProvider, limits: Limits, run: &CancellationToken) -> Self {
         Self {

@@ -31,6 +31,7 @@ pub mod emulator;
 pub mod graph;
 mod halt;
 pub mod input;
+pub mod listing;
 pub mod lock;
 pub mod output;
 mod progress;

@@ -26,17 +26,15 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::TokenProvider;
-use crate::budget::{Budget, Limits};
-use crate::config::{Config, check_transport};
+use crate::budget::Budget;
+use crate::config::Config;
 use crate::graph::MAX_BATCH;
-use crate::graph::client::{GraphClient, http_client};
+use crate::graph::client::GraphClient;
 use crate::halt::Halt;
 use crate::input::{InputError, InputReader};
 use crate::lock::{LockError, RunLock};
 use crate::output::{Journal, OutputError, ResultsWriter, Status};
 use crate::progress::Progress;
-use crate::retry::RetryPolicy;
 use crate::summary::Summary;
 
 use dispatch::ReaderCounts;
@@ -85,8 +83,10 @@ async fn stages(
     let command: Vec<String> = std::env::args().collect();
     let _lock = RunLock::acquire(&config.output, &command.join(" "))?;
     // 1. Where to send and as whom.
-    let http = connect(config)?;
-    let budget = Arc::new(tenant_budget(config, http.clone(), &halt)?);
+    let http = crate::budget::connect(config).map_err(RunError::Config)?;
+    let budget = Arc::new(
+        Budget::from_config(config, http.clone(), halt.token()).map_err(RunError::Config)?,
+    );
     // 2. What to do: the input, an earlier run's results, the journal.
     let plan = plan::prepare(config)?;
     let rows = count_rows(config, plan.rows, &budget).await;
@@ -213,38 +213,6 @@ async fn flow(
         counts,
         workers.reconciliations.load(Ordering::Relaxed),
     ))
-}
-
-/// The run's one HTTP client, after refusing to send a bearer token over plain http to
-/// anything but loopback.
-fn connect(config: &Config) -> Result<reqwest::Client, RunError> {
-    check_transport(&config.graph_url, "Graph URL").map_err(RunError::Config)?;
-    check_transport(&config.authority_url, "authority URL").map_err(RunError::Config)?;
-    http_client(config.connect_timeout, config.request_timeout)
-        .map_err(|e| RunError::Config(format!("cannot build the HTTP client: {e}")))
-}
-
-/// The tenant's budget. Credentials are loaded here, before the input: a missing or unreadable
-/// certificate creates no results file.
-fn tenant_budget(config: &Config, http: reqwest::Client, halt: &Halt) -> Result<Budget, RunError> {
-    let tokens = TokenProvider::from_credentials(
-        http,
-        &config.authority_url,
-        &config.cloud.scope(),
-        &config.credentials,
-    )
-    .map_err(|e| RunError::Config(e.to_string()))?;
-    let limits = Limits {
-        rate: config.rate,
-        request_rate: config.request_rate,
-        adaptive: config.adaptive,
-        retry: RetryPolicy {
-            initial: config.initial_backoff,
-            ..RetryPolicy::new(config.max_attempts, config.max_retry_time)
-        },
-        unreachable_after: config.unreachable_after,
-    };
-    Ok(Budget::new(tokens, limits, halt.token()))
 }
 
 /// The input's row count, for the progress bar and the static token's warning: from the
