@@ -116,6 +116,7 @@ fn result_row(row: u64) -> RowResult {
         client_request_id: Some("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d".into()),
         duration_ms: 187,
         finished_at: SystemTime::now(),
+        serial_number: None,
     }
 }
 

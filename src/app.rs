@@ -252,7 +252,11 @@ fn dry_run(config: &crate::config::Config) -> u8 {
                 "row {}: POST {}/deviceManagement/windowsAutopilotDeviceIdentities/{}/deploymentProfile/assignments\n{}",
                 job.row,
                 config.graph_url,
-                job.device_id,
+                match &job.device {
+                    crate::input::Device::Id(id) | crate::input::Device::Both(id, _) =>
+                        id.to_string(),
+                    crate::input::Device::Serial(s) => format!("{{id of serial {s:?}}}"),
+                },
                 serde_json::to_string_pretty(&job.assignment).unwrap_or_default()
             );
         }

@@ -100,6 +100,17 @@ impl Progress {
         self.bar.set_message(msg);
     }
 
+    /// The resolution phase: pages (or lookups) read, identities seen, serials found.
+    pub fn resolving(&self, pages: u64, identities: u64, found: Option<usize>, wanted: usize) {
+        let found = found
+            .map(|f| format!(" · {f} of {wanted} serials found"))
+            .unwrap_or_default();
+        self.bar.set_message(format!(
+            "resolving {wanted} serial numbers: {pages} requests · {identities} identities{found}"
+        ));
+        self.bar.tick();
+    }
+
     pub fn finish(&self) {
         self.bar.finish_and_clear();
         *active_bar() = None;

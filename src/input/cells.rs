@@ -24,13 +24,38 @@ pub struct RowDefaults {
     pub source_id: Option<String>,
 }
 
-/// One valid row, ready to send.
+/// One valid row, ready to send once its device is known.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     /// 1-based index of the data row (the header is not a row).
     pub row: u64,
-    pub device_id: Uuid,
+    pub device: Device,
     pub assignment: Assignment,
+}
+
+/// How a row names its device: by identity id, by serial number (resolved through the
+/// tenant's identity listing before any assignment), or both (they must agree).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Device {
+    Id(Uuid),
+    Serial(String),
+    Both(Uuid, String),
+}
+
+impl Device {
+    pub fn id(&self) -> Option<Uuid> {
+        match self {
+            Device::Id(id) | Device::Both(id, _) => Some(*id),
+            Device::Serial(_) => None,
+        }
+    }
+
+    pub fn serial(&self) -> Option<&str> {
+        match self {
+            Device::Serial(s) | Device::Both(_, s) => Some(s),
+            Device::Id(_) => None,
+        }
+    }
 }
 
 /// Parse a GUID in the forms Graph and Intune exports use (hyphenated, braced or bare).
@@ -86,22 +111,31 @@ pub(super) fn parse_row<R: Record + ?Sized>(
 ) -> Result<Job, String> {
     check_shape(record, columns.width())?;
     let cells = Cells { record, columns };
-    let device_id = device_id(&cells)?;
+    let device = device(&cells)?;
     let target = target(&cells, defaults)?;
     let source = source(&cells, defaults)?;
     let source_id = source_id(&cells, defaults)?;
     let assignment_id = cells.text(Column::AssignmentId)?.map(str::to_string);
     Ok(Job {
         row,
-        device_id,
+        device,
         assignment: Assignment::new(target, source, source_id, assignment_id),
     })
 }
 
 /// The `device_id` cell as written, for an invalid row's report (it may not be a GUID).
 pub(super) fn device_cell_lossy<R: Record + ?Sized>(record: &R, columns: &ColumnMap) -> String {
+    cell_lossy(record, columns, Column::DeviceId)
+}
+
+/// The `serial_number` cell as written, for an invalid row's report.
+pub(super) fn serial_cell_lossy<R: Record + ?Sized>(record: &R, columns: &ColumnMap) -> String {
+    cell_lossy(record, columns, Column::SerialNumber)
+}
+
+fn cell_lossy<R: Record + ?Sized>(record: &R, columns: &ColumnMap, col: Column) -> String {
     columns
-        .get(Column::DeviceId)
+        .get(col)
         .and_then(|i| record.field(i))
         .map(|raw| String::from_utf8_lossy(raw).trim().to_string())
         .unwrap_or_default()
@@ -159,12 +193,19 @@ fn with_col<T>(col: Column, r: Result<T, String>) -> Result<T, String> {
     r.map_err(|e| format!("{}: {e}", col.name()))
 }
 
-/// The device: the `device_id` cell, which every row must have.
-fn device_id<R: Record + ?Sized>(cells: &Cells<'_, R>) -> Result<Uuid, String> {
-    let device = cells
-        .text(Column::DeviceId)?
-        .ok_or_else(|| "device_id is empty".to_string())?;
-    with_col(Column::DeviceId, parse_guid(device))
+/// The device: a `device_id` GUID, a `serial_number`, or both; every row names one.
+fn device<R: Record + ?Sized>(cells: &Cells<'_, R>) -> Result<Device, String> {
+    let id = cells.guid(Column::DeviceId)?;
+    let serial = cells.text(Column::SerialNumber)?.map(str::to_string);
+    match (id, serial) {
+        (Some(id), None) => Ok(Device::Id(id)),
+        (None, Some(serial)) => Ok(Device::Serial(serial)),
+        (Some(id), Some(serial)) => Ok(Device::Both(id, serial)),
+        (None, None) if cells.columns.get(Column::DeviceId).is_some() => {
+            Err("device_id is empty".into())
+        }
+        (None, None) => Err("serial_number is empty".into()),
+    }
 }
 
 /// The assignment target: its kind, the group or collection the kind needs, and the filter.
@@ -464,7 +505,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(job.row, 1);
-        assert_eq!(job.device_id.to_string(), D1);
+        assert_eq!(job.device, Device::Id(D1.parse().unwrap()));
         assert_eq!(
             serde_json::to_value(&job.assignment).unwrap(),
             serde_json::json!({

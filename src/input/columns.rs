@@ -16,10 +16,11 @@ pub(super) enum Column {
     Source,
     SourceId,
     AssignmentId,
+    SerialNumber,
 }
 
 impl Column {
-    const ALL: [Column; 9] = [
+    const ALL: [Column; 10] = [
         Column::DeviceId,
         Column::TargetType,
         Column::GroupId,
@@ -29,6 +30,7 @@ impl Column {
         Column::Source,
         Column::SourceId,
         Column::AssignmentId,
+        Column::SerialNumber,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -42,6 +44,7 @@ impl Column {
             Column::Source => "source",
             Column::SourceId => "source_id",
             Column::AssignmentId => "assignment_id",
+            Column::SerialNumber => "serial_number",
         }
     }
 
@@ -61,6 +64,8 @@ impl Column {
             Column::Source => &["source"],
             Column::SourceId => &["sourceid"],
             Column::AssignmentId => &["assignmentid"],
+            // `Device Serial Number` is how Get-WindowsAutopilotInfo exports name it.
+            Column::SerialNumber => &["serialnumber", "serial", "deviceserialnumber"],
         }
     }
 
@@ -123,7 +128,12 @@ mod tests {
         );
         assert_eq!(Column::from_header("Target-Type"), Some(Column::TargetType));
         assert_eq!(Column::from_header("GROUP_ID"), Some(Column::GroupId));
-        assert_eq!(Column::from_header("serial"), None);
+        assert_eq!(
+            Column::from_header("Device Serial Number"),
+            Some(Column::SerialNumber)
+        );
+        assert_eq!(Column::from_header("serial"), Some(Column::SerialNumber));
+        assert_eq!(Column::from_header("Hardware Hash"), None);
         assert_eq!(Column::from_header(""), None);
     }
 

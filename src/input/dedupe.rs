@@ -6,15 +6,21 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
-use uuid::Uuid;
-
+use super::cells::Device;
 use crate::graph::model::Target;
 
-/// The key a row is deduplicated by: its device and its whole target.
-pub(super) fn fingerprint(device: Uuid, target: &Target) -> u64 {
+/// The key a row is deduplicated by: its device (the id when the row gives one, else the
+/// serial number, case and spaces ignored) and its whole target.
+pub(super) fn fingerprint(device: &Device, target: &Target) -> u64 {
     // DefaultHasher::new() has fixed keys: the same file always dedupes the same way.
     let mut h = std::hash::DefaultHasher::new();
-    device.hash(&mut h);
+    match device.id() {
+        Some(id) => id.hash(&mut h),
+        None => {
+            let serial = device.serial().unwrap_or_default();
+            serial.trim().to_lowercase().hash(&mut h);
+        }
+    }
     target.hash(&mut h);
     h.finish()
 }

@@ -95,7 +95,8 @@ pub(super) struct Header {
     pub(super) unknown: Vec<String>,
 }
 
-/// Map the header row to contract columns. A repeated column, or no `device_id`, is refused.
+/// Map the header row to contract columns. A repeated column, or neither `device_id` nor
+/// `serial_number`, is refused.
 pub(super) fn read_header(headers: &ByteRecord) -> Result<Header, String> {
     let mut columns = ColumnMap::new(headers.len());
     let mut unknown = Vec::new();
@@ -128,7 +129,7 @@ pub(super) fn read_header(headers: &ByteRecord) -> Result<Header, String> {
     if unknown_count > unknown.len() {
         unknown.push(format!("… and {} more", unknown_count - unknown.len()));
     }
-    if columns.get(Column::DeviceId).is_none() {
+    if columns.get(Column::DeviceId).is_none() && columns.get(Column::SerialNumber).is_none() {
         return Err(no_device_id(headers));
     }
     Ok(Header {
@@ -147,8 +148,8 @@ fn no_device_id(headers: &ByteRecord) -> String {
     {
         return format!(
             "the header row is missing: the first row holds data (column {} is the GUID \
-             {}), but it must name the columns and include device_id, e.g. \
-             device_id,target_type,group_id",
+             {}), but it must name the columns and include device_id or serial_number, \
+             e.g. device_id,target_type,group_id",
             i + 1,
             quote(&String::from_utf8_lossy(&headers[i]))
         );
@@ -159,8 +160,8 @@ fn no_device_id(headers: &ByteRecord) -> String {
         .map(|h| quote(&String::from_utf8_lossy(h)))
         .collect();
     format!(
-        "no device_id column in the header row (found {}{}); the first row must name \
-         the columns, e.g. device_id,target_type,group_id",
+        "no device_id or serial_number column in the header row (found {}{}); the first \
+         row must name the columns, e.g. device_id,target_type,group_id",
         shown.join(", "),
         if headers.len() > 8 { ", …" } else { "" }
     )
@@ -248,8 +249,8 @@ mod tests {
             e.contains("appears twice") && e.contains("columns 1 and 2"),
             "{e}"
         );
-        let e = header(&["serial", "model"]).unwrap_err();
-        assert!(e.contains("no device_id column"), "{e}");
+        let e = header(&["model", "make"]).unwrap_err();
+        assert!(e.contains("no device_id or serial_number column"), "{e}");
         let e = header(&["x", "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"]).unwrap_err();
         assert!(
             e.contains("header row is missing") && e.contains("column 2"),

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use csv::ByteRecord;
 
 pub(crate) use cells::parse_guid;
-pub use cells::{Job, RowDefaults};
+pub use cells::{Device, Job, RowDefaults};
 
 /// A row that will never be sent, with the reason.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +32,8 @@ pub struct InvalidRow {
     pub row: u64,
     /// The `device_id` cell as written (may be empty or not a GUID).
     pub device_id: String,
+    /// The `serial_number` cell as written (empty when there is none).
+    pub serial_number: String,
     pub reason: String,
 }
 
@@ -134,6 +136,14 @@ impl InputReader {
         &self.header.unknown
     }
 
+    /// Rows may name devices by serial number: they are resolved before the run.
+    pub fn has_serial_numbers(&self) -> bool {
+        self.header
+            .columns
+            .get(columns::Column::SerialNumber)
+            .is_some()
+    }
+
     /// The record just read as row `row`: a job, an invalid row, or an I/O error from
     /// re-reading the file to recover from an open quote.
     fn parse_current(&mut self, row: u64) -> Result<Parsed, std::io::Error> {
@@ -153,14 +163,16 @@ impl InputReader {
             Err(reason) => Parsed::Invalid(InvalidRow {
                 row,
                 device_id: cells::device_cell_lossy(&self.record, columns),
+                serial_number: cells::serial_cell_lossy(&self.record, columns),
                 reason,
             }),
             Ok(job) => {
-                let fp = dedupe::fingerprint(job.device_id, &job.assignment.target);
+                let fp = dedupe::fingerprint(&job.device, &job.assignment.target);
                 match self.seen.first_or_insert(fp, row) {
                     Some(first) => Parsed::Invalid(InvalidRow {
                         row,
-                        device_id: job.device_id.to_string(),
+                        device_id: job.device.id().map(|d| d.to_string()).unwrap_or_default(),
+                        serial_number: job.device.serial().unwrap_or_default().to_string(),
                         reason: format!("duplicate of row {first}"),
                     }),
                     None => Parsed::Job(job),
@@ -248,7 +260,7 @@ mod tests {
         let Parsed::Job(job) = &rows[0] else {
             panic!("{rows:?}")
         };
-        assert_eq!(job.device_id.to_string(), D1);
+        assert_eq!(job.device.id().map(|d| d.to_string()).as_deref(), Some(D1));
         assert_eq!(job.assignment.target.kind, TargetKind::Group);
         assert_eq!(job.assignment.target.group_id.unwrap().to_string(), G1);
         assert_eq!(job.assignment.source, Source::Direct);
@@ -329,8 +341,11 @@ mod tests {
             read(b"", RowDefaults::default()),
             Err(InputError::Header { .. })
         ));
-        let e = read(b"serial,model\nx,y\n", RowDefaults::default()).unwrap_err();
-        assert!(e.to_string().contains("no device_id column"), "{e}");
+        let e = read(b"model,make\nx,y\n", RowDefaults::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("no device_id or serial_number column"),
+            "{e}"
+        );
         let e = read(b"device_id,deviceId\n", RowDefaults::default()).unwrap_err();
         assert!(e.to_string().contains("appears twice"), "{e}");
         assert!(

@@ -16,11 +16,12 @@ mod prior;
 mod writer;
 
 pub use journal::{Journal, Started};
-pub use prior::{Prior, PriorResults, compact, device_fingerprint, read_prior};
+pub use prior::{Prior, PriorResults, compact, device_fingerprint, read_prior, serial_fingerprint};
 pub use writer::ResultsWriter;
 
-/// The results columns, in contract order.
-pub const HEADER: [&str; 12] = [
+/// The results columns, in contract order. Columns are only ever added at the end: a results
+/// file of an earlier version (its first [`HEADER_V1`] columns) is still read and continued.
+pub const HEADER: [&str; 13] = [
     "row",
     "device_id",
     "status",
@@ -33,7 +34,11 @@ pub const HEADER: [&str; 12] = [
     "client_request_id",
     "duration_ms",
     "finished_at",
+    "serial_number",
 ];
+
+/// The columns results files had before `serial_number`.
+pub const HEADER_V1: usize = 12;
 
 /// What happened to a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -89,6 +94,8 @@ pub struct RowResult {
     pub client_request_id: Option<String>,
     pub duration_ms: u64,
     pub finished_at: SystemTime,
+    /// The serial number the input row named, if it named one.
+    pub serial_number: Option<String>,
 }
 
 impl RowResult {
@@ -107,6 +114,7 @@ impl RowResult {
             client_request_id: None,
             duration_ms: 0,
             finished_at: SystemTime::now(),
+            serial_number: None,
         }
     }
 }

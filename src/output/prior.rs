@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
-use super::{HEADER, OutputError, Status};
+use super::{HEADER, HEADER_V1, OutputError, Status};
 
 /// What an earlier run recorded for one row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +13,8 @@ pub struct Prior {
     /// Fingerprint of the device id as written (case and the formula guard ignored), to check
     /// that the results file belongs to the input without keeping every id in memory.
     pub device: u64,
+    /// Fingerprint of the serial number the row named (0: none).
+    pub serial: u64,
     pub status: Status,
 }
 
@@ -25,6 +27,19 @@ pub struct PriorResults {
     pub valid_len: u64,
     /// A row appears more than once (an earlier resume redid it): compact at the end.
     pub has_repeats: bool,
+    /// Columns of the file: an earlier version's files have fewer, and are continued so.
+    pub columns: usize,
+}
+
+/// Fingerprint a serial-number cell the same way for the input and the results file (0 for
+/// an empty one).
+pub fn serial_fingerprint(cell: &str) -> u64 {
+    let serial = cell.trim().trim_start_matches('\'');
+    if serial.is_empty() {
+        0
+    } else {
+        device_fingerprint(serial)
+    }
 }
 
 /// Fingerprint a device-id cell the same way for the input and the results file.
@@ -69,22 +84,25 @@ pub fn read_prior(path: &Path) -> Result<PriorResults, OutputError> {
         let end = rdr.position().byte();
         if first {
             first = false;
-            if record.iter().collect::<Vec<_>>() != HEADER {
+            let names: Vec<&str> = record.iter().collect();
+            if names.len() < HEADER_V1 || names[..] != HEADER[..names.len().min(HEADER.len())] {
                 return Err(err(
                     "the first line is not the results header: not an autopilot-bulk results file"
                         .into(),
                 ));
             }
+            prior.columns = names.len();
             prior.valid_len = end;
             continue;
         }
-        let parsed = (record.len() == HEADER.len())
+        let parsed = (record.len() == prior.columns)
             .then(|| Some((record[0].parse::<u64>().ok()?, Status::parse(&record[2])?)))
             .flatten();
         match parsed {
             Some((row, status)) => {
                 let p = Prior {
                     device: device_fingerprint(&record[1]),
+                    serial: record.get(HEADER_V1).map_or(0, serial_fingerprint),
                     status,
                 };
                 if prior.rows.insert(row, p).is_some() {
@@ -134,7 +152,8 @@ pub fn compact(path: &Path) -> Result<(), OutputError> {
     {
         let mut rdr = csv::Reader::from_path(path).map_err(csv_err)?;
         let mut w = csv::Writer::from_writer(File::create(&tmp).map_err(io_err)?);
-        w.write_record(HEADER).map_err(csv_err)?;
+        w.write_record(rdr.headers().map_err(csv_err)?)
+            .map_err(csv_err)?;
         for (i, rec) in rdr.byte_records().enumerate() {
             let rec = rec.map_err(csv_err)?;
             let row = std::str::from_utf8(&rec[0])
@@ -177,7 +196,7 @@ mod tests {
         assert_eq!(prior.rows.len(), 1);
         assert_eq!(prior.rows[&1].status, Status::Invalid);
         assert_eq!(prior.rows[&1].device, device_fingerprint("=X"));
-        let mut w = ResultsWriter::append(&p, prior.valid_len).unwrap();
+        let mut w = ResultsWriter::append(&p, prior.valid_len, prior.columns).unwrap();
         w.write(&RowResult::invalid(2, "y".into(), "bad".into()))
             .unwrap();
         drop(w);

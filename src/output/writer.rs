@@ -10,6 +10,9 @@ use super::{HEADER, OutputError, RowResult, neutralize};
 pub struct ResultsWriter {
     path: PathBuf,
     writer: csv::Writer<File>,
+    /// Columns written per line: all of [`HEADER`], or fewer when continuing a file an earlier
+    /// version wrote, so that every line of one file has the same width.
+    columns: usize,
 }
 
 impl ResultsWriter {
@@ -43,14 +46,15 @@ impl ResultsWriter {
         let mut w = Self {
             path: path.to_path_buf(),
             writer: csv::Writer::from_writer(file),
+            columns: HEADER.len(),
         };
         w.write_fields(HEADER)?;
         Ok(w)
     }
 
-    /// Continue an existing results file (`--resume`): cut it back to `valid_len` bytes (a
-    /// torn last line from a crash goes) and append from there.
-    pub fn append(path: &Path, valid_len: u64) -> Result<Self, OutputError> {
+    /// Continue an existing results file (`--resume`) of `columns` columns: cut it back to
+    /// `valid_len` bytes (a torn last line from a crash goes) and append from there.
+    pub fn append(path: &Path, valid_len: u64, columns: usize) -> Result<Self, OutputError> {
         let create_err = |source| OutputError::Create {
             path: path.to_path_buf(),
             source,
@@ -67,6 +71,7 @@ impl ResultsWriter {
         Ok(Self {
             path: path.to_path_buf(),
             writer: csv::Writer::from_writer(file),
+            columns: columns.clamp(1, HEADER.len()),
         })
     }
 
@@ -117,8 +122,10 @@ impl ResultsWriter {
             opt(&r.client_request_id),
             r.duration_ms.to_string(),
             humantime::format_rfc3339_millis(r.finished_at).to_string(),
+            opt(&r.serial_number),
         ];
-        self.write_fields(&fields)
+        let columns = self.columns;
+        self.write_fields(&fields[..columns])
     }
 }
 

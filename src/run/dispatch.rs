@@ -9,11 +9,13 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::input::{InputError, InputReader, Parsed};
-use crate::output::RowResult;
+use crate::graph::answer::ErrorInfo;
+use crate::input::{InputError, InputReader, Job, Parsed};
+use crate::output::{RowResult, Status};
 use crate::progress::Progress;
 
 use super::plan::{Resume, RowPlan};
+use super::resolve::{Resolution, Resolved};
 use super::worker::{WorkItem, Workers};
 
 /// What the reader saw.
@@ -27,11 +29,12 @@ pub struct ReaderCounts {
     pub finished: bool,
 }
 
-/// The reader, on a blocking thread: valid rows to the workers, invalid ones straight to the
-/// results, rows an earlier run finished skipped.
+/// The reader, on a blocking thread: valid rows to the workers, invalid and unresolvable ones
+/// straight to the results, rows an earlier run finished skipped.
 pub fn spawn_reader(
     reader: InputReader,
     resume: Arc<Resume>,
+    resolved: Arc<Resolved>,
     jobs: mpsc::Sender<WorkItem>,
     results: mpsc::Sender<RowResult>,
     progress: Arc<Progress>,
@@ -41,7 +44,7 @@ pub fn spawn_reader(
         for item in reader {
             let parsed = item?;
             let device = match &parsed {
-                Parsed::Job(job) => Some(job.device_id),
+                Parsed::Job(job) => job.device.id(),
                 Parsed::Invalid(_) => None,
             };
             let RowPlan::Do { reconcile, redo } = resume.decide(parsed.row(), device) else {
@@ -51,10 +54,27 @@ pub fn spawn_reader(
             };
             counts.redone += u64::from(redo);
             let sent = match parsed {
-                Parsed::Job(job) => jobs.blocking_send(WorkItem { job, reconcile }).is_ok(),
-                Parsed::Invalid(i) => results
-                    .blocking_send(RowResult::invalid(i.row, i.device_id, i.reason))
-                    .is_ok(),
+                Parsed::Job(job) => match resolved.device(&job) {
+                    Resolution::Device(device) => {
+                        // A serial's device may be one the journal names.
+                        let reconcile = reconcile || resume.started_device(device);
+                        let item = WorkItem {
+                            job,
+                            device,
+                            reconcile,
+                        };
+                        jobs.blocking_send(item).is_ok()
+                    }
+                    Resolution::Failed(e) => results.blocking_send(failed(&job, e)).is_ok(),
+                    Resolution::Invalid(reason) => {
+                        results.blocking_send(invalid(&job, reason)).is_ok()
+                    }
+                },
+                Parsed::Invalid(i) => {
+                    let mut r = RowResult::invalid(i.row, i.device_id, i.reason);
+                    r.serial_number = Some(i.serial_number).filter(|s| !s.is_empty());
+                    results.blocking_send(r).is_ok()
+                }
             };
             if !sent {
                 return Ok(counts); // dispatch stopped
@@ -63,6 +83,23 @@ pub fn spawn_reader(
         counts.finished = true;
         Ok(counts)
     })
+}
+
+/// A row whose device id and serial number disagree: never sent.
+fn invalid(job: &Job, reason: String) -> RowResult {
+    let device = job.device.id().map(|d| d.to_string()).unwrap_or_default();
+    let mut r = RowResult::invalid(job.row, device, reason);
+    r.serial_number = job.device.serial().map(str::to_string);
+    r
+}
+
+/// A row whose serial number resolves to no single device (not found, held twice, or the
+/// listing failed): failed with the reason, never guessed.
+fn failed(job: &Job, e: ErrorInfo) -> RowResult {
+    let mut r = invalid(job, e.message);
+    r.status = Status::Failed;
+    r.error_code = Some(e.code);
+    r
 }
 
 /// Run the workers until the queue is drained or the run stops. After a stop, rows in flight

@@ -13,6 +13,7 @@
 
 mod dispatch;
 mod plan;
+mod resolve;
 mod row;
 mod worker;
 mod writer;
@@ -39,6 +40,7 @@ use crate::summary::Summary;
 
 use dispatch::ReaderCounts;
 use plan::Resume;
+use resolve::Resolved;
 use worker::Workers;
 use writer::Tally;
 
@@ -95,7 +97,13 @@ async fn stages(
     }
     warn_short_static_token(config, &budget, rows);
     let resume = Arc::new(plan.resume);
-    // 3. Rows flow: reader → workers → writer.
+    let mut graph = GraphClient::new(http, &config.graph_url);
+    if config.batch {
+        graph = graph.batched(config.concurrency);
+    }
+    // 3. Serial numbers to identity ids, through the same budget.
+    let resolved = Arc::new(resolve::resolve(&plan.wanted, &graph, &budget, progress).await);
+    // 4. Rows flow: reader → workers → writer.
     let (tally, counts, reconciliations) = flow(
         config,
         plan.reader,
@@ -104,19 +112,20 @@ async fn stages(
             budget: budget.clone(),
             journal: plan.journal.clone(),
             resume: resume.clone(),
+            resolved,
             halt: halt.clone(),
             progress: progress.clone(),
-            http,
+            graph,
         },
     )
     .await?;
-    // 4. Complete: every input row has its line.
+    // 5. Complete: every input row has its line.
     let aborted = halt.reason().or_else(|| budget.halt().reason());
     let interrupted = aborted.is_none() && shutdown.is_cancelled();
     if counts.finished && aborted.is_none() && !interrupted {
         plan::complete(config, &resume, counts.redone, &plan.journal)?;
     }
-    // 5. The summary.
+    // 6. The summary.
     let stats = budget.stats();
     Ok(Summary {
         input: config.input.clone(),
@@ -148,9 +157,10 @@ struct Flow {
     budget: Arc<Budget>,
     journal: Arc<Journal>,
     resume: Arc<Resume>,
+    resolved: Arc<Resolved>,
     halt: Arc<Halt>,
     progress: Arc<Progress>,
-    http: reqwest::Client,
+    graph: GraphClient,
 }
 
 /// Reader → workers → writer, until the input is done or the run stops; then what the writer
@@ -161,12 +171,8 @@ async fn flow(
     writer: ResultsWriter,
     f: Flow,
 ) -> Result<(Tally, ReaderCounts, u64), RunError> {
-    let mut graph = GraphClient::new(f.http, &config.graph_url);
-    if config.batch {
-        graph = graph.batched(config.concurrency);
-    }
     let workers = Arc::new(Workers {
-        graph,
+        graph: f.graph,
         budget: f.budget.clone(),
         journal: f.journal,
         halt: f.halt.clone(),
@@ -175,8 +181,14 @@ async fn flow(
     let capacity = (config.concurrency * 4).max(64);
     let (job_tx, job_rx) = mpsc::channel(capacity);
     let (res_tx, res_rx) = mpsc::channel(capacity);
-    let reader =
-        dispatch::spawn_reader(reader, f.resume, job_tx, res_tx.clone(), f.progress.clone());
+    let reader = dispatch::spawn_reader(
+        reader,
+        f.resume,
+        f.resolved,
+        job_tx,
+        res_tx.clone(),
+        f.progress.clone(),
+    );
     let writer = tokio::spawn(writer::write_results(
         writer,
         res_rx,

@@ -8,20 +8,23 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::config::Config;
-use crate::input::{InputReader, Parsed};
 use uuid::Uuid;
 
+use super::RunError;
+use super::resolve::normalize;
+use crate::config::Config;
+use crate::input::{InputReader, Parsed};
+use crate::lock::RunLock;
 use crate::output::{
     Journal, OutputError, Prior, PriorResults, ResultsWriter, Started, Status, device_fingerprint,
+    serial_fingerprint,
 };
-
-use super::RunError;
-use crate::lock::RunLock;
 
 /// What the run works through.
 pub struct Plan {
     pub reader: InputReader,
+    /// Serial numbers the rows still to do name (normalised): resolved before the run.
+    pub wanted: HashSet<String>,
     pub writer: ResultsWriter,
     pub journal: Arc<Journal>,
     pub resume: Resume,
@@ -52,6 +55,11 @@ pub enum RowPlan {
     Do { reconcile: bool, redo: bool },
 }
 
+/// An earlier run finished this row: it is not done again.
+fn finished(p: &Prior, retry_invalid: bool) -> bool {
+    p.status.is_success() || (p.status == Status::Invalid && !retry_invalid)
+}
+
 impl Resume {
     fn new(prior: HashMap<u64, Prior>, started: Vec<Started>, config: &Config) -> Self {
         // Only rows the results do not report were in flight at the stop.
@@ -65,12 +73,16 @@ impl Resume {
         }
     }
 
+    /// The journal names `device` as sent by an earlier run, at whatever row.
+    pub fn started_device(&self, device: Uuid) -> bool {
+        self.started_devices.contains(&device)
+    }
+
     /// What to do with input row `row`, naming `device` (when it parsed).
     pub fn decide(&self, row: u64, device: Option<Uuid>) -> RowPlan {
         let earlier = self.prior.get(&row);
         match earlier {
-            Some(p) if p.status.is_success() => RowPlan::Skip,
-            Some(p) if p.status == Status::Invalid && !self.retry_invalid => RowPlan::Skip,
+            Some(p) if finished(p, self.retry_invalid) => RowPlan::Skip,
             Some(_) => RowPlan::Do {
                 reconcile: true,
                 redo: true,
@@ -110,20 +122,27 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
                 "the journal names rows an earlier run may have sent; they are read back first"
             );
         }
+        // Serial numbers need a first pass to learn which to resolve; it counts the rows too.
+        let survey = if reader.has_serial_numbers() {
+            Some(survey(config, &PriorResults::default())?)
+        } else {
+            None
+        };
         return Ok(Plan {
             reader,
             writer,
             journal: Arc::new(journal),
             resume: Resume::new(HashMap::new(), started, config),
-            rows: None,
+            rows: survey.as_ref().map(|s| s.rows),
+            wanted: survey.map(|s| s.wanted).unwrap_or_default(),
         });
     }
     let prior = crate::output::read_prior(&config.output)?;
-    let rows = check_belongs(config, &prior)?;
+    let survey = survey(config, &prior)?;
     let writer = if prior.valid_len == 0 {
         ResultsWriter::create(&config.output, true)?
     } else {
-        ResultsWriter::append(&config.output, prior.valid_len)?
+        ResultsWriter::append(&config.output, prior.valid_len, prior.columns)?
     };
     let (journal, started) = Journal::open(&config.output, false).map_err(journal_err)?;
     tracing::info!(
@@ -145,7 +164,8 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
             has_repeats,
             ..Resume::new(prior_rows, started, config)
         },
-        rows: Some(rows),
+        rows: Some(survey.rows),
+        wanted: survey.wanted,
     })
 }
 
@@ -200,10 +220,16 @@ fn file_id(_path: &std::path::Path) -> Option<(u64, u64)> {
     None
 }
 
-/// The results file must belong to this input: every row it reports is the same device at the
-/// same row number, and it reports no row the input lacks. One pass over the input, which also
-/// counts its rows.
-fn check_belongs(config: &Config, prior: &PriorResults) -> Result<u64, RunError> {
+/// What one pass over the input learned before the run.
+struct Survey {
+    rows: u64,
+    wanted: HashSet<String>,
+}
+
+/// One pass over the input: count its rows, collect the serial numbers of rows still to do,
+/// and check that an earlier results file belongs to it (every row it reports is the same
+/// device at the same row number, and it reports no row the input lacks).
+fn survey(config: &Config, prior: &PriorResults) -> Result<Survey, RunError> {
     let mismatch = |reason: String| {
         RunError::Output(OutputError::Resume {
             path: config.output.clone(),
@@ -211,32 +237,68 @@ fn check_belongs(config: &Config, prior: &PriorResults) -> Result<u64, RunError>
         })
     };
     let reader = InputReader::open(&config.input, config.delimiter, config.defaults.clone())?;
-    let mut rows = 0;
+    let mut survey = Survey {
+        rows: 0,
+        wanted: HashSet::new(),
+    };
     for item in reader {
         let parsed = item?;
-        rows = parsed.row();
-        let Some(p) = prior.rows.get(&rows) else {
-            continue;
-        };
+        let row = parsed.row();
+        survey.rows = row;
+        let earlier = prior.rows.get(&row);
+        let to_do = !earlier.is_some_and(|p| finished(p, config.retry_invalid));
+        if let Parsed::Job(job) = &parsed
+            && to_do
+            && let Some(serial) = job.device.serial()
+        {
+            survey.wanted.insert(normalize(serial));
+        }
+        let Some(p) = earlier else { continue };
         if p.status == Status::Invalid && config.retry_invalid {
             continue; // redone as the input says now: a corrected device id is the point
         }
-        let device = match &parsed {
-            Parsed::Job(j) => j.device_id.to_string(),
-            Parsed::Invalid(i) => i.device_id.clone(),
-        };
-        if device_fingerprint(&device) != p.device {
+        if !same_device(&parsed, p) {
             return Err(mismatch(format!(
-                "row {rows} is device {device:?} in the input but another device in the results"
+                "row {row} is {} in the input but another device in the results",
+                describe(&parsed)
             )));
         }
     }
-    if let Some(beyond) = prior.rows.keys().copied().filter(|&r| r > rows).min() {
+    if let Some(beyond) = prior
+        .rows
+        .keys()
+        .copied()
+        .filter(|&r| r > survey.rows)
+        .min()
+    {
         return Err(mismatch(format!(
-            "the results report row {beyond}, the input has {rows} rows"
+            "the results report row {beyond}, the input has {} rows",
+            survey.rows
         )));
     }
-    Ok(rows)
+    Ok(survey)
+}
+
+/// Whether an input row names the device an earlier results line reported: by id when the
+/// row gives one, else by serial number.
+fn same_device(parsed: &Parsed, p: &Prior) -> bool {
+    match parsed {
+        Parsed::Job(job) => match job.device.id() {
+            Some(id) => device_fingerprint(&id.to_string()) == p.device,
+            None => serial_fingerprint(job.device.serial().unwrap_or_default()) == p.serial,
+        },
+        Parsed::Invalid(i) => device_fingerprint(&i.device_id) == p.device,
+    }
+}
+
+fn describe(parsed: &Parsed) -> String {
+    match parsed {
+        Parsed::Job(job) => match job.device.id() {
+            Some(id) => format!("device \"{id}\""),
+            None => format!("serial {:?}", job.device.serial().unwrap_or_default()),
+        },
+        Parsed::Invalid(i) => format!("device {:?}", i.device_id),
+    }
 }
 
 /// The run completed (every input row has its line): fold rows a resume redid into one line
@@ -291,7 +353,11 @@ mod tests {
     }
 
     fn prior(status: Status) -> Prior {
-        Prior { device: 0, status }
+        Prior {
+            device: 0,
+            serial: 0,
+            status,
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::budget::Budget;
 use crate::graph::answer::Attempt;
@@ -31,6 +32,8 @@ pub struct Workers {
 #[derive(Debug)]
 pub struct WorkItem {
     pub job: Job,
+    /// The device's identity id (the row's own, or its serial number's).
+    pub device: Uuid,
     /// Reconcile (GET) before the first POST: an earlier run may have sent it.
     pub reconcile: bool,
 }
@@ -39,7 +42,11 @@ impl Workers {
     /// One row. `None`: the run stopped before the row finished; it is left out of the results
     /// so that `--resume` does it (the journal names it if a request may have gone).
     pub async fn process(&self, item: WorkItem) -> Option<RowResult> {
-        let WorkItem { job, reconcile } = item;
+        let WorkItem {
+            job,
+            device,
+            reconcile,
+        } = item;
         let budget = &self.budget;
         let started = Instant::now();
         let mut retry = budget.start_row();
@@ -50,7 +57,7 @@ impl Workers {
             let token = budget.token().await?;
             if !journaled {
                 // Durably note the intent before the first request can reach the service.
-                if let Err(e) = self.journal.record(job.row, job.device_id).await {
+                if let Err(e) = self.journal.record(job.row, device).await {
                     self.halt.abort(format!("cannot write the journal: {e}"));
                     return None;
                 }
@@ -59,20 +66,14 @@ impl Workers {
             row.sending(&token);
             let (next, last) = match row.request() {
                 Request::Post => {
-                    let a = self
-                        .graph
-                        .post(&token, job.device_id, &job.assignment)
-                        .await;
+                    let a = self.graph.post(&token, device, &job.assignment).await;
                     let pause = budget.settle(permit, &a, &mut retry, row.attempts());
                     (row.posted(&a, pause, &token), a.meta())
                 }
                 Request::Reconcile { page } => {
                     self.reconciliations.fetch_add(1, Ordering::Relaxed);
                     let page = page.map(str::to_string);
-                    let a = self
-                        .graph
-                        .list(&token, job.device_id, page.as_deref())
-                        .await;
+                    let a = self.graph.list(&token, device, page.as_deref()).await;
                     let pause = budget.settle(permit, &a, &mut retry, row.attempts());
                     (row.listed(&a, &job.assignment, pause, &token), a.meta())
                 }
@@ -80,7 +81,7 @@ impl Workers {
             tracing::debug!(row = job.row, status = ?last.http_status, request_id = ?last.request_id, next = ?next, "answered");
             match next {
                 Next::Finish(finish) => {
-                    return Some(result(&job, finish, &last, row.attempts(), started));
+                    return Some(result(&job, device, finish, &last, row.attempts(), started));
                 }
                 Next::Refresh { why } => budget.token_refused(&token, &why).await,
                 Next::Again(delay) => {
@@ -93,10 +94,17 @@ impl Workers {
     }
 }
 
-fn result(job: &Job, f: Finish, last: &Attempt<()>, attempts: u32, started: Instant) -> RowResult {
+fn result(
+    job: &Job,
+    device: Uuid,
+    f: Finish,
+    last: &Attempt<()>,
+    attempts: u32,
+    started: Instant,
+) -> RowResult {
     RowResult {
         row: job.row,
-        device_id: job.device_id.to_string(),
+        device_id: device.to_string(),
         status: f.status,
         http_status: last.http_status,
         assignment_id: f.assignment_id,
@@ -107,5 +115,6 @@ fn result(job: &Job, f: Finish, last: &Attempt<()>, attempts: u32, started: Inst
         client_request_id: Some(last.client_request_id.clone()),
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         finished_at: SystemTime::now(),
+        serial_number: job.device.serial().map(str::to_string),
     }
 }

@@ -31,6 +31,7 @@ pub struct ResultLine {
     pub error_message: String,
     pub request_id: String,
     pub client_request_id: String,
+    pub serial_number: String,
 }
 
 pub fn read_results(path: &Path) -> Vec<ResultLine> {
@@ -50,7 +51,8 @@ pub fn read_results(path: &Path) -> Vec<ResultLine> {
             "request_id",
             "client_request_id",
             "duration_ms",
-            "finished_at"
+            "finished_at",
+            "serial_number"
         ]
     );
     rdr.records()
@@ -67,6 +69,7 @@ pub fn read_results(path: &Path) -> Vec<ResultLine> {
                 error_message: r[7].to_string(),
                 request_id: r[8].to_string(),
                 client_request_id: r[9].to_string(),
+                serial_number: r[12].to_string(),
             }
         })
         .collect()
