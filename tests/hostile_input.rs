@@ -30,7 +30,10 @@ fn split(rows: &[Parsed]) -> (Numbered, Numbered) {
     let mut invalid = Vec::new();
     for p in rows {
         match p {
-            Parsed::Job(j) => valid.push((j.row, j.device.id().map(|d| d.to_string()).unwrap_or_default())),
+            Parsed::Job(j) => valid.push((
+                j.row,
+                j.device.id().map(|d| d.to_string()).unwrap_or_default(),
+            )),
             Parsed::Invalid(i) => invalid.push((i.row, i.reason.clone())),
         }
     }

@@ -343,7 +343,8 @@ mod tests {
         ));
         let e = read(b"model,make\nx,y\n", RowDefaults::default()).unwrap_err();
         assert!(
-            e.to_string().contains("no device_id or serial_number column"),
+            e.to_string()
+                .contains("no device_id or serial_number column"),
             "{e}"
         );
         let e = read(b"device_id,deviceId\n", RowDefaults::default()).unwrap_err();

@@ -206,6 +206,35 @@ mod tests {
     }
 
     #[test]
+    fn a_file_of_the_earlier_twelve_columns_is_continued_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        let old = HEADER[..HEADER_V1].join(",");
+        std::fs::write(
+            &p,
+            format!("{old}\n1,0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d,created,201,a,1,,,,,5,2026-01-01T00:00:00Z\n"),
+        )
+        .unwrap();
+        let prior = read_prior(&p).unwrap();
+        assert_eq!((prior.columns, prior.rows.len()), (HEADER_V1, 1));
+        let mut w = ResultsWriter::append(&p, prior.valid_len, prior.columns).unwrap();
+        let mut r = RowResult::invalid(2, "y".into(), "bad".into());
+        r.serial_number = Some("SN-1".into());
+        w.write(&r).unwrap();
+        drop(w);
+        // Every line keeps the file's width: a strict reader reads it whole.
+        let mut rdr = csv::Reader::from_path(&p).unwrap();
+        assert_eq!(rdr.records().filter(|r| r.is_ok()).count(), 2);
+        assert_eq!(read_prior(&p).unwrap().rows.len(), 2);
+        compact(&p).unwrap();
+        assert!(
+            std::fs::read_to_string(&p)
+                .unwrap()
+                .starts_with(&format!("{old}\n"))
+        );
+    }
+
+    #[test]
     fn not_a_results_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.csv");
