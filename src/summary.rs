@@ -38,6 +38,18 @@ pub struct Summary {
     pub aborted: Option<String>,
     /// Stopped by the caller's shutdown token (Ctrl-C): exit code 130.
     pub interrupted: bool,
+    /// Serial numbers resolved to identity ids before the run, if the input named any.
+    pub resolution: Option<ResolutionSummary>,
+}
+
+/// The resolution phase: how many serials, how many found, what it cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolutionSummary {
+    pub serials: u64,
+    pub found: u64,
+    /// Listing pages or lookups read (a retried one counts once).
+    pub requests: u64,
+    pub elapsed: Duration,
 }
 
 impl Summary {
@@ -105,6 +117,12 @@ pub fn summary_json(s: &Summary, exit_code: u8) -> serde_json::Value {
         "configured_rate_per_second": s.configured_rate.per_second(),
         "final_rate": s.final_rate.to_string(),
         "effective_rate_per_second": s.effective_rate(),
+        "resolution": s.resolution.map(|r| serde_json::json!({
+            "serials": r.serials,
+            "found": r.found,
+            "requests": r.requests,
+            "seconds": r.elapsed.as_secs_f64(),
+        })),
     })
 }
 
@@ -171,6 +189,16 @@ pub fn render_summary(s: &Summary) -> String {
         s.configured_rate.per_second(),
         s.final_rate
     );
+    if let Some(r) = s.resolution {
+        let _ = writeln!(
+            out,
+            "  serial numbers: {} of {} found with {} requests in {:.1}s",
+            r.found,
+            r.serials,
+            r.requests,
+            r.elapsed.as_secs_f64()
+        );
+    }
     let _ = writeln!(out, "  results: {}", s.output.display());
     if let Some(reason) = &s.aborted {
         let _ = writeln!(out, "  ABORTED: {reason}");

@@ -36,7 +36,7 @@ use crate::input::{InputError, InputReader};
 use crate::lock::{LockError, RunLock};
 use crate::output::{Journal, OutputError, ResultsWriter, Status};
 use crate::progress::Progress;
-use crate::summary::Summary;
+use crate::summary::{ResolutionSummary, Summary};
 
 use dispatch::ReaderCounts;
 use plan::Resume;
@@ -102,7 +102,14 @@ async fn stages(
         graph = graph.batched(config.concurrency);
     }
     // 3. Serial numbers to identity ids, through the same budget.
+    let resolving = Instant::now();
     let resolved = Arc::new(resolve::resolve(&plan.wanted, &graph, &budget, progress).await);
+    let resolution = (!plan.wanted.is_empty()).then(|| ResolutionSummary {
+        serials: plan.wanted.len() as u64,
+        found: resolved.found() as u64,
+        requests: resolved.requests,
+        elapsed: resolving.elapsed(),
+    });
     // 4. Rows flow: reader → workers → writer.
     let (tally, counts, reconciliations) = flow(
         config,
@@ -149,6 +156,7 @@ async fn stages(
         elapsed: started.elapsed(),
         interrupted,
         aborted,
+        resolution,
     })
 }
 

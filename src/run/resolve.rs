@@ -34,6 +34,8 @@ pub fn normalize(serial: &str) -> String {
 #[derive(Debug, Default)]
 pub struct Resolved {
     holders: HashMap<String, Vec<String>>,
+    /// Listing pages or lookups it took.
+    pub requests: u64,
     /// The listing or a lookup failed: every serial row fails with this.
     failure: Option<ErrorInfo>,
 }
@@ -65,14 +67,15 @@ impl Resolved {
         }
         Self {
             holders,
+            requests: 0,
             failure: None,
         }
     }
 
     fn failed(error: ErrorInfo) -> Self {
         Self {
-            holders: HashMap::new(),
             failure: Some(error),
+            ..Self::default()
         }
     }
 
@@ -183,7 +186,10 @@ async fn listing(
         progress.resolving(listed.pages, listed.identities, None, wanted.len());
     };
     let listed = listing::each_identity(graph, budget, &mut each, on_page).await?;
-    let resolved = Resolved::new(wanted, holding);
+    let resolved = Resolved {
+        requests: listed.pages,
+        ..Resolved::new(wanted, holding)
+    };
     progress.resolving(
         listed.pages,
         listed.identities,
@@ -209,7 +215,10 @@ async fn lookups(
         holding.extend(page.value);
         progress.resolving(i as u64 + 1, holding.len() as u64, None, wanted.len());
     }
-    Ok(Resolved::new(wanted, holding))
+    Ok(Resolved {
+        requests: wanted.len() as u64,
+        ..Resolved::new(wanted, holding)
+    })
 }
 
 #[cfg(test)]
