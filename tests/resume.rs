@@ -111,29 +111,48 @@ async fn killed_twice_with_sigkill_then_resumed_assigns_every_device_exactly_onc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_exits_130_with_rows_on_disk_and_resume_completes() {
+    stopped_by_a_signal_then_resumed("-INT").await;
+}
+
+/// A closed terminal or a scheduler's stop: SIGHUP and SIGTERM stop the run as Ctrl-C does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_sigterm_stop_like_ctrl_c() {
+    stopped_by_a_signal_then_resumed("-HUP").await;
+    stopped_by_a_signal_then_resumed("-TERM").await;
+}
+
+/// Stop a run with `signal` after 20 rows: exit 130, rows on disk, the summary JSON says
+/// `interrupted`, and `--resume` completes every row exactly once.
+async fn stopped_by_a_signal_then_resumed(signal: &str) {
     let emulator = Emulator::start(emulator_config(rate(40, 1000)))
         .await
         .unwrap();
     let (dir, path) = input(&group_rows(120));
     let results = dir.path().join("devices.results.csv");
+    let summary = dir.path().join("summary.json");
     let base = [path.to_str().unwrap(), "--rate", "40/1s", "-q"];
     let child = bin_against(&emulator)
         .arg("run")
         .args(base)
+        .arg("--summary-json")
+        .arg(&summary)
         .spawn()
         .unwrap();
     until_created(&emulator, 20).await;
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let (code, stderr) = wait(child).await;
-    assert_eq!(code, Some(130), "{stderr}");
+    assert_eq!(code, Some(130), "{signal}: {stderr}");
     assert!(
         stderr.contains("--resume"),
         "no resume command in: {stderr}"
     );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(json["outcome"], "interrupted", "{json}");
     let done = read_results(&results);
     assert!(
         done.len() >= 20 && done.len() < 120,

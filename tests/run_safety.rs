@@ -312,3 +312,21 @@ fn a_proxy_in_the_environment_is_not_used_for_loopback() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(read_results(&results).len(), 3);
 }
+
+/// `-vv` shows one line per request answered, as the README says.
+#[test]
+fn very_verbose_shows_each_request() {
+    let (dir, csv) = input(&group_rows(3));
+    let out = bin()
+        .arg("run")
+        .arg(&csv)
+        .arg("-o")
+        .arg(dir.path().join("out.csv"))
+        .args(["--emulator", "-vv", "--rate", "1000/1s"])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let answered = stderr.lines().filter(|l| l.contains("answered")).count();
+    assert_eq!(answered, 3, "{stderr}");
+}

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::answer::{self, Granted};
 use super::{AuthError, ClientCertificate};
-use crate::graph::answer::parse_retry_after;
+use crate::graph::answer::{capped_body, parse_retry_after};
 use crate::retry::RetryPolicy;
 
 /// How the app proves who it is to the token endpoint.
@@ -288,7 +288,17 @@ impl OAuthSource {
                 .and_then(|v| parse_retry_after(v, SystemTime::now())),
             _ => None,
         };
-        let body = response.bytes().await.map_err(unreachable)?;
+        // A token answer is a few kilobytes: a larger one is a broken or hostile endpoint.
+        const MAX_TOKEN_ANSWER: usize = 1024 * 1024;
+        let body = capped_body(response, MAX_TOKEN_ANSWER)
+            .await
+            .map_err(unreachable)?
+            .ok_or_else(|| {
+                AuthError::Unavailable(format!(
+                    "{}: the answer is larger than 1 MiB; not read further",
+                    self.token_url
+                ))
+            })?;
         if !status.is_success() {
             return Err(Failure {
                 error: answer::refusal(&self.token_url, status, &body),

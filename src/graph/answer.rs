@@ -257,8 +257,26 @@ pub fn classify_error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> F
 /// reading on would only cost memory.
 pub(crate) const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
+/// An answer's body, or `Ok(None)` when it is longer than `limit` (reading stops there).
+pub(crate) async fn capped_body(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
 /// Read an answer's body, at most [`MAX_ANSWER_BYTES`] of it.
-pub(crate) async fn read_answer(mut response: reqwest::Response) -> Raw {
+pub(crate) async fn read_answer(response: reqwest::Response) -> Raw {
     let status = response.status();
     let headers = response.headers().clone();
     let too_large = |status: StatusCode, headers: &HeaderMap| Raw::Lost {
@@ -277,27 +295,14 @@ pub(crate) async fn read_answer(mut response: reqwest::Response) -> Raw {
         http_status: Some(status.as_u16()),
         request_id: header_str(headers, "request-id"),
     };
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
-    {
-        return too_large(status, &headers);
-    }
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) if body.len() + chunk.len() > MAX_ANSWER_BYTES => {
-                return too_large(status, &headers);
-            }
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            Ok(None) => break,
-            Err(e) => return transport_failure(&e),
-        }
-    }
-    Raw::Answer {
-        status,
-        headers,
-        body,
+    match capped_body(response, MAX_ANSWER_BYTES).await {
+        Ok(Some(body)) => Raw::Answer {
+            status,
+            headers,
+            body,
+        },
+        Ok(None) => too_large(status, &headers),
+        Err(e) => transport_failure(&e),
     }
 }
 
