@@ -347,9 +347,22 @@ pub struct EmulateArgs {
     /// Verify client-assertion signatures against this PEM certificate.
     #[arg(long, value_name = "PEM")]
     pub client_certificate: Option<PathBuf>,
-    /// Known devices, one id a line; other ids answer 404.
+    /// Known devices, one a line: `id`, `id,serial` or `id serial` (a bare id gets the serial
+    /// SN + its first 8 hex digits); other ids answer 404. Listed in file order.
     #[arg(long, value_name = "FILE")]
     pub devices: Option<PathBuf>,
+    /// Most identities one listing page holds, whatever $top asks.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub page_size: u32,
+    /// How long a device's profile status stays `pending` after its first assignment.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub assign_delay: Duration,
+    /// Answer any $select on the identity routes 500, as Graph has been seen to.
+    #[arg(long = "select-500")]
+    pub select_500: bool,
+    /// Make page 2 of the identity listing repeat page 1's nextLink (a paging loop).
+    #[arg(long)]
+    pub repeat_next_link: bool,
     /// Probability of answering 503.
     #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
     pub fault_503: f64,
@@ -392,11 +405,14 @@ fn parse_probability(s: &str) -> Result<f64, String> {
 
 impl EmulateArgs {
     pub fn to_config(&self) -> anyhow::Result<EmulatorConfig> {
-        let devices = self
+        let identities = self
             .devices
             .as_deref()
-            .map(crate::emulator::read_device_list)
+            .map(crate::emulator::read_device_identities)
             .transpose()?;
+        let devices = identities
+            .as_ref()
+            .map(|list| list.iter().map(|(id, _)| id.clone()).collect());
         Ok(EmulatorConfig {
             limit: self.limit,
             retry_after: self.retry_after,
@@ -404,6 +420,11 @@ impl EmulateArgs {
             client_secret: self.client_secret.clone(),
             client_certificate: self.client_certificate.clone(),
             devices,
+            identities: identities.unwrap_or_default(),
+            page_size: self.page_size as usize,
+            select_fails: self.select_500,
+            repeat_next_link: self.repeat_next_link,
+            assign_delay: self.assign_delay,
             fault_503: self.fault_503,
             fault_503_retry_after: self.fault_503_retry_after,
             fault_504: self.fault_504,

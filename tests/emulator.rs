@@ -943,12 +943,12 @@ impl Drop for Killed {
     }
 }
 
-/// The binary end to end: its first line, a 5/2s limit, seed bodies, GET, 400, 401, stats.
-#[tokio::test]
-async fn emulate_binary_done_when_scenario() {
+/// `autopilot-bulk emulate --port 0 ARGS`, and the URL of its first stdout line.
+fn spawn_emulate(args: &[&str]) -> (Killed, String) {
     let mut child = Killed(
         Command::new(env!("CARGO_BIN_EXE_autopilot-bulk"))
-            .args(["emulate", "--port", "0", "--limit", "5/2s"])
+            .args(["emulate", "--port", "0"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -964,6 +964,13 @@ async fn emulate_binary_done_when_scenario() {
         .parse()
         .unwrap();
     assert_ne!(port, 0);
+    (child, url)
+}
+
+/// The binary end to end: its first line, a 5/2s limit, seed bodies, GET, 400, 401, stats.
+#[tokio::test]
+async fn emulate_binary_done_when_scenario() {
+    let (_child, url) = spawn_emulate(&["--limit", "5/2s"]);
 
     let http = reqwest::Client::new();
     let graph = format!("{url}/beta");
@@ -1013,4 +1020,473 @@ async fn emulate_binary_done_when_scenario() {
     assert_eq!(stats["assignments_created"], 5);
     assert_eq!(stats["requests_by_status"]["429"], 1);
     assert_eq!(stats["duplicate_devices"], 1);
+}
+
+// ---- The identity listing and reads ----
+
+const IDENTITIES: &str = "/deviceManagement/windowsAutopilotDeviceIdentities";
+
+/// What Graph shows for a date it has not set.
+const NO_DATE: &str = "0001-01-01T00:00:00Z";
+
+/// `n` identities with serials `SER000`, `SER001`, ...
+fn numbered(n: usize) -> Vec<(String, String)> {
+    (0..n).map(|i| (device(), format!("SER{i:03}"))).collect()
+}
+
+fn with_identities(identities: Vec<(String, String)>, page_size: usize) -> EmulatorConfig {
+    EmulatorConfig {
+        identities,
+        page_size,
+        ..EmulatorConfig::default()
+    }
+}
+
+/// The client's encoding of `?$filter=contains(serialNumber,'…')`: quotes doubled, then
+/// percent-encoded.
+fn serial_filter(serial: &str) -> String {
+    let filter = format!("contains(serialNumber,'{}')", serial.replace('\'', "''"));
+    let encoded: String = url::form_urlencoded::byte_serialize(filter.as_bytes()).collect();
+    format!("{IDENTITIES}?$filter={encoded}")
+}
+
+impl Env {
+    /// GET an absolute URL with the token: status and JSON body.
+    async fn read_url(&self, url: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
+    /// GET a path (with query) below the Graph base.
+    async fn read(&self, path: &str) -> (u16, Value) {
+        self.read_url(&format!("{}{path}", self.emu.graph_url()))
+            .await
+    }
+
+    /// Follow the listing from `first` to its end: every page's value, and its next link.
+    async fn pages(&self, first: &str) -> Vec<(Vec<Value>, Option<String>)> {
+        let mut out = Vec::new();
+        let (status, mut body) = self.read(first).await;
+        loop {
+            assert_eq!(status, 200, "{body}");
+            let next = body["@odata.nextLink"].as_str().map(str::to_string);
+            out.push((body["value"].as_array().unwrap().clone(), next.clone()));
+            let Some(next) = next else { return out };
+            assert!(out.len() < 100, "the listing does not end");
+            body = self.read_url(&next).await.1;
+        }
+    }
+}
+
+fn ids(values: &[Value]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn identity_listing_pages_in_order_without_repeats() {
+    let given = numbered(25);
+    let env = Env::new(with_identities(given.clone(), 10)).await;
+    let pages = env.pages(IDENTITIES).await;
+    let sizes: Vec<usize> = pages.iter().map(|(v, _)| v.len()).collect();
+    assert_eq!(sizes, [10, 10, 5]);
+    for (_, next) in &pages[..2] {
+        let next = next.as_deref().unwrap();
+        assert!(
+            next.starts_with(&format!("{}{IDENTITIES}?", env.emu.graph_url())),
+            "{next}"
+        );
+        assert!(next.contains("$skiptoken="), "{next}");
+    }
+    assert_eq!(pages[2].1, None);
+    let listed: Vec<String> = pages.iter().flat_map(|(v, _)| ids(v)).collect();
+    let expected: Vec<String> = given.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(listed, expected, "stable order, each identity once");
+    let first = &pages[0].0[0];
+    assert_eq!(first["serialNumber"], "SER000");
+    assert_eq!(
+        first["@odata.type"],
+        "#microsoft.graph.windowsAutopilotDeviceIdentity"
+    );
+    assert_eq!(first["deploymentProfileAssignmentStatus"], "notAssigned");
+    assert_eq!(first["deploymentProfileAssignmentDetailedStatus"], "none");
+    assert_eq!(first["deploymentProfileAssignedDateTime"], NO_DATE);
+
+    // $top is the page size below the cap, and the next links keep it.
+    let pages = env.pages(&format!("{IDENTITIES}?$top=4")).await;
+    let sizes: Vec<usize> = pages.iter().map(|(v, _)| v.len()).collect();
+    assert_eq!(sizes, [4, 4, 4, 4, 4, 4, 1]);
+    let listed: Vec<String> = pages.iter().flat_map(|(v, _)| ids(v)).collect();
+    assert_eq!(listed, expected);
+    assert_eq!(env.emu.stats().identity_reads, 3 + 7);
+    assert_eq!(env.emu.stats().assignment_reads, 0);
+}
+
+#[tokio::test]
+async fn top_outside_1_to_1000_is_400_and_1000_is_capped() {
+    let env = Env::new(with_identities(numbered(12), 5)).await;
+    for bad in ["0", "1001", "x", "-1", ""] {
+        let r = env
+            .http
+            .get(format!("{}{IDENTITIES}?$top={bad}", env.emu.graph_url()))
+            .bearer_auth(&env.token)
+            .send()
+            .await
+            .unwrap();
+        let (status, code, _) = error_of(r).await;
+        assert_eq!((status, code.as_str()), (400, "BadRequest"), "$top={bad}");
+    }
+    let pages = env.pages(&format!("{IDENTITIES}?$top=1000")).await;
+    let sizes: Vec<usize> = pages.iter().map(|(v, _)| v.len()).collect();
+    assert_eq!(sizes, [5, 5, 2], "pages never exceed the cap");
+}
+
+#[tokio::test]
+async fn serial_filter_is_a_case_insensitive_substring_and_refuses_hyphens() {
+    let (twin_a, twin_b, quoted, lower) = (device(), device(), device(), device());
+    let env = Env::new(with_identities(
+        vec![
+            (twin_a.clone(), "5CD333527Z".into()),
+            (quoted.clone(), "O'Brien 7".into()),
+            (twin_b.clone(), "5CD333527Z".into()),
+            (lower.clone(), "5cd3335".into()),
+            (device(), "PF-3X9".into()),
+        ],
+        100,
+    ))
+    .await;
+    let found = |serial: &'static str| {
+        let env = &env;
+        async move {
+            let (status, body) = env.read(&serial_filter(serial)).await;
+            assert_eq!(status, 200, "{serial}: {body}");
+            assert!(body.get("@odata.nextLink").is_none());
+            ids(body["value"].as_array().unwrap())
+        }
+    };
+    // One serial, two identities: the ambiguity a client must report.
+    assert_eq!(found("5CD333527Z").await, [twin_a.clone(), twin_b.clone()]);
+    assert_eq!(found("5cd333527z").await, [twin_a.clone(), twin_b.clone()]);
+    assert_eq!(found("5CD3335").await, [twin_a, twin_b, lower]);
+    assert_eq!(found("O'Brien 7").await, [quoted]);
+    assert!(found("NOPE").await.is_empty());
+
+    for refused in [
+        serial_filter("PF-3X9"),
+        format!("{IDENTITIES}?$filter=serialNumber%20eq%20%275CD333527Z%27"),
+        format!("{IDENTITIES}?$filter=startswith(serialNumber,%275CD%27)"),
+    ] {
+        let r = env
+            .http
+            .get(format!("{}{refused}", env.emu.graph_url()))
+            .bearer_auth(&env.token)
+            .send()
+            .await
+            .unwrap();
+        let (status, code, message) = error_of(r).await;
+        assert_eq!((status, code.as_str()), (400, "BadRequest"), "{refused}");
+        assert!(message.starts_with("An error has occurred"), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn select_trims_properties_unless_the_switch_makes_it_500() {
+    let (id, _) = numbered(1).remove(0);
+    let env = Env::new(with_identities(vec![(id.clone(), "S1".into())], 100)).await;
+    let (status, body) = env
+        .read(&format!(
+            "{IDENTITIES}?$select=serialNumber,deploymentProfileAssignmentStatus"
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["value"][0],
+        json!({"id": id, "serialNumber": "S1", "deploymentProfileAssignmentStatus": "notAssigned"})
+    );
+    let (status, _) = env.read(&format!("{IDENTITIES}?$select=nope")).await;
+    assert_eq!(status, 400);
+
+    let env = Env::new(EmulatorConfig {
+        select_fails: true,
+        ..with_identities(vec![(id.clone(), "S1".into())], 100)
+    })
+    .await;
+    for path in [
+        format!("{IDENTITIES}?$select=serialNumber"),
+        format!("{IDENTITIES}/{id}?$select=serialNumber"),
+    ] {
+        let r = env
+            .http
+            .get(format!("{}{path}", env.emu.graph_url()))
+            .bearer_auth(&env.token)
+            .send()
+            .await
+            .unwrap();
+        let (status, code, _) = error_of(r).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (500, "InternalServerError"),
+            "{path}"
+        );
+    }
+    let (status, body) = env.read(IDENTITIES).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["value"][0]["serialNumber"], "S1");
+}
+
+#[tokio::test]
+async fn repeat_next_link_makes_page_two_point_back() {
+    let env = Env::new(EmulatorConfig {
+        repeat_next_link: true,
+        ..with_identities(numbered(25), 10)
+    })
+    .await;
+    let (_, page1) = env.read(IDENTITIES).await;
+    let link1 = page1["@odata.nextLink"].as_str().unwrap().to_string();
+    let (status, page2) = env.read_url(&link1).await;
+    assert_eq!(status, 200);
+    assert_eq!(page2["value"].as_array().unwrap().len(), 10);
+    assert_eq!(page2["@odata.nextLink"].as_str(), Some(link1.as_str()));
+}
+
+/// `deploymentProfileAssignmentStatus` and `deploymentProfileAssignedDateTime` of one identity.
+async fn status_of(env: &Env, id: &str) -> (String, String) {
+    let (status, body) = env.read(&format!("{IDENTITIES}/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let text = |name: &str| body[name].as_str().unwrap().to_string();
+    (
+        text("deploymentProfileAssignmentStatus"),
+        text("deploymentProfileAssignedDateTime"),
+    )
+}
+
+#[tokio::test]
+async fn profile_status_moves_from_not_assigned_to_pending_to_assigned() {
+    let given = numbered(2);
+    let (now_id, later_id) = (given[0].0.clone(), given[1].0.clone());
+    // No delay: assigned as soon as the first assignment is stored.
+    let env = Env::new(EmulatorConfig {
+        assign_delay: Duration::ZERO,
+        ..with_identities(given.clone(), 100)
+    })
+    .await;
+    let (status, at) = status_of(&env, &now_id).await;
+    assert_eq!((status.as_str(), at.as_str()), ("notAssigned", NO_DATE));
+    assert_eq!(env.post(&now_id, SEED_BODY).await.status(), 201);
+    let (status, at) = status_of(&env, &now_id).await;
+    assert_eq!(status, "assignedInSync");
+    assert_ne!(at, NO_DATE);
+    assert!(humantime::parse_rfc3339(&at).is_ok(), "{at}");
+    let (_, list) = env.read(IDENTITIES).await;
+    assert_eq!(
+        list["value"][0]["deploymentProfileAssignmentStatus"],
+        "assignedInSync"
+    );
+    assert_eq!(
+        list["value"][1]["deploymentProfileAssignmentStatus"],
+        "notAssigned"
+    );
+
+    // A delay far longer than the test: pending, with no date yet.
+    let env = Env::new(EmulatorConfig {
+        assign_delay: Duration::from_secs(3600),
+        ..with_identities(given, 100)
+    })
+    .await;
+    assert_eq!(env.post(&later_id, SEED_BODY).await.status(), 201);
+    let (status, at) = status_of(&env, &later_id).await;
+    assert_eq!((status.as_str(), at.as_str()), ("pending", NO_DATE));
+}
+
+#[tokio::test]
+async fn one_identity_by_id_and_404_for_unknown() {
+    let given = numbered(3);
+    let env = Env::new(with_identities(given.clone(), 100)).await;
+    let (id, serial) = &given[1];
+    let (status, body) = env
+        .read(&format!("{IDENTITIES}/{}", id.to_uppercase()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], json!(id));
+    assert_eq!(body["serialNumber"], json!(serial));
+    assert!(
+        body["@odata.context"]
+            .as_str()
+            .unwrap()
+            .ends_with("windowsAutopilotDeviceIdentities/$entity")
+    );
+    let r = env
+        .http
+        .get(format!("{}{IDENTITIES}/{}", env.emu.graph_url(), device()))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .unwrap();
+    let (status, code, _) = error_of(r).await;
+    assert_eq!((status, code.as_str()), (404, "ResourceNotFound"));
+    let (status, _) = env.read(&format!("{IDENTITIES}/not-a-guid")).await;
+    assert_eq!(status, 400);
+    let r = env
+        .http
+        .post(format!("{}{IDENTITIES}", env.emu.graph_url()))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(env.emu.stats().identity_reads, 3);
+}
+
+#[tokio::test]
+async fn devices_are_listed_with_invented_serials_and_no_list_means_empty() {
+    let known = "ab12cd34-0000-4000-8000-000000000000".to_string();
+    let env = Env::new(EmulatorConfig {
+        devices: Some(HashSet::from([known.clone()])),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (_, body) = env.read(IDENTITIES).await;
+    assert_eq!(body["value"][0]["id"], json!(known));
+    assert_eq!(body["value"][0]["serialNumber"], "SNAB12CD34");
+
+    // Without a device list nothing is listed, yet any device may be assigned.
+    let env = Env::new(EmulatorConfig::default()).await;
+    let (status, body) = env.read(IDENTITIES).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["value"], json!([]));
+    assert_eq!(env.post(&device(), SEED_BODY).await.status(), 201);
+}
+
+#[tokio::test]
+async fn identity_reads_share_the_read_window() {
+    // A write limit of 1 gives reads a window of 10.
+    let env = Env::new(EmulatorConfig {
+        limit: limit(1, 3600),
+        ..with_identities(numbered(3), 100)
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(env.read(IDENTITIES).await.0, 200);
+    }
+    let r = env
+        .http
+        .get(format!("{}{IDENTITIES}", env.emu.graph_url()))
+        .bearer_auth(&env.token)
+        .send()
+        .await
+        .unwrap();
+    assert!(header(&r, "retry-after").is_some());
+    let (status, code, _) = error_of(r).await;
+    assert_eq!((status, code.as_str()), (429, "TooManyRequests"));
+    let stats = env.emu.stats();
+    assert_eq!(stats.identity_reads, 11);
+    assert_eq!(stats.throttled, 1);
+    assert_eq!(http_stats(&env).await.identity_reads, 11);
+}
+
+#[tokio::test]
+async fn identity_listing_inside_a_batch_links_absolutely() {
+    let env = Env::new(with_identities(numbered(3), 100)).await;
+    let r = env
+        .batch(json!({"requests": [
+            {"id": "1", "method": "GET", "url": format!("{IDENTITIES}?$top=2")},
+        ]}))
+        .await;
+    let body: Value = r.json().await.unwrap();
+    let inner = &body["responses"][0];
+    assert_eq!(inner["status"], 200, "{body}");
+    assert_eq!(inner["body"]["value"].as_array().unwrap().len(), 2);
+    let next = inner["body"]["@odata.nextLink"].as_str().unwrap();
+    let (status, page2) = env.read_url(next).await;
+    assert_eq!(status, 200);
+    assert_eq!(page2["value"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn device_file_gives_serials_beside_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("devices.txt");
+    let (a, b, c) = (
+        "AB12CD34-0000-4000-8000-000000000000",
+        "bb000000-0000-4000-8000-000000000000",
+        "cc000000-0000-4000-8000-000000000000",
+    );
+    std::fs::write(
+        &path,
+        format!("# tenant\n{a},5CD333527Z\n\n{b} O'Brien 7\n{c}\n"),
+    )
+    .unwrap();
+    let list = autopilot_bulk::emulator::read_device_identities(&path).unwrap();
+    assert_eq!(
+        list,
+        [
+            (a.to_lowercase(), "5CD333527Z".to_string()),
+            (b.to_string(), "O'Brien 7".to_string()),
+            (c.to_string(), "SNCC000000".to_string()),
+        ]
+    );
+    let ids = autopilot_bulk::emulator::read_device_list(&path).unwrap();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.contains(&a.to_lowercase()));
+}
+
+/// The binary's identity flags: a device file with serials, the page size, the delay and the
+/// paging-loop switch.
+#[tokio::test]
+async fn emulate_binary_lists_the_device_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("devices.txt");
+    let given = numbered(5);
+    let lines: Vec<String> = given.iter().map(|(id, s)| format!("{id},{s}")).collect();
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let (_child, url) = spawn_emulate(&[
+        "--devices",
+        path.to_str().unwrap(),
+        "--page-size",
+        "2",
+        "--assign-delay",
+        "0s",
+        "--repeat-next-link",
+    ]);
+    let http = reqwest::Client::new();
+    let token = token_at(&http, &url, "contoso", "app", "s3cret").await;
+    let read = |link: String| {
+        let (http, token) = (http.clone(), token.clone());
+        async move {
+            let r = http.get(link).bearer_auth(token).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(
+        http.post(assignments_url(&format!("{url}/beta"), &given[0].0))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(SEED_BODY)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let page1 = read(format!("{url}/beta{IDENTITIES}")).await;
+    let ids1 = ids(page1["value"].as_array().unwrap());
+    assert_eq!(ids1, [given[0].0.clone(), given[1].0.clone()]);
+    assert_eq!(page1["value"][0]["serialNumber"], json!(given[0].1));
+    assert_eq!(
+        page1["value"][0]["deploymentProfileAssignmentStatus"],
+        "assignedInSync"
+    );
+    let link1 = page1["@odata.nextLink"].as_str().unwrap().to_string();
+    let page2 = read(link1.clone()).await;
+    assert_eq!(page2["@odata.nextLink"].as_str(), Some(link1.as_str()));
 }

@@ -1,55 +1,55 @@
-//! The Graph routes: the assignment POST and GET, and `$batch`, which feeds each inner request
-//! through exactly the same path as a top-level one.
+//! One request to a Graph resource, top-level or inside a `$batch`: the assignment POST and
+//! GET and the identity reads, through the same pipeline.
 //!
-//! Order for one assignment request (top-level or inner):
+//! Order for one request (top-level or inner):
 //! 1. bearer check (top-level only; inner requests ride on the envelope's token),
 //! 2. route and method,
 //! 3. throttle: the request is counted; if over the window (or early after a Retry-After),
 //!    429 and nothing else happens,
 //! 4. one seeded fault draw: 503/504 answer without executing; `drop` executes and then drops,
-//! 5. validation (device GUID, known device, body) and execution.
+//! 5. validation (device GUID, known device, body, query options) and execution.
 
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use axum::body::Bytes;
-use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::conn::ConnHandle;
+use super::directory::Assigned;
 use super::envelope::{Answer, Ctx, Errors, new_guid};
 use super::faults::Fault;
+use super::identities;
 use super::state::{Inner, Shared};
 use super::throttle::{Verdict, retry_after};
-use super::tokens::authenticate;
 use super::validate::{self, is_guid};
-
-/// Graph's documented cap on requests in one `$batch`.
-const MAX_BATCH: usize = 20;
 
 /// A Graph path (below `/beta`) this emulator knows.
 #[derive(Debug, PartialEq, Eq)]
-enum Route<'a> {
+pub(crate) enum Route<'a> {
     /// `/deviceManagement/windowsAutopilotDeviceIdentities/{id}/deploymentProfile/assignments`
     Assignments(&'a str),
+    /// `/deviceManagement/windowsAutopilotDeviceIdentities`
+    Identities,
+    /// `/deviceManagement/windowsAutopilotDeviceIdentities/{id}`
+    Identity(&'a str),
     Batch,
     Unknown,
 }
 
-/// Match a path below the version segment. Graph matches segment names case-insensitively.
-fn route(path: &str) -> Route<'_> {
+/// Match a path below the version segment (a query is ignored). Graph matches segment names
+/// case-insensitively.
+pub(crate) fn route(path: &str) -> Route<'_> {
     let path = path.split(['?', '#']).next().unwrap_or("");
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let is = |s: &str, name: &str| s.eq_ignore_ascii_case(name);
+    let identities = |dm: &str, ids: &str| {
+        is(dm, "deviceManagement") && is(ids, "windowsAutopilotDeviceIdentities")
+    };
     match segments.as_slice() {
         [b] if is(b, "$batch") || is(b, "%24batch") => Route::Batch,
+        [dm, ids] if identities(dm, ids) => Route::Identities,
+        [dm, ids, id] if identities(dm, ids) => Route::Identity(id),
         [dm, ids, id, dp, a]
-            if is(dm, "deviceManagement")
-                && is(ids, "windowsAutopilotDeviceIdentities")
-                && is(dp, "deploymentProfile")
-                && is(a, "assignments") =>
+            if identities(dm, ids) && is(dp, "deploymentProfile") && is(a, "assignments") =>
         {
             Route::Assignments(id)
         }
@@ -57,51 +57,12 @@ fn route(path: &str) -> Route<'_> {
     }
 }
 
-/// Every `/beta/...` request.
-pub(crate) async fn handle(
-    State(shared): State<Arc<Shared>>,
-    Extension(ctx): Extension<Ctx>,
-    conn: Option<Extension<ConnHandle>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let tenant = match authenticate(&shared, &headers, &ctx) {
-        Ok(tenant) => tenant,
-        Err(answer) => return answer.into_response(),
-    };
-    let path = uri.path().get("/beta".len()..).unwrap_or("");
-    let answer = match route(path) {
-        Route::Batch if method == Method::POST => batch(&shared, &ctx, &tenant, &headers, &body),
-        Route::Batch => method_not_allowed(&shared, &ctx, path, &method),
-        r => {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok());
-            single(
-                &shared,
-                &ctx,
-                &tenant,
-                &method,
-                path,
-                r,
-                content_type,
-                &body,
-            )
-        }
-    };
-    if answer.drop {
-        if let Some(Extension(conn)) = conn {
-            // The connection task drops the connection (and this future) on this signal.
-            conn.drop_connection();
-            std::future::pending::<()>().await;
-        }
-    }
-    answer.into_response()
-}
-
-fn method_not_allowed(shared: &Shared, ctx: &Ctx, path: &str, method: &Method) -> Answer {
+pub(crate) fn method_not_allowed(
+    shared: &Shared,
+    ctx: &Ctx,
+    path: &str,
+    method: &Method,
+) -> Answer {
     errors(shared, ctx, path).answer(
         StatusCode::METHOD_NOT_ALLOWED,
         "BadRequest",
@@ -109,7 +70,7 @@ fn method_not_allowed(shared: &Shared, ctx: &Ctx, path: &str, method: &Method) -
     )
 }
 
-fn errors<'a>(shared: &Shared, ctx: &'a Ctx, path: &'a str) -> Errors<'a> {
+pub(crate) fn errors<'a>(shared: &Shared, ctx: &'a Ctx, path: &'a str) -> Errors<'a> {
     Errors {
         ctx,
         intune: shared.config.intune_envelope,
@@ -117,9 +78,51 @@ fn errors<'a>(shared: &Shared, ctx: &'a Ctx, path: &'a str) -> Errors<'a> {
     }
 }
 
-/// One request to a Graph resource, top-level or inside a batch.
+/// What a request with a known route and an allowed method does.
+#[derive(Debug, Clone, Copy)]
+enum Target<'a> {
+    Assign(&'a str),
+    ReadAssignments(&'a str),
+    ListIdentities,
+    ReadIdentity(&'a str),
+}
+
+/// The target of a route and method, or the 400 (unknown or nested-batch path) or 405 that
+/// Graph gives before anything is counted.
+fn target<'a>(
+    shared: &Shared,
+    ctx: &Ctx,
+    path: &str,
+    route: Route<'a>,
+    method: &Method,
+) -> Result<Target<'a>, Answer> {
+    let bad = |message: &str| {
+        errors(shared, ctx, path).answer(StatusCode::BAD_REQUEST, "BadRequest", message)
+    };
+    let get = *method == Method::GET;
+    match route {
+        Route::Assignments(device) if *method == Method::POST => Ok(Target::Assign(device)),
+        Route::Assignments(device) if get => Ok(Target::ReadAssignments(device)),
+        Route::Identities if get => Ok(Target::ListIdentities),
+        Route::Identity(id) if get => Ok(Target::ReadIdentity(id)),
+        Route::Assignments(_) | Route::Identities | Route::Identity(_) => {
+            Err(method_not_allowed(shared, ctx, path, method))
+        }
+        Route::Batch => Err(bad("A batch request cannot contain another batch.")),
+        Route::Unknown => {
+            let path = path.split(['?', '#']).next().unwrap_or("");
+            let segment = path.trim_matches('/').split('/').next().unwrap_or("");
+            Err(bad(&format!(
+                "Resource not found for the segment '{segment}'."
+            )))
+        }
+    }
+}
+
+/// One request to a Graph resource, top-level or inside a batch. `path` is below `/beta` and
+/// may carry a query.
 #[allow(clippy::too_many_arguments)]
-fn single(
+pub(crate) fn single(
     shared: &Shared,
     ctx: &Ctx,
     tenant: &str,
@@ -129,32 +132,12 @@ fn single(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Answer {
+    let target = match target(shared, ctx, path, route, method) {
+        Ok(target) => target,
+        Err(answer) => return answer,
+    };
     let errors = errors(shared, ctx, path);
-    let device = match route {
-        Route::Assignments(device) => device,
-        Route::Batch => {
-            return errors.answer(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "A batch request cannot contain another batch.",
-            );
-        }
-        Route::Unknown => {
-            let segment = path.trim_matches('/').split('/').next().unwrap_or("");
-            return errors.answer(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &format!("Resource not found for the segment '{segment}'."),
-            );
-        }
-    };
-    let write = if *method == Method::POST {
-        true
-    } else if *method == Method::GET {
-        false
-    } else {
-        return method_not_allowed(shared, ctx, path, method);
-    };
+    let write = matches!(target, Target::Assign(_));
     if shared.config.deny_permission {
         // Graph authorizes before Intune counts the request against the tenant's window.
         return forbidden(&errors, write);
@@ -162,12 +145,19 @@ fn single(
 
     let now = Instant::now();
     let mut inner = shared.lock();
-    let verdict = if write {
-        inner.stats.write_requests += 1;
-        inner.throttle.write(tenant, now)
-    } else {
-        inner.stats.assignment_reads += 1;
-        inner.throttle.read(tenant, now)
+    let verdict = match target {
+        Target::Assign(_) => {
+            inner.stats.write_requests += 1;
+            inner.throttle.write(tenant, now)
+        }
+        Target::ReadAssignments(_) => {
+            inner.stats.assignment_reads += 1;
+            inner.throttle.read(tenant, now)
+        }
+        Target::ListIdentities | Target::ReadIdentity(_) => {
+            inner.stats.identity_reads += 1;
+            inner.throttle.read(tenant, now)
+        }
     };
     if let Verdict::Throttled { wait, violation } = verdict {
         return throttled(
@@ -178,16 +168,21 @@ fn single(
     if let Some(answer) = injected(shared, &mut inner, &errors, fault) {
         return answer;
     }
-    let mut answer = execute(
-        shared,
-        &mut inner,
-        &errors,
-        ctx,
-        device,
-        write,
-        content_type,
-        body,
-    );
+    let query = path.split_once('?').map_or("", |(_, q)| q);
+    let mut answer = match target {
+        Target::Assign(device) | Target::ReadAssignments(device) => execute(
+            shared,
+            &mut inner,
+            &errors,
+            ctx,
+            device,
+            write,
+            content_type,
+            body,
+        ),
+        Target::ListIdentities => identities::list(shared, &inner, &errors, ctx, query),
+        Target::ReadIdentity(id) => identities::get(shared, &inner, &errors, ctx, id, query),
+    };
     answer.drop = fault == Fault::Drop;
     answer
 }
@@ -303,14 +298,12 @@ fn execute(
         );
     }
     let device = device.to_ascii_lowercase();
-    if let Some(devices) = &shared.config.devices {
-        if !devices.contains(&device) {
-            return errors.answer(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFound",
-                &format!("The windowsAutopilotDeviceIdentity '{device}' was not found."),
-            );
-        }
+    if !shared.knows(&device) {
+        return errors.answer(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            &format!("The windowsAutopilotDeviceIdentity '{device}' was not found."),
+        );
     }
     let context = format!(
         "http://{}/beta/$metadata#deviceManagement/windowsAutopilotDeviceIdentities('{device}')/deploymentProfile/assignments",
@@ -350,6 +343,10 @@ fn execute(
     ordered.insert("id".into(), json!(id));
     ordered.extend(stored);
     let stored = Value::Object(ordered);
+    inner
+        .first_assigned
+        .entry(device.clone())
+        .or_insert_with(Assigned::now);
     inner.store.entry(device).or_default().push(stored.clone());
     inner.stats.assignments_created += 1;
     let mut body = Map::new();
@@ -358,159 +355,6 @@ fn execute(
         body.extend(fields);
     }
     Answer::json(StatusCode::CREATED, Value::Object(body))
-}
-
-/// `POST /beta/$batch`: each inner request handled as the single request would be, answered
-/// in request order. An inner `drop` fault stores that assignment, lets the other inner
-/// requests run, then drops the whole connection.
-fn batch(shared: &Shared, ctx: &Ctx, tenant: &str, headers: &HeaderMap, body: &[u8]) -> Answer {
-    shared.lock().stats.batch_requests += 1;
-    let errors = errors(shared, ctx, "/$batch");
-    let bad = |message: &str| errors.answer(StatusCode::BAD_REQUEST, "BadRequest", message);
-    let json_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| {
-            t.trim()
-                .to_ascii_lowercase()
-                .starts_with("application/json")
-        });
-    if !json_type {
-        return bad("Invalid batch payload format: Content-Type must be application/json.");
-    }
-    let requests = match parse_batch(body) {
-        Ok(requests) => requests,
-        Err(message) => return bad(&message),
-    };
-    let mut responses = Vec::with_capacity(requests.len());
-    let mut drop = false;
-    for r in requests {
-        let ctx = ctx.inner(r.client_request_id.as_deref());
-        let answer = inner_request(shared, &ctx, tenant, &r);
-        drop |= answer.drop;
-        shared.lock().count_inner_status(answer.status.as_u16());
-        let mut response = Map::new();
-        response.insert("id".into(), json!(r.id));
-        response.insert("status".into(), json!(answer.status.as_u16()));
-        response.insert("headers".into(), answer.inner_headers());
-        response.insert("body".into(), answer.body);
-        responses.push(Value::Object(response));
-    }
-    let mut answer = Answer::json(StatusCode::OK, json!({ "responses": responses }));
-    answer.drop = drop;
-    answer
-}
-
-/// One inner request of a batch, checked as far as the envelope's rules go.
-struct InnerRequest {
-    id: String,
-    method: Method,
-    url: String,
-    content_type: Option<String>,
-    client_request_id: Option<String>,
-    body: Option<Vec<u8>>,
-}
-
-fn parse_batch(body: &[u8]) -> Result<Vec<InnerRequest>, String> {
-    let envelope: Value =
-        serde_json::from_slice(body).map_err(|e| format!("Invalid batch payload format: {e}"))?;
-    let list = envelope
-        .get("requests")
-        .and_then(Value::as_array)
-        .ok_or("Invalid batch payload format: 'requests' must be an array.")?;
-    if list.is_empty() {
-        return Err("Invalid batch payload format: 'requests' is empty.".into());
-    }
-    if list.len() > MAX_BATCH {
-        return Err(format!(
-            "Number of batch request steps exceeds the maximum of {MAX_BATCH}."
-        ));
-    }
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::with_capacity(list.len());
-    for item in list {
-        let field = |name: &str| {
-            item.get(name)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-        };
-        let id = field("id")
-            .ok_or("Invalid batch payload format: every request needs a string 'id'.")?;
-        if !seen.insert(id.to_string()) {
-            return Err(format!(
-                "Batch request ids must be unique: '{id}' appears twice."
-            ));
-        }
-        let method = field("method")
-            .and_then(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
-            .ok_or_else(|| {
-                format!("Invalid batch payload format: request '{id}' needs a 'method'.")
-            })?;
-        let url = field("url").ok_or_else(|| {
-            format!("Invalid batch payload format: request '{id}' needs a 'url'.")
-        })?;
-        let headers = match item.get("headers") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(h)) => h.clone(),
-            Some(_) => {
-                return Err(format!(
-                    "Invalid batch payload format: 'headers' of request '{id}' must be an object."
-                ));
-            }
-        };
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .and_then(|(_, v)| v.as_str())
-                .map(str::to_string)
-        };
-        let body = match item.get("body") {
-            None | Some(Value::Null) => None,
-            Some(b) => Some(serde_json::to_vec(b).map_err(|e| e.to_string())?),
-        };
-        let content_type = header("content-type");
-        if body.is_some() && content_type.is_none() {
-            return Err(format!(
-                "Invalid batch payload format: request '{id}' has a body but no Content-Type header."
-            ));
-        }
-        out.push(InnerRequest {
-            id: id.to_string(),
-            method,
-            url: url.to_string(),
-            content_type,
-            client_request_id: header("client-request-id"),
-            body,
-        });
-    }
-    Ok(out)
-}
-
-fn inner_request(shared: &Shared, ctx: &Ctx, tenant: &str, r: &InnerRequest) -> Answer {
-    // Inner URLs are relative to the version: `/deviceManagement/...`.
-    if r.url.contains("://") {
-        return errors(shared, ctx, &r.url).answer(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "Batch request urls must be relative (e.g. /deviceManagement/...).",
-        );
-    }
-    let path = if r.url.starts_with('/') {
-        r.url.clone()
-    } else {
-        format!("/{}", r.url)
-    };
-    single(
-        shared,
-        ctx,
-        tenant,
-        &r.method,
-        &path,
-        route(&path),
-        r.content_type.as_deref(),
-        r.body.as_deref().unwrap_or_default(),
-    )
 }
 
 #[cfg(test)]
@@ -533,25 +377,15 @@ mod tests {
             ),
             Route::Assignments("abc")
         );
+        assert_eq!(
+            route("/deviceManagement/windowsAutopilotDeviceIdentities?$top=5"),
+            Route::Identities
+        );
+        assert_eq!(
+            route("/devicemanagement/windowsautopilotdeviceidentities/abc"),
+            Route::Identity("abc")
+        );
         assert_eq!(route("/me"), Route::Unknown);
         assert_eq!(route(""), Route::Unknown);
-    }
-
-    #[test]
-    fn batch_envelope_rules() {
-        let ok = json!({"requests": [{"id": "1", "method": "GET", "url": "/x"}]});
-        assert!(parse_batch(ok.to_string().as_bytes()).is_ok());
-        let bad = [
-            json!({}),
-            json!({"requests": []}),
-            json!({"requests": [{"method": "GET", "url": "/x"}]}),
-            json!({"requests": [{"id": "1", "method": "GET", "url": "/x"}, {"id": "1", "method": "GET", "url": "/x"}]}),
-            json!({"requests": [{"id": "1", "method": "POST", "url": "/x", "body": {}}]}),
-            json!({"requests": (0..21).map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/x"})).collect::<Vec<_>>()}),
-        ];
-        for b in bad {
-            assert!(parse_batch(b.to_string().as_bytes()).is_err(), "{b}");
-        }
-        assert!(parse_batch(b"nope").is_err());
     }
 }

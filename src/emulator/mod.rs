@@ -3,14 +3,22 @@
 //! faults). Users rehearse migrations on it; every test runs on it.
 //!
 //! Layout: `server` (accept loop, router, headers), `conn` (the handle a handler drops its
-//! connection with), `tokens` (token endpoint, bearer check), `graph` (assignment routes and
-//! `$batch`), `validate` (body rules), `throttle` (windows and Retry-After), `faults` (seeded
+//! connection with), `tokens` (token endpoint, bearer check), `dispatch` (every `/beta`
+//! request: bearer, then batch or single), `batch` (the `$batch` envelope), `graph` (one
+//! request's pipeline and the assignment routes), `identities` (the identity listing and
+//! reads), `odata` (their query options), `directory` (the tenant's identities and their
+//! status), `validate` (body rules), `throttle` (windows and Retry-After), `faults` (seeded
 //! faults and latency), `envelope` (answer shapes), `state` (shared state and counters).
 
+mod batch;
 mod conn;
+mod directory;
+mod dispatch;
 mod envelope;
 mod faults;
 mod graph;
+mod identities;
+mod odata;
 mod server;
 mod state;
 mod throttle;
@@ -60,8 +68,24 @@ pub struct EmulatorConfig {
     pub client_secret: Option<String>,
     /// When set, client assertions must be signed by this certificate's key.
     pub client_certificate: Option<PathBuf>,
-    /// When set, only these device ids exist (lowercase GUIDs); others answer 404.
+    /// When set, only these device ids (lowercase GUIDs) and the `identities` exist; others
+    /// answer 404. Those not in `identities` are listed too, sorted by id, with an invented
+    /// serial (`SN` and the id's first 8 hex digits in upper case). When unset, any id may
+    /// be assigned (only `identities` are listed).
     pub devices: Option<HashSet<String>>,
+    /// The tenant's identities as (device id, serial number), listed in this order before the
+    /// other `devices`. Two ids may share a serial (an ambiguous serial).
+    pub identities: Vec<(String, String)>,
+    /// Most identities one listing page holds, whatever `$top` asks (Graph's cap).
+    pub page_size: usize,
+    /// Answer any `$select` on the identity routes 500, as Graph has been seen to.
+    pub select_fails: bool,
+    /// Page 2 of the identity listing gives page 1's `@odata.nextLink` again: a paging loop.
+    pub repeat_next_link: bool,
+    /// How long a device's profile status stays `pending` after its first assignment before
+    /// it turns `assignedInSync`. Default 5 s, so polling clients meet `pending`; tests that
+    /// want the end state set zero.
+    pub assign_delay: Duration,
     pub fault_503: f64,
     /// Retry-After seconds sent with injected 503s (none when `None`).
     pub fault_503_retry_after: Option<u64>,
@@ -89,6 +113,11 @@ impl Default for EmulatorConfig {
             client_secret: None,
             client_certificate: None,
             devices: None,
+            identities: Vec::new(),
+            page_size: 100,
+            select_fails: false,
+            repeat_next_link: false,
+            assign_delay: Duration::from_secs(5),
             fault_503: 0.0,
             fault_503_retry_after: None,
             fault_504: 0.0,
@@ -129,6 +158,8 @@ pub struct Stats {
     pub write_requests: u64,
     /// Assignment GETs (reconciling reads) that reached the throttle.
     pub assignment_reads: u64,
+    /// Identity listing pages and single identity GETs that reached the throttle.
+    pub identity_reads: u64,
     /// `$batch` envelopes received with a valid token.
     pub batch_requests: u64,
     /// Injected 503s.
@@ -146,8 +177,10 @@ pub struct Stats {
 /// Device id → ids of the assignments it holds.
 pub type Assignments = BTreeMap<String, Vec<String>>;
 
-/// Read a device list: one id a line; blank lines and `#` comments ignored; ids lowercased.
-pub fn read_device_list(path: &std::path::Path) -> std::io::Result<HashSet<String>> {
+/// Read a device file: one device a line, `id`, `id,serial` or `id serial` (the serial is the
+/// rest of the line); blank lines and `#` comments ignored; ids lowercased; a bare id gets the
+/// invented serial (`SN` and its first 8 hex digits in upper case). In file order.
+pub fn read_device_identities(path: &std::path::Path) -> std::io::Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -156,9 +189,15 @@ pub fn read_device_list(path: &std::path::Path) -> std::io::Result<HashSet<Strin
     })?;
     Ok(text
         .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_ascii_lowercase)
+        .filter_map(directory::parse_device_line)
+        .collect())
+}
+
+/// The ids of a device file (see [`read_device_identities`]), without their serials.
+pub fn read_device_list(path: &std::path::Path) -> std::io::Result<HashSet<String>> {
+    Ok(read_device_identities(path)?
+        .into_iter()
+        .map(|(id, _)| id)
         .collect())
 }
 
@@ -286,6 +325,19 @@ fn describe(config: &EmulatorConfig) -> String {
     }
     if let Some(devices) = &config.devices {
         parts.push(format!("{} known devices", devices.len()));
+    }
+    let listed = directory::Directory::new(&config.identities, config.devices.as_ref()).len();
+    parts.push(format!(
+        "{listed} listed identities, pages of {}, profiles assigned {} after the first \
+         assignment",
+        config.page_size.max(1),
+        humantime::format_duration(config.assign_delay)
+    ));
+    if config.select_fails {
+        parts.push("any $select answered 500".into());
+    }
+    if config.repeat_next_link {
+        parts.push("listing page 2 repeats page 1's next link".into());
     }
     for (name, p) in [
         ("503", config.fault_503),

@@ -27,15 +27,15 @@ use tower_service::Service as _;
 use super::conn::ConnHandle;
 use super::envelope::{Ctx, Errors, ags_diagnostic};
 use super::state::Shared;
-use super::{graph, tokens};
+use super::{dispatch, tokens};
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(tokens::token))
         .route("/_emulator/stats", get(stats))
         .route("/_emulator/assignments", get(assignments))
-        .route("/beta", any(graph::handle))
-        .route("/beta/{*rest}", any(graph::handle))
+        .route("/beta", any(dispatch::handle))
+        .route("/beta/{*rest}", any(dispatch::handle))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), stamp))
         .with_state(shared)

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use super::directory::{Assigned, Directory};
 use super::faults::Faults;
 use super::throttle::Throttle;
 use super::{Assignments, EmulatorConfig, Stats};
@@ -25,6 +26,8 @@ pub(crate) struct Inner {
     pub tokens: HashMap<String, IssuedToken>,
     /// Lowercase device id → its stored assignments, in creation order.
     pub store: HashMap<String, Vec<Value>>,
+    /// Lowercase device id → when its first assignment was stored (its profile status).
+    pub first_assigned: HashMap<String, Assigned>,
     pub throttle: Throttle,
     pub faults: Faults,
     /// Counters; `duplicate_devices` is derived from `store` when a snapshot is taken.
@@ -37,6 +40,8 @@ pub(crate) struct Shared {
     pub addr: SocketAddr,
     /// DER of `config.client_certificate`, loaded and parsed once at start.
     pub certificate: Option<Vec<u8>>,
+    /// The tenant's identities, built once from `config.identities` and `config.devices`.
+    pub directory: Directory,
     inner: Mutex<Inner>,
 }
 
@@ -49,6 +54,7 @@ impl Shared {
         let inner = Inner {
             tokens: HashMap::new(),
             store: HashMap::new(),
+            first_assigned: HashMap::new(),
             throttle: Throttle::new(config.limit, config.violation_grace),
             faults: Faults::new(
                 config.seed,
@@ -59,10 +65,12 @@ impl Shared {
             ),
             stats: Stats::default(),
         };
+        let directory = Directory::new(&config.identities, config.devices.as_ref());
         Self {
             config,
             addr,
             certificate,
+            directory,
             inner: Mutex::new(inner),
         }
     }
@@ -71,6 +79,15 @@ impl Shared {
     /// matters more than losing the emulator, so a poisoned lock is simply taken over.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a device id (lowercase) exists for the assignment routes: any id without a
+    /// `devices` list (the permissive default), else the listed ones and the identities.
+    pub(crate) fn knows(&self, device: &str) -> bool {
+        self.config
+            .devices
+            .as_ref()
+            .is_none_or(|d| d.contains(device) || self.directory.get(device).is_some())
     }
 
     pub(crate) fn stats(&self) -> Stats {

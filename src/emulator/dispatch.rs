@@ -1,0 +1,62 @@
+//! Every `/beta/...` request: the bearer check, then `$batch` or a single request, and the
+//! connection drop the `drop` fault asks for (the answer is computed, then never sent).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, Method, Uri, header};
+use axum::response::{IntoResponse, Response};
+
+use super::batch::batch;
+use super::conn::ConnHandle;
+use super::envelope::Ctx;
+use super::graph::{Route, method_not_allowed, route, single};
+use super::state::Shared;
+use super::tokens::authenticate;
+
+/// Every `/beta/...` request.
+pub(crate) async fn handle(
+    State(shared): State<Arc<Shared>>,
+    Extension(ctx): Extension<Ctx>,
+    conn: Option<Extension<ConnHandle>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let tenant = match authenticate(&shared, &headers, &ctx) {
+        Ok(tenant) => tenant,
+        Err(answer) => return answer.into_response(),
+    };
+    // The query goes along: the identity listing reads its options from it.
+    let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    let path = target.get("/beta".len()..).unwrap_or("");
+    let answer = match route(path) {
+        Route::Batch if method == Method::POST => batch(&shared, &ctx, &tenant, &headers, &body),
+        Route::Batch => method_not_allowed(&shared, &ctx, path, &method),
+        r => {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            single(
+                &shared,
+                &ctx,
+                &tenant,
+                &method,
+                path,
+                r,
+                content_type,
+                &body,
+            )
+        }
+    };
+    if answer.drop {
+        if let Some(Extension(conn)) = conn {
+            // The connection task drops the connection (and this future) on this signal.
+            conn.drop_connection();
+            std::future::pending::<()>().await;
+        }
+    }
+    answer.into_response()
+}
