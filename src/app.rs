@@ -212,13 +212,17 @@ async fn start_emulator(args: &RunArgs) -> Result<Emulator, String> {
         let beside = args.input.with_file_name("emulator-devices.txt");
         beside.exists().then_some(beside)
     });
-    let devices = devices_path
+    let identities = devices_path
         .as_deref()
-        .map(crate::emulator::read_device_list)
+        .map(crate::emulator::read_device_identities)
         .transpose()
         .map_err(|e| e.to_string())?;
+    // The devices the tenant knows (others answer 404), listed with their serial numbers.
     let config = EmulatorConfig {
-        devices,
+        devices: identities
+            .as_ref()
+            .map(|ids| ids.iter().map(|(id, _)| id.clone()).collect()),
+        identities: identities.unwrap_or_default(),
         ..EmulatorConfig::default()
     };
     let limit = config.limit;
