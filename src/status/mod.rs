@@ -195,8 +195,8 @@ pub async fn status(
         return Ok(report);
     }
     let http = crate::budget::connect(&config.graph).map_err(StatusError::Config)?;
-    let budget = Budget::from_config(&config.graph, http.clone(), &shutdown)
-        .map_err(StatusError::Config)?;
+    let budget =
+        Budget::from_config(&config.graph, http.clone(), &shutdown).map_err(StatusError::Config)?;
     let tenant = Tenant {
         graph: GraphClient::new(http, &config.graph.graph_url),
         budget,
@@ -306,7 +306,11 @@ mod tests {
         };
         assert_eq!(report(3, 3).exit_code(), 0);
         assert_eq!(report(3, 2).exit_code(), 1);
-        assert_eq!(report(0, 0).exit_code(), 1, "nothing landed: nothing confirmed");
+        assert_eq!(
+            report(0, 0).exit_code(),
+            1,
+            "nothing landed: nothing confirmed"
+        );
         let interrupted = StatusReport {
             interrupted: true,
             ..report(3, 3)

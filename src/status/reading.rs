@@ -189,10 +189,21 @@ mod tests {
 
     #[test]
     fn only_assigned_values_count_as_assigned() {
-        for s in ["assignedInSync", "assignedOutOfSync", "assignedUnkownSyncState"] {
+        for s in [
+            "assignedInSync",
+            "assignedOutOfSync",
+            "assignedUnkownSyncState",
+        ] {
             assert!(is_assigned(s), "{s}");
         }
-        for s in ["notAssigned", "pending", "failed", "unknown", NOT_FOUND, "AssignedInSync"] {
+        for s in [
+            "notAssigned",
+            "pending",
+            "failed",
+            "unknown",
+            NOT_FOUND,
+            "AssignedInSync",
+        ] {
             assert!(!is_assigned(s), "{s}");
         }
     }

@@ -234,10 +234,30 @@ mod tests {
         let cases = [
             (String::new(), 1, "no row, device_id, status column"),
             ("device_id,group_id\nx,y\n".to_string(), 1, "no row, status"),
-            (format!("{HEADER}\n{}{}", line(1, A, "created"), line(1, A, "created").replacen('1', "x", 1)), 3, "row \"x\""),
-            (format!("{HEADER}\n{}", line(1, A, "done")), 2, "status \"done\""),
-            (format!("{HEADER}\n{}", line(1, "nope", "created")), 2, "not a GUID"),
-            (format!("{HEADER}\n1,{A},created\n{}", line(2, A, "created")), 2, "3 fields where the header has 12"),
+            (
+                format!(
+                    "{HEADER}\n{}{}",
+                    line(1, A, "created"),
+                    line(1, A, "created").replacen('1', "x", 1)
+                ),
+                3,
+                "row \"x\"",
+            ),
+            (
+                format!("{HEADER}\n{}", line(1, A, "done")),
+                2,
+                "status \"done\"",
+            ),
+            (
+                format!("{HEADER}\n{}", line(1, "nope", "created")),
+                2,
+                "not a GUID",
+            ),
+            (
+                format!("{HEADER}\n1,{A},created\n{}", line(2, A, "created")),
+                2,
+                "3 fields where the header has 12",
+            ),
         ];
         for (text, want_line, want) in cases {
             match read(&text) {

@@ -115,7 +115,11 @@ mod tests {
              3,0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d,'=cmd,assignedUnkownSyncState,\
              2026-01-02T03:04:05Z,none\n"
         );
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temp left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temp left"
+        );
     }
 
     #[test]
@@ -125,7 +129,11 @@ mod tests {
         std::fs::create_dir(&target).unwrap();
         assert!(write(&target, &[]).is_err());
         assert!(target.is_dir());
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temp left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temp left"
+        );
     }
 
     #[test]
