@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, EmulateArgs, LogFormat, RunArgs, ValidateArgs};
+use crate::cli::{Cli, Command, EmulateArgs, LogFormat, RunArgs, StatusArgs, ValidateArgs};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::input::{InputReader, Parsed};
 
@@ -41,6 +41,10 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Emulate(args) => {
             init_logging(false, 0, LogFormat::Text);
             ExitCode::from(emulate_command(&args))
+        }
+        Command::Status(args) => {
+            init_logging(args.quiet, args.verbose, LogFormat::Text);
+            ExitCode::from(status_command(&args))
         }
     }
 }
@@ -316,6 +320,51 @@ fn report_rows(
         valid + invalid
     );
     if invalid == 0 { 0 } else { 1 }
+}
+
+/// `status`: the counts on stdout, how it ended on stderr. The first signal stops it (the status
+/// file keeps the last complete reading): nothing is in flight that needs finishing.
+fn status_command(args: &StatusArgs) -> u8 {
+    let config = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => return fail(format!("{e:#}")),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let watch = config.watch;
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            crate::halt::signal().await;
+            stop.cancel();
+        });
+        let report = match crate::status::status(config, shutdown).await {
+            Ok(report) => report,
+            Err(e) => return fail(e),
+        };
+        if report.readings > 0 {
+            let _ = write!(std::io::stdout(), "{}", report.render());
+        }
+        if let Some(reason) = &report.aborted {
+            note!("autopilot-bulk: aborted: {reason}");
+        } else if report.interrupted {
+            note!("autopilot-bulk: stopped; the status file holds the last complete reading");
+        } else if report.rows == 0 {
+            note!("autopilot-bulk: the results file reports no created or existing rows: nothing to read");
+        } else if report.timed_out {
+            let timeout = watch.map(|w| w.timeout).unwrap_or_default();
+            note!(
+                "autopilot-bulk: timed out after {}: {} of {} rows not assigned",
+                humantime::format_duration(timeout),
+                report.rows - report.assigned,
+                report.rows
+            );
+        }
+        report.exit_code()
+    })
 }
 
 fn emulate_command(args: &EmulateArgs) -> u8 {

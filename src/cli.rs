@@ -11,6 +11,7 @@ use crate::config::{Cloud, Config, Credentials, RateSpec, default_output};
 use crate::emulator::{Emulator, EmulatorConfig, RetryAfterMode};
 use crate::graph::model::{FilterType, Source, TargetKind};
 use crate::input::RowDefaults;
+use crate::status::{StatusConfig, Watch};
 
 #[derive(Debug, Parser)]
 #[command(name = "autopilot-bulk", version, about, long_about = None)]
@@ -27,6 +28,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Run the local Graph emulator in the foreground.
     Emulate(EmulateArgs),
+    /// Read the profile assignment status of every device RESULTS.csv reports created or
+    /// existing, from the tenant's identity listing, into a status CSV.
+    Status(Box<StatusArgs>),
 }
 
 /// Defaults for rows that leave target columns empty, checked by the same parsers as cells so
@@ -87,32 +91,10 @@ pub struct ValidateArgs {
     pub defaults: DefaultArgs,
 }
 
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// The input CSV: one row per device (see README for the columns).
-    pub input: PathBuf,
-    /// Results CSV [default: <input stem>.results.csv beside the input].
-    #[arg(short, long, value_name = "PATH")]
-    pub output: Option<PathBuf>,
-    /// Replace an existing results file.
-    #[arg(long, conflicts_with = "resume")]
-    pub overwrite: bool,
-    /// Continue an existing results file: rows it reports created/existing (and invalid) are
-    /// skipped, rows in flight at a crash are reconciled, the rest are done and appended.
-    #[arg(long)]
-    pub resume: bool,
-    /// With --resume: also redo rows reported invalid (after fixing the input).
-    #[arg(long, requires = "resume")]
-    pub retry_invalid: bool,
-    /// Validate every row and show the first request bodies; send nothing, write nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Write a machine-readable end-of-run summary (JSON) here.
-    #[arg(long, value_name = "PATH")]
-    pub summary_json: Option<PathBuf>,
-    /// Requests in flight at most.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub concurrency: u32,
+/// How to reach a tenant's Graph and as whom: credentials, cloud, URLs, pace and timeouts.
+/// Shared by every command that talks to Graph, so a flag means the same everywhere.
+#[derive(Debug, Args, Clone)]
+pub struct GraphArgs {
     /// Client-side limit: never more than COUNT requests in any DURATION window.
     #[arg(long, default_value = "100/20s", value_name = "COUNT/DURATION")]
     pub rate: RateSpec,
@@ -125,20 +107,6 @@ pub struct RunArgs {
         env = "AUTOPILOT_BULK_REQUEST_RATE"
     )]
     pub request_rate: RateSpec,
-    /// Keep the pace at --rate even when the service throttles below it (by default the pace
-    /// drops to what the service accepts and climbs back).
-    #[arg(long)]
-    pub no_adaptive: bool,
-    /// JSON batching: up to 20 assignments per $batch request (each still counted by the
-    /// rate limit; inner failures retried one by one). --concurrency then counts envelopes.
-    #[arg(long)]
-    pub batch: bool,
-    /// Attempts per row before it is recorded failed.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_attempts: u32,
-    /// Time per row spent retrying before it is failed.
-    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
-    pub max_retry_time: Duration,
     /// Time allowed to open a connection.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
@@ -167,6 +135,56 @@ pub struct RunArgs {
     /// File holding a ready access token (or set GRAPH_ACCESS_TOKEN); it cannot be refreshed.
     #[arg(long, value_name = "PATH")]
     pub access_token_file: Option<PathBuf>,
+}
+
+/// What to say when no credential is set.
+pub const NO_CREDENTIALS: &str = "no credentials: set AZURE_CLIENT_SECRET (or \
+     --client-secret-file), AZURE_CLIENT_CERTIFICATE_PATH (or --certificate), or \
+     GRAPH_ACCESS_TOKEN (or --access-token-file), with --tenant-id/AZURE_TENANT_ID and \
+     --client-id/AZURE_CLIENT_ID for the first two";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The input CSV: one row per device (see README for the columns).
+    pub input: PathBuf,
+    /// Results CSV [default: <input stem>.results.csv beside the input].
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Replace an existing results file.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
+    /// Continue an existing results file: rows it reports created/existing (and invalid) are
+    /// skipped, rows in flight at a crash are reconciled, the rest are done and appended.
+    #[arg(long)]
+    pub resume: bool,
+    /// With --resume: also redo rows reported invalid (after fixing the input).
+    #[arg(long, requires = "resume")]
+    pub retry_invalid: bool,
+    /// Validate every row and show the first request bodies; send nothing, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write a machine-readable end-of-run summary (JSON) here.
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+    #[command(flatten)]
+    pub graph: GraphArgs,
+    /// Keep the pace at --rate even when the service throttles below it (by default the pace
+    /// drops to what the service accepts and climbs back).
+    #[arg(long)]
+    pub no_adaptive: bool,
+    /// JSON batching: up to 20 assignments per $batch request (each still counted by the
+    /// rate limit; inner failures retried one by one). --concurrency then counts envelopes.
+    #[arg(long)]
+    pub batch: bool,
+    /// Attempts per row before it is recorded failed.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// Time per row spent retrying before it is failed.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub max_retry_time: Duration,
     /// Start the emulator in-process and run against it; no credentials needed.
     #[arg(long)]
     pub emulator: bool,
@@ -209,12 +227,32 @@ impl RunArgs {
         config.delimiter = self.defaults.delimiter;
         config.defaults = self.defaults.to_defaults();
         config.concurrency = self.concurrency as usize;
-        config.rate = self.rate;
-        config.request_rate = self.request_rate;
         config.adaptive = !self.no_adaptive;
         config.batch = self.batch;
         config.max_attempts = self.max_attempts;
         config.max_retry_time = self.max_retry_time;
+        self.graph.apply(&mut config);
+        config.progress = !self.quiet;
+        if let Some(e) = emulator {
+            config.graph_url = e.graph_url();
+            config.authority_url = e.authority_url();
+            config.credentials = Credentials::for_emulator();
+        } else if !self.emulator && !self.dry_run {
+            config.credentials = self
+                .graph
+                .credentials()?
+                .ok_or_else(|| anyhow::anyhow!("{NO_CREDENTIALS}; or use --emulator"))?;
+        }
+        Ok(config)
+    }
+}
+
+impl GraphArgs {
+    /// Set what these flags decide in `config`: pace, timeouts, cloud and URLs (credentials are
+    /// read apart, by [`GraphArgs::credentials`], only when something will be sent).
+    pub fn apply(&self, config: &mut Config) {
+        config.rate = self.rate;
+        config.request_rate = self.request_rate;
         config.connect_timeout = self.connect_timeout;
         config.request_timeout = self.request_timeout;
         config.cloud = self.cloud;
@@ -230,20 +268,12 @@ impl RunArgs {
             .unwrap_or_else(|| self.cloud.authority().to_string())
             .trim_end_matches('/')
             .to_string();
-        config.progress = !self.quiet;
-        if let Some(e) = emulator {
-            config.graph_url = e.graph_url();
-            config.authority_url = e.authority_url();
-            config.credentials = Credentials::for_emulator();
-        } else if !self.emulator && !self.dry_run {
-            config.credentials = self.credentials()?;
-        }
-        Ok(config)
     }
 
-    /// Exactly one kind of credential: a client secret, a certificate or a static token.
-    /// Secrets and tokens come from the environment or a file, never from argv.
-    fn credentials(&self) -> anyhow::Result<Credentials> {
+    /// Exactly one kind of credential: a client secret, a certificate or a static token;
+    /// `None` when none is set (the caller says what else would do). Secrets and tokens come
+    /// from the environment or a file, never from argv.
+    pub fn credentials(&self) -> anyhow::Result<Option<Credentials>> {
         let read_file = |flag: &str, path: &PathBuf| -> anyhow::Result<String> {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("cannot read --{flag} {}: {e}", path.display()))?;
@@ -282,7 +312,7 @@ impl RunArgs {
             if token.is_empty() {
                 anyhow::bail!("the access token file is empty");
             }
-            return Ok(Credentials::StaticToken(token));
+            return Ok(Some(Credentials::StaticToken(token)));
         }
         enum Kind {
             Secret(String),
@@ -291,12 +321,7 @@ impl RunArgs {
         let (kind, label) = match (secret, certificate) {
             (Some(secret), _) => (Kind::Secret(secret), "a client secret"),
             (None, Some(path)) => (Kind::Certificate(path), "a certificate"),
-            (None, None) => anyhow::bail!(
-                "no credentials: set AZURE_CLIENT_SECRET (or --client-secret-file), \
-                 AZURE_CLIENT_CERTIFICATE_PATH (or --certificate), or GRAPH_ACCESS_TOKEN (or \
-                 --access-token-file), with --tenant-id/AZURE_TENANT_ID and \
-                 --client-id/AZURE_CLIENT_ID for the first two; or use --emulator"
-            ),
+            (None, None) => return Ok(None),
         };
         let tenant_id = self
             .tenant_id
@@ -312,7 +337,7 @@ impl RunArgs {
             .ok_or_else(|| {
                 anyhow::anyhow!("--client-id (or AZURE_CLIENT_ID) is required with {label}")
             })?;
-        Ok(match kind {
+        Ok(Some(match kind {
             Kind::Secret(secret) => Credentials::ClientSecret {
                 tenant_id,
                 client_id,
@@ -323,7 +348,67 @@ impl RunArgs {
                 client_id,
                 pem_path,
             },
-        })
+        }))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The results CSV of a run.
+    pub results: PathBuf,
+    /// Status CSV [default: <results stem>.status.csv beside the results].
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Replace an existing status file.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Read again every --interval until every device is assigned or --timeout passes.
+    #[arg(long)]
+    pub watch: bool,
+    /// Time between readings with --watch.
+    #[arg(long, default_value = "60s", value_parser = parse_interval, requires = "watch")]
+    pub interval: Duration,
+    /// Give up watching after this long (exit 1).
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, requires = "watch")]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub graph: GraphArgs,
+    /// Only errors on stderr; no progress.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail on stderr (-vv for per-request lines).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("the interval must be longer than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl StatusArgs {
+    /// Build the status configuration; credentials as for `run`.
+    pub fn to_config(&self) -> anyhow::Result<StatusConfig> {
+        let mut graph = Config::new(&self.results, PathBuf::new());
+        self.graph.apply(&mut graph);
+        graph.credentials = self
+            .graph
+            .credentials()?
+            .ok_or_else(|| anyhow::anyhow!(NO_CREDENTIALS))?;
+        let mut config = StatusConfig::new(&self.results, graph);
+        if let Some(output) = &self.output {
+            config.output = output.clone();
+        }
+        config.overwrite = self.overwrite;
+        config.watch = self.watch.then_some(Watch {
+            interval: self.interval,
+            timeout: self.timeout,
+        });
+        config.progress = !self.quiet;
+        Ok(config)
     }
 }
 

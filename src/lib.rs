@@ -19,6 +19,8 @@
 //! - [`graph`]: the typed Graph client and the classification of its answers.
 //! - [`output`]: the results CSV, read back for `--resume`, and the journal of rows in flight.
 //! - [`summary`] and `progress`: what the run did, live and at the end.
+//! - [`status`](mod@status): after a run, whether its assignments landed: each device's status
+//!   from the tenant's identity [`listing`], into a status CSV (once, or until all are assigned).
 //! - [`emulator`]: a local Graph stand-in for rehearsals and tests.
 //! - [`app`]: the binary's body: logging, signals, exit codes.
 
@@ -37,8 +39,10 @@ pub mod output;
 mod progress;
 mod retry;
 pub mod run;
+pub mod status;
 pub mod summary;
 mod throttle;
 
 pub use run::run;
+pub use status::status;
 pub use summary::Summary;

@@ -124,6 +124,15 @@ fn active_bar() -> std::sync::MutexGuard<'static, Option<ProgressBar>> {
     ACTIVE_BAR.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Print log lines around `bar` (another command's bar) until [`release_bar`].
+pub(crate) fn hold_bar(bar: &ProgressBar) {
+    *active_bar() = Some(bar.clone());
+}
+
+pub(crate) fn release_bar() {
+    *active_bar() = None;
+}
+
 /// Log output to stderr that does not garble the progress bar: each log line is written with
 /// the bar suspended (cleared, line printed, bar redrawn).
 #[derive(Debug, Clone, Copy, Default)]
