@@ -26,6 +26,8 @@ struct Scenario {
     latency: Duration,
     /// `--batch`: `$batch` envelopes of up to 20 assignments.
     batch: bool,
+    /// Rows name serial numbers of a tenant of this many identities (resolved by listing).
+    tenant: Option<u32>,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -41,6 +43,7 @@ fn scenarios() -> Vec<Scenario> {
             concurrency: 8,
             latency: Duration::from_millis(10),
             batch: false,
+            tenant: None,
         },
         Scenario {
             name: "window-100/2s-retry-after-none",
@@ -51,6 +54,7 @@ fn scenarios() -> Vec<Scenario> {
             concurrency: 8,
             latency: Duration::from_millis(10),
             batch: false,
+            tenant: None,
         },
         Scenario {
             name: "window-100/2s-retry-after-mixed",
@@ -61,6 +65,7 @@ fn scenarios() -> Vec<Scenario> {
             concurrency: 8,
             latency: Duration::from_millis(10),
             batch: false,
+            tenant: None,
         },
         // The configured --rate is 4× the service's real limit (200/1 s against 100/2 s): the
         // case the adaptive pace exists for, with and without Retry-After.
@@ -73,6 +78,7 @@ fn scenarios() -> Vec<Scenario> {
             concurrency: 8,
             latency: Duration::from_millis(10),
             batch: false,
+            tenant: None,
         },
         Scenario {
             name: "adaptive-rate-4x-too-high-retry-after-none",
@@ -83,6 +89,7 @@ fn scenarios() -> Vec<Scenario> {
             concurrency: 8,
             latency: Duration::from_millis(10),
             batch: false,
+            tenant: None,
         },
         Scenario {
             name: "batch-window-100/2s-retry-after-seconds",
@@ -93,6 +100,22 @@ fn scenarios() -> Vec<Scenario> {
             concurrency: 2,
             latency: Duration::from_millis(10),
             batch: true,
+            tenant: None,
+        },
+        // Serial numbers in: 1,000 rows of a hardware-hash export against a tenant of 4,000
+        // identities (pages of 100): the resolution's requests and seconds, then the
+        // assignments. The client paces its reads through the same window as its writes, so
+        // the minimum counts both.
+        Scenario {
+            name: "serials-1000-of-4000-identities",
+            rows: 1000,
+            limit: window,
+            rate: window,
+            retry_after: RetryAfterMode::Seconds,
+            concurrency: 8,
+            latency: Duration::from_millis(10),
+            batch: false,
+            tenant: Some(4000),
         },
         // Raw engine cost: no throttle to speak of, no added latency, so CPU per row and RSS are
         // the client's (plus the in-process emulator's, which keeps every assignment it stores).
@@ -105,6 +128,7 @@ fn scenarios() -> Vec<Scenario> {
             concurrency: 16,
             latency: Duration::ZERO,
             batch: false,
+            tenant: None,
         },
     ]
 }
@@ -127,26 +151,42 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn input_file(dir: &std::path::Path, rows: u32) -> std::path::PathBuf {
+fn device(i: u32) -> String {
+    format!("{i:08x}-0000-4000-8000-{:012x}", u64::from(i))
+}
+
+/// Serial number of identity `i` of a scenario's tenant.
+fn serial(i: u32) -> String {
+    format!("PF{i:06}")
+}
+
+/// The input: device ids, or (with a tenant) the serials of every fourth identity, as a
+/// hardware-hash export names them.
+fn input_file(dir: &std::path::Path, rows: u32, by_serial: bool) -> std::path::PathBuf {
     use std::io::Write;
     let path = dir.join("bench.csv");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create input"));
-    writeln!(f, "device_id,target_type,group_id").expect("write");
+    let column = if by_serial {
+        "Device Serial Number"
+    } else {
+        "device_id"
+    };
+    writeln!(f, "{column},target_type,group_id").expect("write");
     for i in 0..rows {
-        writeln!(
-            f,
-            "{i:08x}-0000-4000-8000-{:012x},group,5e7e0c2a-3b1d-4c8e-9f6a-0d1c2b3a4f5e",
-            u64::from(i)
-        )
-        .expect("write");
+        let device = if by_serial { serial(i * 4) } else { device(i) };
+        writeln!(f, "{device},group,5e7e0c2a-3b1d-4c8e-9f6a-0d1c2b3a4f5e").expect("write");
     }
     path
 }
 
 async fn run(s: &Scenario) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let input = input_file(dir.path(), s.rows);
+    let input = input_file(dir.path(), s.rows, s.tenant.is_some());
+    let identities = (0..s.tenant.unwrap_or(0))
+        .map(|i| (device(i), serial(i)))
+        .collect();
     let emulator = Emulator::start(EmulatorConfig {
+        identities,
         limit: s.limit,
         retry_after: s.retry_after,
         latency: (!s.latency.is_zero()).then_some(s.latency),
@@ -173,7 +213,8 @@ async fn run(s: &Scenario) {
     let stats = emulator.stats();
     emulator.shutdown().await;
 
-    let windows = u64::from(s.rows).div_ceil(u64::from(s.limit.count));
+    let reads = summary.resolution.map_or(0, |r| r.requests);
+    let windows = (u64::from(s.rows) + reads).div_ceil(u64::from(s.limit.count));
     let minimum = s.limit.per * (windows.saturating_sub(1) as u32);
     // An unthrottled scenario has no minimum (one window holds every request): report the
     // rows per second instead of a ratio to zero.
@@ -198,6 +239,18 @@ async fn run(s: &Scenario) {
             .unwrap_or(f64::NAN),
         peak_rss_mib().unwrap_or(f64::NAN),
     );
+    if let Some(r) = summary.resolution {
+        println!(
+            "{:<38} resolution: {} of {} serials found with {} listing requests in {:.2}s; \
+             assignments {:.2}s",
+            "",
+            r.found,
+            r.serials,
+            r.requests,
+            r.elapsed.as_secs_f64(),
+            elapsed.as_secs_f64() - r.elapsed.as_secs_f64()
+        );
+    }
 }
 
 fn main() {

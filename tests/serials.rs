@@ -192,3 +192,45 @@ async fn resume_resolves_only_the_serials_still_to_do() {
     assert_each_row_once(&lines, 40);
     assert_ids_match_emulator(&lines, &emulator);
 }
+
+/// The whole migration: serials in, assignments made, then `status --watch` until the service
+/// reports every landed device assigned (the emulator turns them `pending`, then assigned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_ends_once_the_service_reports_every_device_assigned() {
+    use autopilot_bulk::status::{StatusConfig, Watch};
+    let emulator = Emulator::start(EmulatorConfig {
+        identities: tenant(120),
+        page_size: 50,
+        assign_delay: Duration::from_millis(300),
+        ..emulator_config(rate(100_000, 1000))
+    })
+    .await
+    .unwrap();
+    let serials: Vec<String> = (0..40).map(|i| format!("PF{:05}", i * 3)).collect();
+    let (dir, path) = input(&hardware_hash_export(&serials));
+    let config = config(&emulator, &path);
+    let summary = run(config.clone()).await;
+    assert_eq!(summary.created, 40);
+
+    let mut status = StatusConfig::new(&config.output, config.clone());
+    status.watch = Some(Watch {
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_secs(600),
+    });
+    let report = autopilot_bulk::status(status.clone(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(report.exit_code(), 0, "{report:?}");
+    assert_eq!((report.rows, report.assigned), (40, 40));
+    assert_eq!(report.counts.get("assignedInSync"), Some(&40));
+    // Three pages of 50 for 121 identities: the listing, not a request per device.
+    assert_eq!(report.listed.pages, 3);
+    let sheet = std::fs::read_to_string(&status.output).unwrap();
+    let mut lines = sheet.lines();
+    assert_eq!(
+        lines.next(),
+        Some("row,device_id,serial_number,assignment_status,assigned_at,detailed_status")
+    );
+    assert_eq!(lines.filter(|l| l.contains(",assignedInSync,")).count(), 40);
+    drop(dir);
+}
