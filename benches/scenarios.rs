@@ -28,6 +28,8 @@ struct Scenario {
     batch: bool,
     /// Rows name serial numbers of a tenant of this many identities (resolved by listing).
     tenant: Option<u32>,
+    /// Isolated faults: 5 % 503 with `Retry-After: 1`, 2 % 504, 3 % dropped after commit.
+    faults: bool,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -44,6 +46,7 @@ fn scenarios() -> Vec<Scenario> {
             latency: Duration::from_millis(10),
             batch: false,
             tenant: None,
+            faults: false,
         },
         Scenario {
             name: "window-100/2s-retry-after-none",
@@ -55,6 +58,7 @@ fn scenarios() -> Vec<Scenario> {
             latency: Duration::from_millis(10),
             batch: false,
             tenant: None,
+            faults: false,
         },
         Scenario {
             name: "window-100/2s-retry-after-mixed",
@@ -66,6 +70,7 @@ fn scenarios() -> Vec<Scenario> {
             latency: Duration::from_millis(10),
             batch: false,
             tenant: None,
+            faults: false,
         },
         // The configured --rate is 4× the service's real limit (200/1 s against 100/2 s): the
         // case the adaptive pace exists for, with and without Retry-After.
@@ -79,6 +84,7 @@ fn scenarios() -> Vec<Scenario> {
             latency: Duration::from_millis(10),
             batch: false,
             tenant: None,
+            faults: false,
         },
         Scenario {
             name: "adaptive-rate-4x-too-high-retry-after-none",
@@ -90,6 +96,7 @@ fn scenarios() -> Vec<Scenario> {
             latency: Duration::from_millis(10),
             batch: false,
             tenant: None,
+            faults: false,
         },
         Scenario {
             name: "batch-window-100/2s-retry-after-seconds",
@@ -101,6 +108,21 @@ fn scenarios() -> Vec<Scenario> {
             latency: Duration::from_millis(10),
             batch: true,
             tenant: None,
+            faults: false,
+        },
+        // Isolated faults, each meant for its own request: a lone 503 with Retry-After should
+        // delay its row, not pause every worker. The minimum is for the requests sent.
+        Scenario {
+            name: "isolated-faults-window-100/2s",
+            rows: 1000,
+            limit: window,
+            rate: window,
+            retry_after: RetryAfterMode::Seconds,
+            concurrency: 8,
+            latency: Duration::from_millis(10),
+            batch: false,
+            tenant: None,
+            faults: true,
         },
         // Serial numbers in: 1,000 rows of a hardware-hash export against a tenant of 4,000
         // identities (pages of 100): the resolution's requests and seconds, then the
@@ -116,6 +138,7 @@ fn scenarios() -> Vec<Scenario> {
             latency: Duration::from_millis(10),
             batch: false,
             tenant: Some(4000),
+            faults: false,
         },
         // Raw engine cost: no throttle to speak of, no added latency, so CPU per row and RSS are
         // the client's (plus the in-process emulator's, which keeps every assignment it stores).
@@ -129,6 +152,7 @@ fn scenarios() -> Vec<Scenario> {
             latency: Duration::ZERO,
             batch: false,
             tenant: None,
+            faults: false,
         },
     ]
 }
@@ -190,6 +214,10 @@ async fn run(s: &Scenario) {
         limit: s.limit,
         retry_after: s.retry_after,
         latency: (!s.latency.is_zero()).then_some(s.latency),
+        fault_503: if s.faults { 0.05 } else { 0.0 },
+        fault_503_retry_after: s.faults.then_some(1),
+        fault_504: if s.faults { 0.02 } else { 0.0 },
+        fault_drop: if s.faults { 0.03 } else { 0.0 },
         seed: 1,
         ..EmulatorConfig::default()
     })
@@ -213,8 +241,15 @@ async fn run(s: &Scenario) {
     let stats = emulator.stats();
     emulator.shutdown().await;
 
+    // The minimum is for the requests the run had to send: its rows, its listing reads and,
+    // with faults, the retries and read-backs the faults called for.
     let reads = summary.resolution.map_or(0, |r| r.requests);
-    let windows = (u64::from(s.rows) + reads).div_ceil(u64::from(s.limit.count));
+    let requests = if s.faults {
+        summary.requests
+    } else {
+        u64::from(s.rows) + reads
+    };
+    let windows = requests.div_ceil(u64::from(s.limit.count));
     let minimum = s.limit.per * (windows.saturating_sub(1) as u32);
     // An unthrottled scenario has no minimum (one window holds every request): report the
     // rows per second instead of a ratio to zero.
