@@ -40,6 +40,28 @@ pub struct Limits {
     pub unreachable_after: Duration,
 }
 
+/// Recent answers the outage rule looks at, and how many of them must be faults (5xx or no
+/// answer) for the service to count as down rather than failing a request here and there.
+const RECENT_ANSWERS: usize = 10;
+const OUTAGE_FAULTS: usize = 5;
+
+/// The last [`RECENT_ANSWERS`] answers: fault or not.
+#[derive(Debug, Default)]
+struct Faults(std::sync::Mutex<std::collections::VecDeque<bool>>);
+
+impl Faults {
+    /// Record an answer; whether the service now looks down: at least [`OUTAGE_FAULTS`] of the
+    /// last [`RECENT_ANSWERS`] answers were faults, this one among them.
+    fn observe(&self, fault: bool) -> bool {
+        let mut recent = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == RECENT_ANSWERS {
+            recent.pop_front();
+        }
+        recent.push_back(fault);
+        fault && recent.iter().filter(|f| **f).count() >= OUTAGE_FAULTS
+    }
+}
+
 /// Requests in a row without an HTTP answer before the service can count as unreachable.
 pub const UNREACHABLE_ATTEMPTS: u32 = 8;
 
@@ -91,6 +113,7 @@ pub struct Budget {
     retry: RetryPolicy,
     unreachable_after: Duration,
     silence: std::sync::Mutex<Silence>,
+    faults: Faults,
     halt: Halt,
     refused_in_a_row: AtomicU32,
     requests: AtomicU64,
@@ -160,6 +183,7 @@ impl Budget {
             retry: limits.retry,
             unreachable_after: limits.unreachable_after,
             silence: Default::default(),
+            faults: Faults::default(),
             halt: Halt::child_of(run),
             refused_in_a_row: AtomicU32::new(0),
             requests: AtomicU64::new(0),
@@ -214,8 +238,9 @@ impl Budget {
     }
 
     /// Hand an answer back. Teaches the window what the service said and decides the pause:
-    /// a 429, or a 5xx that says when to return, closes the gate for every worker (the app is
-    /// over its budget); other transient failures delay only their own row.
+    /// a 429 closes the gate for every worker (the app is over its budget); so does a 5xx that
+    /// says when to return while faults cluster (5 of the last 10 answers: an outage). A lone
+    /// 5xx, and any transient failure without Retry-After, delays only its own row.
     pub fn settle<T>(
         &self,
         permit: Permit,
@@ -237,6 +262,9 @@ impl Budget {
             _ => Answer::Other,
         });
         self.observe_transport(attempt);
+        let outage = self
+            .faults
+            .observe(attempt.http_status.is_none_or(|s| s >= 500));
         let Some(retry_after) = retry_after else {
             return Pause::None;
         };
@@ -252,8 +280,10 @@ impl Budget {
                 .map(|d| d.min(self.window.probe_interval())),
             (ra, _) => ra,
         };
+        // A 429 speaks for the whole app; a 5xx that says when to return speaks for its own
+        // request, unless faults cluster (an outage): then everyone waits.
         match row.next_delay(attempts, pause) {
-            Ok(delay) if throttled || retry_after.is_some() => {
+            Ok(delay) if throttled || (retry_after.is_some() && outage) => {
                 self.window.gate().close_for(delay);
                 Pause::Retry(Duration::ZERO)
             }
@@ -344,5 +374,88 @@ impl Budget {
             final_rate: self.window.current_rate(),
             token_requests: self.tokens.requests(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Credentials;
+    use crate::graph::answer::ErrorInfo;
+
+    fn budget() -> Budget {
+        let tokens = TokenProvider::from_credentials(
+            reqwest::Client::new(),
+            "https://login.microsoftonline.com",
+            "https://graph.microsoft.com/.default",
+            &Credentials::StaticToken("token".into()),
+        )
+        .unwrap();
+        let limits = Limits {
+            rate: RateSpec::new(100, Duration::from_secs(1)),
+            request_rate: RateSpec::new(1000, Duration::from_secs(20)),
+            adaptive: true,
+            retry: RetryPolicy::new(10, Duration::from_secs(900)),
+            unreachable_after: Duration::from_secs(60),
+        };
+        Budget::new(tokens, limits, &CancellationToken::new())
+    }
+
+    fn answer(status: u16, retry_after: Option<u64>) -> Attempt<()> {
+        Attempt {
+            result: if status < 300 {
+                Ok(())
+            } else {
+                Err(Failure::Retry {
+                    retry_after: retry_after.map(Duration::from_secs),
+                    ambiguous: false,
+                    error: ErrorInfo {
+                        code: status.to_string(),
+                        message: String::new(),
+                    },
+                })
+            },
+            http_status: Some(status),
+            request_id: None,
+            client_request_id: String::new(),
+        }
+    }
+
+    async fn settle(b: &Budget, status: u16, retry_after: Option<u64>) -> Pause {
+        let permit = b.admit().await.expect("admitted");
+        b.settle(permit, &answer(status, retry_after), &mut b.start_row(), 1)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_503_delays_its_row_an_outage_closes_the_gate() {
+        let b = budget();
+        for _ in 0..6 {
+            assert_eq!(settle(&b, 201, None).await, Pause::None);
+        }
+        // One 503 among successes speaks for its own request: only its row waits.
+        assert_eq!(
+            settle(&b, 503, Some(1)).await,
+            Pause::Retry(Duration::from_secs(1))
+        );
+        assert!(b.pace().0.is_none(), "a lone 503 paused everyone");
+        // Faults cluster (5 of the last 10 answers): the service is down, everyone waits.
+        for _ in 0..3 {
+            assert!(matches!(settle(&b, 504, None).await, Pause::Retry(_)));
+        }
+        assert_eq!(settle(&b, 503, Some(1)).await, Pause::Retry(Duration::ZERO));
+        assert!(b.pace().0.is_some(), "an outage did not close the gate");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_always_closes_the_gate() {
+        let b = budget();
+        assert_eq!(settle(&b, 201, None).await, Pause::None);
+        assert_eq!(settle(&b, 429, Some(2)).await, Pause::Retry(Duration::ZERO));
+        let (paused, _, _) = b.pace();
+        assert!(
+            paused.is_some_and(|d| d > Duration::from_secs(1)),
+            "{paused:?}"
+        );
+        assert_eq!(b.stats().throttled, 1);
     }
 }
