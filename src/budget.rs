@@ -62,6 +62,24 @@ impl Faults {
     }
 }
 
+/// The service's answer time, smoothed (an exponentially weighted mean, a fifth per answer).
+#[derive(Debug, Default)]
+struct Latency(std::sync::Mutex<Option<Duration>>);
+
+impl Latency {
+    fn observe(&self, sample: Duration) {
+        let mut mean = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *mean = Some(match *mean {
+            Some(m) => m.mul_f64(0.8) + sample.mul_f64(0.2),
+            None => sample,
+        });
+    }
+
+    fn mean(&self) -> Option<Duration> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Requests in a row without an HTTP answer before the service can count as unreachable.
 pub const UNREACHABLE_ATTEMPTS: u32 = 8;
 
@@ -77,6 +95,7 @@ struct Silence {
 #[derive(Debug)]
 pub struct Permit {
     slot: Slot,
+    sent: tokio::time::Instant,
 }
 
 /// What a row does after a failed attempt, as the budget decided.
@@ -114,6 +133,7 @@ pub struct Budget {
     unreachable_after: Duration,
     silence: std::sync::Mutex<Silence>,
     faults: Faults,
+    latency: Latency,
     halt: Halt,
     refused_in_a_row: AtomicU32,
     requests: AtomicU64,
@@ -184,6 +204,7 @@ impl Budget {
             unreachable_after: limits.unreachable_after,
             silence: Default::default(),
             faults: Faults::default(),
+            latency: Latency::default(),
             halt: Halt::child_of(run),
             refused_in_a_row: AtomicU32::new(0),
             requests: AtomicU64::new(0),
@@ -217,7 +238,10 @@ impl Budget {
         tokio::select! {
             biased;
             _ = self.halt.stopped() => None,
-            slot = admitted => Some(Permit { slot }),
+            slot = admitted => Some(Permit {
+                slot,
+                sent: tokio::time::Instant::now(),
+            }),
         }
     }
 
@@ -249,6 +273,7 @@ impl Budget {
         attempts: u32,
     ) -> Pause {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.latency.observe(permit.sent.elapsed());
         let retry_after = match attempt.failure() {
             Some(Failure::Retry { retry_after, .. }) => Some(*retry_after),
             _ => None,
@@ -355,6 +380,17 @@ impl Budget {
                 r.http_status.unwrap_or(0)
             ));
         }
+    }
+
+    /// Rows in flight that send the pace's COUNT requests within a tenth of its DURATION at
+    /// the measured latency (the window's burst then takes little of the window). `None`
+    /// before any answer.
+    pub fn wanted_in_flight(&self) -> Option<usize> {
+        let latency = self.latency.mean()?;
+        let pace = self.window.current_rate();
+        let burst = pace.per.as_secs_f64() / 10.0;
+        let wanted = f64::from(pace.count) * latency.as_secs_f64() / burst.max(1e-3);
+        Some(wanted.ceil().min(1e6) as usize)
     }
 
     /// What the progress line shows: the pause left, the pace, whether every slot is out.

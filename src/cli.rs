@@ -166,9 +166,10 @@ pub struct RunArgs {
     /// Write a machine-readable end-of-run summary (JSON) here.
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
-    /// Requests in flight at most.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub concurrency: u32,
+    /// Rows in flight at most [default: follows the measured latency, 4 to 32, so that a
+    /// window's requests go out in a tenth of the window; with --batch, 4 envelopes].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: Option<u32>,
     #[command(flatten)]
     pub graph: GraphArgs,
     /// Keep the pace at --rate even when the service throttles below it (by default the pace
@@ -226,7 +227,8 @@ impl RunArgs {
         config.retry_invalid = self.retry_invalid;
         config.delimiter = self.defaults.delimiter;
         config.defaults = self.defaults.to_defaults();
-        config.concurrency = self.concurrency as usize;
+        config.concurrency = self.concurrency.map_or(4, |n| n as usize);
+        config.adaptive_concurrency = self.concurrency.is_none();
         config.adaptive = !self.no_adaptive;
         config.batch = self.batch;
         config.max_attempts = self.max_attempts;

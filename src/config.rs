@@ -199,6 +199,9 @@ pub struct Config {
     pub delimiter: Option<u8>,
     pub defaults: RowDefaults,
     pub concurrency: usize,
+    /// Follow the measured latency instead of keeping `concurrency` (see `run::seats`); the
+    /// command line sets it when `--concurrency` is not given.
+    pub adaptive_concurrency: bool,
     pub rate: RateSpec,
     /// All requests of the app, reads and writes (Intune: 1,000 per 20 s beside 100 writes).
     pub request_rate: RateSpec,
@@ -238,6 +241,7 @@ impl Config {
             delimiter: None,
             defaults: RowDefaults::default(),
             concurrency: 4,
+            adaptive_concurrency: false,
             rate: RateSpec::default(),
             request_rate: RateSpec::new(1000, Duration::from_secs(20)),
             adaptive: true,

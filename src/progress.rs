@@ -72,9 +72,10 @@ impl Progress {
         paused_for: Option<Duration>,
         rate: crate::config::RateSpec,
         at_limit: bool,
+        in_flight: usize,
     ) {
         let mut msg = format!(
-            "created {} · failed {} · invalid {} · pace {rate}",
+            "created {} · failed {} · invalid {} · pace {rate} · {in_flight} in flight",
             self.created.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
             self.invalid.load(Ordering::Relaxed)

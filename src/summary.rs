@@ -40,6 +40,8 @@ pub struct Summary {
     pub interrupted: bool,
     /// Serial numbers resolved to identity ids before the run, if the input named any.
     pub resolution: Option<ResolutionSummary>,
+    /// Rows in flight at most at the end (pinned by `--concurrency`, or as the latency led).
+    pub concurrency: usize,
 }
 
 /// The resolution phase: how many serials, how many found, what it cost.
@@ -117,6 +119,7 @@ pub fn summary_json(s: &Summary, exit_code: u8) -> serde_json::Value {
         "configured_rate_per_second": s.configured_rate.per_second(),
         "final_rate": s.final_rate.to_string(),
         "effective_rate_per_second": s.effective_rate(),
+        "concurrency": s.concurrency,
         "resolution": s.resolution.map(|r| serde_json::json!({
             "serials": r.serials,
             "found": r.found,
@@ -183,11 +186,12 @@ pub fn render_summary(s: &Summary) -> String {
     );
     let _ = writeln!(
         out,
-        "  effective rate {:.2} req/s (configured {} = {:.2} req/s; pace at the end {})",
+        "  effective rate {:.2} req/s (configured {} = {:.2} req/s; pace at the end {}; {} in flight)",
         s.effective_rate(),
         s.configured_rate,
         s.configured_rate.per_second(),
-        s.final_rate
+        s.final_rate,
+        s.concurrency
     );
     if let Some(r) = s.resolution {
         let _ = writeln!(

@@ -175,3 +175,25 @@ async fn an_existing_results_file_is_refused_untouched() {
     assert_each_row_once(&read_results(&again.output), 3);
     emulator.shutdown().await;
 }
+
+/// Without `--concurrency`, the rows in flight follow the latency: at 200 ms a window of 100
+/// per second needs far more than the 4 seats a run starts with, up to the cap of 32.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_follows_latency_unless_pinned() {
+    let emulator = Emulator::start(EmulatorConfig {
+        latency: Some(std::time::Duration::from_millis(200)),
+        ..emulator_config(rate(100, 1000))
+    })
+    .await
+    .unwrap();
+    let (_dir, path) = input(&group_rows(100));
+    let mut config = config_for(&emulator, &path, rate(100, 1000));
+    config.adaptive_concurrency = true;
+    let summary = run(config.clone()).await;
+    assert_eq!(summary.created, 100);
+    assert_eq!(summary.concurrency, 32, "{summary:?}");
+    config.adaptive_concurrency = false;
+    config.overwrite = true;
+    let pinned = run(config).await;
+    assert_eq!(pinned.concurrency, 4);
+}

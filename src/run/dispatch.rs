@@ -16,6 +16,7 @@ use crate::progress::Progress;
 
 use super::plan::{Resume, RowPlan};
 use super::resolve::{Resolution, Resolved};
+use super::seats::Seats;
 use super::worker::{WorkItem, Workers};
 
 /// What the reader saw.
@@ -109,7 +110,7 @@ pub async fn work(
     mut jobs: mpsc::Receiver<WorkItem>,
     workers: Arc<Workers>,
     results: mpsc::Sender<RowResult>,
-    in_flight: usize,
+    seats: Arc<Seats>,
     grace_period: Duration,
 ) {
     let halt = workers.budget.halt();
@@ -117,9 +118,10 @@ pub async fn work(
     // on a full queue.
     let queue = futures::stream::poll_fn(move |cx| jobs.poll_recv(cx))
         .take_until(halt.token().clone().cancelled_owned());
-    let dispatch = queue.for_each_concurrent(in_flight, |item| {
-        let (workers, results) = (workers.clone(), results.clone());
+    let dispatch = queue.for_each_concurrent(seats.most(), |item| {
+        let (workers, results, seats) = (workers.clone(), results.clone(), seats.clone());
         async move {
+            let _seat = seats.take().await;
             if let Some(result) = workers.process(item).await {
                 workers.budget.row_finished(&result);
                 // The writer only goes away on a write error, which has stopped the run.

@@ -15,6 +15,7 @@ mod dispatch;
 mod plan;
 mod resolve;
 mod row;
+mod seats;
 mod worker;
 mod writer;
 
@@ -41,6 +42,7 @@ use crate::summary::{ResolutionSummary, Summary};
 use dispatch::ReaderCounts;
 use plan::Resume;
 use resolve::Resolved;
+use seats::Seats;
 use worker::Workers;
 use writer::Tally;
 
@@ -111,7 +113,7 @@ async fn stages(
         elapsed: resolving.elapsed(),
     });
     // 4. Rows flow: reader → workers → writer.
-    let (tally, counts, reconciliations) = flow(
+    let (tally, counts, reconciliations, concurrency) = flow(
         config,
         plan.reader,
         plan.writer,
@@ -157,6 +159,7 @@ async fn stages(
         interrupted,
         aborted,
         resolution,
+        concurrency,
     })
 }
 
@@ -178,7 +181,7 @@ async fn flow(
     reader: InputReader,
     writer: ResultsWriter,
     f: Flow,
-) -> Result<(Tally, ReaderCounts, u64), RunError> {
+) -> Result<(Tally, ReaderCounts, u64, usize), RunError> {
     let workers = Arc::new(Workers {
         graph: f.graph,
         budget: f.budget.clone(),
@@ -203,13 +206,17 @@ async fn flow(
         f.progress.clone(),
         f.halt.clone(),
     ));
-    let ticker = spawn_ticker(f.budget, f.progress);
-    let in_flight = rows_in_flight(config);
+    let seats = Arc::new(if config.adaptive_concurrency && !config.batch {
+        Seats::adaptive()
+    } else {
+        Seats::fixed(rows_in_flight(config))
+    });
+    let ticker = spawn_ticker(f.budget, f.progress, seats.clone());
     dispatch::work(
         job_rx,
         workers.clone(),
         res_tx,
-        in_flight,
+        seats.clone(),
         config.shutdown_grace,
     )
     .await;
@@ -232,6 +239,7 @@ async fn flow(
         tally,
         counts,
         workers.reconciliations.load(Ordering::Relaxed),
+        seats.current(),
     ))
 }
 
@@ -276,11 +284,19 @@ fn rows_in_flight(config: &Config) -> usize {
     }
 }
 
-fn spawn_ticker(budget: Arc<Budget>, progress: Arc<Progress>) -> tokio::task::JoinHandle<()> {
+/// Every 200 ms: seats follow the latency, and the progress line shows the pace.
+fn spawn_ticker(
+    budget: Arc<Budget>,
+    progress: Arc<Progress>,
+    seats: Arc<Seats>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
+            if let Some(wanted) = budget.wanted_in_flight() {
+                seats.follow(wanted);
+            }
             let (paused, rate, at_limit) = budget.pace();
-            progress.tick(paused, rate, at_limit);
+            progress.tick(paused, rate, at_limit, seats.current());
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
