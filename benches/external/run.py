@@ -66,9 +66,11 @@ def run(binary, name, limiter, retry_after, rate, concurrency, trace=None):
                        AZURE_TENANT_ID="sim-tenant", AZURE_CLIENT_ID="sim-client",
                        AZURE_CLIENT_SECRET="sim-secret")
             started = time.monotonic()
+            # --concurrency 0: leave it to the binary's default (it follows the latency).
+            pinned = ["--concurrency", str(concurrency)] if concurrency > 0 else []
             proc = subprocess.run(
                 [binary, "run", str(d / "in.csv"), "--output", str(d / "out.csv"),
-                 "--rate", rate, "--concurrency", str(concurrency), "-q",
+                 "--rate", rate, *pinned, "-q",
                  "--summary-json", str(d / "summary.json")],
                 env=env, capture_output=True, text=True,
             )
@@ -99,7 +101,8 @@ def main():
     p.add_argument("names", nargs="*")
     p.add_argument("--bin", default=str(ROOT / "target/release/autopilot-bulk"))
     p.add_argument("--repeat", type=int, default=1)
-    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--concurrency", type=int, default=8,
+                   help="rows in flight; 0 leaves the binary's default (follows latency)")
     p.add_argument("--window", type=float, default=2.0, help="the service's window, seconds")
     p.add_argument("--latency-ms", type=float, default=10.0)
     p.add_argument("--trace", help="the simulator writes each request's arrival and verdict here")
