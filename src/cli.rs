@@ -477,6 +477,14 @@ pub struct EmulateArgs {
     /// DeviceManagementServiceConfig.ReadWrite.All.
     #[arg(long)]
     pub deny_permission: bool,
+    /// Answer the assignment route (POST and GET, also in $batch) 400 "No OData route exists…",
+    /// as Graph has been reported to in production.
+    #[arg(long)]
+    pub no_odata_route: bool,
+    /// The roles claim of issued tokens, comma-separated [default:
+    /// DeviceManagementServiceConfig.ReadWrite.All]; an empty value: none.
+    #[arg(long, value_name = "ROLES", value_delimiter = ',')]
+    pub token_roles: Option<Vec<String>>,
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -519,6 +527,14 @@ impl EmulateArgs {
             intune_envelope: self.intune_envelope,
             violation_grace: self.violation_grace,
             deny_permission: self.deny_permission,
+            no_odata_route: self.no_odata_route,
+            token_roles: self.token_roles.as_ref().map(|roles| {
+                roles
+                    .iter()
+                    .map(|r| r.trim().to_string())
+                    .filter(|r| !r.is_empty())
+                    .collect()
+            }),
         })
     }
 }
