@@ -11,6 +11,7 @@ use crate::config::{Cloud, Config, Credentials, RateSpec, default_output};
 use crate::emulator::{Emulator, EmulatorConfig, RetryAfterMode};
 use crate::graph::model::{FilterType, Source, TargetKind};
 use crate::input::RowDefaults;
+use crate::preflight::PreflightConfig;
 use crate::status::{StatusConfig, Watch};
 
 #[derive(Debug, Parser)]
@@ -31,6 +32,10 @@ pub enum Command {
     /// Read the profile assignment status of every device RESULTS.csv reports created or
     /// existing, from the tenant's identity listing, into a status CSV.
     Status(Box<StatusArgs>),
+    /// Check in seconds, sending no write, whether the tenant, the app registration and the
+    /// assignment route will take `run`: the token's permissions, one listing page, one GET on
+    /// the route for the first valid row of INPUT.csv, and the POST `run` would send first.
+    Preflight(Box<PreflightArgs>),
 }
 
 /// Defaults for rows that leave target columns empty, checked by the same parsers as cells so
@@ -379,6 +384,51 @@ pub struct StatusArgs {
     /// More detail on stderr (-vv for per-request lines).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+#[derive(Debug, Args)]
+pub struct PreflightArgs {
+    /// The input CSV of the coming run: its first valid row is checked and shown [default:
+    /// the route is checked with the first listed identity].
+    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub graph: GraphArgs,
+    /// Start the emulator in-process and check against it; no credentials needed.
+    #[arg(long)]
+    pub emulator: bool,
+    /// Device list for the in-process emulator (one id a line) [default:
+    /// emulator-devices.txt beside the input, when present].
+    #[arg(long, value_name = "PATH", requires = "emulator")]
+    pub emulator_devices: Option<PathBuf>,
+    #[command(flatten)]
+    pub defaults: DefaultArgs,
+}
+
+impl PreflightArgs {
+    /// Build the preflight configuration; credentials as for `run` (none with the in-process
+    /// `emulator`). A few short retries: preflight answers in seconds.
+    pub fn to_config(&self, emulator: Option<&Emulator>) -> anyhow::Result<PreflightConfig> {
+        let mut graph = Config::new(self.input.clone().unwrap_or_default(), PathBuf::new());
+        self.graph.apply(&mut graph);
+        graph.delimiter = self.defaults.delimiter;
+        graph.defaults = self.defaults.to_defaults();
+        graph.max_attempts = 3;
+        graph.max_retry_time = Duration::from_secs(30);
+        if let Some(e) = emulator {
+            graph.graph_url = e.graph_url();
+            graph.authority_url = e.authority_url();
+            graph.credentials = Credentials::for_emulator();
+        } else if !self.emulator {
+            graph.credentials = self
+                .graph
+                .credentials()?
+                .ok_or_else(|| anyhow::anyhow!("{NO_CREDENTIALS}; or use --emulator"))?;
+        }
+        Ok(PreflightConfig {
+            input: self.input.clone(),
+            graph,
+        })
+    }
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
