@@ -51,11 +51,7 @@ async fn preflight_bin(
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
-    (
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr),
-    )
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
 fn no_writes(emulator: &Emulator) {
@@ -90,7 +86,10 @@ async fn a_working_tenant_passes_and_nothing_is_written() {
         assert!(stdout.contains(&expected), "no {expected:?} in:\n{stdout}");
     }
     assert!(!stdout.contains('✗'), "{stdout}");
-    assert!(stdout.lines().count() <= 25, "more than a screen:\n{stdout}");
+    assert!(
+        stdout.lines().count() <= 25,
+        "more than a screen:\n{stdout}"
+    );
     no_writes(&emulator);
     assert_eq!(emulator.stats().assignment_reads, 1);
     emulator.shutdown().await;
@@ -99,7 +98,11 @@ async fn a_working_tenant_passes_and_nothing_is_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_serial_row_is_resolved_before_the_route_is_read() {
     let emulator = start(EmulatorConfig::default()).await;
-    let report = preflight(&emulator, &format!("serial_number,group_id\n ser-2 ,{GROUP}\n")).await;
+    let report = preflight(
+        &emulator,
+        &format!("serial_number,group_id\n ser-2 ,{GROUP}\n"),
+    )
+    .await;
     let text = report.render();
     assert_eq!(report.exit_code(), 0, "{text}");
     assert!(
@@ -107,7 +110,11 @@ async fn a_serial_row_is_resolved_before_the_route_is_read() {
         "{text}"
     );
     assert!(text.contains(&assignments_url(&emulator.graph_url(), &device(2))));
-    let report = preflight(&emulator, &format!("serial_number,group_id\nNOPE,{GROUP}\n")).await;
+    let report = preflight(
+        &emulator,
+        &format!("serial_number,group_id\nNOPE,{GROUP}\n"),
+    )
+    .await;
     let text = report.render();
     assert_eq!(report.exit_code(), 1, "{text}");
     assert!(
@@ -141,7 +148,10 @@ async fn a_route_graph_does_not_serve_fails_with_its_message_verbatim() {
         stdout.contains("route is not available in this tenant or cloud"),
         "{stdout}"
     );
-    assert!(stdout.contains("preflight: FAIL: 1 check failed"), "{stdout}");
+    assert!(
+        stdout.contains("preflight: FAIL: 1 check failed"),
+        "{stdout}"
+    );
     no_writes(&emulator);
     emulator.shutdown().await;
 }
@@ -156,7 +166,10 @@ async fn a_refused_permission_fails_naming_403() {
     let report = preflight(&emulator, &group_rows(1)).await;
     let text = report.render();
     assert_eq!(report.exit_code(), 1, "{text}");
-    assert!(text.contains("→ 403 Forbidden: Application is not authorized"), "{text}");
+    assert!(
+        text.contains("→ 403 Forbidden: Application is not authorized"),
+        "{text}"
+    );
     assert!(text.contains("with admin consent"), "{text}");
     no_writes(&emulator);
     emulator.shutdown().await;
@@ -223,7 +236,11 @@ async fn run_stops_early_on_a_route_graph_does_not_serve() {
         "{} rows recorded",
         results.len()
     );
-    assert!(results.iter().all(|r| r.status == "failed" && r.http_status == "400"));
+    assert!(
+        results
+            .iter()
+            .all(|r| r.status == "failed" && r.http_status == "400")
+    );
     assert_eq!(emulator.stats().assignments_created, 0);
     emulator.shutdown().await;
 }

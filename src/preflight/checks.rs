@@ -48,7 +48,10 @@ impl Tenant {
             report.auth_failed = true;
             let why = self.budget.halt().reason();
             report.fail(
-                format!("token: {}", why.as_deref().unwrap_or("authentication failed")),
+                format!(
+                    "token: {}",
+                    why.as_deref().unwrap_or("authentication failed")
+                ),
                 "check --tenant-id, --client-id, the client secret or certificate, and --cloud \
                  (the authority must be the tenant's)",
             );
@@ -174,7 +177,9 @@ impl Tenant {
                 ));
             }
             (None, Some(id), Some(_)) => {
-                report.note(format!("the route is checked with listed device {id} instead"));
+                report.note(format!(
+                    "the route is checked with listed device {id} instead"
+                ));
             }
             (None, None, _) => {
                 report.fail(
@@ -226,12 +231,16 @@ impl Tenant {
             .collect();
         match ids.as_slice() {
             [id] => {
-                report.ok(format!("first valid row: row {row}, serial {serial:?} is device {id}"));
+                report.ok(format!(
+                    "first valid row: row {row}, serial {serial:?} is device {id}"
+                ));
                 Some(*id)
             }
             [] => {
                 report.fail(
-                    format!("row {row}: no Autopilot identity of the tenant holds serial {serial:?}"),
+                    format!(
+                        "row {row}: no Autopilot identity of the tenant holds serial {serial:?}"
+                    ),
                     "check the serial number (and the tenant), or name the device by device_id",
                 );
                 None
@@ -257,7 +266,10 @@ impl Tenant {
         let (result, status) = self
             .read(|token| async move { graph.list(&token, device, None).await })
             .await;
-        let what = format!("assignment route: GET {}", self.assignments_url(&device.to_string()));
+        let what = format!(
+            "assignment route: GET {}",
+            self.assignments_url(&device.to_string())
+        );
         match result {
             Ok(page) => {
                 report.ok(format!(

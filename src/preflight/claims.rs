@@ -115,9 +115,10 @@ mod tests {
         assert!(!v2.grants_needed());
         assert_eq!(v2.permissions(), "X");
 
-        let user =
-            Claims::read(&jwt(json!({"scp": "User.Read DeviceManagementServiceConfig.ReadWrite.All"})))
-                .unwrap();
+        let user = Claims::read(&jwt(
+            json!({"scp": "User.Read DeviceManagementServiceConfig.ReadWrite.All"}),
+        ))
+        .unwrap();
         assert!(user.grants_needed());
         let none = Claims::read(&jwt(json!({"tid": "t"}))).unwrap();
         assert!(!none.grants_needed());
@@ -126,7 +127,14 @@ mod tests {
 
     #[test]
     fn opaque_or_broken_tokens_have_no_claims() {
-        for token in ["0123456789abcdef", "a.b.c", "a.b", "a.b.c.d", "", "x.bnVsbA.y"] {
+        for token in [
+            "0123456789abcdef",
+            "a.b.c",
+            "a.b",
+            "a.b.c.d",
+            "",
+            "x.bnVsbA.y",
+        ] {
             assert_eq!(Claims::read(token), None, "{token}");
         }
     }

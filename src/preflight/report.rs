@@ -115,7 +115,11 @@ mod tests {
         report.ok("token");
         report.note("claims");
         assert_eq!(report.exit_code(), 0);
-        assert!(report.render().ends_with("every check passed; nothing was written\n"));
+        assert!(
+            report
+                .render()
+                .ends_with("every check passed; nothing was written\n")
+        );
         report.fail("route", "grant it");
         assert_eq!(report.exit_code(), 1);
         let text = report.render();
