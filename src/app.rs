@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, EmulateArgs, LogFormat, RunArgs, StatusArgs, ValidateArgs};
+use crate::cli::{
+    Cli, Command, EmulateArgs, LogFormat, PreflightArgs, RunArgs, StatusArgs, ValidateArgs,
+};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::input::{InputReader, Parsed};
 
@@ -45,6 +47,11 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Status(args) => {
             init_logging(args.quiet, args.verbose, LogFormat::Text);
             ExitCode::from(status_command(&args))
+        }
+        Command::Preflight(args) => {
+            // Failures are in the report: the log would only repeat them.
+            init_logging(true, 0, LogFormat::Text);
+            ExitCode::from(preflight_command(&args))
         }
     }
 }
@@ -164,7 +171,7 @@ fn run_command(args: RunArgs) -> u8 {
         let shutdown = CancellationToken::new();
         cancel_on_signal(shutdown.clone(), summary_path.clone());
         let (config, emulator) = if args.emulator {
-            let e = match start_emulator(&args).await {
+            let e = match start_emulator(Some(&args.input), args.emulator_devices.as_deref()).await {
                 Ok(e) => e,
                 Err(message) => return fail(message),
             };
@@ -209,11 +216,14 @@ fn run_command(args: RunArgs) -> u8 {
     })
 }
 
-/// `run --emulator`: the emulator in-process with its defaults (Intune's 100/20s window) and
-/// the device list from `--emulator-devices` or `emulator-devices.txt` beside the input.
-async fn start_emulator(args: &RunArgs) -> Result<Emulator, String> {
-    let devices_path = args.emulator_devices.clone().or_else(|| {
-        let beside = args.input.with_file_name("emulator-devices.txt");
+/// `--emulator`: the emulator in-process with its defaults (Intune's 100/20s window) and the
+/// device list from `--emulator-devices` or `emulator-devices.txt` beside the input.
+async fn start_emulator(
+    input: Option<&std::path::Path>,
+    emulator_devices: Option<&std::path::Path>,
+) -> Result<Emulator, String> {
+    let devices_path = emulator_devices.map(Into::into).or_else(|| {
+        let beside = input?.with_file_name("emulator-devices.txt");
         beside.exists().then_some(beside)
     });
     let identities = devices_path
@@ -364,6 +374,53 @@ fn status_command(args: &StatusArgs) -> u8 {
             );
         }
         report.exit_code()
+    })
+}
+
+/// `preflight`: the report on stdout; exit 0 ready, 1 something would fail, 2 usage or input,
+/// 3 authentication failed.
+fn preflight_command(args: &PreflightArgs) -> u8 {
+    // Checked before anything starts, so a bad flag is exit 2 at once.
+    let config = match args.to_config(None) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("{e:#}")),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            crate::halt::signal().await;
+            stop.cancel();
+        });
+        let (config, emulator) = if args.emulator {
+            let started =
+                start_emulator(args.input.as_deref(), args.emulator_devices.as_deref()).await;
+            let e = match started {
+                Ok(e) => e,
+                Err(message) => return fail(message),
+            };
+            match args.to_config(Some(&e)) {
+                Ok(c) => (c, Some(e)),
+                Err(message) => return fail(format!("{message:#}")),
+            }
+        } else {
+            (config, None)
+        };
+        let code = match crate::preflight(config, shutdown).await {
+            Ok(report) => {
+                let _ = write!(std::io::stdout(), "{}", report.render());
+                report.exit_code()
+            }
+            Err(e) => fail(e),
+        };
+        if let Some(emulator) = emulator {
+            emulator.shutdown().await;
+        }
+        code
     })
 }
 

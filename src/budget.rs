@@ -109,9 +109,18 @@ pub enum Pause {
     GiveUp(GiveUp),
 }
 
-/// Consecutive rows refused with 401/403 that stop the tenant: a missing permission fails every
-/// row the same way, and thousands of identical failures help nobody.
+/// Consecutive rows refused with 401/403, or failed with the 400 "No OData route", that stop
+/// the tenant: a missing permission or a route the tenant does not serve fails every row the
+/// same way, and thousands of identical failures help nobody.
 const BREAKER_ROWS: u32 = 10;
+
+/// How Graph's router begins the 400 it gives for a route it does not serve.
+pub const NO_ODATA_ROUTE: &str = "No OData route";
+
+/// Whether a failed row's answer is Graph's 400 for a route it does not serve.
+pub fn is_no_odata_route(http_status: Option<u16>, message: Option<&str>) -> bool {
+    http_status == Some(400) && message.is_some_and(|m| m.trim_start().starts_with(NO_ODATA_ROUTE))
+}
 
 /// Counters for the summary.
 #[derive(Debug, Clone)]
@@ -136,6 +145,7 @@ pub struct Budget {
     latency: Latency,
     halt: Halt,
     refused_in_a_row: AtomicU32,
+    unrouted_in_a_row: AtomicU32,
     requests: AtomicU64,
     throttled: AtomicU64,
 }
@@ -207,6 +217,7 @@ impl Budget {
             latency: Latency::default(),
             halt: Halt::child_of(run),
             refused_in_a_row: AtomicU32::new(0),
+            unrouted_in_a_row: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
         }
@@ -357,9 +368,24 @@ impl Budget {
     }
 
     /// Count a finished row for the circuit breaker; trip it at [`BREAKER_ROWS`] refusals in
-    /// a row (401 after the one refresh, or 403). Rows in flight still finish and are written.
+    /// a row (401 after the one refresh, or 403), or as many 400 "No OData route" answers in a
+    /// row. Rows in flight still finish and are written.
     pub fn row_finished(&self, r: &RowResult) {
-        let refused = r.status == Status::Failed && matches!(r.http_status, Some(401 | 403));
+        let failed = r.status == Status::Failed;
+        let unrouted = failed && is_no_odata_route(r.http_status, r.error_message.as_deref());
+        if !unrouted {
+            self.unrouted_in_a_row.store(0, Ordering::Relaxed);
+        } else if self.unrouted_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 == BREAKER_ROWS {
+            self.halt.abort(format!(
+                "circuit breaker: Graph answered {BREAKER_ROWS} rows in a row with 400 {}: {} — \
+                 the assignment route is not available in this tenant or cloud (run \
+                 `autopilot-bulk preflight` to check it); nothing more is sent (finished rows \
+                 are in the results file)",
+                r.error_code.as_deref().unwrap_or("BadRequest"),
+                r.error_message.as_deref().unwrap_or("")
+            ));
+        }
+        let refused = failed && matches!(r.http_status, Some(401 | 403));
         if !refused {
             self.refused_in_a_row.store(0, Ordering::Relaxed);
             return;

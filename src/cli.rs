@@ -11,6 +11,7 @@ use crate::config::{Cloud, Config, Credentials, RateSpec, default_output};
 use crate::emulator::{Emulator, EmulatorConfig, RetryAfterMode};
 use crate::graph::model::{FilterType, Source, TargetKind};
 use crate::input::RowDefaults;
+use crate::preflight::PreflightConfig;
 use crate::status::{StatusConfig, Watch};
 
 #[derive(Debug, Parser)]
@@ -31,6 +32,10 @@ pub enum Command {
     /// Read the profile assignment status of every device RESULTS.csv reports created or
     /// existing, from the tenant's identity listing, into a status CSV.
     Status(Box<StatusArgs>),
+    /// Check in seconds, sending no write, whether the tenant, the app registration and the
+    /// assignment route will take `run`: the token's permissions, one listing page, one GET on
+    /// the route for the first valid row of INPUT.csv, and the POST `run` would send first.
+    Preflight(Box<PreflightArgs>),
 }
 
 /// Defaults for rows that leave target columns empty, checked by the same parsers as cells so
@@ -383,6 +388,51 @@ pub struct StatusArgs {
     pub verbose: u8,
 }
 
+#[derive(Debug, Args)]
+pub struct PreflightArgs {
+    /// The input CSV of the coming run: its first valid row is checked and shown [default:
+    /// the route is checked with the first listed identity].
+    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub graph: GraphArgs,
+    /// Start the emulator in-process and check against it; no credentials needed.
+    #[arg(long)]
+    pub emulator: bool,
+    /// Device list for the in-process emulator (one id a line) [default:
+    /// emulator-devices.txt beside the input, when present].
+    #[arg(long, value_name = "PATH", requires = "emulator")]
+    pub emulator_devices: Option<PathBuf>,
+    #[command(flatten)]
+    pub defaults: DefaultArgs,
+}
+
+impl PreflightArgs {
+    /// Build the preflight configuration; credentials as for `run` (none with the in-process
+    /// `emulator`). A few short retries: preflight answers in seconds.
+    pub fn to_config(&self, emulator: Option<&Emulator>) -> anyhow::Result<PreflightConfig> {
+        let mut graph = Config::new(self.input.clone().unwrap_or_default(), PathBuf::new());
+        self.graph.apply(&mut graph);
+        graph.delimiter = self.defaults.delimiter;
+        graph.defaults = self.defaults.to_defaults();
+        graph.max_attempts = 3;
+        graph.max_retry_time = Duration::from_secs(30);
+        if let Some(e) = emulator {
+            graph.graph_url = e.graph_url();
+            graph.authority_url = e.authority_url();
+            graph.credentials = Credentials::for_emulator();
+        } else if !self.emulator {
+            graph.credentials = self
+                .graph
+                .credentials()?
+                .ok_or_else(|| anyhow::anyhow!("{NO_CREDENTIALS}; or use --emulator"))?;
+        }
+        Ok(PreflightConfig {
+            input: self.input.clone(),
+            graph,
+        })
+    }
+}
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d.is_zero() => Err("the interval must be longer than zero".into()),
@@ -479,6 +529,14 @@ pub struct EmulateArgs {
     /// DeviceManagementServiceConfig.ReadWrite.All.
     #[arg(long)]
     pub deny_permission: bool,
+    /// Answer the assignment route (POST and GET, also in $batch) 400 "No OData route exists…",
+    /// as Graph has been reported to in production.
+    #[arg(long)]
+    pub no_odata_route: bool,
+    /// The roles claim of issued tokens, comma-separated [default:
+    /// DeviceManagementServiceConfig.ReadWrite.All]; an empty value: none.
+    #[arg(long, value_name = "ROLES", value_delimiter = ',')]
+    pub token_roles: Option<Vec<String>>,
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -521,6 +579,14 @@ impl EmulateArgs {
             intune_envelope: self.intune_envelope,
             violation_grace: self.violation_grace,
             deny_permission: self.deny_permission,
+            no_odata_route: self.no_odata_route,
+            token_roles: self.token_roles.as_ref().map(|roles| {
+                roles
+                    .iter()
+                    .map(|r| r.trim().to_string())
+                    .filter(|r| !r.is_empty())
+                    .collect()
+            }),
         })
     }
 }

@@ -21,6 +21,9 @@
 //! - [`summary`] and `progress`: what the run did, live and at the end.
 //! - [`status`](mod@status): after a run, whether its assignments landed: each device's status
 //!   from the tenant's identity [`listing`], into a status CSV (once, or until all are assigned).
+//! - [`preflight`](mod@preflight): before a run, whether the tenant, the app's permission and
+//!   the assignment route will take it: a token's claims, one listing page and one GET on the
+//!   route, no write.
 //! - [`emulator`]: a local Graph stand-in for rehearsals and tests.
 //! - [`app`]: the binary's body: logging, signals, exit codes.
 
@@ -36,6 +39,7 @@ pub mod input;
 pub mod listing;
 pub mod lock;
 pub mod output;
+pub mod preflight;
 mod progress;
 mod retry;
 pub mod run;
@@ -43,6 +47,7 @@ pub mod status;
 pub mod summary;
 mod throttle;
 
+pub use preflight::preflight;
 pub use run::run;
 pub use status::status;
 pub use summary::Summary;

@@ -138,6 +138,12 @@ pub(crate) fn single(
     };
     let errors = errors(shared, ctx, path);
     let write = matches!(target, Target::Assign(_));
+    if let (true, Target::Assign(device) | Target::ReadAssignments(device)) =
+        (shared.config.no_odata_route, target)
+    {
+        // Graph's router answers before authorization and before Intune is reached.
+        return no_odata_route(&errors, device, write);
+    }
     if shared.config.deny_permission {
         // Graph authorizes before Intune counts the request against the tenant's window.
         return forbidden(&errors, write);
@@ -185,6 +191,22 @@ pub(crate) fn single(
     };
     answer.drop = fault == Fault::Drop;
     answer
+}
+
+/// The 400 Graph's router has been reported to give for the assignment navigation, in its own
+/// (never Intune's) envelope.
+fn no_odata_route(errors: &Errors<'_>, device: &str, write: bool) -> Answer {
+    errors.plain(
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        &format!(
+            "No OData route exists that match template ~/singleton/navigation/key/navigation \
+             with http verb {} for request /DeviceEnrollmentFE/StatelessDeviceEnrollmentFEService/\
+             deviceManagement/windowsAutopilotDeviceIdentities('{device}')/deploymentProfile/\
+             assignments.",
+            if write { "POST" } else { "GET" }
+        ),
+    )
 }
 
 /// The 403 Graph gives an app without the assignment permission; a read also names the

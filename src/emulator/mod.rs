@@ -102,6 +102,13 @@ pub struct EmulatorConfig {
     /// Answer every assignment request 403 `Forbidden`, as Graph does when the app lacks
     /// `DeviceManagementServiceConfig.ReadWrite.All` (tests the client's circuit breaker).
     pub deny_permission: bool,
+    /// Answer the assignment route (POST and GET, also inside `$batch`) 400 "No OData route
+    /// exists…", as Graph has been reported to in production: rehearses a tenant where the
+    /// route `run` needs is not served.
+    pub no_odata_route: bool,
+    /// The `roles` claim of issued tokens; `None`: `DeviceManagementServiceConfig.ReadWrite.All`.
+    /// Rehearses an app registration without the permission (the route itself still answers).
+    pub token_roles: Option<Vec<String>>,
 }
 
 impl Default for EmulatorConfig {
@@ -127,6 +134,8 @@ impl Default for EmulatorConfig {
             intune_envelope: false,
             violation_grace: Duration::from_millis(250),
             deny_permission: false,
+            no_odata_route: false,
+            token_roles: None,
         }
     }
 }
@@ -353,6 +362,12 @@ fn describe(config: &EmulatorConfig) -> String {
     }
     if config.deny_permission {
         parts.push("every assignment request answered 403".into());
+    }
+    if config.no_odata_route {
+        parts.push("the assignment route answered 400 No OData route".into());
+    }
+    if let Some(roles) = &config.token_roles {
+        parts.push(format!("token roles [{}]", roles.join(", ")));
     }
     parts.push(format!("seed {}", config.seed));
     parts.join(", ")

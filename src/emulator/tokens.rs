@@ -114,7 +114,8 @@ pub(crate) async fn token(
     match check_request(&form, policy, &auds) {
         Err(e) => e.into_response(),
         Ok(()) => {
-            let access_token = Uuid::new_v4().simple().to_string();
+            let client_id = form.get("client_id").map(String::as_str).unwrap_or("");
+            let access_token = access_token(&tenant, client_id, &shared.config);
             let ttl = shared.config.token_ttl;
             {
                 let mut inner = shared.lock();
@@ -139,6 +140,44 @@ pub(crate) async fn token(
             .into_response()
         }
     }
+}
+
+/// The application roles a token carries unless `token_roles` says otherwise: the one
+/// permission the assignment route needs.
+pub const DEFAULT_ROLES: &[&str] = &["DeviceManagementServiceConfig.ReadWrite.All"];
+
+/// An unsigned JWT (`alg` none) with the claims of an app-only Graph token, so that clients
+/// can read tenant, app and roles as they would from Entra ID's. No `exp`: the emulator judges
+/// lifetimes itself (`token_ttl`), and clients learn them from `expires_in`; `uti` makes each
+/// token unique.
+fn access_token(tenant: &str, client_id: &str, config: &super::EmulatorConfig) -> String {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let roles: Vec<String> = match &config.token_roles {
+        Some(roles) => roles.clone(),
+        None => DEFAULT_ROLES.iter().map(|r| r.to_string()).collect(),
+    };
+    let iat = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let claims = json!({
+        "aud": "https://graph.microsoft.com",
+        "iss": format!("https://sts.windows.net/{tenant}/"),
+        "iat": iat,
+        "nbf": iat,
+        "app_displayname": "autopilot-bulk emulator",
+        "appid": client_id,
+        "idtyp": "app",
+        "roles": roles,
+        "tid": tenant,
+        "uti": Uuid::new_v4().simple().to_string(),
+        "ver": "1.0",
+    });
+    format!(
+        "{}.{}.",
+        b64.encode(r#"{"typ":"JWT","alg":"none"}"#),
+        b64.encode(claims.to_string())
+    )
 }
 
 /// What credentials the emulator insists on.

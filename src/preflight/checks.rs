@@ -1,0 +1,381 @@
+//! The checks themselves, each a read through the tenant's budget (so a 429 or a 503 is
+//! retried as in a run) that adds its lines to the report. None of them writes.
+
+use std::sync::{Arc, Mutex};
+
+use uuid::Uuid;
+
+use super::claims::{Claims, NEEDED};
+use super::report::Report;
+use crate::budget::{Budget, is_no_odata_route};
+use crate::graph::answer::{Attempt, Page};
+use crate::graph::client::GraphClient;
+use crate::graph::model::Identity;
+use crate::input::{Device, Job};
+use crate::listing::{PAGE_SIZE, ReadError};
+
+/// Identities shown from the listing page.
+const SAMPLE: usize = 3;
+
+const GRANT: &str = "grant the app registration the Microsoft Graph application permission \
+     DeviceManagementServiceConfig.ReadWrite.All with admin consent (Entra ID → App \
+     registrations → API permissions), then run preflight again";
+
+/// What the checks read through.
+pub(super) struct Tenant {
+    pub graph: GraphClient,
+    pub graph_url: String,
+    pub budget: Budget,
+}
+
+/// Which device the route is checked with, and the one the first row names (when known).
+pub(super) struct DeviceChoice {
+    pub route: Option<Uuid>,
+    pub row_id: Option<Uuid>,
+}
+
+/// Which read failed, for the fix to suggest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    Listing,
+    Route(Uuid),
+}
+
+impl Tenant {
+    /// Get a token and report what it grants. `false`: no token, nothing more to check.
+    pub async fn token_check(&self, report: &mut Report) -> bool {
+        let Some(token) = self.budget.token().await else {
+            report.auth_failed = true;
+            let why = self.budget.halt().reason();
+            report.fail(
+                format!(
+                    "token: {}",
+                    why.as_deref().unwrap_or("authentication failed")
+                ),
+                "check --tenant-id, --client-id, the client secret or certificate, and --cloud \
+                 (the authority must be the tenant's)",
+            );
+            return false;
+        };
+        let Some(claims) = Claims::read(&token) else {
+            report.note(
+                "token obtained; its claims cannot be read (not a JWT): tenant, app and \
+                 permissions are not checked here, the route check below shows what Graph allows",
+            );
+            return true;
+        };
+        report.ok(format!(
+            "token for tenant {}, app {}{}",
+            claims.tenant.as_deref().unwrap_or("(no tid claim)"),
+            claims.app.as_deref().unwrap_or("(no appid claim)"),
+            claims
+                .app_name
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        ));
+        let delegated = claims.scopes.is_some() && claims.roles.is_empty();
+        let kind = if delegated { "scp" } else { "roles" };
+        if claims.grants_needed() {
+            report.ok(format!(
+                "permission {NEEDED} granted ({kind}: {})",
+                claims.permissions()
+            ));
+        } else if delegated {
+            report.fail(
+                format!(
+                    "permission {NEEDED} missing from the token's delegated scopes (scp: {})",
+                    claims.permissions()
+                ),
+                "consent the delegated permission for the signed-in user, or better use an app \
+                 registration: grant it the application permission with admin consent",
+            );
+        } else {
+            report.fail(
+                format!(
+                    "permission {NEEDED} missing from the token's application roles (roles: {})",
+                    claims.permissions()
+                ),
+                GRANT,
+            );
+        }
+        true
+    }
+
+    /// One page of the tenant's identities: how many, whether more follow, a sample.
+    pub async fn listing_check(&self, report: &mut Report) -> Option<Page<Identity>> {
+        let graph = &self.graph;
+        let (result, status) = self
+            .read(|token| async move { graph.identities(&token, PAGE_SIZE, None).await })
+            .await;
+        let page = match result {
+            Ok(page) => page,
+            Err(e) => {
+                self.failed(report, "identity listing".into(), Read::Listing, status, e);
+                return None;
+            }
+        };
+        let check = report.ok(format!(
+            "identity listing answers: {} identit{} on the first page, {}",
+            page.value.len(),
+            if page.value.len() == 1 { "y" } else { "ies" },
+            if page.next_link.is_some() {
+                "more pages follow"
+            } else {
+                "no more pages"
+            }
+        ));
+        check.details = page
+            .value
+            .iter()
+            .take(SAMPLE)
+            .map(|i| {
+                format!(
+                    "{}  serial {}",
+                    i.id,
+                    i.serial_number.as_deref().unwrap_or("-")
+                )
+            })
+            .collect();
+        Some(page)
+    }
+
+    /// The device of the first valid row (a serial resolved through the listing page or one
+    /// lookup); the first listed identity checks the route when there is no row to use.
+    pub async fn device_check(
+        &self,
+        first: Option<&Job>,
+        page: Option<&Page<Identity>>,
+        report: &mut Report,
+    ) -> DeviceChoice {
+        let listed = page
+            .into_iter()
+            .flat_map(|p| &p.value)
+            .find_map(|i| Uuid::parse_str(&i.id).ok());
+        let row_id = match first {
+            None => None,
+            Some(job) => match &job.device {
+                Device::Id(id) | Device::Both(id, _) => {
+                    report.ok(format!("first valid row: row {}, device {id}", job.row));
+                    Some(*id)
+                }
+                Device::Serial(serial) => self.resolve(job.row, serial, page, report).await,
+            },
+        };
+        if report.auth_failed {
+            return DeviceChoice {
+                route: None,
+                row_id,
+            };
+        }
+        let route = row_id.or(listed);
+        match (row_id, route, first) {
+            (Some(_), _, _) => {}
+            (None, Some(id), None) => {
+                report.note(format!(
+                    "no INPUT.csv: the route is checked with listed device {id}"
+                ));
+            }
+            (None, Some(id), Some(_)) => {
+                report.note(format!(
+                    "the route is checked with listed device {id} instead"
+                ));
+            }
+            (None, None, _) => {
+                report.fail(
+                    "no device to check the assignment route with",
+                    "give an INPUT.csv whose first valid row names a device of the tenant",
+                );
+            }
+        }
+        DeviceChoice { route, row_id }
+    }
+
+    /// The one identity holding `serial` (case and spaces ignored), from the page or a lookup.
+    async fn resolve(
+        &self,
+        row: u64,
+        serial: &str,
+        page: Option<&Page<Identity>>,
+        report: &mut Report,
+    ) -> Option<Uuid> {
+        let key = serial.trim().to_lowercase();
+        let holds = |i: &Identity| {
+            i.serial_number
+                .as_deref()
+                .is_some_and(|s| s.trim().to_lowercase() == key)
+        };
+        let mut holders: Vec<Identity> = page
+            .into_iter()
+            .flat_map(|p| &p.value)
+            .filter(|i| holds(i))
+            .cloned()
+            .collect();
+        if holders.is_empty() {
+            let graph = &self.graph;
+            let (result, status) = self
+                .read(|token| async move { graph.identities_with_serial(&token, serial).await })
+                .await;
+            match result {
+                Ok(found) => holders = found.value.into_iter().filter(|i| holds(i)).collect(),
+                Err(e) => {
+                    let what = format!("row {row}: looking up serial {serial:?}");
+                    self.failed(report, what, Read::Listing, status, e);
+                    return None;
+                }
+            }
+        }
+        let ids: Vec<Uuid> = holders
+            .iter()
+            .filter_map(|i| Uuid::parse_str(&i.id).ok())
+            .collect();
+        match ids.as_slice() {
+            [id] => {
+                report.ok(format!(
+                    "first valid row: row {row}, serial {serial:?} is device {id}"
+                ));
+                Some(*id)
+            }
+            [] => {
+                report.fail(
+                    format!(
+                        "row {row}: no Autopilot identity of the tenant holds serial {serial:?}"
+                    ),
+                    "check the serial number (and the tenant), or name the device by device_id",
+                );
+                None
+            }
+            many => {
+                let list: Vec<String> = many.iter().map(Uuid::to_string).collect();
+                report.fail(
+                    format!(
+                        "row {row}: serial {serial:?} is held by {} identities ({})",
+                        many.len(),
+                        list.join(", ")
+                    ),
+                    "add a device_id column naming the device for this row",
+                );
+                None
+            }
+        }
+    }
+
+    /// The harmless read on the route `run` writes to: the GET of the device's assignments.
+    pub async fn route_check(&self, device: Uuid, report: &mut Report) {
+        let graph = &self.graph;
+        let (result, status) = self
+            .read(|token| async move { graph.list(&token, device, None).await })
+            .await;
+        let what = format!(
+            "assignment route: GET {}",
+            self.assignments_url(&device.to_string())
+        );
+        match result {
+            Ok(page) => {
+                report.ok(format!(
+                    "{what} answers {} ({} assignment{} held)",
+                    status.unwrap_or(200),
+                    page.value.len(),
+                    if page.value.len() == 1 { "" } else { "s" }
+                ));
+            }
+            Err(e) => self.failed(report, what, Read::Route(device), status, e),
+        }
+    }
+
+    /// The POST `run` would send for `job`, and its body.
+    pub fn request_for(&self, job: &Job, id: Option<Uuid>) -> (String, String) {
+        let device = match (id, &job.device) {
+            (Some(id), _) => id.to_string(),
+            (None, Device::Id(id) | Device::Both(id, _)) => id.to_string(),
+            (None, Device::Serial(s)) => format!("{{id of serial {s:?}}}"),
+        };
+        (
+            format!("row {}: POST {}", job.row, self.assignments_url(&device)),
+            serde_json::to_string_pretty(&job.assignment).unwrap_or_default(),
+        )
+    }
+
+    fn assignments_url(&self, device: &str) -> String {
+        format!(
+            "{}/deviceManagement/windowsAutopilotDeviceIdentities/{device}/deploymentProfile/assignments",
+            self.graph_url
+        )
+    }
+
+    /// One read through the budget (retried as in a run), with the HTTP status of its last
+    /// answer, which the fix depends on.
+    async fn read<T, F, Fut>(&self, send: F) -> (Result<T, ReadError>, Option<u16>)
+    where
+        F: Fn(Arc<str>) -> Fut,
+        Fut: Future<Output = Attempt<T>>,
+    {
+        let last = Mutex::new(None);
+        let seen = &last;
+        let result = crate::listing::read(&self.budget, |token| {
+            let sent = send(token);
+            async move {
+                let attempt = sent.await;
+                *seen.lock().unwrap_or_else(|p| p.into_inner()) = attempt.http_status;
+                attempt
+            }
+        })
+        .await;
+        (result, last.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Report a read that failed: Graph's code and message verbatim, and the fix.
+    fn failed(
+        &self,
+        report: &mut Report,
+        what: String,
+        read: Read,
+        status: Option<u16>,
+        e: ReadError,
+    ) {
+        let (code, message) = match e {
+            ReadError::Failed { code, message } => (code, message),
+            ReadError::Stopped | ReadError::PagingLoop(_) => {
+                let why = self.budget.halt().reason().unwrap_or_else(|| e.to_string());
+                report.auth_failed |= why.starts_with("authentication failed");
+                report.fail(format!("{what}: {why}"), "run preflight again");
+                return;
+            }
+        };
+        report.auth_failed |= status == Some(401);
+        let answered = match status {
+            Some(s) => format!("{s} {code}"),
+            None => format!("no answer ({code})"),
+        };
+        let fix = fix(read, status, &message);
+        report.fail(format!("{what} → {answered}: {message}"), fix);
+    }
+}
+
+/// How to fix a failed read, by what was read and what Graph answered.
+fn fix(read: Read, status: Option<u16>, message: &str) -> String {
+    match (status, read) {
+        (Some(400), _) if is_no_odata_route(status, Some(message)) => {
+            "the route is not available in this tenant or cloud, and `run` would fail every row \
+             the same way: check --cloud and --graph-url (`run` needs Graph beta); if they are \
+             right, Graph does not serve this route for the tenant: do not start `run`, open a \
+             Microsoft support case with this message"
+                .into()
+        }
+        (Some(401), _) => "Graph does not accept the token: check that the tenant, the app and \
+                           --cloud match the Graph URL"
+            .into(),
+        (Some(403), _) => GRANT.into(),
+        (Some(404), Read::Route(device)) => format!(
+            "device {device} is not an Autopilot identity of this tenant: check the row's \
+             device_id, and that the token's tenant is the one the devices are in"
+        ),
+        (Some(429) | Some(500..), _) => "Graph is busy or failing: run preflight again in a few \
+                                         minutes (`run` would retry these)"
+            .into(),
+        (None, _) => "no answer from Graph: check the network, the proxy and --graph-url".into(),
+        _ => "Graph refused the request: check --graph-url (`run` needs Graph beta) and the \
+              message above"
+            .into(),
+    }
+}
