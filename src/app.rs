@@ -77,10 +77,12 @@ fn init_logging(quiet: bool, verbose: u8, format: LogFormat) {
     };
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
+/// The async runtime, or the exit code (2) after saying why there is none.
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
+        .map_err(|e| fail(format!("cannot start the async runtime: {e}")))
 }
 
 fn fail(message: impl std::fmt::Display) -> u8 {
@@ -165,7 +167,7 @@ fn run_command(args: RunArgs) -> u8 {
     }
     let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+        Err(code) => return code,
     };
     rt.block_on(async {
         let shutdown = CancellationToken::new();
@@ -341,7 +343,7 @@ fn status_command(args: &StatusArgs) -> u8 {
     };
     let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+        Err(code) => return code,
     };
     let watch = config.watch;
     rt.block_on(async {
@@ -387,7 +389,7 @@ fn preflight_command(args: &PreflightArgs) -> u8 {
     };
     let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+        Err(code) => return code,
     };
     rt.block_on(async {
         let shutdown = CancellationToken::new();
@@ -431,7 +433,7 @@ fn emulate_command(args: &EmulateArgs) -> u8 {
     };
     let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+        Err(code) => return code,
     };
     match rt.block_on(crate::emulator::serve_foreground(config, args.port)) {
         Ok(()) => 0,
