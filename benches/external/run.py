@@ -8,6 +8,11 @@ per scenario, completion ÷ theoretical minimum, share of 429s, violations and d
 
 The theoretical minimum for N requests against a sliding window of COUNT per DURATION is
 (ceil(N/COUNT) - 1) * DURATION: 1,000 rows against 100 per 2 s need 18 s.
+
+Fault scenarios (`faults-isolated`, `outage-6s`, `outage-6s-retry-after`) use the simulator's
+fault injection. Their minimum is for the requests the run SENT, as the simulator counted them
+(retries and read-backs included): (ceil(requests/COUNT) - 1) * DURATION; for an outage, the
+requests answered outside it, plus the outage's length.
 """
 
 import argparse
@@ -35,6 +40,14 @@ SCENARIOS = [
     ("4x-mixed", "limits", "mixed", (200, 0.5)),
     ("4x-none-count-throttled", "log", "none", (200, 0.5)),
     ("4x-seconds-count-throttled", "log", "seconds", (200, 0.5)),
+    # Faults (simulator flags after the name's tuple): isolated 503s with their own Retry-After,
+    # 504s that executed, dropped connections that executed; and a 6 s outage 4 s in.
+    ("faults-isolated", "limits", "none", (100, 1.0),
+     ["--fault-503", "0.05", "--fault-503-retry-after", "1", "--fault-504", "0.02",
+      "--fault-drop", "0.03", "--seed", "1"]),
+    ("outage-6s", "limits", "none", (100, 1.0), ["--outage-at", "4", "--outage-for", "6"]),
+    ("outage-6s-retry-after", "limits", "none", (100, 1.0),
+     ["--outage-at", "4", "--outage-for", "6", "--fault-503-retry-after", "1"]),
 ]
 ROWS, COUNT, LATENCY_MS = 1000, 100, 10.0
 # The service's window in seconds (--window): 2 s keeps a run near 20 s; Intune's is 20 s.
@@ -48,10 +61,11 @@ def write_input(path):
             f.write(f"{i:08x}-0000-4000-8000-{i:012x},group,5e7e0c2a-3b1d-4c8e-9f6a-0d1c2b3a4f5e\n")
 
 
-def run(binary, name, limiter, retry_after, rate, concurrency, trace=None):
+def run(binary, name, limiter, retry_after, rate, concurrency, trace=None, faults=()):
     sim = subprocess.Popen(
         [sys.executable, str(HERE / "graph_sim.py"), "--limit", f"{COUNT}/{PER:g}",
-         "--limiter", limiter, "--retry-after", retry_after, "--latency-ms", str(LATENCY_MS)] + (["--trace", trace] if trace else []),
+         "--limiter", limiter, "--retry-after", retry_after, "--latency-ms", str(LATENCY_MS)]
+        + (["--trace", trace] if trace else []) + list(faults),
         stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -83,6 +97,8 @@ def run(binary, name, limiter, retry_after, rate, concurrency, trace=None):
     finally:
         sim.terminate()
         sim.wait()
+    if faults:
+        return report_faults(name, faults, proc, wall, summary, stats)
     minimum = (math.ceil(ROWS / COUNT) - 1) * PER
     elapsed = summary["elapsed_seconds"]
     share = stats.get("throttled", 0) / max(1, stats.get("requests", 1))
@@ -92,6 +108,31 @@ def run(binary, name, limiter, retry_after, rate, concurrency, trace=None):
           f"{stats.get('violations', 0)} · created {stats.get('created', 0)} · duplicates "
           f"{stats.get('duplicates', 0)} · max in window {stats.get('max_in_window', 0)} · "
           f"final rate {summary.get('final_rate')}", flush=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-2000:], file=sys.stderr)
+
+
+def report_faults(name, faults, proc, wall, summary, stats):
+    requests = stats.get("requests", 0)
+    outage = stats.get("outage_requests", 0)
+    outage_for = float(faults[faults.index("--outage-for") + 1]) if "--outage-for" in faults else 0.0
+    # The requests the run sent, outside the outage (those never reached the limiter).
+    sent = requests - outage
+    minimum = (math.ceil(sent / COUNT) - 1) * PER + outage_for
+    elapsed = summary["elapsed_seconds"]
+    share = stats.get("throttled", 0) / max(1, requests)
+    rows = {k: v for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool)}
+    print(f"{name:<28} exit {proc.returncode} · {elapsed:6.2f} s (process {wall:6.2f} s) / "
+          f"minimum {minimum:.0f} s ({sent} requests"
+          f"{f' + {outage_for:g} s outage' if outage_for else ''}) = {elapsed / minimum:.3f}× "
+          f"(+{elapsed - minimum:.2f} s) · 429s {share * 100:5.2f}% "
+          f"({stats.get('throttled', 0)}/{requests}) · 429 violations {stats.get('violations', 0)}"
+          f" · 503 Retry-After violations {stats.get('fault_retry_after_violations', 0)} · "
+          f"outage requests {outage} · faults 503/504/drop {stats.get('faults_503', 0)}/"
+          f"{stats.get('faults_504', 0)}/{stats.get('faults_dropped', 0)} · created "
+          f"{stats.get('created', 0)} · devices assigned {stats.get('assigned_devices', 0)}/{ROWS}"
+          f" · duplicates {stats.get('duplicates', 0)} · max in window "
+          f"{stats.get('max_in_window', 0)} · summary {rows}", flush=True)
     if proc.returncode != 0:
         print(proc.stderr[-2000:], file=sys.stderr)
 
@@ -110,10 +151,11 @@ def main():
     global PER, LATENCY_MS
     PER, LATENCY_MS = args.window, args.latency_ms
     for _ in range(args.repeat):
-        for name, limiter, ra, (count, fraction) in SCENARIOS:
+        for name, limiter, ra, (count, fraction), *faults in SCENARIOS:
             rate = f"{count}/{int(PER * fraction * 1000)}ms"
             if not args.names or any(n in name for n in args.names):
-                run(args.bin, name, limiter, ra, rate, args.concurrency, args.trace)
+                run(args.bin, name, limiter, ra, rate, args.concurrency, args.trace,
+                    faults[0] if faults else ())
 
 
 if __name__ == "__main__":
