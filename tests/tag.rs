@@ -267,3 +267,25 @@ async fn tags_go_through_batch_envelopes_too() {
     assert_eq!(stats.group_tags_set, 30);
     assert!(tags(&emulator).await.values().all(|t| t == "Lab"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_finds_tags_already_set_without_writing_them_again() {
+    let emulator = emulator(20, emulator_config(rate(100_000, 1000))).await;
+    let mut csv = String::from("device_id,group_tag\n");
+    for i in 0..20 {
+        csv.push_str(&format!("{},Kiosk\n", device(i)));
+    }
+    let (_dir, path) = input(&csv);
+    let config = tag_config(&emulator, &path);
+    assert_eq!(run(config.clone()).await.created, 20);
+    // Lose the last 5 result lines, as if the run had stopped before writing them.
+    let text = std::fs::read_to_string(&config.output).unwrap();
+    let kept: Vec<&str> = text.lines().take(16).collect();
+    std::fs::write(&config.output, kept.join("\n") + "\n").unwrap();
+    let mut resume = config.clone();
+    resume.resume = true;
+    let summary = run(resume).await;
+    assert_eq!((summary.skipped, summary.existing), (15, 5), "{summary:?}");
+    assert_each_row_once(&read_results(&config.output), 20);
+    assert_eq!(emulator.stats().group_tags_set, 20);
+}
