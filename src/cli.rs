@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::config::{Cloud, Config, Credentials, RateSpec, default_output};
 use crate::emulator::{Emulator, EmulatorConfig, RetryAfterMode};
 use crate::graph::model::{FilterType, Source, TargetKind};
-use crate::input::RowDefaults;
+use crate::input::{Action, RowDefaults};
 use crate::preflight::PreflightConfig;
 use crate::status::{StatusConfig, Watch};
 
@@ -59,6 +59,12 @@ pub struct DefaultArgs {
     pub source: Option<Source>,
     #[arg(long, value_name = "ID")]
     pub source_id: Option<String>,
+    /// assign (a deployment profile, the default) or tag (set each device's group tag).
+    #[arg(long, value_name = "ACTION", default_value = "assign", value_parser = Action::parse)]
+    pub action: Action,
+    /// Group tag for rows with an empty group_tag (with --action tag).
+    #[arg(long, value_name = "TAG")]
+    pub group_tag: Option<String>,
     /// Field delimiter of the input; detected from the header when absent.
     #[arg(long, value_parser = parse_delimiter)]
     pub delimiter: Option<u8>,
@@ -74,6 +80,8 @@ impl DefaultArgs {
             filter_type: self.filter_type,
             source: self.source,
             source_id: self.source_id.clone(),
+            group_tag: self.group_tag.clone(),
+            action: self.action,
         }
     }
 }

@@ -118,7 +118,12 @@ fn inner_header_name(name: &str) -> &str {
 
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.body)).into_response();
+        // A 204 has no body at all (an inner batch 204 carries none either).
+        let mut response = if self.status == StatusCode::NO_CONTENT {
+            self.status.into_response()
+        } else {
+            (self.status, axum::Json(self.body)).into_response()
+        };
         let headers = response.headers_mut();
         for (name, value) in self.headers {
             if let Ok(value) = HeaderValue::from_str(&value) {

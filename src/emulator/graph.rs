@@ -18,6 +18,7 @@ use super::directory::Assigned;
 use super::envelope::{Answer, Ctx, Errors, new_guid};
 use super::faults::Fault;
 use super::identities;
+use super::properties;
 use super::state::{Inner, Shared};
 use super::throttle::{Verdict, retry_after};
 use super::validate::{self, is_guid};
@@ -27,6 +28,8 @@ use super::validate::{self, is_guid};
 pub(crate) enum Route<'a> {
     /// `/deviceManagement/windowsAutopilotDeviceIdentities/{id}/deploymentProfile/assignments`
     Assignments(&'a str),
+    /// `/deviceManagement/windowsAutopilotDeviceIdentities/{id}/updateDeviceProperties`
+    UpdateDeviceProperties(&'a str),
     /// `/deviceManagement/windowsAutopilotDeviceIdentities`
     Identities,
     /// `/deviceManagement/windowsAutopilotDeviceIdentities/{id}`
@@ -48,6 +51,9 @@ pub(crate) fn route(path: &str) -> Route<'_> {
         [b] if is(b, "$batch") || is(b, "%24batch") => Route::Batch,
         [dm, ids] if identities(dm, ids) => Route::Identities,
         [dm, ids, id] if identities(dm, ids) => Route::Identity(id),
+        [dm, ids, id, u] if identities(dm, ids) && is(u, "updateDeviceProperties") => {
+            Route::UpdateDeviceProperties(id)
+        }
         [dm, ids, id, dp, a]
             if identities(dm, ids) && is(dp, "deploymentProfile") && is(a, "assignments") =>
         {
@@ -82,6 +88,7 @@ pub(crate) fn errors<'a>(shared: &Shared, ctx: &'a Ctx, path: &'a str) -> Errors
 #[derive(Debug, Clone, Copy)]
 enum Target<'a> {
     Assign(&'a str),
+    UpdateProperties(&'a str),
     ReadAssignments(&'a str),
     ListIdentities,
     ReadIdentity(&'a str),
@@ -103,11 +110,15 @@ fn target<'a>(
     match route {
         Route::Assignments(device) if *method == Method::POST => Ok(Target::Assign(device)),
         Route::Assignments(device) if get => Ok(Target::ReadAssignments(device)),
+        Route::UpdateDeviceProperties(device) if *method == Method::POST => {
+            Ok(Target::UpdateProperties(device))
+        }
         Route::Identities if get => Ok(Target::ListIdentities),
         Route::Identity(id) if get => Ok(Target::ReadIdentity(id)),
-        Route::Assignments(_) | Route::Identities | Route::Identity(_) => {
-            Err(method_not_allowed(shared, ctx, path, method))
-        }
+        Route::Assignments(_)
+        | Route::UpdateDeviceProperties(_)
+        | Route::Identities
+        | Route::Identity(_) => Err(method_not_allowed(shared, ctx, path, method)),
         Route::Batch => Err(bad("A batch request cannot contain another batch.")),
         Route::Unknown => {
             let path = path.split(['?', '#']).next().unwrap_or("");
@@ -137,7 +148,7 @@ pub(crate) fn single(
         Err(answer) => return answer,
     };
     let errors = errors(shared, ctx, path);
-    let write = matches!(target, Target::Assign(_));
+    let write = matches!(target, Target::Assign(_) | Target::UpdateProperties(_));
     if let (true, Target::Assign(device) | Target::ReadAssignments(device)) =
         (shared.config.no_odata_route, target)
     {
@@ -152,7 +163,8 @@ pub(crate) fn single(
     let now = Instant::now();
     let mut inner = shared.lock();
     let verdict = match target {
-        Target::Assign(_) => {
+        // A property update is an Intune enrollment write like an assignment: same window.
+        Target::Assign(_) | Target::UpdateProperties(_) => {
             inner.stats.write_requests += 1;
             inner.throttle.write(tenant, now)
         }
@@ -186,6 +198,9 @@ pub(crate) fn single(
             content_type,
             body,
         ),
+        Target::UpdateProperties(device) => {
+            properties::update(shared, &mut inner, &errors, device, content_type, body)
+        }
         Target::ListIdentities => identities::list(shared, &inner, &errors, ctx, query),
         Target::ReadIdentity(id) => identities::get(shared, &inner, &errors, ctx, id, query),
     };

@@ -136,7 +136,15 @@ fn identity(
 ) -> Value {
     let first = inner.first_assigned.get(&entry.id).copied();
     let (status, assigned_at) = assignment_status(first, shared.config.assign_delay, now);
-    render(properties(entry, status, &assigned_at), select)
+    let mut props = properties(entry, status, &assigned_at);
+    if let Some(updated) = inner.updated.get(&entry.id) {
+        for (name, value) in &mut props {
+            if let Some(set) = updated.get(*name) {
+                *value = set.clone();
+            }
+        }
+    }
+    render(props, select)
 }
 
 /// `…/$metadata#deviceManagement/windowsAutopilotDeviceIdentities`, with the selected

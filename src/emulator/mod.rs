@@ -19,6 +19,7 @@ mod faults;
 mod graph;
 mod identities;
 mod odata;
+mod properties;
 mod server;
 mod state;
 mod throttle;
@@ -154,6 +155,8 @@ pub struct Stats {
     /// Inner `$batch` answers by status code.
     pub inner_requests_by_status: BTreeMap<String, u64>,
     pub assignments_created: u64,
+    /// `updateDeviceProperties` requests that set a `groupTag` (answered 204).
+    pub group_tags_set: u64,
     /// Devices holding more than one assignment.
     pub duplicate_devices: u64,
     /// Devices holding at least one assignment.
@@ -163,7 +166,8 @@ pub struct Stats {
     pub violations: u64,
     /// 429 answers, top-level and inner.
     pub throttled: u64,
-    /// Assignment POSTs that reached the throttle (inner batch POSTs each count; 429s too).
+    /// Write POSTs (assignments and `updateDeviceProperties`) that reached the throttle
+    /// (inner batch POSTs each count; 429s too).
     pub write_requests: u64,
     /// Assignment GETs (reconciling reads) that reached the throttle.
     pub assignment_reads: u64,

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::directory::{Assigned, Directory};
 use super::faults::Faults;
@@ -28,6 +28,9 @@ pub(crate) struct Inner {
     pub store: HashMap<String, Vec<Value>>,
     /// Lowercase device id → when its first assignment was stored (its profile status).
     pub first_assigned: HashMap<String, Assigned>,
+    /// Lowercase device id → the properties `updateDeviceProperties` set (`groupTag`, …),
+    /// shown over the defaults by the listing and the single GET.
+    pub updated: HashMap<String, Map<String, Value>>,
     pub throttle: Throttle,
     pub faults: Faults,
     /// Counters; `duplicate_devices` is derived from `store` when a snapshot is taken.
@@ -55,6 +58,7 @@ impl Shared {
             tokens: HashMap::new(),
             store: HashMap::new(),
             first_assigned: HashMap::new(),
+            updated: HashMap::new(),
             throttle: Throttle::new(config.limit, config.violation_grace),
             faults: Faults::new(
                 config.seed,

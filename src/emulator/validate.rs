@@ -114,6 +114,41 @@ pub(crate) fn assignment(body: &[u8]) -> Result<Map<String, Value>, String> {
     Ok(out)
 }
 
+/// The properties `updateDeviceProperties` takes. Graph's action refuses any other name.
+const DEVICE_PROPERTIES: [&str; 4] = [
+    "groupTag",
+    "displayName",
+    "userPrincipalName",
+    "addressableUserName",
+];
+
+/// Check an `updateDeviceProperties` body: a JSON object of known string properties (`null`
+/// clears one). Returns the properties to store.
+pub(crate) fn device_properties(body: &[u8]) -> Result<Map<String, Value>, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "Unable to read JSON request payload. Please ensure Content-Type header is set and \
+             payload is of valid JSON format. ({e})"
+        )
+    })?;
+    let Value::Object(body) = value else {
+        return Err("The request payload must be a JSON object.".into());
+    };
+    let action = "microsoft.graph.windowsAutopilotDeviceIdentity.updateDeviceProperties";
+    let mut out = Map::new();
+    for (name, value) in body {
+        if !DEVICE_PROPERTIES.contains(&name.as_str()) {
+            return Err(unknown_property(&name, action));
+        }
+        match value {
+            Value::String(_) => out.insert(name, value),
+            Value::Null => out.insert(name, json!("")),
+            other => return Err(invalid(&name, &other, "is not a string")),
+        };
+    }
+    Ok(out)
+}
+
 fn target(value: &Value) -> Result<Map<String, Value>, String> {
     let Value::Object(target) = value else {
         return Err(invalid("target", value, "is not an object"));

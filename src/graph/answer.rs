@@ -144,6 +144,31 @@ pub(crate) fn created_id(status: StatusCode, body: &[u8]) -> Option<Result<Strin
     )
 }
 
+/// Any 2xx, whatever its body (a 204 has none). `None` for other statuses.
+pub(crate) fn no_content(status: StatusCode, _body: &[u8]) -> Option<Result<(), Failure>> {
+    status.is_success().then_some(Ok(()))
+}
+
+/// One object, from a 200. `None` for other statuses.
+pub(crate) fn one<T: serde::de::DeserializeOwned>(
+    status: StatusCode,
+    body: &[u8],
+) -> Option<Result<T, Failure>> {
+    if status != StatusCode::OK {
+        return None;
+    }
+    Some(
+        serde_json::from_slice::<T>(body).map_err(|e| Failure::Retry {
+            retry_after: None,
+            ambiguous: false,
+            error: ErrorInfo {
+                code: "UnreadableResponse".into(),
+                message: format!("the object is not the JSON Graph sends: {e}"),
+            },
+        }),
+    )
+}
+
 /// One page of a listing: its items, and the absolute URL of the next page, if any.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct Page<T> {

@@ -164,6 +164,27 @@ impl GraphClient {
             .attempt(crid, answer::page)
     }
 
+    /// Set the device's group tag (`updateDeviceProperties`); any 2xx is success (Graph
+    /// answers 204 with no body).
+    pub async fn set_group_tag(&self, token: &Arc<str>, device: Uuid, tag: &str) -> Attempt<()> {
+        let request = Request::UpdateDeviceProperties {
+            device,
+            group_tag: tag.to_string(),
+        };
+        let crid = Uuid::new_v4().to_string();
+        self.send(token, request, &crid)
+            .await
+            .attempt(crid, answer::no_content)
+    }
+
+    /// GET one identity (to read its group tag back after an ambiguous tag write).
+    pub async fn identity(&self, token: &Arc<str>, device: Uuid) -> Attempt<Identity> {
+        let crid = Uuid::new_v4().to_string();
+        self.send(token, Request::Identity { device }, &crid)
+            .await
+            .attempt(crid, answer::one)
+    }
+
     /// A next link is followed only below the Graph base URL it came from: the bearer token
     /// goes nowhere else, whatever a page says.
     fn below_base(&self, link: &str) -> Result<String, Failure> {
@@ -211,6 +232,10 @@ impl GraphClient {
         let url = format!("{}{}", self.graph_url, request.path());
         let builder = match request {
             Request::Post { body, .. } => self.http.post(url).json(body),
+            Request::UpdateDeviceProperties { group_tag, .. } => self
+                .http
+                .post(url)
+                .json(&serde_json::json!({ "groupTag": group_tag })),
             _ => self.http.get(url),
         };
         let sent = builder

@@ -20,12 +20,16 @@ pub(crate) enum Request {
     /// The identities whose serial number contains `serial` (`contains` is a substring match:
     /// the caller keeps exact matches).
     IdentitiesWithSerial { serial: String },
+    /// Set one identity's group tag (answered 204 No Content).
+    UpdateDeviceProperties { device: Uuid, group_tag: String },
+    /// One identity, to read its group tag back after an ambiguous tag write.
+    Identity { device: Uuid },
 }
 
 impl Request {
     pub(crate) fn method(&self) -> &'static str {
         match self {
-            Request::Post { .. } => "POST",
+            Request::Post { .. } | Request::UpdateDeviceProperties { .. } => "POST",
             _ => "GET",
         }
     }
@@ -42,6 +46,10 @@ impl Request {
             Request::Post { device, .. } | Request::List { device, .. } => {
                 format!("{IDENTITIES}/{device}/deploymentProfile/assignments")
             }
+            Request::UpdateDeviceProperties { device, .. } => {
+                format!("{IDENTITIES}/{device}/updateDeviceProperties")
+            }
+            Request::Identity { device } => format!("{IDENTITIES}/{device}"),
             Request::Identities { top, page: None } => format!("{IDENTITIES}?$top={top}"),
             Request::IdentitiesWithSerial { serial } => {
                 // An OData string literal doubles its quotes; the filter is then percent-encoded.
@@ -56,6 +64,9 @@ impl Request {
     pub(crate) fn body(&self) -> Option<serde_json::Value> {
         match self {
             Request::Post { body, .. } => serde_json::to_value(body).ok(),
+            Request::UpdateDeviceProperties { group_tag, .. } => {
+                Some(serde_json::json!({ "groupTag": group_tag }))
+            }
             _ => None,
         }
     }
@@ -79,5 +90,23 @@ mod tests {
             serial.path(),
             format!("{IDENTITIES}?$filter=contains%28serialNumber%2C%27O%27%27Brien+7%27%29")
         );
+    }
+
+    #[test]
+    fn a_group_tag_is_a_post_with_its_body() {
+        let device = Uuid::nil();
+        let tag = Request::UpdateDeviceProperties {
+            device,
+            group_tag: "Kiosk".into(),
+        };
+        assert_eq!(tag.method(), "POST");
+        assert_eq!(
+            tag.path(),
+            format!("{IDENTITIES}/{device}/updateDeviceProperties")
+        );
+        assert_eq!(tag.body(), Some(serde_json::json!({"groupTag": "Kiosk"})));
+        let read = Request::Identity { device };
+        assert_eq!((read.method(), read.body()), ("GET", None));
+        assert_eq!(read.path(), format!("{IDENTITIES}/{device}"));
     }
 }

@@ -22,6 +22,31 @@ pub struct RowDefaults {
     pub filter_type: Option<FilterType>,
     pub source: Option<Source>,
     pub source_id: Option<String>,
+    /// `--group-tag`: the tag of rows whose `group_tag` cell is empty.
+    pub group_tag: Option<String>,
+    /// What every row asks for.
+    pub action: Action,
+}
+
+/// What a run does to each row's device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Action {
+    /// Assign a deployment profile (`POST …/deploymentProfile/assignments`).
+    #[default]
+    Assign,
+    /// Set the device's group tag (`POST …/updateDeviceProperties`), which a dynamic group
+    /// rule then turns into a profile.
+    Tag,
+}
+
+impl Action {
+    pub fn parse(s: &str) -> Result<Action, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "assign" => Ok(Action::Assign),
+            "tag" => Ok(Action::Tag),
+            _ => Err(format!("unknown action {} (use assign or tag)", quote(s))),
+        }
+    }
 }
 
 /// One valid row, ready to send once its device is known.
@@ -30,7 +55,11 @@ pub struct Job {
     /// 1-based index of the data row (the header is not a row).
     pub row: u64,
     pub device: Device,
+    /// The assignment an `assign` row sends. A `tag` row sends none: it holds the untargeted
+    /// placeholder [`Assignment::untargeted`], which also makes a device named twice a duplicate.
     pub assignment: Assignment,
+    /// `Some`: the row sets this group tag on its device instead of assigning.
+    pub tag: Option<String>,
 }
 
 /// How a row names its device: by identity id, by serial number (resolved through the
@@ -112,6 +141,15 @@ pub(super) fn parse_row<R: Record + ?Sized>(
     check_shape(record, columns.width())?;
     let cells = Cells { record, columns };
     let device = device(&cells)?;
+    if defaults.action == Action::Tag {
+        // A tag row needs no target: its target columns are not read.
+        return Ok(Job {
+            row,
+            device,
+            assignment: Assignment::untargeted(),
+            tag: Some(group_tag(&cells, defaults)?),
+        });
+    }
     let target = target(&cells, defaults)?;
     let source = source(&cells, defaults)?;
     let source_id = source_id(&cells, defaults)?;
@@ -120,6 +158,7 @@ pub(super) fn parse_row<R: Record + ?Sized>(
         row,
         device,
         assignment: Assignment::new(target, source, source_id, assignment_id),
+        tag: None,
     })
 }
 
@@ -206,6 +245,19 @@ fn device<R: Record + ?Sized>(cells: &Cells<'_, R>) -> Result<Device, String> {
         }
         (None, None) => Err("serial_number is empty".into()),
     }
+}
+
+/// The group tag: the cell, else `--group-tag`; a tag row without one is invalid.
+fn group_tag<R: Record + ?Sized>(
+    cells: &Cells<'_, R>,
+    defaults: &RowDefaults,
+) -> Result<String, String> {
+    cells
+        .text(Column::GroupTag)?
+        .map(str::to_string)
+        .or_else(|| defaults.group_tag.clone())
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| "group_tag is empty".to_string())
 }
 
 /// The assignment target: its kind, the group or collection the kind needs, and the filter.
@@ -409,6 +461,46 @@ mod tests {
         assert!(r.contains("source") && r.contains("indirect"), "{r}");
         assert!(bad(&[D2, "all_devices", G1, "", ""]).contains("takes no group"));
         assert!(bad(&[D1, "base"]).contains("ragged"));
+    }
+
+    #[test]
+    fn tag_rows_need_a_tag_and_no_target() {
+        let tag = RowDefaults {
+            action: Action::Tag,
+            ..RowDefaults::default()
+        };
+        let header = [
+            "Device Serial Number",
+            "Group Tag",
+            "target_type",
+            "group_id",
+        ];
+        // A target that would be refused in an assign run is not read.
+        let job = parse(&header, &["SN1", " Kiosk ", "group", ""], &tag).unwrap();
+        assert_eq!(job.tag.as_deref(), Some("Kiosk"));
+        assert_eq!(job.device, Device::Serial("SN1".into()));
+        assert_eq!(job.assignment, Assignment::untargeted());
+        assert_eq!(
+            reason(parse(&header, &["SN1", "", "", ""], &tag)),
+            "group_tag is empty"
+        );
+        let flag = RowDefaults {
+            group_tag: Some("Lab".into()),
+            ..tag.clone()
+        };
+        let job = parse(&header, &["SN1", "", "", ""], &flag).unwrap();
+        assert_eq!(job.tag.as_deref(), Some("Lab"));
+        let job = parse(&header, &["SN1", "Kiosk", "", ""], &flag).unwrap();
+        assert_eq!(job.tag.as_deref(), Some("Kiosk"));
+        // Without the action, the tag column is not read and the row is an assignment.
+        let job = parse(
+            &["device_id", "grouptag"],
+            &[D1, "Kiosk"],
+            &RowDefaults::default(),
+        );
+        assert_eq!(job.unwrap().tag, None);
+        assert_eq!(Action::parse(" TAG "), Ok(Action::Tag));
+        assert!(Action::parse("label").is_err());
     }
 
     #[test]

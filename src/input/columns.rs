@@ -17,10 +17,11 @@ pub(super) enum Column {
     SourceId,
     AssignmentId,
     SerialNumber,
+    GroupTag,
 }
 
 impl Column {
-    const ALL: [Column; 10] = [
+    const ALL: [Column; 11] = [
         Column::DeviceId,
         Column::TargetType,
         Column::GroupId,
@@ -31,6 +32,7 @@ impl Column {
         Column::SourceId,
         Column::AssignmentId,
         Column::SerialNumber,
+        Column::GroupTag,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -45,6 +47,7 @@ impl Column {
             Column::SourceId => "source_id",
             Column::AssignmentId => "assignment_id",
             Column::SerialNumber => "serial_number",
+            Column::GroupTag => "group_tag",
         }
     }
 
@@ -66,6 +69,8 @@ impl Column {
             Column::AssignmentId => &["assignmentid"],
             // `Device Serial Number` is how Get-WindowsAutopilotInfo exports name it.
             Column::SerialNumber => &["serialnumber", "serial", "deviceserialnumber"],
+            // `Group Tag` is how Get-WindowsAutopilotInfo exports name it.
+            Column::GroupTag => &["grouptag"],
         }
     }
 
@@ -133,6 +138,8 @@ mod tests {
             Some(Column::SerialNumber)
         );
         assert_eq!(Column::from_header("serial"), Some(Column::SerialNumber));
+        assert_eq!(Column::from_header("Group Tag"), Some(Column::GroupTag));
+        assert_eq!(Column::from_header("group_tag"), Some(Column::GroupTag));
         assert_eq!(Column::from_header("Hardware Hash"), None);
         assert_eq!(Column::from_header(""), None);
     }

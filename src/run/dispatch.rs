@@ -17,6 +17,7 @@ use crate::progress::Progress;
 use super::plan::{Resume, RowPlan};
 use super::resolve::{Resolution, Resolved};
 use super::seats::Seats;
+use super::tags::Tags;
 use super::worker::{WorkItem, Workers};
 
 /// What the reader saw.
@@ -36,6 +37,7 @@ pub fn spawn_reader(
     reader: InputReader,
     resume: Arc<Resume>,
     resolved: Arc<Resolved>,
+    tags: Arc<Tags>,
     jobs: mpsc::Sender<WorkItem>,
     results: mpsc::Sender<RowResult>,
     progress: Arc<Progress>,
@@ -56,6 +58,11 @@ pub fn spawn_reader(
             counts.redone += u64::from(redo);
             let sent = match parsed {
                 Parsed::Job(job) => match resolved.device(&job) {
+                    Resolution::Device(device)
+                        if job.tag.as_deref().is_some_and(|t| tags.carries(device, t)) =>
+                    {
+                        results.blocking_send(tagged(&job, device)).is_ok()
+                    }
                     Resolution::Device(device) => {
                         // A serial's device may be one the journal names.
                         let reconcile = reconcile || resume.started_device(device);
@@ -84,6 +91,15 @@ pub fn spawn_reader(
         counts.finished = true;
         Ok(counts)
     })
+}
+
+/// A tag row whose device already carries its tag: `existing`, with no write sent.
+fn tagged(job: &Job, device: uuid::Uuid) -> RowResult {
+    let mut r = invalid(job, String::new());
+    r.device_id = device.to_string();
+    r.status = Status::Existing;
+    r.error_message = None;
+    r
 }
 
 /// A row whose device id and serial number disagree: never sent.

@@ -16,6 +16,7 @@ mod plan;
 mod resolve;
 mod row;
 mod seats;
+mod tags;
 mod worker;
 mod writer;
 
@@ -106,6 +107,12 @@ async fn stages(
     // 3. Serial numbers to identity ids, through the same budget.
     let resolving = Instant::now();
     let resolved = Arc::new(resolve::resolve(&plan.wanted, &graph, &budget, progress).await);
+    // 3b. A tag run: which devices already carry their tag, by one listing.
+    let tags = Arc::new(if config.defaults.action == crate::input::Action::Tag {
+        tags::read(&plan.wanted_ids, &plan.wanted, &graph, &budget).await
+    } else {
+        tags::Tags::default()
+    });
     let resolution = (!plan.wanted.is_empty()).then(|| ResolutionSummary {
         serials: plan.wanted.len() as u64,
         found: resolved.found() as u64,
@@ -122,6 +129,7 @@ async fn stages(
             journal: plan.journal.clone(),
             resume: resume.clone(),
             resolved,
+            tags,
             halt: halt.clone(),
             progress: progress.clone(),
             graph,
@@ -169,6 +177,7 @@ struct Flow {
     journal: Arc<Journal>,
     resume: Arc<Resume>,
     resolved: Arc<Resolved>,
+    tags: Arc<tags::Tags>,
     halt: Arc<Halt>,
     progress: Arc<Progress>,
     graph: GraphClient,
@@ -196,6 +205,7 @@ async fn flow(
         reader,
         f.resume,
         f.resolved,
+        f.tags,
         job_tx,
         res_tx.clone(),
         f.progress.clone(),

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::RunError;
 use super::resolve::normalize;
 use crate::config::Config;
-use crate::input::{InputReader, Parsed};
+use crate::input::{Action, InputReader, Parsed};
 use crate::lock::RunLock;
 use crate::output::{
     Journal, OutputError, Prior, PriorResults, ResultsWriter, Started, Status, device_fingerprint,
@@ -25,6 +25,9 @@ pub struct Plan {
     pub reader: InputReader,
     /// Serial numbers the rows still to do name (normalised): resolved before the run.
     pub wanted: HashSet<String>,
+    /// With `--action tag`: the device ids the rows still to do name, whose current tags are
+    /// read before the run.
+    pub wanted_ids: HashSet<Uuid>,
     pub writer: ResultsWriter,
     pub journal: Arc<Journal>,
     pub resume: Resume,
@@ -123,7 +126,7 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
             );
         }
         // Serial numbers need a first pass to learn which to resolve; it counts the rows too.
-        let survey = if reader.has_serial_numbers() {
+        let mut survey = if reader.has_serial_numbers() || config.defaults.action == Action::Tag {
             Some(survey(config, &PriorResults::default())?)
         } else {
             None
@@ -134,6 +137,10 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
             journal: Arc::new(journal),
             resume: Resume::new(HashMap::new(), started, config),
             rows: survey.as_ref().map(|s| s.rows),
+            wanted_ids: survey
+                .as_mut()
+                .map(|s| std::mem::take(&mut s.wanted_ids))
+                .unwrap_or_default(),
             wanted: survey.map(|s| s.wanted).unwrap_or_default(),
         });
     }
@@ -166,6 +173,7 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
         },
         rows: Some(survey.rows),
         wanted: survey.wanted,
+        wanted_ids: survey.wanted_ids,
     })
 }
 
@@ -224,6 +232,8 @@ fn file_id(_path: &std::path::Path) -> Option<(u64, u64)> {
 struct Survey {
     rows: u64,
     wanted: HashSet<String>,
+    /// Device ids of tag rows still to do (empty in an assign run).
+    wanted_ids: HashSet<Uuid>,
 }
 
 /// One pass over the input: count its rows, collect the serial numbers of rows still to do,
@@ -240,6 +250,7 @@ fn survey(config: &Config, prior: &PriorResults) -> Result<Survey, RunError> {
     let mut survey = Survey {
         rows: 0,
         wanted: HashSet::new(),
+        wanted_ids: HashSet::new(),
     };
     for item in reader {
         let parsed = item?;
@@ -252,6 +263,13 @@ fn survey(config: &Config, prior: &PriorResults) -> Result<Survey, RunError> {
             && let Some(serial) = job.device.serial()
         {
             survey.wanted.insert(normalize(serial));
+        }
+        if let Parsed::Job(job) = &parsed
+            && to_do
+            && job.tag.is_some()
+            && let Some(id) = job.device.id()
+        {
+            survey.wanted_ids.insert(id);
         }
         let Some(p) = earlier else { continue };
         if p.status == Status::Invalid && config.retry_invalid {

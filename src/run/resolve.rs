@@ -246,6 +246,7 @@ mod tests {
             row: 1,
             device,
             assignment: Assignment::new(target, Source::Direct, None, None),
+            tag: None,
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::budget::Pause;
 use crate::graph::answer::{Attempt, ErrorInfo, Failure, Page};
-use crate::graph::model::{Assignment, ReturnedAssignment};
+use crate::graph::model::{Assignment, Identity, ReturnedAssignment};
 use crate::output::Status;
 use crate::retry::GiveUp;
 
@@ -153,6 +153,43 @@ impl RowState {
         }
     }
 
+    /// A group tag write's answer: any 2xx means the tag is set (`created`, no assignment id).
+    pub fn tagged(&mut self, attempt: &Attempt<()>, pause: Pause, token: &str) -> Next {
+        match &attempt.result {
+            Ok(()) => Next::Finish(Finish {
+                status: Status::Created,
+                assignment_id: None,
+                error: None,
+            }),
+            Err(f) => self.failed(f, pause, token),
+        }
+    }
+
+    /// A tag row's reading of its identity (after an ambiguous write, or when an earlier run
+    /// may have sent it): already carrying the tag is `existing`; otherwise the write goes now.
+    pub fn read_back(
+        &mut self,
+        attempt: &Attempt<Identity>,
+        wanted: &str,
+        pause: Pause,
+        token: &str,
+    ) -> Next {
+        match &attempt.result {
+            Ok(identity) if carries(identity.group_tag.as_deref(), wanted) => {
+                Next::Finish(Finish {
+                    status: Status::Existing,
+                    assignment_id: None,
+                    error: None,
+                })
+            }
+            Ok(_) => {
+                self.reconcile = false;
+                Next::Again(Duration::ZERO)
+            }
+            Err(f) => self.failed(f, pause, token),
+        }
+    }
+
     fn failed(&mut self, failure: &Failure, pause: Pause, token: &str) -> Next {
         match failure {
             Failure::Permanent(e) => Finish::failed(e.clone()),
@@ -190,6 +227,13 @@ impl RowState {
             }
         }
     }
+}
+
+/// Whether a device's `held` group tag is `wanted`. Case and surrounding spaces are ignored:
+/// dynamic group rules compare `[OrderID]:` values without case, so `Kiosk` and `kiosk` steer
+/// a device into the same group and rewriting one as the other would change nothing.
+pub fn carries(held: Option<&str>, wanted: &str) -> bool {
+    held.is_some_and(|h| h.trim().to_lowercase() == wanted.trim().to_lowercase())
 }
 
 #[cfg(test)]
@@ -422,5 +466,66 @@ mod tests {
             panic!("a permanent failure is final")
         };
         assert_eq!(f.error.map(|e| e.code).as_deref(), Some("BadRequest"));
+    }
+
+    fn identity(tag: Option<&str>) -> Identity {
+        serde_json::from_value(serde_json::json!({"id": "d1", "groupTag": tag})).unwrap()
+    }
+
+    #[test]
+    fn a_tag_write_is_created_without_an_assignment_id() {
+        let mut row = RowState::new(false);
+        row.sending(&"t".into());
+        assert_eq!(row.request(), Request::Post);
+        let Next::Finish(f) = row.tagged(&attempt(Ok(())), Pause::None, "t") else {
+            panic!("not finished")
+        };
+        assert_eq!((f.status, f.assignment_id), (Status::Created, None));
+    }
+
+    #[test]
+    fn an_ambiguous_tag_write_is_read_back_before_it_is_sent_again() {
+        let mut row = RowState::new(false);
+        row.sending(&"t".into());
+        let next = row.tagged(&attempt(Err(lost(true))), Pause::Retry(Duration::ZERO), "t");
+        assert_eq!(next, Next::Again(Duration::ZERO));
+        assert_eq!(row.request(), Request::Reconcile { page: None });
+        // The write landed: the identity carries the tag (in another case).
+        let Next::Finish(f) = row.read_back(
+            &attempt(Ok(identity(Some("KIOSK")))),
+            "kiosk",
+            Pause::None,
+            "t",
+        ) else {
+            panic!("a carried tag must finish the row")
+        };
+        assert_eq!((f.status, f.assignment_id), (Status::Existing, None));
+        // It did not: the write goes again at once.
+        let mut row = RowState::new(true);
+        let next = row.read_back(
+            &attempt(Ok(identity(Some("Other")))),
+            "Kiosk",
+            Pause::None,
+            "t",
+        );
+        assert_eq!(next, Next::Again(Duration::ZERO));
+        assert_eq!(row.request(), Request::Post);
+        // A failed read retries the read, never the write.
+        let mut row = RowState::new(true);
+        row.read_back(
+            &attempt(Err(lost(false))),
+            "Kiosk",
+            Pause::Retry(Duration::ZERO),
+            "t",
+        );
+        assert_eq!(row.request(), Request::Reconcile { page: None });
+    }
+
+    #[test]
+    fn carrying_a_tag_ignores_case_and_spaces() {
+        assert!(carries(Some(" Kiosk "), "kiosk"));
+        assert!(!carries(Some("Kiosk2"), "Kiosk"));
+        assert!(!carries(None, "Kiosk"));
+        assert!(!carries(Some(""), "Kiosk"));
     }
 }

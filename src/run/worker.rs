@@ -64,13 +64,24 @@ impl Workers {
                 journaled = true;
             }
             row.sending(&token);
-            let (next, last) = match row.request() {
-                Request::Post => {
+            let (next, last) = match (row.request(), job.tag.as_deref()) {
+                (Request::Post, Some(tag)) => {
+                    let a = self.graph.set_group_tag(&token, device, tag).await;
+                    let pause = budget.settle(permit, &a, &mut retry, row.attempts());
+                    (row.tagged(&a, pause, &token), a.meta())
+                }
+                (Request::Reconcile { .. }, Some(tag)) => {
+                    self.reconciliations.fetch_add(1, Ordering::Relaxed);
+                    let a = self.graph.identity(&token, device).await;
+                    let pause = budget.settle(permit, &a, &mut retry, row.attempts());
+                    (row.read_back(&a, tag, pause, &token), a.meta())
+                }
+                (Request::Post, None) => {
                     let a = self.graph.post(&token, device, &job.assignment).await;
                     let pause = budget.settle(permit, &a, &mut retry, row.attempts());
                     (row.posted(&a, pause, &token), a.meta())
                 }
-                Request::Reconcile { page } => {
+                (Request::Reconcile { page }, None) => {
                     self.reconciliations.fetch_add(1, Ordering::Relaxed);
                     let page = page.map(str::to_string);
                     let a = self.graph.list(&token, device, page.as_deref()).await;

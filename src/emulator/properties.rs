@@ -1,0 +1,60 @@
+//! `POST …/windowsAutopilotDeviceIdentities/{id}/updateDeviceProperties`, once past bearer
+//! check, throttle (as a write) and faults: the body checked as Graph checks it, the
+//! properties stored on the identity (the listing and the single GET show them), 204.
+
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use super::envelope::{Answer, Errors};
+use super::state::{Inner, Shared};
+use super::validate::{self, is_guid};
+
+/// Validate and carry out one property update.
+pub(crate) fn update(
+    shared: &Shared,
+    inner: &mut Inner,
+    errors: &Errors<'_>,
+    device: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Answer {
+    if !is_guid(device) {
+        return errors.answer(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!(
+                "Invalid key: '{device}' is not a valid windowsAutopilotDeviceIdentity id (a GUID)."
+            ),
+        );
+    }
+    let device = device.to_ascii_lowercase();
+    if !shared.knows(&device) {
+        return errors.answer(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            &format!("The windowsAutopilotDeviceIdentity '{device}' was not found."),
+        );
+    }
+    let json_type = content_type.is_some_and(|t| {
+        t.trim()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    });
+    if !json_type {
+        return errors.answer(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Unable to read JSON request payload. Please ensure Content-Type header is set and \
+             payload is of valid JSON format.",
+        );
+    }
+    let set = match validate::device_properties(body) {
+        Ok(set) => set,
+        Err(message) => return errors.answer(StatusCode::BAD_REQUEST, "BadRequest", &message),
+    };
+    if set.contains_key("groupTag") {
+        inner.stats.group_tags_set += 1;
+    }
+    inner.updated.entry(device).or_default().extend(set);
+    Answer::json(StatusCode::NO_CONTENT, Value::Null)
+}
