@@ -30,6 +30,8 @@ struct Scenario {
     tenant: Option<u32>,
     /// Isolated faults: 5 % 503 with `Retry-After: 1`, 2 % 504, 3 % dropped after commit.
     faults: bool,
+    /// `--action tag --group-tag Sales`: set each device's group tag instead of assigning.
+    tag: bool,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -47,6 +49,7 @@ fn scenarios() -> Vec<Scenario> {
             batch: false,
             tenant: None,
             faults: false,
+            tag: false,
         },
         Scenario {
             name: "window-100/2s-retry-after-none",
@@ -59,6 +62,7 @@ fn scenarios() -> Vec<Scenario> {
             batch: false,
             tenant: None,
             faults: false,
+            tag: false,
         },
         Scenario {
             name: "window-100/2s-retry-after-mixed",
@@ -71,6 +75,7 @@ fn scenarios() -> Vec<Scenario> {
             batch: false,
             tenant: None,
             faults: false,
+            tag: false,
         },
         // The configured --rate is 4× the service's real limit (200/1 s against 100/2 s): the
         // case the adaptive pace exists for, with and without Retry-After.
@@ -85,6 +90,7 @@ fn scenarios() -> Vec<Scenario> {
             batch: false,
             tenant: None,
             faults: false,
+            tag: false,
         },
         Scenario {
             name: "adaptive-rate-4x-too-high-retry-after-none",
@@ -97,6 +103,7 @@ fn scenarios() -> Vec<Scenario> {
             batch: false,
             tenant: None,
             faults: false,
+            tag: false,
         },
         Scenario {
             name: "batch-window-100/2s-retry-after-seconds",
@@ -109,6 +116,22 @@ fn scenarios() -> Vec<Scenario> {
             batch: true,
             tenant: None,
             faults: false,
+            tag: false,
+        },
+        // Group tags instead of assignments: the same pace, plus one listing read of the tenant
+        // (10 pages) to skip devices already tagged.
+        Scenario {
+            name: "tag-window-100/2s",
+            rows: 1000,
+            limit: window,
+            rate: window,
+            retry_after: RetryAfterMode::Seconds,
+            concurrency: 8,
+            latency: Duration::from_millis(10),
+            batch: false,
+            tenant: None,
+            faults: false,
+            tag: true,
         },
         // Isolated faults, each meant for its own request: a lone 503 with Retry-After should
         // delay its row, not pause every worker. The minimum is for the requests sent.
@@ -123,6 +146,7 @@ fn scenarios() -> Vec<Scenario> {
             batch: false,
             tenant: None,
             faults: true,
+            tag: false,
         },
         // Serial numbers in: 1,000 rows of a hardware-hash export against a tenant of 4,000
         // identities (pages of 100): the resolution's requests and seconds, then the
@@ -139,6 +163,7 @@ fn scenarios() -> Vec<Scenario> {
             batch: false,
             tenant: Some(4000),
             faults: false,
+            tag: false,
         },
         // Raw engine cost: no throttle to speak of, no added latency, so CPU per row and RSS are
         // the client's (plus the in-process emulator's, which keeps every assignment it stores).
@@ -153,6 +178,7 @@ fn scenarios() -> Vec<Scenario> {
             batch: false,
             tenant: None,
             faults: false,
+            tag: false,
         },
     ]
 }
@@ -206,9 +232,9 @@ fn input_file(dir: &std::path::Path, rows: u32, by_serial: bool) -> std::path::P
 async fn run(s: &Scenario) {
     let dir = tempfile::tempdir().expect("temp dir");
     let input = input_file(dir.path(), s.rows, s.tenant.is_some());
-    let identities = (0..s.tenant.unwrap_or(0))
-        .map(|i| (device(i), serial(i)))
-        .collect();
+    // A tag run reads the tenant's listing: its rows' devices are the tenant.
+    let tenant = s.tenant.unwrap_or(if s.tag { s.rows } else { 0 });
+    let identities = (0..tenant).map(|i| (device(i), serial(i))).collect();
     let emulator = Emulator::start(EmulatorConfig {
         identities,
         limit: s.limit,
@@ -230,6 +256,10 @@ async fn run(s: &Scenario) {
     config.rate = s.rate;
     config.concurrency = s.concurrency;
     config.batch = s.batch;
+    if s.tag {
+        config.defaults.action = autopilot_bulk::input::Action::Tag;
+        config.defaults.group_tag = Some("Sales".into());
+    }
 
     let cpu_before = cpu_time();
     let started = Instant::now();
@@ -244,7 +274,7 @@ async fn run(s: &Scenario) {
     // The minimum is for the requests the run had to send: its rows, its listing reads and,
     // with faults, the retries and read-backs the faults called for.
     let reads = summary.resolution.map_or(0, |r| r.requests);
-    let requests = if s.faults {
+    let requests = if s.faults || s.tag {
         summary.requests
     } else {
         u64::from(s.rows) + reads
@@ -261,7 +291,7 @@ async fn run(s: &Scenario) {
     let share_429 = summary.throttled_responses as f64 / summary.requests.max(1) as f64;
     println!(
         "{:<38} rows {:>7} · {:>6.2}s / min {:>5.1}s = {} · 429s {:.2}% · violations {} · \
-         created {} · CPU {:.1} µs/row · peak RSS {:.1} MiB",
+         created {} · writes {} · CPU {:.1} µs/row · peak RSS {:.1} MiB",
         s.name,
         s.rows,
         elapsed.as_secs_f64(),
@@ -270,6 +300,7 @@ async fn run(s: &Scenario) {
         share_429 * 100.0,
         stats.violations,
         summary.created,
+        stats.assignments_created + stats.group_tags_set,
         cpu.map(|c| c.as_secs_f64() * 1e6 / f64::from(s.rows))
             .unwrap_or(f64::NAN),
         peak_rss_mib().unwrap_or(f64::NAN),
