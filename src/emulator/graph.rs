@@ -21,7 +21,7 @@ use super::identities;
 use super::properties;
 use super::state::{Inner, Shared};
 use super::throttle::{Verdict, retry_after};
-use super::validate::{self, is_guid};
+use super::validate;
 
 /// A Graph path (below `/beta`) this emulator knows.
 #[derive(Debug, PartialEq, Eq)]
@@ -325,23 +325,10 @@ fn execute(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Answer {
-    if !is_guid(device) {
-        return errors.answer(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            &format!(
-                "Invalid key: '{device}' is not a valid windowsAutopilotDeviceIdentity id (a GUID)."
-            ),
-        );
-    }
-    let device = device.to_ascii_lowercase();
-    if !shared.knows(&device) {
-        return errors.answer(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFound",
-            &format!("The windowsAutopilotDeviceIdentity '{device}' was not found."),
-        );
-    }
+    let device = match shared.device_key(errors, device) {
+        Ok(d) => d,
+        Err(refused) => return refused,
+    };
     let context = format!(
         "http://{}/beta/$metadata#deviceManagement/windowsAutopilotDeviceIdentities('{device}')/deploymentProfile/assignments",
         ctx.host

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::envelope::{Answer, Errors};
 use super::state::{Inner, Shared};
-use super::validate::{self, is_guid};
+use super::validate;
 
 /// Validate and carry out one property update.
 pub(crate) fn update(
@@ -18,23 +18,10 @@ pub(crate) fn update(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Answer {
-    if !is_guid(device) {
-        return errors.answer(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            &format!(
-                "Invalid key: '{device}' is not a valid windowsAutopilotDeviceIdentity id (a GUID)."
-            ),
-        );
-    }
-    let device = device.to_ascii_lowercase();
-    if !shared.knows(&device) {
-        return errors.answer(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFound",
-            &format!("The windowsAutopilotDeviceIdentity '{device}' was not found."),
-        );
-    }
+    let device = match shared.device_key(errors, device) {
+        Ok(d) => d,
+        Err(refused) => return refused,
+    };
     let json_type = content_type.is_some_and(|t| {
         t.trim()
             .to_ascii_lowercase()

@@ -9,9 +9,13 @@ use std::time::Instant;
 
 use serde_json::{Map, Value};
 
+use axum::http::StatusCode;
+
 use super::directory::{Assigned, Directory};
+use super::envelope::{Answer, Errors};
 use super::faults::Faults;
 use super::throttle::Throttle;
+use super::validate::is_guid;
 use super::{Assignments, EmulatorConfig, Stats};
 
 /// An access token the emulator issued.
@@ -92,6 +96,30 @@ impl Shared {
             .devices
             .as_ref()
             .is_none_or(|d| d.contains(device) || self.directory.get(device).is_some())
+    }
+
+    /// The device key of an identity route, lowercased: 400 when it is not a GUID, 404 when
+    /// the tenant does not know it, as Graph answers.
+    pub(crate) fn device_key(&self, errors: &Errors<'_>, device: &str) -> Result<String, Answer> {
+        if !is_guid(device) {
+            return Err(errors.answer(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!(
+                    "Invalid key: '{device}' is not a valid windowsAutopilotDeviceIdentity id \
+                     (a GUID)."
+                ),
+            ));
+        }
+        let device = device.to_ascii_lowercase();
+        if !self.knows(&device) {
+            return Err(errors.answer(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                &format!("The windowsAutopilotDeviceIdentity '{device}' was not found."),
+            ));
+        }
+        Ok(device)
     }
 
     pub(crate) fn stats(&self) -> Stats {
