@@ -183,6 +183,21 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// One customer tenant of a `--tenants` file: as whom, where and how fast. Every field is
+/// already resolved (the file's optional keys fall back to the command line's values), and the
+/// secret was read from its environment variable or file, never from the file itself.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// The file's key (`[tenants.KEY]`): what the input's `tenant` column names.
+    pub key: String,
+    pub credentials: Credentials,
+    pub cloud: Cloud,
+    pub graph_url: String,
+    pub authority_url: String,
+    /// This tenant's write limit (`rate = "100/20s"`), else `--rate`.
+    pub rate: RateSpec,
+}
+
 /// Everything `run` needs, already validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -225,6 +240,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Show the progress bar (it is hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// `--tenants FILE`: one budget per tenant, rows routed by their `tenant` column. Empty:
+    /// one tenant, as `credentials`, `cloud`, the URLs and `rate` say.
+    pub tenants: Vec<Tenant>,
 }
 
 impl Config {
@@ -257,6 +275,23 @@ impl Config {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(100),
             progress: false,
+            tenants: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The configuration one tenant of a `--tenants` run runs under: this one, with the
+    /// tenant's credentials, cloud, URLs and rate.
+    pub fn for_tenant(&self, tenant: &Tenant) -> Config {
+        Config {
+            credentials: tenant.credentials.clone(),
+            cloud: tenant.cloud,
+            graph_url: tenant.graph_url.clone(),
+            authority_url: tenant.authority_url.clone(),
+            rate: tenant.rate,
+            tenants: Vec::new(),
+            ..self.clone()
         }
     }
 }
