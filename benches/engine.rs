@@ -117,6 +117,7 @@ fn result_row(row: u64) -> RowResult {
         duration_ms: 187,
         finished_at: SystemTime::now(),
         serial_number: None,
+        tenant: None,
     }
 }
 

@@ -261,7 +261,8 @@ impl Budget {
         match self.tokens.token().await {
             Ok(t) => Some(t),
             Err(e) => {
-                self.halt.abort(format!("authentication failed: {e}"));
+                self.halt
+                    .abort_as("AuthenticationFailed", format!("authentication failed: {e}"));
                 None
             }
         }
@@ -343,7 +344,7 @@ impl Budget {
         s.attempts += 1;
         let since = *s.since.get_or_insert(now);
         if s.attempts >= UNREACHABLE_ATTEMPTS && now - since >= self.unreachable_after {
-            self.halt.abort(format!(
+            self.halt.abort_as("GraphUnreachable", format!(
                 "Graph unreachable: the last {} requests, over {}, got no answer (last: {}: {}); \
                  check the network, proxy and --graph-url, then rerun with --resume (finished \
                  rows are in the results file)",
@@ -376,7 +377,7 @@ impl Budget {
         if !unrouted {
             self.unrouted_in_a_row.store(0, Ordering::Relaxed);
         } else if self.unrouted_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 == BREAKER_ROWS {
-            self.halt.abort(format!(
+            self.halt.abort_as("CircuitBreakerOpen", format!(
                 "circuit breaker: Graph answered {BREAKER_ROWS} rows in a row with 400 {}: {} — \
                  the assignment route is not available in this tenant or cloud (run \
                  `autopilot-bulk preflight` to check it); nothing more is sent (finished rows \
@@ -400,7 +401,7 @@ impl Budget {
                 "Graph does not accept the tokens: check that the tenant, the app and --cloud \
                  match the Graph URL"
             };
-            self.halt.abort(format!(
+            self.halt.abort_as("CircuitBreakerOpen", format!(
                 "circuit breaker: Graph refused {BREAKER_ROWS} rows in a row with {} {code}: \
                  {message} — {hint}; fix it and rerun (finished rows are in the results file)",
                 r.http_status.unwrap_or(0)

@@ -82,6 +82,7 @@ impl DefaultArgs {
             source_id: self.source_id.clone(),
             group_tag: self.group_tag.clone(),
             action: self.action,
+            tenants: None,
         }
     }
 }

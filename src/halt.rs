@@ -11,7 +11,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 #[derive(Debug, Default)]
 pub struct Halt {
     token: CancellationToken,
-    reason: Mutex<Option<String>>,
+    reason: Mutex<Option<(Option<&'static str>, String)>>,
 }
 
 impl Halt {
@@ -25,10 +25,20 @@ impl Halt {
 
     /// Stop, giving why. Only the first reason is kept (and logged).
     pub fn abort(&self, reason: String) {
+        self.stop(None, reason);
+    }
+
+    /// Stop with an error code as well: rows a stopped tenant never sent are reported
+    /// `failed` with it (`AuthenticationFailed`, `CircuitBreakerOpen`, `GraphUnreachable`).
+    pub fn abort_as(&self, code: &'static str, reason: String) {
+        self.stop(Some(code), reason);
+    }
+
+    fn stop(&self, code: Option<&'static str>, reason: String) {
         let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
         if r.is_none() {
             tracing::error!("{reason}");
-            *r = Some(reason);
+            *r = Some((code, reason));
         }
         self.token.cancel();
     }
@@ -38,7 +48,17 @@ impl Halt {
         self.reason
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .as_ref()
+            .map(|(_, r)| r.clone())
+    }
+
+    /// The error code it was aborted with, if any.
+    pub fn code(&self) -> Option<&'static str> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|(c, _)| *c)
     }
 
     pub fn is_stopped(&self) -> bool {

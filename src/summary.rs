@@ -40,8 +40,40 @@ pub struct Summary {
     pub interrupted: bool,
     /// Serial numbers resolved to identity ids before the run, if the input named any.
     pub resolution: Option<ResolutionSummary>,
-    /// Rows in flight at most at the end (pinned by `--concurrency`, or as the latency led).
+    /// Rows in flight at most at the end (pinned by `--concurrency`, or as the latency led);
+    /// with `--tenants`, summed over the tenants.
     pub concurrency: usize,
+    /// With `--tenants`: what each tenant did, in the tenants file's order (empty otherwise).
+    pub tenants: Vec<TenantSummary>,
+}
+
+/// One tenant of a `--tenants` run.
+#[derive(Debug, Clone)]
+pub struct TenantSummary {
+    pub tenant: String,
+    pub created: u64,
+    pub existing: u64,
+    pub failed: u64,
+    pub invalid: u64,
+    pub requests: u64,
+    pub throttled_responses: u64,
+    pub throttled_time: Duration,
+    pub configured_rate: RateSpec,
+    pub final_rate: RateSpec,
+    pub token_requests: u64,
+    pub concurrency: usize,
+    /// Why this tenant stopped early (its token rejected, its breaker tripped).
+    pub aborted: Option<String>,
+}
+
+impl TenantSummary {
+    fn outcome(&self) -> &'static str {
+        if self.aborted.is_some() {
+            "aborted"
+        } else {
+            "completed"
+        }
+    }
 }
 
 /// The resolution phase: how many serials, how many found, what it cost.
@@ -126,6 +158,28 @@ pub fn summary_json(s: &Summary, exit_code: u8) -> serde_json::Value {
             "requests": r.requests,
             "seconds": r.elapsed.as_secs_f64(),
         })),
+        "tenants": s.tenants.iter().map(|t| (t.tenant.clone(), tenant_json(t))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+/// One tenant's part of the summary JSON.
+fn tenant_json(t: &TenantSummary) -> serde_json::Value {
+    serde_json::json!({
+        "outcome": t.outcome(),
+        "aborted_reason": t.aborted,
+        "rows": {
+            "created": t.created,
+            "existing": t.existing,
+            "failed": t.failed,
+            "invalid": t.invalid,
+        },
+        "requests": t.requests,
+        "throttled_responses": t.throttled_responses,
+        "throttled_seconds": t.throttled_time.as_secs_f64(),
+        "token_requests": t.token_requests,
+        "configured_rate": t.configured_rate.to_string(),
+        "final_rate": t.final_rate.to_string(),
+        "concurrency": t.concurrency,
     })
 }
 
@@ -201,6 +255,22 @@ pub fn render_summary(s: &Summary) -> String {
             r.serials,
             r.requests,
             r.elapsed.as_secs_f64()
+        );
+    }
+    for t in &s.tenants {
+        let _ = writeln!(
+            out,
+            "  tenant {}: created {} · existing {} · failed {} · invalid {} · requests {} · \
+             429s {} · pace {} · {}",
+            t.tenant,
+            t.created,
+            t.existing,
+            t.failed,
+            t.invalid,
+            t.requests,
+            t.throttled_responses,
+            t.final_rate,
+            t.aborted.as_deref().map_or("completed".into(), |r| format!("ABORTED: {r}"))
         );
     }
     let _ = writeln!(out, "  results: {}", s.output.display());

@@ -157,10 +157,15 @@ impl Source {
     }
 }
 
-/// A `deviceAndAppManagementAssignmentTarget` (or one of its derived types).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+/// A `deviceAndAppManagementAssignmentTarget` (or one of its derived types). It reads back
+/// what it writes, so that a row can wait on disk (a tenant's overflowing queue).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Target {
-    #[serde(rename = "@odata.type", serialize_with = "ser_kind")]
+    #[serde(
+        rename = "@odata.type",
+        serialize_with = "ser_kind",
+        deserialize_with = "de_kind"
+    )]
     pub kind: TargetKind,
     #[serde(rename = "groupId", skip_serializing_if = "Option::is_none")]
     pub group_id: Option<Uuid>,
@@ -182,10 +187,24 @@ fn ser_kind<S: serde::Serializer>(kind: &TargetKind, s: S) -> Result<S::Ok, S::E
     s.serialize_str(kind.odata_type())
 }
 
+fn de_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TargetKind, D::Error> {
+    let s = String::deserialize(d)?;
+    TargetKind::from_odata_type(&s)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown target type {s:?}")))
+}
+
+fn assignment_odata_type() -> &'static str {
+    ASSIGNMENT_ODATA_TYPE
+}
+
 /// The POST body of one assignment.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Assignment {
-    #[serde(rename = "@odata.type")]
+    #[serde(
+        rename = "@odata.type",
+        skip_deserializing,
+        default = "assignment_odata_type"
+    )]
     pub odata_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,

@@ -26,6 +26,9 @@ pub struct RowDefaults {
     pub group_tag: Option<String>,
     /// What every row asks for.
     pub action: Action,
+    /// With `--tenants`: the tenants file's keys, which every row's `tenant` cell must name
+    /// (case ignored). `None`: one tenant, and a `tenant` column is an ignored column.
+    pub tenants: Option<Vec<String>>,
 }
 
 /// What a run does to each row's device.
@@ -50,7 +53,7 @@ impl Action {
 }
 
 /// One valid row, ready to send once its device is known.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Job {
     /// 1-based index of the data row (the header is not a row).
     pub row: u64,
@@ -60,11 +63,13 @@ pub struct Job {
     pub assignment: Assignment,
     /// `Some`: the row sets this group tag on its device instead of assigning.
     pub tag: Option<String>,
+    /// With `--tenants`: the tenant the row belongs to, spelled as the tenants file's key.
+    pub tenant: Option<String>,
 }
 
 /// How a row names its device: by identity id, by serial number (resolved through the
 /// tenant's identity listing before any assignment), or both (they must agree).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Device {
     Id(Uuid),
     Serial(String),
@@ -141,6 +146,7 @@ pub(super) fn parse_row<R: Record + ?Sized>(
     check_shape(record, columns.width())?;
     let cells = Cells { record, columns };
     let device = device(&cells)?;
+    let tenant = tenant(&cells, defaults)?;
     if defaults.action == Action::Tag {
         // A tag row needs no target: its target columns are not read.
         return Ok(Job {
@@ -148,6 +154,7 @@ pub(super) fn parse_row<R: Record + ?Sized>(
             device,
             assignment: Assignment::untargeted(),
             tag: Some(group_tag(&cells, defaults)?),
+            tenant,
         });
     }
     let target = target(&cells, defaults)?;
@@ -159,12 +166,18 @@ pub(super) fn parse_row<R: Record + ?Sized>(
         device,
         assignment: Assignment::new(target, source, source_id, assignment_id),
         tag: None,
+        tenant,
     })
 }
 
 /// The `device_id` cell as written, for an invalid row's report (it may not be a GUID).
 pub(super) fn device_cell_lossy<R: Record + ?Sized>(record: &R, columns: &ColumnMap) -> String {
     cell_lossy(record, columns, Column::DeviceId)
+}
+
+/// The `tenant` cell as written, for an invalid row's report.
+pub(super) fn tenant_cell_lossy<R: Record + ?Sized>(record: &R, columns: &ColumnMap) -> String {
+    cell_lossy(record, columns, Column::Tenant)
 }
 
 /// The `serial_number` cell as written, for an invalid row's report.
@@ -245,6 +258,34 @@ fn device<R: Record + ?Sized>(cells: &Cells<'_, R>) -> Result<Device, String> {
         }
         (None, None) => Err("serial_number is empty".into()),
     }
+}
+
+/// The tenant a row belongs to, with `--tenants`: a key of the tenants file (case ignored),
+/// returned as the file spells it. Without `--tenants` there is none.
+fn tenant<R: Record + ?Sized>(
+    cells: &Cells<'_, R>,
+    defaults: &RowDefaults,
+) -> Result<Option<String>, String> {
+    let Some(keys) = &defaults.tenants else {
+        return Ok(None);
+    };
+    let named = || keys.join(", ");
+    let Some(cell) = cells.text(Column::Tenant)? else {
+        return Err(format!(
+            "tenant is empty: with --tenants every row names its tenant (one of: {})",
+            named()
+        ));
+    };
+    keys.iter()
+        .find(|k| k.eq_ignore_ascii_case(cell))
+        .map(|k| Some(k.clone()))
+        .ok_or_else(|| {
+            format!(
+                "tenant {} is not in the tenants file (it names: {})",
+                quote(cell),
+                named()
+            )
+        })
 }
 
 /// The group tag: the cell, else `--group-tag`; a tag row without one is invalid.

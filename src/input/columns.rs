@@ -18,10 +18,11 @@ pub(super) enum Column {
     AssignmentId,
     SerialNumber,
     GroupTag,
+    Tenant,
 }
 
 impl Column {
-    const ALL: [Column; 11] = [
+    const ALL: [Column; 12] = [
         Column::DeviceId,
         Column::TargetType,
         Column::GroupId,
@@ -33,6 +34,7 @@ impl Column {
         Column::AssignmentId,
         Column::SerialNumber,
         Column::GroupTag,
+        Column::Tenant,
     ];
 
     pub(super) fn name(self) -> &'static str {
@@ -48,6 +50,7 @@ impl Column {
             Column::AssignmentId => "assignment_id",
             Column::SerialNumber => "serial_number",
             Column::GroupTag => "group_tag",
+            Column::Tenant => "tenant",
         }
     }
 
@@ -71,6 +74,7 @@ impl Column {
             Column::SerialNumber => &["serialnumber", "serial", "deviceserialnumber"],
             // `Group Tag` is how Get-WindowsAutopilotInfo exports name it.
             Column::GroupTag => &["grouptag"],
+            Column::Tenant => &["tenant"],
         }
     }
 
@@ -113,6 +117,11 @@ impl ColumnMap {
     /// Set `col` to input column `i`, returning the column it already had.
     pub(super) fn insert(&mut self, col: Column, i: usize) -> Option<usize> {
         self.at[col.index()].replace(i)
+    }
+
+    /// Forget `col`: its cells are not read (an ignored column), returning where it was.
+    pub(super) fn remove(&mut self, col: Column) -> Option<usize> {
+        self.at[col.index()].take()
     }
 
     /// Fields in the header row: a row with another count is ragged.

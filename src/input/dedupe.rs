@@ -10,8 +10,9 @@ use super::cells::Device;
 use crate::graph::model::Target;
 
 /// The key a row is deduplicated by: its device (the id when the row gives one, else the
-/// serial number, case and spaces ignored) and its whole target.
-pub(super) fn fingerprint(device: &Device, target: &Target) -> u64 {
+/// serial number, case and spaces ignored), its whole target and its tenant (one serial
+/// number may be a device in each of two tenants).
+pub(super) fn fingerprint(device: &Device, target: &Target, tenant: &Option<String>) -> u64 {
     // DefaultHasher::new() has fixed keys: the same file always dedupes the same way.
     let mut h = std::hash::DefaultHasher::new();
     match device.id() {
@@ -22,6 +23,10 @@ pub(super) fn fingerprint(device: &Device, target: &Target) -> u64 {
         }
     }
     target.hash(&mut h);
+    if let Some(t) = tenant {
+        // Only with --tenants: a single-tenant file dedupes exactly as before.
+        t.to_lowercase().hash(&mut h);
+    }
     h.finish()
 }
 

@@ -34,6 +34,8 @@ pub struct InvalidRow {
     pub device_id: String,
     /// The `serial_number` cell as written (empty when there is none).
     pub serial_number: String,
+    /// The `tenant` cell as written (empty when there is none, or without `--tenants`).
+    pub tenant: String,
     pub reason: String,
 }
 
@@ -113,7 +115,13 @@ impl InputReader {
         let headers = reader
             .byte_headers()
             .map_err(|e| header_err(format!("cannot read the header row: {e}")))?;
-        let header = header::read_header(headers).map_err(header_err)?;
+        let mut header = header::read_header(headers).map_err(header_err)?;
+        if defaults.tenants.is_none()
+            && let Some(i) = header.columns.remove(columns::Column::Tenant)
+        {
+            // One tenant: the column means nothing, like any other unknown column.
+            header.unknown.push(header.names[i].clone());
+        }
         Ok(Self {
             file: recover::InputFile {
                 path: path.to_path_buf(),
@@ -164,15 +172,17 @@ impl InputReader {
                 row,
                 device_id: cells::device_cell_lossy(&self.record, columns),
                 serial_number: cells::serial_cell_lossy(&self.record, columns),
+                tenant: cells::tenant_cell_lossy(&self.record, columns),
                 reason,
             }),
             Ok(job) => {
-                let fp = dedupe::fingerprint(&job.device, &job.assignment.target);
+                let fp = dedupe::fingerprint(&job.device, &job.assignment.target, &job.tenant);
                 match self.seen.first_or_insert(fp, row) {
                     Some(first) => Parsed::Invalid(InvalidRow {
                         row,
                         device_id: job.device.id().map(|d| d.to_string()).unwrap_or_default(),
                         serial_number: job.device.serial().unwrap_or_default().to_string(),
+                        tenant: job.tenant.clone().unwrap_or_default(),
                         reason: format!("duplicate of row {first}"),
                     }),
                     None => Parsed::Job(job),

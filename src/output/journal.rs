@@ -141,7 +141,14 @@ impl Journal {
                 notified.await;
                 continue;
             };
+            // A row abandoned mid-sync (a tenant stopped, the grace period ran out) must not
+            // leave the round marked as running: the others would wait on it for ever.
+            let round = Round {
+                journal: self,
+                rows: Some(rows.clone()),
+            };
             let written = self.sync(rows).await;
+            round.finish();
             {
                 let mut g = self.group();
                 g.syncing = false;
@@ -154,6 +161,37 @@ impl Journal {
         }
     }
 
+}
+
+/// A sync round under way. Dropped before [`Round::finish`] (its caller was cancelled), it
+/// hands its rows back to the next round and lets that round start.
+struct Round<'a> {
+    journal: &'a Journal,
+    rows: Option<Vec<(u64, Uuid)>>,
+}
+
+impl Round<'_> {
+    fn finish(mut self) {
+        self.rows = None;
+    }
+}
+
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        let Some(rows) = self.rows.take() else {
+            return;
+        };
+        {
+            let mut g = self.journal.group();
+            g.syncing = false;
+            // Written again by the next round: a journal line twice is harmless.
+            g.pending.extend(rows);
+        }
+        self.journal.synced.notify_waiters();
+    }
+}
+
+impl Journal {
     /// One round: append `rows` and sync them, off the async threads.
     async fn sync(&self, rows: Vec<(u64, Uuid)>) -> std::io::Result<()> {
         #[cfg(test)]

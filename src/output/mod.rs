@@ -21,7 +21,7 @@ pub use writer::ResultsWriter;
 
 /// The results columns, in contract order. Columns are only ever added at the end: a results
 /// file of an earlier version (its first [`HEADER_V1`] columns) is still read and continued.
-pub const HEADER: [&str; 13] = [
+pub const HEADER: [&str; 14] = [
     "row",
     "device_id",
     "status",
@@ -35,10 +35,14 @@ pub const HEADER: [&str; 13] = [
     "duration_ms",
     "finished_at",
     "serial_number",
+    "tenant",
 ];
 
 /// The columns results files had before `serial_number`.
 pub const HEADER_V1: usize = 12;
+
+/// The columns results files had before `tenant`.
+pub const HEADER_V2: usize = 13;
 
 /// What happened to a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -96,6 +100,8 @@ pub struct RowResult {
     pub finished_at: SystemTime,
     /// The serial number the input row named, if it named one.
     pub serial_number: Option<String>,
+    /// With `--tenants`: the tenant the row belongs to (as the input names it).
+    pub tenant: Option<String>,
 }
 
 impl RowResult {
@@ -115,6 +121,7 @@ impl RowResult {
             duration_ms: 0,
             finished_at: SystemTime::now(),
             serial_number: None,
+            tenant: None,
         }
     }
 }

@@ -123,6 +123,7 @@ impl ResultsWriter {
             r.duration_ms.to_string(),
             humantime::format_rfc3339_millis(r.finished_at).to_string(),
             opt(&r.serial_number),
+            opt(&r.tenant),
         ];
         let columns = self.columns;
         self.write_fields(&fields[..columns])

@@ -1,6 +1,7 @@
-//! Rows flow one way: a reader thread → a bounded queue → at most `in_flight` workers → the
-//! results queue. The reader is ahead of the workers by at most the queue's capacity, so memory
-//! stays flat whatever the input's size.
+//! Rows flow one way: a reader thread → each tenant's queue → at most its seats of workers →
+//! the results queue. The reader is ahead of the workers by at most the queues' capacity (a
+//! tenant's overflow waits on disk, see [`super::lane`]), so memory stays flat whatever the
+//! input's size.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use crate::input::{InputError, InputReader, Job, Parsed};
 use crate::output::{RowResult, Status};
 use crate::progress::Progress;
 
+use super::lane::{LaneRx, LaneTx};
 use super::plan::{Resume, RowPlan};
 use super::resolve::{Resolution, Resolved};
 use super::seats::Seats;
@@ -31,17 +33,32 @@ pub struct ReaderCounts {
     pub finished: bool,
 }
 
-/// The reader, on a blocking thread: valid rows to the workers, invalid and unresolvable ones
-/// straight to the results, rows an earlier run finished skipped.
+/// Why the reader stopped before the end of the input.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadStop {
+    #[error("input stopped being readable: {0}")]
+    Input(#[from] InputError),
+    #[error("cannot keep a tenant's waiting rows in a temporary file: {0}")]
+    Spill(std::io::Error),
+}
+
+/// What the reader needs of one tenant: where its rows go, and what was read before the run.
+pub struct ReaderLane {
+    pub key: Option<String>,
+    pub resolved: Arc<Resolved>,
+    pub tags: Arc<Tags>,
+    pub queue: LaneTx,
+}
+
+/// The reader, on a blocking thread: valid rows to their tenant's queue, invalid and
+/// unresolvable ones straight to the results, rows an earlier run finished skipped.
 pub fn spawn_reader(
     reader: InputReader,
     resume: Arc<Resume>,
-    resolved: Arc<Resolved>,
-    tags: Arc<Tags>,
-    jobs: mpsc::Sender<WorkItem>,
+    mut lanes: Vec<ReaderLane>,
     results: mpsc::Sender<RowResult>,
     progress: Arc<Progress>,
-) -> JoinHandle<Result<ReaderCounts, InputError>> {
+) -> JoinHandle<Result<ReaderCounts, ReadStop>> {
     tokio::task::spawn_blocking(move || {
         let mut counts = ReaderCounts::default();
         for item in reader {
@@ -57,30 +74,42 @@ pub fn spawn_reader(
             };
             counts.redone += u64::from(redo);
             let sent = match parsed {
-                Parsed::Job(job) => match resolved.device(&job) {
-                    Resolution::Device(device)
-                        if job.tag.as_deref().is_some_and(|t| tags.carries(device, t)) =>
-                    {
-                        results.blocking_send(tagged(&job, device)).is_ok()
+                Parsed::Job(job) => {
+                    let lane = lanes.iter_mut().find(|l| l.key == job.tenant);
+                    // The input checks tenants against the file: never `None`.
+                    let Some(lane) = lane else {
+                        let reason = "the row's tenant has no budget".to_string();
+                        if results.blocking_send(invalid(&job, reason)).is_err() {
+                            return Ok(counts);
+                        }
+                        continue;
+                    };
+                    match lane.resolved.device(&job) {
+                        Resolution::Device(device)
+                            if job.tag.as_deref().is_some_and(|t| lane.tags.carries(device, t)) =>
+                        {
+                            results.blocking_send(tagged(&job, device)).is_ok()
+                        }
+                        Resolution::Device(device) => {
+                            // A serial's device may be one the journal names.
+                            let reconcile = reconcile || resume.started_device(device);
+                            let item = WorkItem {
+                                job,
+                                device,
+                                reconcile,
+                            };
+                            lane.queue.send(item).map_err(ReadStop::Spill)?
+                        }
+                        Resolution::Failed(e) => results.blocking_send(failed(&job, e)).is_ok(),
+                        Resolution::Invalid(reason) => {
+                            results.blocking_send(invalid(&job, reason)).is_ok()
+                        }
                     }
-                    Resolution::Device(device) => {
-                        // A serial's device may be one the journal names.
-                        let reconcile = reconcile || resume.started_device(device);
-                        let item = WorkItem {
-                            job,
-                            device,
-                            reconcile,
-                        };
-                        jobs.blocking_send(item).is_ok()
-                    }
-                    Resolution::Failed(e) => results.blocking_send(failed(&job, e)).is_ok(),
-                    Resolution::Invalid(reason) => {
-                        results.blocking_send(invalid(&job, reason)).is_ok()
-                    }
-                },
+                }
                 Parsed::Invalid(i) => {
                     let mut r = RowResult::invalid(i.row, i.device_id, i.reason);
                     r.serial_number = Some(i.serial_number).filter(|s| !s.is_empty());
+                    r.tenant = Some(i.tenant).filter(|s| !s.is_empty());
                     results.blocking_send(r).is_ok()
                 }
             };
@@ -107,6 +136,7 @@ fn invalid(job: &Job, reason: String) -> RowResult {
     let device = job.device.id().map(|d| d.to_string()).unwrap_or_default();
     let mut r = RowResult::invalid(job.row, device, reason);
     r.serial_number = job.device.serial().map(str::to_string);
+    r.tenant = job.tenant.clone();
     r
 }
 
@@ -119,30 +149,53 @@ fn failed(job: &Job, e: ErrorInfo) -> RowResult {
     r
 }
 
-/// Run the workers until the queue is drained or the run stops. After a stop, rows in flight
-/// get `grace` to finish; then they are abandoned to the next `--resume`, which finds them in
-/// the journal and reconciles them.
-pub async fn work(
-    mut jobs: mpsc::Receiver<WorkItem>,
-    workers: Arc<Workers>,
-    results: mpsc::Sender<RowResult>,
-    seats: Arc<Seats>,
-    grace_period: Duration,
-) {
+/// One tenant's dispatch: its queue, its workers and seats.
+pub struct LaneWork {
+    pub queue: LaneRx,
+    pub workers: Arc<Workers>,
+    pub seats: Arc<Seats>,
+    /// Several tenants: rows of this tenant left when it stops on its own (its token
+    /// rejected, its breaker tripped) are reported `failed` with the reason, while the others
+    /// go on. With one tenant they are left to `--resume`, as after any abort.
+    pub report_stop: bool,
+}
+
+/// Run a tenant's workers until its queue is drained or it stops. After a stop, rows in
+/// flight get `grace` to finish; then they are abandoned to the next `--resume`, which finds
+/// them in the journal and reconciles them.
+pub async fn work(lane: LaneWork, results: mpsc::Sender<RowResult>, grace_period: Duration) {
+    let LaneWork {
+        mut queue,
+        workers,
+        seats,
+        report_stop,
+    } = lane;
     let halt = workers.budget.halt();
-    // The stream owns the receiver: when dispatch ends, dropping it releases a reader blocked
-    // on a full queue.
-    let queue = futures::stream::poll_fn(move |cx| jobs.poll_recv(cx))
-        .take_until(halt.token().clone().cancelled_owned());
-    let dispatch = queue.for_each_concurrent(seats.most(), |item| {
+    let run = workers.halt.clone();
+    // The tenant stopped and the run did not: its rows are reported, not left.
+    let stopped_alone = || report_stop && halt.is_stopped() && !run.is_stopped();
+    let rows = futures::stream::unfold(&mut queue, |q| async {
+        match q.recv().await {
+            Ok(item) => item.map(|i| (i, q)),
+            Err(e) => {
+                run.abort(format!("cannot read back a tenant's waiting rows: {e}"));
+                None
+            }
+        }
+    })
+    .take_until(halt.token().clone().cancelled_owned());
+    let dispatch = rows.for_each_concurrent(seats.most(), |item| {
         let (workers, results, seats) = (workers.clone(), results.clone(), seats.clone());
         async move {
             let _seat = seats.take().await;
-            if let Some(result) = workers.process(item).await {
-                workers.budget.row_finished(&result);
-                // The writer only goes away on a write error, which has stopped the run.
-                let _ = results.send(result).await;
-            }
+            let result = match workers.process(&item).await {
+                Some(result) => result,
+                None if stopped_alone() => stopped(&item.job, item.device, workers.budget.halt()),
+                None => return,
+            };
+            workers.budget.row_finished(&result);
+            // The writer only goes away on a write error, which has stopped the run.
+            let _ = results.send(result).await;
         }
     });
     let grace = async {
@@ -155,4 +208,27 @@ pub async fn work(
             "rows still in flight after {grace_period:?} were abandoned; --resume will reconcile them"
         ),
     }
+    // Every row the stopped tenant still has waiting: failed, with the reason.
+    while stopped_alone() {
+        let Ok(Some(item)) = queue.recv().await else {
+            break;
+        };
+        let r = stopped(&item.job, item.device, halt);
+        if results.send(r).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// A row its tenant's stop kept from finishing: failed with the stop's code and reason.
+fn stopped(job: &Job, device: uuid::Uuid, halt: &crate::halt::Halt) -> RowResult {
+    let mut r = failed(
+        job,
+        ErrorInfo {
+            code: halt.code().unwrap_or("TenantStopped").to_string(),
+            message: halt.reason().unwrap_or_else(|| "the tenant stopped".into()),
+        },
+    );
+    r.device_id = device.to_string();
+    r
 }

@@ -1,22 +1,26 @@
 //! The bulk run, as a list of stages. Rows flow one way:
 //!
 //! ```text
-//! input ─▶ reader ─▶ bounded queue ─▶ workers (≤ in flight) ─▶ results queue ─▶ writer ─▶ results.csv
-//!                                        │ ▲
-//!                                        ▼ │ leave to send, pauses
-//!                                      budget (tokens, window, gate, breaker)
+//! input ─▶ reader ─▶ a queue per tenant ─▶ its workers (≤ its seats) ─▶ results queue ─▶ writer ─▶ results.csv
+//!                                              │ ▲
+//!                                              ▼ │ leave to send, pauses
+//!                                    the tenant's budget (tokens, window, gate, breaker)
 //! ```
 //!
-//! Errors are data: a row that fails is a result, not an `Err`. Only configuration, input-file
-//! and results-file errors end a run before it starts ([`RunError`], exit 2); a rejected token
-//! or a tripped breaker ends it midway as [`Summary::aborted`], with every finished row on disk.
+//! A run without `--tenants` has one tenant. Errors are data: a row that fails is a result,
+//! not an `Err`. Only configuration, input-file and results-file errors end a run before it
+//! starts ([`RunError`], exit 2); a rejected token or a tripped breaker ends it midway as
+//! [`Summary::aborted`], with every finished row on disk (with several tenants, it ends only
+//! that tenant, whose remaining rows are reported `failed`).
 
 mod dispatch;
+mod lane;
 mod plan;
 mod resolve;
 mod row;
 mod seats;
 mod tags;
+mod tenants;
 mod worker;
 mod writer;
 
@@ -29,10 +33,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::budget::Budget;
 use crate::config::Config;
-use crate::graph::MAX_BATCH;
-use crate::graph::client::GraphClient;
 use crate::halt::Halt;
 use crate::input::{InputError, InputReader};
 use crate::lock::{LockError, RunLock};
@@ -40,10 +41,9 @@ use crate::output::{Journal, OutputError, ResultsWriter, Status};
 use crate::progress::Progress;
 use crate::summary::{ResolutionSummary, Summary};
 
-use dispatch::ReaderCounts;
+use dispatch::{LaneWork, ReaderCounts, ReaderLane};
 use plan::Resume;
-use resolve::Resolved;
-use seats::Seats;
+use tenants::{Prepared, TenantRun};
 use worker::Workers;
 use writer::Tally;
 
@@ -69,7 +69,11 @@ pub enum RunError {
 }
 
 /// Run the whole job. `shutdown` stops dispatching new rows; rows in flight finish.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Summary, RunError> {
+pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<Summary, RunError> {
+    if !config.tenants.is_empty() {
+        // Every row must name one of the file's tenants.
+        config.defaults.tenants = Some(config.tenants.iter().map(|t| t.key.clone()).collect());
+    }
     let progress = Arc::new(Progress::new(config.progress));
     let result = stages(&config, &shutdown, &progress).await;
     progress.finish();
@@ -87,63 +91,66 @@ async fn stages(
     plan::check_paths(config)?;
     let command: Vec<String> = std::env::args().collect();
     let _lock = RunLock::acquire(&config.output, &command.join(" "))?;
-    // 1. Where to send and as whom.
-    let http = crate::budget::connect(config).map_err(RunError::Config)?;
-    let budget = Arc::new(
-        Budget::from_config(config, http.clone(), halt.token()).map_err(RunError::Config)?,
-    );
+    // 1. Where to send and as whom: a budget per tenant.
+    let tenants = tenants::connect_all(config, &halt)?;
     // 2. What to do: the input, an earlier run's results, the journal.
-    let plan = plan::prepare(config)?;
-    let rows = count_rows(config, plan.rows, &budget).await;
+    let mut plan = plan::prepare(config)?;
+    let rows = count_rows(config, plan.rows, &tenants).await;
     if let Some(n) = rows {
         progress.set_total(n);
     }
-    warn_short_static_token(config, &budget, rows);
-    let resume = Arc::new(plan.resume);
-    let mut graph = GraphClient::new(http, &config.graph_url);
-    if config.batch {
-        graph = graph.batched(config.concurrency);
+    for t in &tenants {
+        t.warn_short_static_token(rows);
     }
-    // 3. Serial numbers to identity ids, through the same budget.
+    let resume = Arc::new(plan.resume);
+    // 3. Serial numbers to identity ids, and (tag runs) the tags devices carry: every tenant
+    //    at once, each through its own budget.
     let resolving = Instant::now();
-    let resolved = Arc::new(resolve::resolve(&plan.wanted, &graph, &budget, progress).await);
-    // 3b. A tag run: which devices already carry their tag, by one listing.
-    let tags = Arc::new(if config.defaults.action == crate::input::Action::Tag {
-        tags::read(&plan.wanted_ids, &plan.wanted, &graph, &budget).await
-    } else {
-        tags::Tags::default()
+    let prepared: Vec<Prepared> = futures::future::join_all(tenants.iter().map(|t| {
+        let wanted = plan.wanted.remove(&t.key).unwrap_or_default();
+        let progress = progress.clone();
+        async move { t.prepare(&wanted, &progress).await }
+    }))
+    .await;
+    let resolution = prepared.iter().any(|p| p.serials.0 > 0).then(|| {
+        ResolutionSummary {
+            serials: prepared.iter().map(|p| p.serials.0).sum(),
+            found: prepared.iter().map(|p| p.serials.1).sum(),
+            requests: prepared.iter().map(|p| p.resolved.requests).sum(),
+            elapsed: resolving.elapsed(),
+        }
     });
-    let resolution = (!plan.wanted.is_empty()).then(|| ResolutionSummary {
-        serials: plan.wanted.len() as u64,
-        found: resolved.found() as u64,
-        requests: resolved.requests,
-        elapsed: resolving.elapsed(),
-    });
-    // 4. Rows flow: reader → workers → writer.
-    let (tally, counts, reconciliations, concurrency) = flow(
+    // 4. Rows flow: reader → tenants' workers → writer.
+    let flow_done = flow(
         config,
         plan.reader,
         plan.writer,
         Flow {
-            budget: budget.clone(),
+            tenants: &tenants,
+            prepared,
             journal: plan.journal.clone(),
             resume: resume.clone(),
-            resolved,
-            tags,
             halt: halt.clone(),
             progress: progress.clone(),
-            graph,
         },
     )
     .await?;
+    let (tally, counts, reconciliations) = flow_done;
     // 5. Complete: every input row has its line.
-    let aborted = halt.reason().or_else(|| budget.halt().reason());
+    let aborted = halt.reason().or_else(|| tenant_aborts(&tenants));
     let interrupted = aborted.is_none() && shutdown.is_cancelled();
     if counts.finished && aborted.is_none() && !interrupted {
         plan::complete(config, &resume, counts.redone, &plan.journal)?;
     }
-    // 6. The summary.
-    let stats = budget.stats();
+    // 6. The summary: totals, and each tenant's share.
+    let stats: Vec<_> = tenants.iter().map(|t| t.budget.stats()).collect();
+    let tenant_summaries = tenants
+        .iter()
+        .filter_map(|t| {
+            let key = t.key.as_deref()?;
+            Some(t.summary(key, tally.tenant(key)))
+        })
+        .collect();
     Ok(Summary {
         input: config.input.clone(),
         output: config.output.clone(),
@@ -154,12 +161,16 @@ async fn stages(
         failed: tally.count(Status::Failed),
         invalid: tally.count(Status::Invalid),
         by_error_code: tally.by_error_code,
-        requests: stats.requests,
-        throttled_responses: stats.throttled,
+        requests: stats.iter().map(|s| s.requests).sum(),
+        throttled_responses: stats.iter().map(|s| s.throttled).sum(),
         reconciliations,
-        throttled_time: stats.throttled_time,
-        final_rate: stats.final_rate,
-        token_requests: stats.token_requests,
+        throttled_time: stats
+            .iter()
+            .map(|s| s.throttled_time)
+            .max()
+            .unwrap_or_default(),
+        final_rate: stats.first().map_or(config.rate, |s| s.final_rate),
+        token_requests: stats.iter().map(|s| s.token_requests).sum(),
         configured_rate: config.rate,
         started_at,
         finished_at: SystemTime::now(),
@@ -167,46 +178,73 @@ async fn stages(
         interrupted,
         aborted,
         resolution,
-        concurrency,
+        concurrency: tenants.iter().map(|t| t.seats.current()).sum(),
+        tenants: tenant_summaries,
     })
 }
 
-/// What the flow of rows shares with the run.
-struct Flow {
-    budget: Arc<Budget>,
-    journal: Arc<Journal>,
-    resume: Arc<Resume>,
-    resolved: Arc<Resolved>,
-    tags: Arc<tags::Tags>,
-    halt: Arc<Halt>,
-    progress: Arc<Progress>,
-    graph: GraphClient,
+/// Why tenants stopped on their own, one after another (`None`: none did).
+fn tenant_aborts(tenants: &[TenantRun]) -> Option<String> {
+    let reasons: Vec<String> = tenants
+        .iter()
+        .filter_map(|t| {
+            let reason = t.budget.halt().reason()?;
+            Some(match &t.key {
+                Some(k) => format!("tenant {k}: {reason}"),
+                None => reason,
+            })
+        })
+        .collect();
+    (!reasons.is_empty()).then(|| reasons.join("; "))
 }
 
-/// Reader → workers → writer, until the input is done or the run stops; then what the writer
-/// tallied, what the reader saw, and how many reconciling reads were made.
+/// What the flow of rows shares with the run.
+struct Flow<'a> {
+    tenants: &'a [TenantRun],
+    prepared: Vec<Prepared>,
+    journal: Arc<Journal>,
+    resume: Arc<Resume>,
+    halt: Arc<Halt>,
+    progress: Arc<Progress>,
+}
+
+/// Reader → tenants' workers → writer, until the input is done or the run stops; then what
+/// the writer tallied, what the reader saw, and how many reconciling reads were made.
 async fn flow(
     config: &Config,
     reader: InputReader,
     writer: ResultsWriter,
-    f: Flow,
-) -> Result<(Tally, ReaderCounts, u64, usize), RunError> {
-    let workers = Arc::new(Workers {
-        graph: f.graph,
-        budget: f.budget.clone(),
-        journal: f.journal,
-        halt: f.halt.clone(),
-        reconciliations: Default::default(),
-    });
-    let capacity = (config.concurrency * 4).max(64);
-    let (job_tx, job_rx) = mpsc::channel(capacity);
-    let (res_tx, res_rx) = mpsc::channel(capacity);
+    f: Flow<'_>,
+) -> Result<(Tally, ReaderCounts, u64), RunError> {
+    let several = f.tenants.len() > 1;
+    let (res_tx, res_rx) = mpsc::channel(256);
+    let mut reader_lanes = Vec::new();
+    let mut lanes = Vec::new();
+    for (t, prepared) in f.tenants.iter().zip(f.prepared) {
+        let (tx, rx) = lane::lane(several);
+        reader_lanes.push(ReaderLane {
+            key: t.key.clone(),
+            resolved: prepared.resolved,
+            tags: prepared.tags,
+            queue: tx,
+        });
+        lanes.push(LaneWork {
+            queue: rx,
+            workers: Arc::new(Workers {
+                graph: t.graph.clone(),
+                budget: t.budget.clone(),
+                journal: f.journal.clone(),
+                halt: f.halt.clone(),
+                reconciliations: Default::default(),
+            }),
+            seats: t.seats.clone(),
+            report_stop: several,
+        });
+    }
     let reader = dispatch::spawn_reader(
         reader,
         f.resume,
-        f.resolved,
-        f.tags,
-        job_tx,
+        reader_lanes,
         res_tx.clone(),
         f.progress.clone(),
     );
@@ -216,20 +254,15 @@ async fn flow(
         f.progress.clone(),
         f.halt.clone(),
     ));
-    let seats = Arc::new(if config.adaptive_concurrency && !config.batch {
-        Seats::adaptive()
-    } else {
-        Seats::fixed(rows_in_flight(config))
-    });
-    let ticker = spawn_ticker(f.budget, f.progress, seats.clone());
-    dispatch::work(
-        job_rx,
-        workers.clone(),
-        res_tx,
-        seats.clone(),
-        config.shutdown_grace,
+    let ticker = spawn_ticker(f.tenants, f.progress);
+    let workers: Vec<Arc<Workers>> = lanes.iter().map(|l| l.workers.clone()).collect();
+    futures::future::join_all(
+        lanes
+            .into_iter()
+            .map(|lane| dispatch::work(lane, res_tx.clone(), config.shutdown_grace)),
     )
     .await;
+    drop(res_tx);
     ticker.abort();
     let tally = writer
         .await
@@ -237,7 +270,7 @@ async fn flow(
     let counts = match reader.await {
         Ok(Ok(counts)) => counts,
         Ok(Err(e)) => {
-            f.halt.abort(format!("input stopped being readable: {e}"));
+            f.halt.abort(e.to_string());
             ReaderCounts::default()
         }
         Err(e) => {
@@ -245,21 +278,23 @@ async fn flow(
             ReaderCounts::default()
         }
     };
-    Ok((
-        tally,
-        counts,
-        workers.reconciliations.load(Ordering::Relaxed),
-        seats.current(),
-    ))
+    let reconciliations = workers
+        .iter()
+        .map(|w| w.reconciliations.load(Ordering::Relaxed))
+        .sum();
+    Ok((tally, counts, reconciliations))
 }
 
 /// The input's row count, for the progress bar and the static token's warning: from the
 /// planning pass when it read the input, else one quick count when someone needs it.
-async fn count_rows(config: &Config, known: Option<u64>, budget: &Budget) -> Option<u64> {
+async fn count_rows(config: &Config, known: Option<u64>, tenants: &[TenantRun]) -> Option<u64> {
     if known.is_some() {
         return known;
     }
-    if !config.progress && budget.tokens().static_expiry().is_none() {
+    let static_token = tenants
+        .iter()
+        .any(|t| t.budget.tokens().static_expiry().is_some());
+    if !config.progress && !static_token {
         return None;
     }
     let (path, delimiter) = (config.input.clone(), config.delimiter);
@@ -269,44 +304,35 @@ async fn count_rows(config: &Config, known: Option<u64>, budget: &Budget) -> Opt
         .flatten()
 }
 
-/// A static token cannot be refreshed: say so before the run when it will likely expire first
-/// (rows ÷ rate is how long the run may take).
-fn warn_short_static_token(config: &Config, budget: &Budget, rows: Option<u64>) {
-    if budget.tokens().static_expiry().is_none() {
-        return;
-    }
-    let expected =
-        rows.and_then(|n| Duration::try_from_secs_f64(n as f64 / config.rate.per_second()).ok());
-    if let Some(warning) = budget
-        .tokens()
-        .static_token_warning(expected, SystemTime::now())
-    {
-        tracing::warn!("{warning}");
-    }
-}
-
-/// With `--batch`, `--concurrency` counts envelopes in flight, each carrying up to 20 rows.
-fn rows_in_flight(config: &Config) -> usize {
-    if config.batch {
-        config.concurrency * MAX_BATCH
-    } else {
-        config.concurrency
-    }
-}
-
-/// Every 200 ms: seats follow the latency, and the progress line shows the pace.
-fn spawn_ticker(
-    budget: Arc<Budget>,
-    progress: Arc<Progress>,
-    seats: Arc<Seats>,
-) -> tokio::task::JoinHandle<()> {
+/// Every 200 ms: each tenant's seats follow its latency, and the progress line shows the
+/// pace (summed over the tenants).
+fn spawn_ticker(tenants: &[TenantRun], progress: Arc<Progress>) -> tokio::task::JoinHandle<()> {
+    let tenants: Vec<_> = tenants
+        .iter()
+        .map(|t| (t.budget.clone(), t.seats.clone()))
+        .collect();
     tokio::spawn(async move {
         loop {
-            if let Some(wanted) = budget.wanted_in_flight() {
-                seats.follow(wanted);
+            let mut paces = Vec::with_capacity(tenants.len());
+            for (budget, seats) in &tenants {
+                if let Some(wanted) = budget.wanted_in_flight() {
+                    seats.follow(wanted);
+                }
+                paces.push((budget.pace(), seats.current()));
             }
-            let (paused, rate, at_limit) = budget.pace();
-            progress.tick(paused, rate, at_limit, seats.current());
+            // Paused only while every tenant is; the pace in the first tenant's window.
+            let paused = paces.iter().map(|((p, _, _), _)| *p).min().flatten();
+            let at_limit = paces.iter().all(|((_, _, limit), _)| *limit);
+            let seats = paces.iter().map(|(_, s)| s).sum();
+            if let Some(((_, first, _), _)) = paces.first() {
+                let per = first.per.as_secs_f64();
+                let count = paces
+                    .iter()
+                    .map(|((_, r, _), _)| r.per_second() * per)
+                    .sum::<f64>();
+                let rate = crate::config::RateSpec::new(count.round() as u32, first.per);
+                progress.tick(paused, rate, at_limit, seats);
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })

@@ -23,16 +23,22 @@ use crate::output::{
 /// What the run works through.
 pub struct Plan {
     pub reader: InputReader,
-    /// Serial numbers the rows still to do name (normalised): resolved before the run.
-    pub wanted: HashSet<String>,
-    /// With `--action tag`: the device ids the rows still to do name, whose current tags are
-    /// read before the run.
-    pub wanted_ids: HashSet<Uuid>,
+    /// What each tenant's rows still to do name, by tenant (`None`: the one tenant).
+    pub wanted: HashMap<Option<String>, Wanted>,
     pub writer: ResultsWriter,
     pub journal: Arc<Journal>,
     pub resume: Resume,
     /// Data rows in the input, when already counted.
     pub rows: Option<u64>,
+}
+
+/// What one tenant's rows still to do name, to be read before the first write.
+#[derive(Debug, Default)]
+pub struct Wanted {
+    /// Serial numbers (normalised): resolved to identity ids.
+    pub serials: HashSet<String>,
+    /// With `--action tag`: device ids whose current tags are read.
+    pub ids: HashSet<Uuid>,
 }
 
 /// What an earlier run left: its results per row and the rows it had started.
@@ -126,7 +132,7 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
             );
         }
         // Serial numbers need a first pass to learn which to resolve; it counts the rows too.
-        let mut survey = if reader.has_serial_numbers() || config.defaults.action == Action::Tag {
+        let survey = if reader.has_serial_numbers() || config.defaults.action == Action::Tag {
             Some(survey(config, &PriorResults::default())?)
         } else {
             None
@@ -137,14 +143,18 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
             journal: Arc::new(journal),
             resume: Resume::new(HashMap::new(), started, config),
             rows: survey.as_ref().map(|s| s.rows),
-            wanted_ids: survey
-                .as_mut()
-                .map(|s| std::mem::take(&mut s.wanted_ids))
-                .unwrap_or_default(),
             wanted: survey.map(|s| s.wanted).unwrap_or_default(),
         });
     }
     let prior = crate::output::read_prior(&config.output)?;
+    if config.defaults.tenants.is_some() && prior.columns < crate::output::HEADER.len() {
+        return Err(RunError::Output(OutputError::Resume {
+            path: config.output.clone(),
+            reason: "it was written by an earlier version without the tenant column; finish \
+                     it without --tenants, or start a new results file with -o"
+                .into(),
+        }));
+    }
     let survey = survey(config, &prior)?;
     let writer = if prior.valid_len == 0 {
         ResultsWriter::create(&config.output, true)?
@@ -173,7 +183,6 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
         },
         rows: Some(survey.rows),
         wanted: survey.wanted,
-        wanted_ids: survey.wanted_ids,
     })
 }
 
@@ -231,9 +240,7 @@ fn file_id(_path: &std::path::Path) -> Option<(u64, u64)> {
 /// What one pass over the input learned before the run.
 struct Survey {
     rows: u64,
-    wanted: HashSet<String>,
-    /// Device ids of tag rows still to do (empty in an assign run).
-    wanted_ids: HashSet<Uuid>,
+    wanted: HashMap<Option<String>, Wanted>,
 }
 
 /// One pass over the input: count its rows, collect the serial numbers of rows still to do,
@@ -249,8 +256,7 @@ fn survey(config: &Config, prior: &PriorResults) -> Result<Survey, RunError> {
     let reader = InputReader::open(&config.input, config.delimiter, config.defaults.clone())?;
     let mut survey = Survey {
         rows: 0,
-        wanted: HashSet::new(),
-        wanted_ids: HashSet::new(),
+        wanted: HashMap::new(),
     };
     for item in reader {
         let parsed = item?;
@@ -260,16 +266,16 @@ fn survey(config: &Config, prior: &PriorResults) -> Result<Survey, RunError> {
         let to_do = !earlier.is_some_and(|p| finished(p, config.retry_invalid));
         if let Parsed::Job(job) = &parsed
             && to_do
-            && let Some(serial) = job.device.serial()
         {
-            survey.wanted.insert(normalize(serial));
-        }
-        if let Parsed::Job(job) = &parsed
-            && to_do
-            && job.tag.is_some()
-            && let Some(id) = job.device.id()
-        {
-            survey.wanted_ids.insert(id);
+            let wanted = survey.wanted.entry(job.tenant.clone()).or_default();
+            if let Some(serial) = job.device.serial() {
+                wanted.serials.insert(normalize(serial));
+            }
+            if job.tag.is_some()
+                && let Some(id) = job.device.id()
+            {
+                wanted.ids.insert(id);
+            }
         }
         let Some(p) = earlier else { continue };
         if p.status == Status::Invalid && config.retry_invalid {

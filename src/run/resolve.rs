@@ -247,6 +247,7 @@ mod tests {
             device,
             assignment: Assignment::new(target, Source::Direct, None, None),
             tag: None,
+            tenant: None,
         }
     }
 

@@ -29,7 +29,7 @@ pub struct Workers {
 }
 
 /// A row on its way to a worker.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WorkItem {
     pub job: Job,
     /// The device's identity id (the row's own, or its serial number's).
@@ -41,12 +41,13 @@ pub struct WorkItem {
 impl Workers {
     /// One row. `None`: the run stopped before the row finished; it is left out of the results
     /// so that `--resume` does it (the journal names it if a request may have gone).
-    pub async fn process(&self, item: WorkItem) -> Option<RowResult> {
+    pub async fn process(&self, item: &WorkItem) -> Option<RowResult> {
         let WorkItem {
             job,
             device,
             reconcile,
         } = item;
+        let (device, reconcile) = (*device, *reconcile);
         let budget = &self.budget;
         let started = Instant::now();
         let mut retry = budget.start_row();
@@ -92,7 +93,7 @@ impl Workers {
             tracing::debug!(row = job.row, status = ?last.http_status, request_id = ?last.request_id, next = ?next, "answered");
             match next {
                 Next::Finish(finish) => {
-                    return Some(result(&job, device, finish, &last, row.attempts(), started));
+                    return Some(result(job, device, finish, &last, row.attempts(), started));
                 }
                 Next::Refresh { why } => budget.token_refused(&token, &why).await,
                 Next::Again(delay) => {
@@ -127,5 +128,6 @@ fn result(
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         finished_at: SystemTime::now(),
         serial_number: job.device.serial().map(str::to_string),
+        tenant: job.tenant.clone(),
     }
 }

@@ -15,11 +15,25 @@ pub struct Tally {
     pub rows: u64,
     pub by_status: BTreeMap<Status, u64>,
     pub by_error_code: BTreeMap<String, u64>,
+    /// With `--tenants`: rows by tenant (as the results name it) and status.
+    pub by_tenant: BTreeMap<String, BTreeMap<Status, u64>>,
 }
 
 impl Tally {
     pub fn count(&self, s: Status) -> u64 {
         self.by_status.get(&s).copied().unwrap_or(0)
+    }
+
+    /// A tenant's rows: created, existing, failed, invalid.
+    pub fn tenant(&self, key: &str) -> [u64; 4] {
+        let by = self.by_tenant.get(key);
+        [
+            Status::Created,
+            Status::Existing,
+            Status::Failed,
+            Status::Invalid,
+        ]
+        .map(|s| by.and_then(|b| b.get(&s)).copied().unwrap_or(0))
     }
 }
 
@@ -40,6 +54,14 @@ pub async fn write_results(
         }
         tally.rows += 1;
         *tally.by_status.entry(r.status).or_default() += 1;
+        if let Some(t) = &r.tenant {
+            *tally
+                .by_tenant
+                .entry(t.clone())
+                .or_default()
+                .entry(r.status)
+                .or_default() += 1;
+        }
         if r.status == Status::Failed {
             let code = r.error_code.clone().unwrap_or_else(|| "Unknown".into());
             *tally.by_error_code.entry(code).or_default() += 1;

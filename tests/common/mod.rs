@@ -32,6 +32,7 @@ pub struct ResultLine {
     pub request_id: String,
     pub client_request_id: String,
     pub serial_number: String,
+    pub tenant: String,
 }
 
 pub fn read_results(path: &Path) -> Vec<ResultLine> {
@@ -52,7 +53,8 @@ pub fn read_results(path: &Path) -> Vec<ResultLine> {
             "client_request_id",
             "duration_ms",
             "finished_at",
-            "serial_number"
+            "serial_number",
+            "tenant"
         ]
     );
     rdr.records()
@@ -70,6 +72,7 @@ pub fn read_results(path: &Path) -> Vec<ResultLine> {
                 request_id: r[8].to_string(),
                 client_request_id: r[9].to_string(),
                 serial_number: r[12].to_string(),
+                tenant: r[13].to_string(),
             }
         })
         .collect()
