@@ -261,8 +261,10 @@ impl Budget {
         match self.tokens.token().await {
             Ok(t) => Some(t),
             Err(e) => {
-                self.halt
-                    .abort_as("AuthenticationFailed", format!("authentication failed: {e}"));
+                self.halt.abort_as(
+                    "AuthenticationFailed",
+                    format!("authentication failed: {e}"),
+                );
                 None
             }
         }
@@ -401,11 +403,14 @@ impl Budget {
                 "Graph does not accept the tokens: check that the tenant, the app and --cloud \
                  match the Graph URL"
             };
-            self.halt.abort_as("CircuitBreakerOpen", format!(
-                "circuit breaker: Graph refused {BREAKER_ROWS} rows in a row with {} {code}: \
+            self.halt.abort_as(
+                "CircuitBreakerOpen",
+                format!(
+                    "circuit breaker: Graph refused {BREAKER_ROWS} rows in a row with {} {code}: \
                  {message} — {hint}; fix it and rerun (finished rows are in the results file)",
-                r.http_status.unwrap_or(0)
-            ));
+                    r.http_status.unwrap_or(0)
+                ),
+            );
         }
     }
 

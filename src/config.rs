@@ -243,6 +243,9 @@ pub struct Config {
     /// `--tenants FILE`: one budget per tenant, rows routed by their `tenant` column. Empty:
     /// one tenant, as `credentials`, `cloud`, the URLs and `rate` say.
     pub tenants: Vec<Tenant>,
+    /// Rows each tenant's queue holds in memory before the rest wait on disk (several
+    /// tenants only); tests make it small.
+    pub tenant_queue: usize,
 }
 
 impl Config {
@@ -276,6 +279,7 @@ impl Config {
             request_timeout: Duration::from_secs(100),
             progress: false,
             tenants: Vec::new(),
+            tenant_queue: 256,
         }
     }
 }

@@ -270,7 +270,9 @@ pub fn render_summary(s: &Summary) -> String {
             t.requests,
             t.throttled_responses,
             t.final_rate,
-            t.aborted.as_deref().map_or("completed".into(), |r| format!("ABORTED: {r}"))
+            t.aborted
+                .as_deref()
+                .map_or("completed".into(), |r| format!("ABORTED: {r}"))
         );
     }
     let _ = writeln!(out, "  results: {}", s.output.display());

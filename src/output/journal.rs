@@ -160,7 +160,6 @@ impl Journal {
             self.synced.notify_waiters();
         }
     }
-
 }
 
 /// A sync round under way. Dropped before [`Round::finish`] (its caller was cancelled), it
@@ -227,6 +226,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn journal_remembers_rows_across_opens_and_concurrent_records() {
@@ -258,6 +258,33 @@ mod tests {
         assert_eq!(rows[2..], (100..150).collect::<Vec<_>>());
         j.remove().unwrap();
         assert!(!Journal::path_for(&results).exists());
+    }
+
+    /// A row abandoned while its round syncs (its tenant stopped, the grace period ran out)
+    /// must not leave the others waiting on a round nobody finishes: its rows go to the next
+    /// round, which the waiting rows run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_round_abandoned_mid_sync_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("r.csv");
+        let (j, _) = Journal::open(&results, true).unwrap();
+        let j = Arc::new(j);
+        let held = j.hold.lock().await;
+        let record = |row: u64| {
+            let j = j.clone();
+            tokio::spawn(async move { j.record(row, dev(row)).await })
+        };
+        let first = record(0);
+        until(|| j.group().syncing).await;
+        let waiting = record(1);
+        until(|| j.group().pending.len() == 1).await;
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        drop(held);
+        waiting.await.unwrap().unwrap();
+        let (_, started) = Journal::open(&results, false).unwrap();
+        let rows: HashSet<u64> = started.iter().map(|s| s.row).collect();
+        assert_eq!(rows, HashSet::from([0, 1]));
     }
 
     /// Rows that ask while a sync is in flight share the next one: 50 rows, two syncs. The

@@ -86,7 +86,10 @@ pub fn spawn_reader(
                     };
                     match lane.resolved.device(&job) {
                         Resolution::Device(device)
-                            if job.tag.as_deref().is_some_and(|t| lane.tags.carries(device, t)) =>
+                            if job
+                                .tag
+                                .as_deref()
+                                .is_some_and(|t| lane.tags.carries(device, t)) =>
                         {
                             results.blocking_send(tagged(&job, device)).is_ok()
                         }

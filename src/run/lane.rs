@@ -1,7 +1,7 @@
 //! One tenant's queue of rows. With several tenants the input is read once, in order, and each
 //! row goes to its tenant's queue; a tenant waiting for its window must never hold the reader
 //! back from the rows of a tenant with room. So the reader never blocks on a tenant's full
-//! queue: the queue holds [`IN_MEMORY`] rows, and once it overflows, that tenant's later rows
+//! queue: the queue holds a few hundred rows (`Config::tenant_queue`), and once it overflows, that tenant's later rows
 //! wait in a temporary file (a line of JSON each, a few hundred bytes) that its workers read on
 //! after the in-memory rows. Memory stays bounded whatever the input's size or order; an input
 //! sorted by tenant costs disk, not memory.
@@ -15,9 +15,6 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
 use super::worker::WorkItem;
-
-/// Rows a tenant's queue holds in memory before its rows go to disk.
-pub const IN_MEMORY: usize = 256;
 
 /// The reader's end of a tenant's queue.
 pub struct LaneTx {
@@ -51,9 +48,10 @@ struct Shared {
     spilled: watch::Sender<Spilled>,
 }
 
-/// A tenant's queue; `may_spill`: overflow to disk rather than make the reader wait.
-pub fn lane(may_spill: bool) -> (LaneTx, LaneRx) {
-    let (tx, rx) = mpsc::channel(IN_MEMORY);
+/// A tenant's queue of `in_memory` rows; `may_spill`: overflow to disk rather than make the
+/// reader wait.
+pub fn lane(in_memory: usize, may_spill: bool) -> (LaneTx, LaneRx) {
+    let (tx, rx) = mpsc::channel(in_memory.max(1));
     let (spilled, written) = watch::channel(Spilled::default());
     let shared = Arc::new(Shared {
         handoff: Mutex::new(None),
@@ -182,6 +180,8 @@ mod tests {
     use crate::graph::model::Assignment;
     use crate::input::{Device, Job};
 
+    const IN_MEMORY: usize = 16;
+
     fn item(row: u64) -> WorkItem {
         WorkItem {
             job: Job {
@@ -198,7 +198,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_overflows_to_disk_in_order_without_waiting() {
-        let (mut tx, mut rx) = lane(true);
+        let (mut tx, mut rx) = lane(IN_MEMORY, true);
         let n = IN_MEMORY as u64 * 3;
         // Nobody takes rows yet: every send must return at once.
         let sender = tokio::task::spawn_blocking(move || {
@@ -215,7 +215,7 @@ mod tests {
 
     #[tokio::test]
     async fn rows_written_to_disk_while_the_workers_wait_reach_them() {
-        let (mut tx, mut rx) = lane(true);
+        let (mut tx, mut rx) = lane(IN_MEMORY, true);
         let total = IN_MEMORY as u64 + 10;
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let sender = tokio::task::spawn_blocking(move || {
@@ -241,7 +241,7 @@ mod tests {
 
     #[tokio::test]
     async fn gone_workers_stop_the_reader() {
-        let (mut tx, rx) = lane(true);
+        let (mut tx, rx) = lane(IN_MEMORY, true);
         drop(rx);
         let sent = tokio::task::spawn_blocking(move || {
             (1..=IN_MEMORY as u64 + 1).all(|row| tx.send(item(row)).unwrap())

@@ -112,14 +112,15 @@ async fn stages(
         async move { t.prepare(&wanted, &progress).await }
     }))
     .await;
-    let resolution = prepared.iter().any(|p| p.serials.0 > 0).then(|| {
-        ResolutionSummary {
+    let resolution = prepared
+        .iter()
+        .any(|p| p.serials.0 > 0)
+        .then(|| ResolutionSummary {
             serials: prepared.iter().map(|p| p.serials.0).sum(),
             found: prepared.iter().map(|p| p.serials.1).sum(),
             requests: prepared.iter().map(|p| p.resolved.requests).sum(),
             elapsed: resolving.elapsed(),
-        }
-    });
+        });
     // 4. Rows flow: reader → tenants' workers → writer.
     let flow_done = flow(
         config,
@@ -221,7 +222,7 @@ async fn flow(
     let mut reader_lanes = Vec::new();
     let mut lanes = Vec::new();
     for (t, prepared) in f.tenants.iter().zip(f.prepared) {
-        let (tx, rx) = lane::lane(several);
+        let (tx, rx) = lane::lane(config.tenant_queue, several);
         reader_lanes.push(ReaderLane {
             key: t.key.clone(),
             resolved: prepared.resolved,

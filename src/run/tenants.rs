@@ -95,8 +95,7 @@ fn rows_in_flight(config: &Config) -> usize {
 impl TenantRun {
     /// Resolve the tenant's serial numbers and read its devices' tags, through its budget.
     pub async fn prepare(&self, wanted: &Wanted, progress: &Progress) -> Prepared {
-        let resolved =
-            resolve::resolve(&wanted.serials, &self.graph, &self.budget, progress).await;
+        let resolved = resolve::resolve(&wanted.serials, &self.graph, &self.budget, progress).await;
         let tags = if self.config.defaults.action == Action::Tag {
             tags::read(&wanted.ids, &wanted.serials, &self.graph, &self.budget).await
         } else {
