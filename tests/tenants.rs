@@ -44,7 +44,7 @@ fn rows(keys: &[&str], rows: u32, interleaved: bool) -> String {
     let mut line = |t: usize, i: u32| {
         let d = device(t as u32 * 10_000 + i);
         // Keys in any case: the file's spelling is what the results give.
-        let key = if i % 2 == 0 {
+        let key = if i.is_multiple_of(2) {
             keys[t].to_uppercase()
         } else {
             keys[t].to_string()
