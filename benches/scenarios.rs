@@ -319,6 +319,76 @@ async fn run(s: &Scenario) {
     }
 }
 
+/// `tenants` tenants of `rows` rows each, interleaved in one input, each its own service with
+/// the window 100 per 2 s: completion ÷ one tenant's theoretical minimum (the tenants run side
+/// by side, so the whole run should take about as long as the largest one alone).
+async fn run_tenants(tenants: u32, rows: u32) {
+    let window = RateSpec::new(100, Duration::from_secs(2));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("tenants.csv");
+    let mut text = String::from("tenant,device_id,target_type,group_id\n");
+    for i in 0..rows {
+        for t in 0..tenants {
+            let d = device(t * 1_000_000 + i);
+            text.push_str(&format!(
+                "t{t},{d},group,5e7e0c2a-3b1d-4c8e-9f6a-0d1c2b3a4f5e\n"
+            ));
+        }
+    }
+    std::fs::write(&input, text).expect("write input");
+    let mut services = Vec::new();
+    for _ in 0..tenants {
+        let emulator = Emulator::start(EmulatorConfig {
+            limit: window,
+            retry_after: RetryAfterMode::Seconds,
+            latency: Some(Duration::from_millis(10)),
+            ..EmulatorConfig::default()
+        })
+        .await
+        .expect("emulator starts");
+        services.push(emulator);
+    }
+    let mut config = Config::new(&input, dir.path().join("tenants.results.csv"));
+    config.tenants = services
+        .iter()
+        .enumerate()
+        .map(|(t, e)| autopilot_bulk::config::Tenant {
+            key: format!("t{t}"),
+            credentials: autopilot_bulk::config::Credentials::for_emulator(),
+            cloud: autopilot_bulk::config::Cloud::Global,
+            graph_url: e.graph_url(),
+            authority_url: e.authority_url(),
+            rate: window,
+        })
+        .collect();
+    config.adaptive_concurrency = true;
+    let started = Instant::now();
+    let summary = autopilot_bulk::run(config, CancellationToken::new())
+        .await
+        .expect("run starts");
+    let elapsed = started.elapsed();
+    let minimum = window.per * (u64::from(rows).div_ceil(100).saturating_sub(1) as u32);
+    let (mut violations, mut created, mut duplicates) = (0, 0, 0);
+    for e in services {
+        let stats = e.stats();
+        violations += stats.violations;
+        created += stats.assignments_created;
+        duplicates += stats.duplicate_devices;
+        e.shutdown().await;
+    }
+    println!(
+        "{:<38} rows {:>7} · {:>6.2}s / one tenant's min {:>5.1}s = {:.3}× (one after another: \
+         {:.0}s) · 429s {} · violations {violations} · created {created} · duplicates {duplicates}",
+        format!("tenants-{tenants}x{rows}-window-100/2s"),
+        summary.rows,
+        elapsed.as_secs_f64(),
+        minimum.as_secs_f64(),
+        elapsed.as_secs_f64() / minimum.as_secs_f64(),
+        minimum.as_secs_f64() * f64::from(tenants),
+        summary.throttled_responses,
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; anything else is a name filter.
     let filter: Vec<String> = std::env::args()
@@ -333,5 +403,8 @@ fn main() {
         if filter.is_empty() || filter.iter().any(|f| s.name.contains(f.as_str())) {
             runtime.block_on(run(&s));
         }
+    }
+    if filter.is_empty() || filter.iter().any(|f| "tenants-3x1000".contains(f.as_str())) {
+        runtime.block_on(run_tenants(3, 1000));
     }
 }
