@@ -9,6 +9,9 @@ per scenario, completion ÷ theoretical minimum, share of 429s, violations and d
 The theoretical minimum for N requests against a sliding window of COUNT per DURATION is
 (ceil(N/COUNT) - 1) * DURATION: 1,000 rows against 100 per 2 s need 18 s.
 
+`tenants-3` runs three simulators, one per tenant, each with its own window, and one input of
+1,000 rows per tenant through `--tenants`: its minimum is one tenant's (they run side by side).
+
 Fault scenarios (`faults-isolated`, `outage-6s`, `outage-6s-retry-after`) use the simulator's
 fault injection. Their minimum is for the requests the run SENT, as the simulator counted them
 (retries and read-backs included): (ceil(requests/COUNT) - 1) * DURATION; for an outage, the
@@ -112,6 +115,67 @@ def run(binary, name, limiter, retry_after, rate, concurrency, trace=None, fault
         print(proc.stderr[-2000:], file=sys.stderr)
 
 
+def run_tenants(binary, tenants, concurrency):
+    """`tenants` simulators, one per tenant, each with its own window of COUNT per PER; one input
+    of ROWS rows per tenant, interleaved; one run with --tenants. The minimum is one tenant's:
+    they run side by side."""
+    sims = []
+    try:
+        for _ in range(tenants):
+            sims.append(subprocess.Popen(
+                [sys.executable, str(HERE / "graph_sim.py"), "--limit", f"{COUNT}/{PER:g}",
+                 "--retry-after", "seconds", "--latency-ms", str(LATENCY_MS)],
+                stdout=subprocess.PIPE, text=True,
+            ))
+        bases = [f"http://127.0.0.1:{int(s.stdout.readline().split()[-1])}" for s in sims]
+        with tempfile.TemporaryDirectory() as d:
+            d = pathlib.Path(d)
+            with open(d / "in.csv", "w") as f:
+                f.write("tenant,device_id,target_type,group_id\n")
+                for i in range(ROWS):
+                    for t in range(tenants):
+                        f.write(f"t{t},{i:08x}-0000-4000-8000-{t:04x}{i:08x},group,"
+                                "5e7e0c2a-3b1d-4c8e-9f6a-0d1c2b3a4f5e\n")
+            with open(d / "tenants.toml", "w") as f:
+                for t, base in enumerate(bases):
+                    f.write(f'[tenants.t{t}]\ntenant_id = "sim-tenant-{t}"\n'
+                            f'client_id = "sim-client"\nclient_secret_env = "SIM_SECRET"\n'
+                            f'graph_url = "{base}/beta"\nauthority_url = "{base}"\n'
+                            f'rate = "{COUNT}/{int(PER * 1000)}ms"\n\n')
+            env = dict(os.environ, SIM_SECRET="sim-secret")
+            pinned = ["--concurrency", str(concurrency)] if concurrency > 0 else []
+            started = time.monotonic()
+            proc = subprocess.run(
+                [binary, "run", str(d / "in.csv"), "--output", str(d / "out.csv"),
+                 "--tenants", str(d / "tenants.toml"), *pinned, "-q",
+                 "--summary-json", str(d / "summary.json")],
+                env=env, capture_output=True, text=True,
+            )
+            wall = time.monotonic() - started
+            if not (d / "summary.json").exists():
+                sys.exit(f"tenants: no summary (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+            summary = json.loads((d / "summary.json").read_text())
+        stats = []
+        for base in bases:
+            with urllib.request.urlopen(f"{base}/_sim/stats") as r:
+                stats.append(json.load(r))
+    finally:
+        for s in sims:
+            s.terminate()
+            s.wait()
+    minimum = (math.ceil(ROWS / COUNT) - 1) * PER
+    elapsed = summary["elapsed_seconds"]
+    total = lambda key: sum(s.get(key, 0) for s in stats)
+    print(f"{f'tenants-{tenants}x{ROWS}':<28} exit {proc.returncode} · {elapsed:6.2f} s "
+          f"(process {wall:6.2f} s) / one tenant's {minimum:.0f} s = {elapsed / minimum:.3f}× "
+          f"(one after another: {minimum * tenants:.0f} s) · 429s {total('throttled')}/"
+          f"{total('requests')} · violations {total('violations')} · created {total('created')} · "
+          f"duplicates {total('duplicates')} · created per tenant "
+          f"{[s.get('created', 0) for s in stats]}", flush=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-2000:], file=sys.stderr)
+
+
 def report_faults(name, faults, proc, wall, summary, stats):
     requests = stats.get("requests", 0)
     outage = stats.get("outage_requests", 0)
@@ -156,6 +220,8 @@ def main():
             if not args.names or any(n in name for n in args.names):
                 run(args.bin, name, limiter, ra, rate, args.concurrency, args.trace,
                     faults[0] if faults else ())
+        if not args.names or any(n in "tenants-3" for n in args.names):
+            run_tenants(args.bin, 3, args.concurrency)
 
 
 if __name__ == "__main__":
