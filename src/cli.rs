@@ -1,18 +1,19 @@
 //! Command-line definitions (clap) and their conversion into validated configuration.
 //! Nothing here does work: `main.rs` hands the result to the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use uuid::Uuid;
 
-use crate::config::{Cloud, Config, Credentials, RateSpec, default_output};
+use crate::config::{Cloud, Config, Credentials, RateSpec, Tenant, default_output};
 use crate::emulator::{Emulator, EmulatorConfig, RetryAfterMode};
 use crate::graph::model::{FilterType, Source, TargetKind};
 use crate::input::{Action, RowDefaults};
 use crate::preflight::PreflightConfig;
 use crate::status::{StatusConfig, Watch};
+use crate::tenants;
 
 #[derive(Debug, Parser)]
 #[command(name = "autopilot-bulk", version, about, long_about = None)]
@@ -186,6 +187,11 @@ pub struct RunArgs {
     pub concurrency: Option<u32>,
     #[command(flatten)]
     pub graph: GraphArgs,
+    /// TOML file of customer tenants, one [tenants.NAME] table each (ids, where the secret
+    /// is, cloud, rate); rows name theirs in the input's tenant column. The single-tenant
+    /// credentials are then optional. See README.
+    #[arg(long, env = "AUTOPILOT_BULK_TENANTS", value_name = "FILE")]
+    pub tenants: Option<PathBuf>,
     /// Keep the pace at --rate even when the service throttles below it (by default the pace
     /// drops to what the service accepts and climbs back).
     #[arg(long)]
@@ -249,17 +255,52 @@ impl RunArgs {
         config.max_retry_time = self.max_retry_time;
         self.graph.apply(&mut config);
         config.progress = !self.quiet;
+        let tenants = self
+            .tenants
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty());
+        if let Some(path) = tenants {
+            // A dry run loads it too: it should catch a bad tenants file.
+            config.tenants = self.load_tenants(path, &config)?;
+        }
         if let Some(e) = emulator {
             config.graph_url = e.graph_url();
             config.authority_url = e.authority_url();
             config.credentials = Credentials::for_emulator();
+            for tenant in &mut config.tenants {
+                tenant.graph_url = e.graph_url();
+                tenant.authority_url = e.authority_url();
+            }
         } else if !self.emulator && !self.dry_run {
-            config.credentials = self
-                .graph
-                .credentials()?
-                .ok_or_else(|| anyhow::anyhow!("{NO_CREDENTIALS}; or use --emulator"))?;
+            match self.graph.credentials()? {
+                Some(credentials) => config.credentials = credentials,
+                // Each tenant of the file brings its own.
+                None if tenants.is_some() => {}
+                None => anyhow::bail!("{NO_CREDENTIALS}; or use --emulator"),
+            }
         }
         Ok(config)
+    }
+
+    /// The `--tenants` file, its optional keys falling back to `base`. Under `--emulator` a
+    /// tenant whose secret variable is not set gets the emulator's placeholder secret, so that
+    /// a rehearsal needs no real secrets; everywhere else that is an error.
+    fn load_tenants(&self, path: &Path, base: &Config) -> anyhow::Result<Vec<Tenant>> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let tenants = if self.emulator {
+            tenants::load_with(path, base, &|name| env(name).or_else(emulator_secret))?
+        } else {
+            tenants::load_with(path, base, &env)?
+        };
+        Ok(tenants)
+    }
+}
+
+/// The secret of [`Credentials::for_emulator`]: the in-process emulator takes any secret.
+fn emulator_secret() -> Option<String> {
+    match Credentials::for_emulator() {
+        Credentials::ClientSecret { secret, .. } => Some(secret),
+        _ => None,
     }
 }
 

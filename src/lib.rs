@@ -45,6 +45,7 @@ mod retry;
 pub mod run;
 pub mod status;
 pub mod summary;
+pub mod tenants;
 mod throttle;
 
 pub use preflight::preflight;
