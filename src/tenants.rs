@@ -117,7 +117,7 @@ impl fmt::Display for Table<'_> {
 /// Whether a row's tenant name and a file's key mean the same tenant: case-insensitively and
 /// ignoring surrounding spaces, the one rule for the file's duplicates and for routing rows.
 pub fn same_key(a: &str, b: &str) -> bool {
-    a.trim().to_lowercase() == b.trim().to_lowercase()
+    crate::input::same_tenant(a, b)
 }
 
 /// The tenant a row's `tenant` cell names, by [`same_key`].

@@ -283,3 +283,43 @@ async fn without_tenants_a_tenant_column_is_ignored() {
         ("created", "")
     );
 }
+
+#[test]
+fn the_binary_rehearses_a_tenants_file_on_the_emulator() {
+    let (dir, input) = input(&rows(&KEYS[..2], 10, true));
+    let toml = dir.path().join("tenants.toml");
+    let mut file = String::new();
+    for key in &KEYS[..2] {
+        file.push_str(&format!(
+            "[tenants.{key}]\ntenant_id = \"{key}.onmicrosoft.com\"\nclient_id = \
+             \"00000000-0000-0000-0000-000000000000\"\nclient_secret_env = \"SECRET_{key}\"\n\n"
+        ));
+    }
+    std::fs::write(&toml, file).unwrap();
+    let summary = dir.path().join("summary.json");
+    let out = bin()
+        .arg("run")
+        .arg(&input)
+        .arg("--tenants")
+        .arg(&toml)
+        .arg("--emulator")
+        .arg("--summary-json")
+        .arg(&summary)
+        .arg("-q")
+        .env("SECRET_contoso", "s3cr3t-contoso")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let results = read_results(&autopilot_bulk::config::default_output(&input));
+    assert_each_row_once(&results, 20);
+    let by_tenant = devices_by_tenant(&results, "created");
+    assert_eq!(
+        (by_tenant["contoso"].len(), by_tenant["fabrikam"].len()),
+        (10, 10)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(v["tenants"]["contoso"]["rows"]["created"], 10);
+    assert_eq!(v["tenants"]["fabrikam"]["outcome"], "completed");
+    let all = format!("{}{}{v}", text(&out.stdout), text(&out.stderr));
+    assert!(!all.contains("s3cr3t"), "the secret leaked: {all}");
+}

@@ -260,6 +260,12 @@ fn device<R: Record + ?Sized>(cells: &Cells<'_, R>) -> Result<Device, String> {
     }
 }
 
+/// Whether two tenant names are the same tenant: surrounding spaces and case (Unicode) are
+/// ignored. The one rule for the tenants file's keys and the input's `tenant` cells.
+pub fn same_tenant(a: &str, b: &str) -> bool {
+    a.trim().to_lowercase() == b.trim().to_lowercase()
+}
+
 /// The tenant a row belongs to, with `--tenants`: a key of the tenants file (case ignored),
 /// returned as the file spells it. Without `--tenants` there is none.
 fn tenant<R: Record + ?Sized>(
@@ -277,7 +283,7 @@ fn tenant<R: Record + ?Sized>(
         ));
     };
     keys.iter()
-        .find(|k| k.eq_ignore_ascii_case(cell))
+        .find(|k| same_tenant(k, cell))
         .map(|k| Some(k.clone()))
         .ok_or_else(|| {
             format!(

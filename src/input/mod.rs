@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use csv::ByteRecord;
 
 pub(crate) use cells::parse_guid;
-pub use cells::{Action, Device, Job, RowDefaults};
+pub use cells::{Action, Device, Job, RowDefaults, same_tenant};
 
 /// A row that will never be sent, with the reason.
 #[derive(Debug, Clone, PartialEq)]
