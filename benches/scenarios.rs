@@ -321,14 +321,16 @@ async fn run(s: &Scenario) {
 
 /// `tenants` tenants of `rows` rows each, interleaved in one input, each its own service with
 /// the window 100 per 2 s: completion ÷ one tenant's theoretical minimum (the tenants run side
-/// by side, so the whole run should take about as long as the largest one alone).
-async fn run_tenants(tenants: u32, rows: u32) {
+/// by side, so the whole run should take about as long as the largest one alone). `wrong`:
+/// one more tenant whose secret its service refuses: its rows fail, the others must not care.
+async fn run_tenants(tenants: u32, rows: u32, wrong: bool) {
+    let all = tenants + u32::from(wrong);
     let window = RateSpec::new(100, Duration::from_secs(2));
     let dir = tempfile::tempdir().expect("temp dir");
     let input = dir.path().join("tenants.csv");
     let mut text = String::from("tenant,device_id,target_type,group_id\n");
     for i in 0..rows {
-        for t in 0..tenants {
+        for t in 0..all {
             let d = device(t * 1_000_000 + i);
             text.push_str(&format!(
                 "t{t},{d},group,5e7e0c2a-3b1d-4c8e-9f6a-0d1c2b3a4f5e\n"
@@ -337,8 +339,10 @@ async fn run_tenants(tenants: u32, rows: u32) {
     }
     std::fs::write(&input, text).expect("write input");
     let mut services = Vec::new();
-    for _ in 0..tenants {
+    for t in 0..all {
         let emulator = Emulator::start(EmulatorConfig {
+            // The extra tenant's service accepts only a secret it is not given.
+            client_secret: (t == tenants).then(|| "another".to_string()),
             limit: window,
             retry_after: RetryAfterMode::Seconds,
             latency: Some(Duration::from_millis(10)),
@@ -376,16 +380,23 @@ async fn run_tenants(tenants: u32, rows: u32) {
         duplicates += stats.duplicate_devices;
         e.shutdown().await;
     }
+    let name = format!(
+        "tenants-{tenants}x{rows}{}",
+        if wrong { "+1-wrong-secret" } else { "" }
+    );
     println!(
-        "{:<38} rows {:>7} · {:>6.2}s / one tenant's min {:>5.1}s = {:.3}× (one after another: \
-         {:.0}s) · 429s {} · violations {violations} · created {created} · duplicates {duplicates}",
-        format!("tenants-{tenants}x{rows}-window-100/2s"),
+        "{name:<38} rows {:>7} · {:>6.2}s / one tenant's min {:>5.1}s = {:.3}× (one after another: \
+         {:.0}s) · 429s {} · violations {violations} · created {created} · duplicates {duplicates} \
+         · failed {} {:?} · exit {}",
         summary.rows,
         elapsed.as_secs_f64(),
         minimum.as_secs_f64(),
         elapsed.as_secs_f64() / minimum.as_secs_f64(),
         minimum.as_secs_f64() * f64::from(tenants),
         summary.throttled_responses,
+        summary.failed,
+        summary.by_error_code,
+        summary.exit_code(),
     );
 }
 
@@ -404,7 +415,9 @@ fn main() {
             runtime.block_on(run(&s));
         }
     }
-    if filter.is_empty() || filter.iter().any(|f| "tenants-3x1000".contains(f.as_str())) {
-        runtime.block_on(run_tenants(3, 1000));
+    for wrong in [false, true] {
+        if filter.is_empty() || filter.iter().any(|f| "tenants-3x1000".contains(f.as_str())) {
+            runtime.block_on(run_tenants(3, 1000, wrong));
+        }
     }
 }
