@@ -531,6 +531,19 @@ pub struct EmulateArgs {
     /// Accept only this client secret at the token endpoint (any, when absent).
     #[arg(long, value_name = "VALUE")]
     pub client_secret: Option<String>,
+    /// Stand in for this customer tenant (repeatable): each tenant given has its own throttle
+    /// windows, assignments, group tags and counters (`tenants` in the stats); the token
+    /// endpoint answers any other tenant 400 AADSTS90002. Names compare ignoring case.
+    /// Without --tenant or --tenants, any tenant is accepted and all share one store.
+    #[arg(long = "tenant", value_name = "ID", value_parser = parse_tenant_name, conflicts_with = "tenants")]
+    pub tenant: Vec<String>,
+    /// Stand in for N customer tenants named tenant-1 … tenant-N (as --tenant does for each).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub tenants: Option<u32>,
+    /// This tenant accepts only this client secret, instead of --client-secret's
+    /// (repeatable), e.g. to give one tenant a wrong secret.
+    #[arg(long, value_name = "TENANT=VALUE", value_parser = parse_tenant_secret)]
+    pub tenant_secret: Vec<(String, String)>,
     /// Verify client-assertion signatures against this PEM certificate.
     #[arg(long, value_name = "PEM")]
     pub client_certificate: Option<PathBuf>,
@@ -589,6 +602,25 @@ pub struct EmulateArgs {
     pub token_roles: Option<Vec<String>>,
 }
 
+/// A tenant name the token URL can carry: one path segment, not empty.
+fn parse_tenant_name(s: &str) -> Result<String, String> {
+    let name = s.trim();
+    if name.is_empty() || name.contains(['/', '?', '#']) || name.contains(char::is_whitespace) {
+        Err(format!(
+            "{s:?} is not a tenant name (one path segment, e.g. a GUID or contoso.onmicrosoft.com)"
+        ))
+    } else {
+        Ok(name.to_string())
+    }
+}
+
+fn parse_tenant_secret(s: &str) -> Result<(String, String), String> {
+    let (tenant, secret) = s
+        .split_once('=')
+        .ok_or_else(|| "expected TENANT=VALUE".to_string())?;
+    Ok((parse_tenant_name(tenant)?, secret.to_string()))
+}
+
 fn parse_probability(s: &str) -> Result<f64, String> {
     let p: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
     if (0.0..=1.0).contains(&p) {
@@ -613,6 +645,11 @@ impl EmulateArgs {
             retry_after: self.retry_after,
             token_ttl: self.token_ttl,
             client_secret: self.client_secret.clone(),
+            tenants: match self.tenants {
+                Some(n) => (1..=n).map(|i| format!("tenant-{i}")).collect(),
+                None => self.tenant.clone(),
+            },
+            tenant_secrets: self.tenant_secret.iter().cloned().collect(),
             client_certificate: self.client_certificate.clone(),
             devices,
             identities: identities.unwrap_or_default(),

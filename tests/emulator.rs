@@ -1022,6 +1022,78 @@ async fn emulate_binary_done_when_scenario() {
     assert_eq!(stats["duplicate_devices"], 1);
 }
 
+/// `emulate --tenants 2`: tenant-1 and tenant-2 (any case) with their own windows, others
+/// refused at the token endpoint, each tenant's counters in the stats.
+#[tokio::test]
+async fn emulate_binary_with_tenants() {
+    let (_child, url) = spawn_emulate(&["--tenants", "2", "--limit", "1/60s"]);
+    let http = reqwest::Client::new();
+    let unknown = token_request(
+        &http,
+        &url,
+        "tenant-3",
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "app"),
+            ("scope", SCOPE),
+            ("client_secret", "s3cret"),
+        ],
+    )
+    .await;
+    assert_eq!(unknown.status(), 400);
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(body["error_codes"], json!([90002]));
+    let one = token_at(&http, &url, "TENANT-1", "app", "s3cret").await;
+    let two = token_at(&http, &url, "tenant-2", "app", "s3cret").await;
+    let post = |token: &str| {
+        http.post(assignments_url(&format!("{url}/beta"), &device()))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(SEED_BODY)
+            .send()
+    };
+    assert_eq!(post(&one).await.unwrap().status(), 201);
+    assert_eq!(post(&one).await.unwrap().status(), 429);
+    assert_eq!(post(&two).await.unwrap().status(), 201);
+    let stats: Value = http
+        .get(format!("{url}/_emulator/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["assignments_created"], 2);
+    assert_eq!(stats["tenants"]["tenant-1"]["requests_by_status"]["429"], 1);
+    assert_eq!(stats["tenants"]["tenant-2"]["assignments_created"], 1);
+}
+
+#[test]
+fn emulate_tenant_flags_are_checked() {
+    let help = common::bin().args(["emulate", "--help"]).assert().success();
+    let help = common::text(&help.get_output().stdout);
+    for flag in [
+        "--tenant <ID>",
+        "--tenants <N>",
+        "--tenant-secret <TENANT=VALUE>",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+    for args in [
+        &["--tenant", "a", "--tenants", "2"][..],
+        &["--tenants", "0"],
+        &["--tenant", "a/b"],
+        &["--tenant-secret", "no-equals-sign"],
+    ] {
+        common::bin()
+            .arg("emulate")
+            .args(args)
+            .assert()
+            .failure()
+            .code(2);
+    }
+}
+
 // ---- The identity listing and reads ----
 
 const IDENTITIES: &str = "/deviceManagement/windowsAutopilotDeviceIdentities";

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::envelope::{Answer, Ctx};
 use super::graph::{errors, route, single};
-use super::state::Shared;
+use super::state::{Caller, Shared};
 
 /// Graph's documented cap on requests in one `$batch`.
 const MAX_BATCH: usize = 20;
@@ -18,11 +18,11 @@ const MAX_BATCH: usize = 20;
 pub(crate) fn batch(
     shared: &Shared,
     ctx: &Ctx,
-    tenant: &str,
+    caller: &Caller,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Answer {
-    shared.lock().stats.batch_requests += 1;
+    shared.lock().stats_of(Some(caller)).batch_requests += 1;
     let errors = errors(shared, ctx, "/$batch");
     let bad = |message: &str| errors.answer(StatusCode::BAD_REQUEST, "BadRequest", message);
     let json_type = headers
@@ -44,9 +44,12 @@ pub(crate) fn batch(
     let mut drop = false;
     for r in requests {
         let ctx = ctx.inner(r.client_request_id.as_deref());
-        let answer = inner_request(shared, &ctx, tenant, &r);
+        let answer = inner_request(shared, &ctx, caller, &r);
         drop |= answer.drop;
-        shared.lock().count_inner_status(answer.status.as_u16());
+        shared
+            .lock()
+            .stats_of(Some(caller))
+            .count_inner_status(answer.status.as_u16());
         let mut response = Map::new();
         response.insert("id".into(), json!(r.id));
         response.insert("status".into(), json!(answer.status.as_u16()));
@@ -145,7 +148,7 @@ fn parse_batch(body: &[u8]) -> Result<Vec<InnerRequest>, String> {
     Ok(out)
 }
 
-fn inner_request(shared: &Shared, ctx: &Ctx, tenant: &str, r: &InnerRequest) -> Answer {
+fn inner_request(shared: &Shared, ctx: &Ctx, caller: &Caller, r: &InnerRequest) -> Answer {
     // Inner URLs are relative to the version: `/deviceManagement/...`.
     if r.url.contains("://") {
         return errors(shared, ctx, &r.url).answer(
@@ -162,7 +165,7 @@ fn inner_request(shared: &Shared, ctx: &Ctx, tenant: &str, r: &InnerRequest) -> 
     single(
         shared,
         ctx,
-        tenant,
+        caller,
         &r.method,
         &path,
         route(&path),

@@ -1,5 +1,6 @@
 //! Every `/beta/...` request: the bearer check, then `$batch` or a single request, and the
-//! connection drop the `drop` fault asks for (the answer is computed, then never sent).
+//! connection drop the `drop` fault asks for (the answer is computed, then never sent). The
+//! response carries the token's [`Caller`], so that its status counts for that tenant.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use super::batch::batch;
 use super::conn::ConnHandle;
 use super::envelope::Ctx;
 use super::graph::{Route, method_not_allowed, route, single};
-use super::state::Shared;
+use super::state::{Caller, Shared};
 use super::tokens::authenticate;
 
 /// Every `/beta/...` request.
@@ -25,15 +26,15 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let tenant = match authenticate(&shared, &headers, &ctx) {
-        Ok(tenant) => tenant,
-        Err(answer) => return answer.into_response(),
+    let caller = match authenticate(&shared, &headers, &ctx) {
+        Ok(caller) => caller,
+        Err((answer, caller)) => return attributed(answer.into_response(), caller),
     };
     // The query goes along: the identity listing reads its options from it.
     let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
     let path = target.get("/beta".len()..).unwrap_or("");
     let answer = match route(path) {
-        Route::Batch if method == Method::POST => batch(&shared, &ctx, &tenant, &headers, &body),
+        Route::Batch if method == Method::POST => batch(&shared, &ctx, &caller, &headers, &body),
         Route::Batch => method_not_allowed(&shared, &ctx, path, &method),
         r => {
             let content_type = headers
@@ -42,7 +43,7 @@ pub(crate) async fn handle(
             single(
                 &shared,
                 &ctx,
-                &tenant,
+                &caller,
                 &method,
                 path,
                 r,
@@ -58,5 +59,12 @@ pub(crate) async fn handle(
             std::future::pending::<()>().await;
         }
     }
-    answer.into_response()
+    attributed(answer.into_response(), Some(caller))
+}
+
+fn attributed(mut response: Response, caller: Option<Caller>) -> Response {
+    if let Some(caller) = caller {
+        response.extensions_mut().insert(caller);
+    }
+    response
 }

@@ -19,7 +19,7 @@ use super::envelope::{Answer, Ctx, Errors, new_guid};
 use super::faults::Fault;
 use super::identities;
 use super::properties;
-use super::state::{Inner, Shared};
+use super::state::{Caller, Inner, Shared, TenantData};
 use super::throttle::{Verdict, retry_after};
 use super::validate;
 
@@ -136,7 +136,7 @@ fn target<'a>(
 pub(crate) fn single(
     shared: &Shared,
     ctx: &Ctx,
-    tenant: &str,
+    caller: &Caller,
     method: &Method,
     path: &str,
     route: Route<'_>,
@@ -162,35 +162,37 @@ pub(crate) fn single(
 
     let now = Instant::now();
     let mut inner = shared.lock();
+    let tenant = caller.tenant.as_str();
     let verdict = match target {
         // A property update is an Intune enrollment write like an assignment: same window.
         Target::Assign(_) | Target::UpdateProperties(_) => {
-            inner.stats.write_requests += 1;
+            inner.data(&caller.data).stats.write_requests += 1;
             inner.throttle.write(tenant, now)
         }
         Target::ReadAssignments(_) => {
-            inner.stats.assignment_reads += 1;
+            inner.data(&caller.data).stats.assignment_reads += 1;
             inner.throttle.read(tenant, now)
         }
         Target::ListIdentities | Target::ReadIdentity(_) => {
-            inner.stats.identity_reads += 1;
+            inner.data(&caller.data).stats.identity_reads += 1;
             inner.throttle.read(tenant, now)
         }
     };
     if let Verdict::Throttled { wait, violation } = verdict {
         return throttled(
-            shared, &mut inner, &errors, tenant, now, wait, violation, write,
+            shared, &mut inner, &errors, caller, now, wait, violation, write,
         );
     }
     let fault = inner.faults.roll();
-    if let Some(answer) = injected(shared, &mut inner, &errors, fault) {
+    let data = inner.data(&caller.data);
+    if let Some(answer) = injected(shared, data, &errors, fault) {
         return answer;
     }
     let query = path.split_once('?').map_or("", |(_, q)| q);
     let mut answer = match target {
         Target::Assign(device) | Target::ReadAssignments(device) => execute(
             shared,
-            &mut inner,
+            data,
             &errors,
             ctx,
             device,
@@ -199,10 +201,10 @@ pub(crate) fn single(
             body,
         ),
         Target::UpdateProperties(device) => {
-            properties::update(shared, &mut inner, &errors, device, content_type, body)
+            properties::update(shared, data, &errors, device, content_type, body)
         }
-        Target::ListIdentities => identities::list(shared, &inner, &errors, ctx, query),
-        Target::ReadIdentity(id) => identities::get(shared, &inner, &errors, ctx, id, query),
+        Target::ListIdentities => identities::list(shared, data, &errors, ctx, query),
+        Target::ReadIdentity(id) => identities::get(shared, data, &errors, ctx, id, query),
     };
     answer.drop = fault == Fault::Drop;
     answer
@@ -246,13 +248,13 @@ fn forbidden(errors: &Errors<'_>, write: bool) -> Answer {
 /// when the request executes: no fault, or `drop`, which executes before the connection goes.
 fn injected(
     shared: &Shared,
-    inner: &mut Inner,
+    data: &mut TenantData,
     errors: &Errors<'_>,
     fault: Fault,
 ) -> Option<Answer> {
     match fault {
         Fault::Unavailable => {
-            inner.stats.faults_503 += 1;
+            data.stats.faults_503 += 1;
             let answer = errors.answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",
@@ -264,7 +266,7 @@ fn injected(
             })
         }
         Fault::GatewayTimeout => {
-            inner.stats.faults_504 += 1;
+            data.stats.faults_504 += 1;
             Some(errors.answer(
                 StatusCode::GATEWAY_TIMEOUT,
                 "GatewayTimeout",
@@ -272,7 +274,7 @@ fn injected(
             ))
         }
         Fault::Drop => {
-            inner.stats.dropped_connections += 1;
+            data.stats.dropped_connections += 1;
             None
         }
         Fault::None => None,
@@ -286,15 +288,16 @@ fn throttled(
     shared: &Shared,
     inner: &mut Inner,
     errors: &Errors<'_>,
-    tenant: &str,
+    caller: &Caller,
     now: Instant,
     wait: std::time::Duration,
     violation: bool,
     write: bool,
 ) -> Answer {
-    inner.stats.throttled += 1;
+    let stats = &mut inner.data(&caller.data).stats;
+    stats.throttled += 1;
     if violation {
-        inner.stats.violations += 1;
+        stats.violations += 1;
     }
     let form = inner.faults.retry_form(shared.config.retry_after);
     let answer = errors.answer(
@@ -305,7 +308,7 @@ fn throttled(
     match retry_after(form, wait, SystemTime::now()) {
         Some((value, stated)) => {
             if write {
-                inner.throttle.promised(tenant, now, stated);
+                inner.throttle.promised(&caller.tenant, now, stated);
             }
             answer.with_header("retry-after", value)
         }
@@ -313,11 +316,12 @@ fn throttled(
     }
 }
 
-/// Validate and carry out an assignment request that got past throttle and faults.
+/// Validate and carry out an assignment request that got past throttle and faults, on the
+/// caller's tenant's store.
 #[allow(clippy::too_many_arguments)]
 fn execute(
     shared: &Shared,
-    inner: &mut Inner,
+    data: &mut TenantData,
     errors: &Errors<'_>,
     ctx: &Ctx,
     device: &str,
@@ -334,7 +338,7 @@ fn execute(
         ctx.host
     );
     if !write {
-        let value = inner.store.get(&device).cloned().unwrap_or_default();
+        let value = data.store.get(&device).cloned().unwrap_or_default();
         return Answer::json(
             StatusCode::OK,
             json!({"@odata.context": context, "value": value}),
@@ -367,12 +371,11 @@ fn execute(
     ordered.insert("id".into(), json!(id));
     ordered.extend(stored);
     let stored = Value::Object(ordered);
-    inner
-        .first_assigned
+    data.first_assigned
         .entry(device.clone())
         .or_insert_with(Assigned::now);
-    inner.store.entry(device).or_default().push(stored.clone());
-    inner.stats.assignments_created += 1;
+    data.store.entry(device).or_default().push(stored.clone());
+    data.stats.assignments_created += 1;
     let mut body = Map::new();
     body.insert("@odata.context".into(), json!(format!("{context}/$entity")));
     if let Value::Object(fields) = stored {

@@ -5,6 +5,9 @@
 //! order, each but the last with an absolute `@odata.nextLink` carrying an opaque
 //! `$skiptoken` (and the query's other options). Two switches rehearse Graph's known
 //! failures: any `$select` answering 500, and page 2 repeating page 1's next link.
+//!
+//! Every tenant lists the same identities; their profile status and properties are the
+//! caller's tenant's own.
 
 use std::time::Instant;
 
@@ -14,7 +17,7 @@ use serde_json::{Map, Value, json};
 use super::directory::{Entry, assignment_status, properties, render};
 use super::envelope::{Answer, Ctx, Errors};
 use super::odata::{self, Query};
-use super::state::{Inner, Shared};
+use super::state::{Shared, TenantData};
 use super::validate::is_guid;
 
 const IDENTITIES: &str = "deviceManagement/windowsAutopilotDeviceIdentities";
@@ -22,7 +25,7 @@ const IDENTITIES: &str = "deviceManagement/windowsAutopilotDeviceIdentities";
 /// `GET /deviceManagement/windowsAutopilotDeviceIdentities?…`
 pub(crate) fn list(
     shared: &Shared,
-    inner: &Inner,
+    data: &TenantData,
     errors: &Errors<'_>,
     ctx: &Ctx,
     query: &str,
@@ -51,7 +54,7 @@ pub(crate) fn list(
     let now = Instant::now();
     let value: Vec<Value> = matching[start..end]
         .iter()
-        .map(|e| identity(shared, inner, e, q.select.as_deref(), now))
+        .map(|e| identity(shared, data, e, q.select.as_deref(), now))
         .collect();
 
     let mut body = Map::new();
@@ -75,7 +78,7 @@ pub(crate) fn list(
 /// `GET /deviceManagement/windowsAutopilotDeviceIdentities/{id}`
 pub(crate) fn get(
     shared: &Shared,
-    inner: &Inner,
+    data: &TenantData,
     errors: &Errors<'_>,
     ctx: &Ctx,
     id: &str,
@@ -109,7 +112,7 @@ pub(crate) fn get(
         "@odata.context".into(),
         json!(format!("{}/$entity", context(ctx, &select))),
     );
-    if let Value::Object(fields) = identity(shared, inner, entry, select.as_deref(), Instant::now())
+    if let Value::Object(fields) = identity(shared, data, entry, select.as_deref(), Instant::now())
     {
         body.extend(fields);
     }
@@ -129,15 +132,15 @@ fn select_failure(shared: &Shared, errors: &Errors<'_>, query: &str) -> Option<A
 
 fn identity(
     shared: &Shared,
-    inner: &Inner,
+    data: &TenantData,
     entry: &Entry,
     select: Option<&[String]>,
     now: Instant,
 ) -> Value {
-    let first = inner.first_assigned.get(&entry.id).copied();
+    let first = data.first_assigned.get(&entry.id).copied();
     let (status, assigned_at) = assignment_status(first, shared.config.assign_delay, now);
     let mut props = properties(entry, status, &assigned_at);
-    if let Some(updated) = inner.updated.get(&entry.id) {
+    if let Some(updated) = data.updated.get(&entry.id) {
         for (name, value) in &mut props {
             if let Some(set) = updated.get(*name) {
                 *value = set.clone();

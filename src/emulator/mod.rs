@@ -8,7 +8,8 @@
 //! request's pipeline and the assignment routes), `identities` (the identity listing and
 //! reads), `odata` (their query options), `directory` (the tenant's identities and their
 //! status), `validate` (body rules), `throttle` (windows and Retry-After), `faults` (seeded
-//! faults and latency), `envelope` (answer shapes), `state` (shared state and counters).
+//! faults and latency), `envelope` (answer shapes), `state` (shared state, the tenants' stores
+//! and counters).
 
 mod batch;
 mod conn;
@@ -26,7 +27,7 @@ mod throttle;
 mod tokens;
 mod validate;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -65,8 +66,21 @@ pub struct EmulatorConfig {
     pub limit: RateSpec,
     pub retry_after: RetryAfterMode,
     pub token_ttl: Duration,
-    /// When set, only this secret is accepted at the token endpoint.
+    /// When set, only this secret is accepted at the token endpoint (of a tenant without its
+    /// own in `tenant_secrets`).
     pub client_secret: Option<String>,
+    /// The customer tenants one emulator stands in for, so that a multi-tenant run can be
+    /// rehearsed: each has its own throttle windows, assignments, group tags, profile status
+    /// and counters (`Stats::tenants`); the identities (`devices`, `identities`) are the same
+    /// in each. The token endpoint answers any other tenant 400 AADSTS90002, as Entra ID
+    /// does. Names compare ignoring ASCII case; empty names and repeats are ignored.
+    /// Empty: any tenant is accepted and all share one store and one set of counters (the
+    /// throttle windows are still per tenant of the token URL).
+    pub tenants: Vec<String>,
+    /// Tenant name (ignoring case) → the only client secret its token endpoint accepts, so
+    /// that one tenant can be given a wrong secret (401 AADSTS7000215 for it alone). A tenant
+    /// not named here uses `client_secret`.
+    pub tenant_secrets: HashMap<String, String>,
     /// When set, client assertions must be signed by this certificate's key.
     pub client_certificate: Option<PathBuf>,
     /// When set, only these device ids (lowercase GUIDs) and the `identities` exist; others
@@ -119,6 +133,8 @@ impl Default for EmulatorConfig {
             retry_after: RetryAfterMode::Seconds,
             token_ttl: Duration::from_secs(3599),
             client_secret: None,
+            tenants: Vec::new(),
+            tenant_secrets: HashMap::new(),
             client_certificate: None,
             devices: None,
             identities: Vec::new(),
@@ -147,6 +163,10 @@ impl Default for EmulatorConfig {
 /// emulator's own `/_emulator` routes are not counted). A `$batch` counts once there, as its
 /// 200; its inner answers are counted in `inner_requests_by_status`. A dropped connection has
 /// no answer: it counts in `dropped_connections` only.
+///
+/// Every field is a total over all tenants; with `EmulatorConfig::tenants` set, `tenants`
+/// holds each tenant's own counters. A request no tenant can be named for (a token the
+/// emulator did not issue, an unknown tenant at the token endpoint) counts in the totals only.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Stats {
@@ -185,6 +205,12 @@ pub struct Stats {
     pub tokens_issued: u64,
     /// Graph requests that presented an expired token.
     pub expired_tokens: u64,
+    /// Configured tenant (as `EmulatorConfig::tenants` spells it) → its own counters, with the
+    /// same meanings (its `tenants` is empty). Every configured tenant is listed, from the
+    /// start. Absent from the JSON when no tenants are configured, so that the single-tenant
+    /// document is unchanged.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tenants: BTreeMap<String, Stats>,
 }
 
 /// Device id → ids of the assignments it holds.
@@ -276,9 +302,17 @@ impl Emulator {
         self.shared.stats()
     }
 
-    /// Device id (lowercase) → ids of its assignments, as `GET /_emulator/assignments`.
+    /// Device id (lowercase) → ids of its assignments, as `GET /_emulator/assignments`. With
+    /// several tenants, all of theirs together.
     pub fn assignments(&self) -> Assignments {
         self.shared.assignments()
+    }
+
+    /// One tenant's assignments, as `GET /_emulator/assignments?tenant=NAME` (the name
+    /// compared ignoring case). `None` for a tenant the emulator does not accept; without
+    /// configured tenants every name gives the one shared store.
+    pub fn tenant_assignments(&self, tenant: &str) -> Option<Assignments> {
+        self.shared.tenant_assignments(tenant)
     }
 
     /// Stop accepting, close open (also keep-alive) connections, and wait for the server task.
@@ -333,6 +367,24 @@ fn describe(config: &EmulatorConfig) -> String {
         format!("retry-after {:?}", config.retry_after).to_lowercase(),
         format!("token ttl {}", humantime::format_duration(config.token_ttl)),
     ];
+    if let [first, .., last] = config.tenants.as_slice() {
+        let named = if config.tenants.len() <= 5 {
+            config.tenants.join(", ")
+        } else {
+            format!("{first} … {last}")
+        };
+        parts.push(format!(
+            "{} tenants ({named}), each with its own windows, assignments and counters",
+            config.tenants.len()
+        ));
+    } else if let [only] = config.tenants.as_slice() {
+        parts.push(format!("only tenant {only}"));
+    }
+    if !config.tenant_secrets.is_empty() {
+        let mut names: Vec<&str> = config.tenant_secrets.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        parts.push(format!("own client secrets for {}", names.join(", ")));
+    }
     if let Some(cert) = &config.client_certificate {
         parts.push(format!("assertions verified against {}", cert.display()));
     }

@@ -6,13 +6,13 @@ use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::envelope::{Answer, Errors};
-use super::state::{Inner, Shared};
+use super::state::{Shared, TenantData};
 use super::validate;
 
-/// Validate and carry out one property update.
+/// Validate and carry out one property update, on the caller's tenant's identities.
 pub(crate) fn update(
     shared: &Shared,
-    inner: &mut Inner,
+    data: &mut TenantData,
     errors: &Errors<'_>,
     device: &str,
     content_type: Option<&str>,
@@ -40,8 +40,8 @@ pub(crate) fn update(
         Err(message) => return errors.answer(StatusCode::BAD_REQUEST, "BadRequest", &message),
     };
     if set.contains_key("groupTag") {
-        inner.stats.group_tags_set += 1;
+        data.stats.group_tags_set += 1;
     }
-    inner.updated.entry(device).or_default().extend(set);
+    data.updated.entry(device).or_default().extend(set);
     Answer::json(StatusCode::NO_CONTENT, Value::Null)
 }

@@ -8,11 +8,12 @@
 //! The same race against the server's shutdown token makes shutdown close keep-alive
 //! connections instead of waiting for them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +27,7 @@ use tower_service::Service as _;
 
 use super::conn::ConnHandle;
 use super::envelope::{Ctx, Errors, ags_diagnostic};
-use super::state::Shared;
+use super::state::{Caller, Shared};
 use super::{dispatch, tokens};
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -45,8 +46,24 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Response {
     axum::Json(shared.stats()).into_response()
 }
 
-async fn assignments(State(shared): State<Arc<Shared>>) -> Response {
-    axum::Json(shared.assignments()).into_response()
+/// All assignments, or with `?tenant=NAME` one tenant's (404 for a tenant not accepted).
+async fn assignments(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    match query.get("tenant") {
+        None => axum::Json(shared.assignments()).into_response(),
+        Some(tenant) => match shared.tenant_assignments(tenant) {
+            Some(assignments) => axum::Json(assignments).into_response(),
+            None => (
+                axum::http::StatusCode::NOT_FOUND,
+                axum::Json(serde_json::json!({
+                    "error": format!("The emulator has no tenant '{tenant}'.")
+                })),
+            )
+                .into_response(),
+        },
+    }
 }
 
 async fn not_found(State(shared): State<Arc<Shared>>, req: Request) -> Response {
@@ -96,7 +113,11 @@ async fn stamp(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) 
         }
     }
     if !own {
-        shared.lock().count_status(response.status().as_u16());
+        let caller = response.extensions().get::<Caller>();
+        shared
+            .lock()
+            .stats_of(caller)
+            .count_status(response.status().as_u16());
     }
     response
 }

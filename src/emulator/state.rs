@@ -1,8 +1,9 @@
-//! The emulator's shared state: issued tokens, stored assignments, throttle windows, seeded
-//! generators and counters, behind one mutex. Nothing awaits while holding it, and the work
-//! done under it is tiny, so one lock is simpler than many and never the bottleneck.
+//! The emulator's shared state: issued tokens, throttle windows, seeded generators, and per
+//! tenant the stored assignments and counters, behind one mutex. Nothing awaits while holding
+//! it, and the work done under it is tiny, so one lock is simpler than many and never the
+//! bottleneck.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -18,16 +19,31 @@ use super::throttle::Throttle;
 use super::validate::is_guid;
 use super::{Assignments, EmulatorConfig, Stats};
 
+/// The data key of the one store every token shares when no `tenants` are configured.
+const SHARED_STORE: &str = "";
+
 /// An access token the emulator issued.
 #[derive(Debug, Clone)]
 pub(crate) struct IssuedToken {
-    pub tenant: String,
+    pub caller: Caller,
     pub expires: Instant,
 }
 
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub tokens: HashMap<String, IssuedToken>,
+/// The tenant a request is made as, in the two roles it plays. Also put in a response's
+/// extensions, so that the status count can be attributed to the tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Caller {
+    /// The throttle key: the tenant of the token URL, lowercased, or the configured tenant's
+    /// name. Windows have always been per tenant, configured or not.
+    pub tenant: String,
+    /// Which [`TenantData`] the request reads, writes and counts in: the configured tenant's,
+    /// or the one shared store when no `tenants` are configured.
+    pub data: String,
+}
+
+/// What one tenant's requests stored, and their counters.
+#[derive(Debug, Default)]
+pub(crate) struct TenantData {
     /// Lowercase device id → its stored assignments, in creation order.
     pub store: HashMap<String, Vec<Value>>,
     /// Lowercase device id → when its first assignment was stored (its profile status).
@@ -35,10 +51,57 @@ pub(crate) struct Inner {
     /// Lowercase device id → the properties `updateDeviceProperties` set (`groupTag`, …),
     /// shown over the defaults by the listing and the single GET.
     pub updated: HashMap<String, Map<String, Value>>,
+    /// Counters; `duplicate_devices` and `devices_with_assignments` are derived from `store`
+    /// when a snapshot is taken.
+    pub stats: Stats,
+}
+
+impl TenantData {
+    fn snapshot(&self) -> Stats {
+        let mut stats = self.stats.clone();
+        stats.duplicate_devices = self.store.values().filter(|v| v.len() > 1).count() as u64;
+        stats.devices_with_assignments =
+            self.store.values().filter(|v| !v.is_empty()).count() as u64;
+        stats
+    }
+
+    fn assignments(&self, into: &mut Assignments) {
+        for (device, list) in &self.store {
+            into.entry(device.clone()).or_default().extend(
+                list.iter()
+                    .filter_map(|a| a.get("id").and_then(Value::as_str).map(str::to_string)),
+            );
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub tokens: HashMap<String, IssuedToken>,
     pub throttle: Throttle,
     pub faults: Faults,
-    /// Counters; `duplicate_devices` is derived from `store` when a snapshot is taken.
-    pub stats: Stats,
+    /// Counters of what no tenant can be named for (an unknown token, an unknown tenant at
+    /// the token endpoint). Totals add every tenant's to these.
+    pub unattributed: Stats,
+    /// Data key ([`Caller::data`]) → that tenant's data. Only configured tenants (or the
+    /// shared store) ever get an entry, so outside input cannot grow this map.
+    pub tenants: BTreeMap<String, TenantData>,
+}
+
+impl Inner {
+    /// The data of `key` ([`Caller::data`]). Every key is created at start; creating one
+    /// here is only a fallback that keeps this total.
+    pub(crate) fn data(&mut self, key: &str) -> &mut TenantData {
+        self.tenants.entry(key.to_string()).or_default()
+    }
+
+    /// The counters of `caller`'s tenant, or the unattributed ones.
+    pub(crate) fn stats_of(&mut self, caller: Option<&Caller>) -> &mut Stats {
+        match caller {
+            Some(c) => &mut self.data(&c.data).stats,
+            None => &mut self.unattributed,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -47,8 +110,12 @@ pub(crate) struct Shared {
     pub addr: SocketAddr,
     /// DER of `config.client_certificate`, loaded and parsed once at start.
     pub certificate: Option<Vec<u8>>,
-    /// The tenant's identities, built once from `config.identities` and `config.devices`.
+    /// The identities, built once from `config.identities` and `config.devices`; every
+    /// tenant has the same.
     pub directory: Directory,
+    /// `config.tenants` without empty names and case-insensitive repeats (the first spelling
+    /// is kept). Empty: any tenant is accepted, and all share one store.
+    pub tenants: Vec<String>,
     inner: Mutex<Inner>,
 }
 
@@ -58,11 +125,20 @@ impl Shared {
         addr: SocketAddr,
         certificate: Option<Vec<u8>>,
     ) -> Self {
+        let mut tenants: Vec<String> = Vec::new();
+        for name in &config.tenants {
+            let name = name.trim();
+            if !name.is_empty() && !tenants.iter().any(|t| t.eq_ignore_ascii_case(name)) {
+                tenants.push(name.to_string());
+            }
+        }
+        let data = if tenants.is_empty() {
+            vec![SHARED_STORE.to_string()]
+        } else {
+            tenants.clone()
+        };
         let inner = Inner {
             tokens: HashMap::new(),
-            store: HashMap::new(),
-            first_assigned: HashMap::new(),
-            updated: HashMap::new(),
             throttle: Throttle::new(config.limit, config.violation_grace),
             faults: Faults::new(
                 config.seed,
@@ -71,7 +147,11 @@ impl Shared {
                 config.fault_drop,
                 config.latency,
             ),
-            stats: Stats::default(),
+            unattributed: Stats::default(),
+            tenants: data
+                .into_iter()
+                .map(|key| (key, TenantData::default()))
+                .collect(),
         };
         let directory = Directory::new(&config.identities, config.devices.as_ref());
         Self {
@@ -79,6 +159,7 @@ impl Shared {
             addr,
             certificate,
             directory,
+            tenants,
             inner: Mutex::new(inner),
         }
     }
@@ -87,6 +168,36 @@ impl Shared {
     /// matters more than losing the emulator, so a poisoned lock is simply taken over.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The caller a token for `tenant` (as the token URL names it) acts as; `None` when
+    /// tenants are configured and this is none of them (names compare ignoring case, as
+    /// Entra ID's do).
+    pub(crate) fn caller(&self, tenant: &str) -> Option<Caller> {
+        if self.tenants.is_empty() {
+            return Some(Caller {
+                tenant: tenant.to_ascii_lowercase(),
+                data: SHARED_STORE.to_string(),
+            });
+        }
+        self.tenants
+            .iter()
+            .find(|t| t.eq_ignore_ascii_case(tenant))
+            .map(|t| Caller {
+                tenant: t.clone(),
+                data: t.clone(),
+            })
+    }
+
+    /// The client secret the token endpoint insists on for `tenant`: its own from
+    /// `tenant_secrets` (names compare ignoring case), else `client_secret`.
+    pub(crate) fn secret_for(&self, tenant: &str) -> Option<&str> {
+        self.config
+            .tenant_secrets
+            .iter()
+            .find(|(t, _)| t.trim().eq_ignore_ascii_case(tenant))
+            .map(|(_, s)| s.as_str())
+            .or(self.config.client_secret.as_deref())
     }
 
     /// Whether a device id (lowercase) exists for the assignment routes: any id without a
@@ -122,35 +233,98 @@ impl Shared {
         Ok(device)
     }
 
+    /// Totals over every tenant (and the unattributed counters), with each configured
+    /// tenant's own in `tenants`.
     pub(crate) fn stats(&self) -> Stats {
         let inner = self.lock();
-        let mut stats = inner.stats.clone();
-        stats.duplicate_devices = inner.store.values().filter(|v| v.len() > 1).count() as u64;
-        stats.devices_with_assignments =
-            inner.store.values().filter(|v| !v.is_empty()).count() as u64;
-        stats
+        let mut total = inner.unattributed.clone();
+        let mut tenants = BTreeMap::new();
+        for (key, data) in &inner.tenants {
+            let stats = data.snapshot();
+            total.add(&stats);
+            if !self.tenants.is_empty() {
+                tenants.insert(key.clone(), stats);
+            }
+        }
+        total.tenants = tenants;
+        total
     }
 
+    /// Every tenant's assignments together (a device id two tenants hold lists both's).
     pub(crate) fn assignments(&self) -> Assignments {
-        self.lock()
-            .store
-            .iter()
-            .map(|(device, list)| {
-                let ids = list
-                    .iter()
-                    .filter_map(|a| a.get("id").and_then(Value::as_str).map(str::to_string))
-                    .collect();
-                (device.clone(), ids)
-            })
-            .collect()
+        let mut all = Assignments::new();
+        for data in self.lock().tenants.values() {
+            data.assignments(&mut all);
+        }
+        all
+    }
+
+    /// One tenant's assignments; `None` for a tenant the emulator does not accept.
+    pub(crate) fn tenant_assignments(&self, tenant: &str) -> Option<Assignments> {
+        let caller = self.caller(tenant)?;
+        let mut all = Assignments::new();
+        if let Some(data) = self.lock().tenants.get(&caller.data) {
+            data.assignments(&mut all);
+        }
+        Some(all)
     }
 }
 
-impl Inner {
+impl Stats {
+    /// Add `other`'s counters to these (`tenants` aside). Destructured in full so that a new
+    /// counter cannot be left out of the totals.
+    fn add(&mut self, other: &Stats) {
+        let Stats {
+            requests_by_status,
+            inner_requests_by_status,
+            assignments_created,
+            group_tags_set,
+            duplicate_devices,
+            devices_with_assignments,
+            violations,
+            throttled,
+            write_requests,
+            assignment_reads,
+            identity_reads,
+            batch_requests,
+            faults_503,
+            faults_504,
+            dropped_connections,
+            token_requests,
+            tokens_issued,
+            expired_tokens,
+            tenants: _,
+        } = other;
+        for (status, n) in requests_by_status {
+            *self.requests_by_status.entry(status.clone()).or_default() += n;
+        }
+        for (status, n) in inner_requests_by_status {
+            *self
+                .inner_requests_by_status
+                .entry(status.clone())
+                .or_default() += n;
+        }
+        self.assignments_created += assignments_created;
+        self.group_tags_set += group_tags_set;
+        self.duplicate_devices += duplicate_devices;
+        self.devices_with_assignments += devices_with_assignments;
+        self.violations += violations;
+        self.throttled += throttled;
+        self.write_requests += write_requests;
+        self.assignment_reads += assignment_reads;
+        self.identity_reads += identity_reads;
+        self.batch_requests += batch_requests;
+        self.faults_503 += faults_503;
+        self.faults_504 += faults_504;
+        self.dropped_connections += dropped_connections;
+        self.token_requests += token_requests;
+        self.tokens_issued += tokens_issued;
+        self.expired_tokens += expired_tokens;
+    }
+
     /// Count one answer to a top-level request (the `$batch` envelope counts as its own 200).
     pub(crate) fn count_status(&mut self, status: u16) {
         *self
-            .stats
             .requests_by_status
             .entry(status.to_string())
             .or_default() += 1;
@@ -159,9 +333,46 @@ impl Inner {
     /// Count one inner answer of a `$batch`.
     pub(crate) fn count_inner_status(&mut self, status: u16) {
         *self
-            .stats
             .inner_requests_by_status
             .entry(status.to_string())
             .or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(config: EmulatorConfig) -> Shared {
+        Shared::new(config, SocketAddr::from(([127, 0, 0, 1], 1)), None)
+    }
+
+    #[test]
+    fn configured_tenants_are_matched_ignoring_case_and_keep_their_spelling() {
+        let s = shared(EmulatorConfig {
+            tenants: vec!["Contoso".into(), "contoso".into(), " ".into(), "b".into()],
+            client_secret: Some("all".into()),
+            tenant_secrets: HashMap::from([("B".to_string(), "own".to_string())]),
+            ..EmulatorConfig::default()
+        });
+        assert_eq!(s.tenants, ["Contoso", "b"]);
+        let c = s.caller("CONTOSO").unwrap();
+        assert_eq!((c.tenant.as_str(), c.data.as_str()), ("Contoso", "Contoso"));
+        assert!(s.caller("northwind").is_none());
+        assert_eq!(s.secret_for("b"), Some("own"));
+        assert_eq!(s.secret_for("contoso"), Some("all"));
+        assert_eq!(
+            s.stats().tenants.keys().collect::<Vec<_>>(),
+            ["Contoso", "b"]
+        );
+    }
+
+    #[test]
+    fn without_tenants_every_tenant_shares_one_store_but_not_one_window() {
+        let s = shared(EmulatorConfig::default());
+        let (a, b) = (s.caller("A").unwrap(), s.caller("b").unwrap());
+        assert_eq!((a.tenant.as_str(), b.tenant.as_str()), ("a", "b"));
+        assert_eq!(a.data, b.data);
+        assert!(s.stats().tenants.is_empty());
     }
 }

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::envelope::{Answer, Ctx, Errors, new_guid};
-use super::state::{IssuedToken, Shared};
+use super::state::{Caller, IssuedToken, Shared};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -50,6 +50,22 @@ impl AadError {
             "invalid_request",
             900144,
             format!("The request body must contain the following parameter: '{param}'."),
+        )
+    }
+
+    /// The token URL names a tenant Entra ID does not know. It resolves the tenant before it
+    /// reads the body, so this comes before every other check.
+    fn unknown_tenant(tenant: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            90002,
+            format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID \
+                 and are signing into the correct cloud. Check with your subscription \
+                 administrator, this may happen if there are no active subscriptions for the \
+                 tenant."
+            ),
         )
     }
 
@@ -84,14 +100,32 @@ impl AadError {
     }
 }
 
-/// `POST /{tenant}/oauth2/v2.0/token`.
+/// `POST /{tenant}/oauth2/v2.0/token`. The answer carries its [`Caller`] in its extensions
+/// (when the tenant is known), so that its status counts for that tenant.
 pub(crate) async fn token(
     State(shared): State<Arc<Shared>>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
     form: Result<Form<HashMap<String, String>>, FormRejection>,
 ) -> Response {
-    shared.lock().stats.token_requests += 1;
+    let caller = shared.caller(&tenant);
+    shared.lock().stats_of(caller.as_ref()).token_requests += 1;
+    let Some(caller) = caller else {
+        return AadError::unknown_tenant(&tenant).into_response();
+    };
+    let mut response = issue(&shared, &tenant, &caller, &headers, form);
+    response.extensions_mut().insert(caller);
+    response
+}
+
+/// The token endpoint for a tenant the emulator accepts.
+fn issue(
+    shared: &Shared,
+    tenant: &str,
+    caller: &Caller,
+    headers: &HeaderMap,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Response {
     // A body that is not a form is, to AAD, a body without grant_type.
     let form = form.map(|Form(f)| f).unwrap_or_default();
     let host = headers
@@ -108,28 +142,34 @@ pub(crate) async fn token(
         ),
     ];
     let policy = Policy {
-        secret: shared.config.client_secret.as_deref(),
+        secret: shared.secret_for(tenant),
         certificate: shared.certificate.as_deref(),
     };
     match check_request(&form, policy, &auds) {
         Err(e) => e.into_response(),
         Ok(()) => {
             let client_id = form.get("client_id").map(String::as_str).unwrap_or("");
-            let access_token = access_token(&tenant, client_id, &shared.config);
+            // A configured tenant's token names it as configured, whatever the URL's case.
+            let tid = if shared.tenants.is_empty() {
+                tenant
+            } else {
+                &caller.tenant
+            };
+            let access_token = access_token(tid, client_id, &shared.config);
             let ttl = shared.config.token_ttl;
             {
                 let mut inner = shared.lock();
                 inner.tokens.insert(
                     access_token.clone(),
                     IssuedToken {
-                        tenant: tenant.to_ascii_lowercase(),
+                        caller: caller.clone(),
                         // A ttl past what Instant can hold: never expires.
                         expires: Instant::now()
                             .checked_add(ttl)
                             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 32)),
                     },
                 );
-                inner.stats.tokens_issued += 1;
+                inner.stats_of(Some(caller)).tokens_issued += 1;
             }
             axum::Json(json!({
                 "token_type": "Bearer",
@@ -404,12 +444,13 @@ fn check_signature(jwt: &str, der: &[u8]) -> Result<(), AadError> {
         .map_err(|_| reject("The signature does not match the certificate's key."))
 }
 
-/// The bearer check on Graph routes. On success, the tenant the token was issued for.
+/// The bearer check on Graph routes. On success, the caller the token was issued for; on
+/// failure the 401, and the caller when the token names one (an expired token).
 pub(crate) fn authenticate(
     shared: &Shared,
     headers: &HeaderMap,
     ctx: &Ctx,
-) -> Result<String, Answer> {
+) -> Result<Caller, (Answer, Option<Caller>)> {
     let errors = Errors {
         ctx,
         intune: false,
@@ -432,24 +473,32 @@ pub(crate) fn authenticate(
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
         _ if value.is_empty() => "",
         _ => {
-            return Err(reject(
-                "Access token validation failed: the Authorization header is not a Bearer token.",
+            return Err((
+                reject(
+                    "Access token validation failed: the Authorization header is not a Bearer \
+                     token.",
+                ),
+                None,
             ));
         }
     };
     if token.is_empty() {
-        return Err(reject("Access token is empty."));
+        return Err((reject("Access token is empty."), None));
     }
     let mut inner = shared.lock();
     match inner.tokens.get(token).cloned() {
-        None => Err(reject(
-            "Access token validation failed: the token was not issued by this emulator.",
+        None => Err((
+            reject("Access token validation failed: the token was not issued by this emulator."),
+            None,
         )),
         Some(t) if Instant::now() >= t.expires => {
-            inner.stats.expired_tokens += 1;
-            Err(reject("Lifetime validation failed, the token is expired."))
+            inner.stats_of(Some(&t.caller)).expired_tokens += 1;
+            Err((
+                reject("Lifetime validation failed, the token is expired."),
+                Some(t.caller),
+            ))
         }
-        Some(t) => Ok(t.tenant),
+        Some(t) => Ok(t.caller),
     }
 }
 
