@@ -173,7 +173,14 @@ fn run_command(args: RunArgs) -> u8 {
         let shutdown = CancellationToken::new();
         cancel_on_signal(shutdown.clone(), summary_path.clone());
         let (config, emulator) = if args.emulator {
-            let e = match start_emulator(Some(&args.input), args.emulator_devices.as_deref()).await {
+            // A rehearsal of a tenants file: the emulator stands in for each of its tenants.
+            let tenants = config
+                .tenants
+                .iter()
+                .filter_map(|t| t.credentials.tenant_id().map(str::to_string))
+                .collect();
+            let devices = args.emulator_devices.as_deref();
+            let e = match start_emulator(Some(&args.input), devices, tenants).await {
                 Ok(e) => e,
                 Err(message) => return fail(message),
             };
@@ -212,6 +219,12 @@ fn run_command(args: RunArgs) -> u8 {
                 "  emulator: {} assignments created · {} devices with more than one · {} Retry-After violations",
                 stats.assignments_created, stats.duplicate_devices, stats.violations
             );
+            for (tenant, s) in &stats.tenants {
+                note!(
+                    "  emulator tenant {tenant}: {} assignments created · {} group tags set · {} 429s · {} Retry-After violations",
+                    s.assignments_created, s.group_tags_set, s.throttled, s.violations
+                );
+            }
             emulator.shutdown().await;
         }
         code
@@ -219,10 +232,12 @@ fn run_command(args: RunArgs) -> u8 {
 }
 
 /// `--emulator`: the emulator in-process with its defaults (Intune's 100/20s window) and the
-/// device list from `--emulator-devices` or `emulator-devices.txt` beside the input.
+/// device list from `--emulator-devices` or `emulator-devices.txt` beside the input; with
+/// `tenants`, it answers as each of them, with a window, store and counters each.
 async fn start_emulator(
     input: Option<&std::path::Path>,
     emulator_devices: Option<&std::path::Path>,
+    tenants: Vec<String>,
 ) -> Result<Emulator, String> {
     let devices_path = emulator_devices.map(Into::into).or_else(|| {
         let beside = input?.with_file_name("emulator-devices.txt");
@@ -239,6 +254,7 @@ async fn start_emulator(
             .as_ref()
             .map(|ids| ids.iter().map(|(id, _)| id.clone()).collect()),
         identities: identities.unwrap_or_default(),
+        tenants,
         ..EmulatorConfig::default()
     };
     let limit = config.limit;
@@ -399,8 +415,12 @@ fn preflight_command(args: &PreflightArgs) -> u8 {
             stop.cancel();
         });
         let (config, emulator) = if args.emulator {
-            let started =
-                start_emulator(args.input.as_deref(), args.emulator_devices.as_deref()).await;
+            let started = start_emulator(
+                args.input.as_deref(),
+                args.emulator_devices.as_deref(),
+                Vec::new(),
+            )
+            .await;
             let e = match started {
                 Ok(e) => e,
                 Err(message) => return fail(message),

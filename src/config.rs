@@ -144,6 +144,15 @@ pub enum Credentials {
 }
 
 impl Credentials {
+    /// The tenant these credentials sign in to, when they name one (a static token does not).
+    pub fn tenant_id(&self) -> Option<&str> {
+        match self {
+            Credentials::ClientSecret { tenant_id, .. }
+            | Credentials::Certificate { tenant_id, .. } => Some(tenant_id),
+            Credentials::None | Credentials::StaticToken(_) => None,
+        }
+    }
+
     /// Any secret works against the emulator; these only name the run in its logs.
     pub fn for_emulator() -> Self {
         Credentials::ClientSecret {

@@ -320,6 +320,12 @@ fn the_binary_rehearses_a_tenants_file_on_the_emulator() {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     assert_eq!(v["tenants"]["contoso"]["rows"]["created"], 10);
     assert_eq!(v["tenants"]["fabrikam"]["outcome"], "completed");
+    // The emulator stood in for each tenant, each with its own store.
+    let stderr = text(&out.stderr);
+    for key in &KEYS[..2] {
+        let line = format!("emulator tenant {key}.onmicrosoft.com: 10 assignments created");
+        assert!(stderr.contains(&line), "{stderr}");
+    }
     let all = format!("{}{}{v}", text(&out.stdout), text(&out.stderr));
     assert!(!all.contains("s3cr3t"), "the secret leaked: {all}");
 }
