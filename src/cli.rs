@@ -110,7 +110,8 @@ pub struct ValidateArgs {
 /// Shared by every command that talks to Graph, so a flag means the same everywhere.
 #[derive(Debug, Args, Clone)]
 pub struct GraphArgs {
-    /// Client-side limit: never more than COUNT requests in any DURATION window.
+    /// Client-side limit: never more than COUNT requests in any DURATION window (per tenant;
+    /// a tenants file's `rate` overrides it for its tenant).
     #[arg(long, default_value = "100/20s", value_name = "COUNT/DURATION")]
     pub rate: RateSpec,
     /// Client-side limit on all requests of the app, reads (reconciling GETs) and writes
@@ -181,8 +182,8 @@ pub struct RunArgs {
     /// Write a machine-readable end-of-run summary (JSON) here.
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
-    /// Rows in flight at most [default: follows the measured latency, 4 to 32, so that a
-    /// window's requests go out in a tenth of the window; with --batch, 4 envelopes].
+    /// Rows in flight at most, per tenant [default: follows the measured latency, 4 to 32, so
+    /// that a window's requests go out in a tenth of the window; with --batch, 4 envelopes].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: Option<u32>,
     #[command(flatten)]
