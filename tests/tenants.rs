@@ -329,3 +329,62 @@ fn the_binary_rehearses_a_tenants_file_on_the_emulator() {
     let all = format!("{}{}{v}", text(&out.stdout), text(&out.stderr));
     assert!(!all.contains("s3cr3t"), "the secret leaked: {all}");
 }
+
+#[tokio::test]
+async fn a_tripped_breaker_stops_only_its_tenant_and_names_itself_on_every_row_left() {
+    let limit = rate(1000, 1000);
+    let good = service(limit, None).await;
+    let denied = Emulator::start(EmulatorConfig {
+        deny_permission: true,
+        ..emulator_config(limit)
+    })
+    .await
+    .unwrap();
+    let (_dir, input) = input(&rows(&KEYS[..2], 40, true));
+    let mut c = config(
+        &input,
+        vec![
+            tenant(KEYS[0], &good, limit, "emulator"),
+            tenant(KEYS[1], &denied, limit, "emulator"),
+        ],
+    );
+    c.adaptive_concurrency = false;
+    c.concurrency = 2;
+    let summary = run(c).await;
+    assert_eq!(summary.exit_code(), 3, "{summary:?}");
+    let results = read_results(&autopilot_bulk::config::default_output(&input));
+    assert_each_row_once(&results, 80);
+    let denied_rows: Vec<&ResultLine> = results.iter().filter(|r| r.tenant == KEYS[1]).collect();
+    assert!(
+        denied_rows.iter().all(|r| r.status == "failed"),
+        "{denied_rows:?}"
+    );
+    let forbidden = denied_rows
+        .iter()
+        .filter(|r| r.http_status == "403")
+        .count();
+    let stopped = denied_rows
+        .iter()
+        .filter(|r| r.error_code == "CircuitBreakerOpen")
+        .count();
+    // About ten rows meet the 403 themselves; every other row is failed by the breaker.
+    assert!(
+        (10..=12).contains(&forbidden),
+        "{forbidden} rows answered 403"
+    );
+    assert_eq!(forbidden + stopped, 40, "{denied_rows:?}");
+    assert!(
+        denied_rows
+            .iter()
+            .filter(|r| r.error_code == "CircuitBreakerOpen")
+            .all(|r| r.error_message.contains("circuit breaker")),
+        "{denied_rows:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .filter(|r| r.tenant == KEYS[0])
+            .all(|r| r.status == "created")
+    );
+    assert_eq!(good.stats().assignments_created, 40);
+}
