@@ -319,8 +319,8 @@ async fn run(s: &Scenario) {
     }
 }
 
-/// `tenants` tenants of `rows` rows each, interleaved in one input, each its own service with
-/// the window 100 per 2 s: completion ÷ one tenant's theoretical minimum (the tenants run side
+/// `tenants` tenants of `rows` rows each, interleaved in one input, each with its own window
+/// of 100 per 2 s in the emulator: completion ÷ one tenant's theoretical minimum (the tenants run side
 /// by side, so the whole run should take about as long as the largest one alone). `wrong`:
 /// one more tenant whose secret its service refuses: its rows fail, the others must not care.
 async fn run_tenants(tenants: u32, rows: u32, wrong: bool) {
@@ -338,30 +338,37 @@ async fn run_tenants(tenants: u32, rows: u32, wrong: bool) {
         }
     }
     std::fs::write(&input, text).expect("write input");
-    let mut services = Vec::new();
-    for t in 0..all {
-        let emulator = Emulator::start(EmulatorConfig {
-            // The extra tenant's service accepts only a secret it is not given.
-            client_secret: (t == tenants).then(|| "another".to_string()),
-            limit: window,
-            retry_after: RetryAfterMode::Seconds,
-            latency: Some(Duration::from_millis(10)),
-            ..EmulatorConfig::default()
-        })
-        .await
-        .expect("emulator starts");
-        services.push(emulator);
-    }
+    // One emulator standing in for every tenant, a window, store and counters each; the
+    // extra tenant accepts only a secret it is not given.
+    let names: Vec<String> = (0..all).map(|t| format!("tenant-{t}")).collect();
+    let emulator = Emulator::start(EmulatorConfig {
+        tenants: names.clone(),
+        tenant_secrets: names
+            .iter()
+            .skip(tenants as usize)
+            .map(|n| (n.clone(), "another".to_string()))
+            .collect(),
+        limit: window,
+        retry_after: RetryAfterMode::Seconds,
+        latency: Some(Duration::from_millis(10)),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator starts");
     let mut config = Config::new(&input, dir.path().join("tenants.results.csv"));
-    config.tenants = services
+    config.tenants = names
         .iter()
         .enumerate()
-        .map(|(t, e)| autopilot_bulk::config::Tenant {
+        .map(|(t, name)| autopilot_bulk::config::Tenant {
             key: format!("t{t}"),
-            credentials: autopilot_bulk::config::Credentials::for_emulator(),
+            credentials: autopilot_bulk::config::Credentials::ClientSecret {
+                tenant_id: name.clone(),
+                client_id: "autopilot-bulk".into(),
+                secret: "emulator".into(),
+            },
             cloud: autopilot_bulk::config::Cloud::Global,
-            graph_url: e.graph_url(),
-            authority_url: e.authority_url(),
+            graph_url: emulator.graph_url(),
+            authority_url: emulator.authority_url(),
             rate: window,
         })
         .collect();
@@ -372,14 +379,18 @@ async fn run_tenants(tenants: u32, rows: u32, wrong: bool) {
         .expect("run starts");
     let elapsed = started.elapsed();
     let minimum = window.per * (u64::from(rows).div_ceil(100).saturating_sub(1) as u32);
-    let (mut violations, mut created, mut duplicates) = (0, 0, 0);
-    for e in services {
-        let stats = e.stats();
-        violations += stats.violations;
-        created += stats.assignments_created;
-        duplicates += stats.duplicate_devices;
-        e.shutdown().await;
-    }
+    let stats = emulator.stats();
+    let (violations, created, duplicates) = (
+        stats.violations,
+        stats.assignments_created,
+        stats.duplicate_devices,
+    );
+    let per_tenant: Vec<u64> = stats
+        .tenants
+        .values()
+        .map(|s| s.assignments_created)
+        .collect();
+    emulator.shutdown().await;
     let name = format!(
         "tenants-{tenants}x{rows}{}",
         if wrong { "+1-wrong-secret" } else { "" }
@@ -387,7 +398,7 @@ async fn run_tenants(tenants: u32, rows: u32, wrong: bool) {
     println!(
         "{name:<38} rows {:>7} · {:>6.2}s / one tenant's min {:>5.1}s = {:.3}× (one after another: \
          {:.0}s) · 429s {} · violations {violations} · created {created} · duplicates {duplicates} \
-         · failed {} {:?} · exit {}",
+         · failed {} {:?} · exit {} · created per tenant {per_tenant:?}",
         summary.rows,
         elapsed.as_secs_f64(),
         minimum.as_secs_f64(),
