@@ -31,11 +31,13 @@ pub enum Command {
     /// Run the local Graph emulator in the foreground.
     Emulate(EmulateArgs),
     /// Read the profile assignment status of every device RESULTS.csv reports created or
-    /// existing, from the tenant's identity listing, into a status CSV.
+    /// existing, from the tenant's identity listing (each row's own tenant's, with --tenants),
+    /// into a status CSV.
     Status(Box<StatusArgs>),
     /// Check in seconds, sending no write, whether the tenant, the app registration and the
     /// assignment route will take `run`: the token's permissions, one listing page, one GET on
     /// the route for the first valid row of INPUT.csv, and the POST `run` would send first.
+    /// With --tenants, every tenant of the file, each with its own first row.
     Preflight(Box<PreflightArgs>),
 }
 
