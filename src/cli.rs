@@ -31,11 +31,13 @@ pub enum Command {
     /// Run the local Graph emulator in the foreground.
     Emulate(EmulateArgs),
     /// Read the profile assignment status of every device RESULTS.csv reports created or
-    /// existing, from the tenant's identity listing, into a status CSV.
+    /// existing, from the tenant's identity listing (each row's own tenant's, with --tenants),
+    /// into a status CSV.
     Status(Box<StatusArgs>),
     /// Check in seconds, sending no write, whether the tenant, the app registration and the
     /// assignment route will take `run`: the token's permissions, one listing page, one GET on
     /// the route for the first valid row of INPUT.csv, and the POST `run` would send first.
+    /// With --tenants, every tenant of the file, each with its own first row.
     Preflight(Box<PreflightArgs>),
 }
 
@@ -283,18 +285,28 @@ impl RunArgs {
         Ok(config)
     }
 
-    /// The `--tenants` file, its optional keys falling back to `base`. Under `--emulator` a
-    /// tenant whose secret variable is not set gets the emulator's placeholder secret, so that
-    /// a rehearsal needs no real secrets; everywhere else that is an error.
     fn load_tenants(&self, path: &Path, base: &Config) -> anyhow::Result<Vec<Tenant>> {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let tenants = if self.emulator {
-            tenants::load_with(path, base, &|name| env(name).or_else(emulator_secret))?
-        } else {
-            tenants::load_with(path, base, &env)?
-        };
-        Ok(tenants)
+        load_tenants(path, base, self.emulator)
     }
+}
+
+/// The `--tenants` file, its optional keys falling back to `base`. Under `--emulator` a
+/// tenant whose secret variable is not set gets the emulator's placeholder secret, so that
+/// a rehearsal needs no real secrets; everywhere else that is an error.
+fn load_tenants(path: &Path, base: &Config, emulator: bool) -> anyhow::Result<Vec<Tenant>> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let tenants = if emulator {
+        tenants::load_with(path, base, &|name| env(name).or_else(emulator_secret))?
+    } else {
+        tenants::load_with(path, base, &env)?
+    };
+    Ok(tenants)
+}
+
+/// A `--tenants` value that names a file (an empty `AUTOPILOT_BULK_TENANTS` names none).
+fn tenants_path(path: Option<&PathBuf>) -> Option<&Path> {
+    path.map(PathBuf::as_path)
+        .filter(|p| !p.as_os_str().is_empty())
 }
 
 /// The secret of [`Credentials::for_emulator`]: the in-process emulator takes any secret.
@@ -431,6 +443,10 @@ pub struct StatusArgs {
     pub timeout: Duration,
     #[command(flatten)]
     pub graph: GraphArgs,
+    /// The tenants file of the `run --tenants` that wrote RESULTS.csv: each row is read from
+    /// the tenant its `tenant` column names. The single-tenant credentials are then optional.
+    #[arg(long, env = "AUTOPILOT_BULK_TENANTS", value_name = "FILE")]
+    pub tenants: Option<PathBuf>,
     /// Only errors on stderr; no progress.
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
@@ -453,6 +469,10 @@ pub struct PreflightArgs {
     /// emulator-devices.txt beside the input, when present].
     #[arg(long, value_name = "PATH", requires = "emulator")]
     pub emulator_devices: Option<PathBuf>,
+    /// TOML file of customer tenants, as for `run`: each tenant is checked, with the first
+    /// valid row of INPUT.csv that names it. The single-tenant credentials are then optional.
+    #[arg(long, env = "AUTOPILOT_BULK_TENANTS", value_name = "FILE")]
+    pub tenants: Option<PathBuf>,
     #[command(flatten)]
     pub defaults: DefaultArgs,
 }
@@ -467,15 +487,25 @@ impl PreflightArgs {
         graph.defaults = self.defaults.to_defaults();
         graph.max_attempts = 3;
         graph.max_retry_time = Duration::from_secs(30);
+        let tenants = tenants_path(self.tenants.as_ref());
+        if let Some(path) = tenants {
+            graph.tenants = load_tenants(path, &graph, self.emulator)?;
+        }
         if let Some(e) = emulator {
             graph.graph_url = e.graph_url();
             graph.authority_url = e.authority_url();
             graph.credentials = Credentials::for_emulator();
+            for tenant in &mut graph.tenants {
+                tenant.graph_url = e.graph_url();
+                tenant.authority_url = e.authority_url();
+            }
         } else if !self.emulator {
-            graph.credentials = self
-                .graph
-                .credentials()?
-                .ok_or_else(|| anyhow::anyhow!("{NO_CREDENTIALS}; or use --emulator"))?;
+            match self.graph.credentials()? {
+                Some(credentials) => graph.credentials = credentials,
+                // Each tenant of the file brings its own.
+                None if tenants.is_some() => {}
+                None => anyhow::bail!("{NO_CREDENTIALS}; or use --emulator"),
+            }
         }
         Ok(PreflightConfig {
             input: self.input.clone(),
@@ -493,14 +523,24 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 }
 
 impl StatusArgs {
-    /// Build the status configuration; credentials as for `run`.
+    /// Build the status configuration; credentials and `--tenants` as for `run`. Without
+    /// either, a results file that names tenants is the error to report: credentials alone
+    /// would not read it right.
     pub fn to_config(&self) -> anyhow::Result<StatusConfig> {
         let mut graph = Config::new(&self.results, PathBuf::new());
         self.graph.apply(&mut graph);
-        graph.credentials = self
-            .graph
-            .credentials()?
-            .ok_or_else(|| anyhow::anyhow!(NO_CREDENTIALS))?;
+        let tenants = tenants_path(self.tenants.as_ref());
+        if let Some(path) = tenants {
+            graph.tenants = load_tenants(path, &graph, false)?;
+        }
+        match self.graph.credentials()? {
+            Some(credentials) => graph.credentials = credentials,
+            None if tenants.is_some() => {}
+            None => {
+                crate::status::single_tenant(&self.results)?;
+                anyhow::bail!(NO_CREDENTIALS);
+            }
+        }
         let mut config = StatusConfig::new(&self.results, graph);
         if let Some(output) = &self.output {
             config.output = output.clone();

@@ -1,9 +1,10 @@
 //! `preflight` against the in-process emulator: a working tenant, a route Graph does not
-//! serve, a missing permission (refused, or absent from the token), a wrong secret; and `run`
-//! stopping early on the unserved route.
+//! serve, a missing permission (refused, or absent from the token), a wrong secret; `run`
+//! stopping early on the unserved route; and `--tenants`, each tenant its own emulator.
 
 mod common;
 
+use autopilot_bulk::config::{Cloud, Config, Credentials, Tenant};
 use autopilot_bulk::emulator::{Emulator, EmulatorConfig};
 use autopilot_bulk::preflight::{PreflightConfig, Report};
 use common::*;
@@ -243,4 +244,201 @@ async fn run_stops_early_on_a_route_graph_does_not_serve() {
     );
     assert_eq!(emulator.stats().assignments_created, 0);
     emulator.shutdown().await;
+}
+
+// ---- --tenants ----
+
+/// A tenant of a tenants file, pointed at `emulator`.
+fn tenant(key: &str, emulator: &Emulator, secret: &str) -> Tenant {
+    Tenant {
+        key: key.into(),
+        credentials: Credentials::ClientSecret {
+            tenant_id: format!("{key}.onmicrosoft.com"),
+            client_id: APP.into(),
+            secret: secret.into(),
+        },
+        cloud: Cloud::Global,
+        graph_url: emulator.graph_url(),
+        authority_url: emulator.authority_url(),
+        rate: rate(1000, 1000),
+    }
+}
+
+/// The part of a report under `── tenant KEY ──`, through its verdict line.
+fn section<'a>(report: &'a str, key: &str) -> &'a str {
+    let head = format!("── tenant {key} ──\n");
+    let start = report
+        .find(&head)
+        .unwrap_or_else(|| panic!("no {head:?} in:\n{report}"));
+    let rest = &report[start..];
+    let verdict = format!("\ntenant {key}: ");
+    let end = rest.find(&verdict).map_or(rest.len(), |i| {
+        i + verdict.len() + rest[i + verdict.len()..].find('\n').unwrap_or(0)
+    });
+    &rest[..end]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_is_checked_with_its_own_first_row_and_one_failing_fails_the_whole() {
+    let contoso = start(EmulatorConfig::default()).await;
+    let fabrikam = start(EmulatorConfig {
+        no_odata_route: true,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    // fabrikam's row first; contoso's first valid row is row 3 (row 2 names an unknown
+    // tenant); northwind has no row at all.
+    let csv = format!(
+        "tenant,device_id,target_type,group_id\nfabrikam,{},group,{GROUP}\n\
+         woodgrove,{},group,{GROUP}\nContoso,{},group,{GROUP}\ncontoso,{},group,{GROUP}\n",
+        device(1),
+        device(0),
+        device(2),
+        device(3)
+    );
+    let (_dir, path) = input(&csv);
+    let mut graph = Config::new(&path, std::path::PathBuf::new());
+    graph.tenants = vec![
+        tenant("contoso", &contoso, "any"),
+        tenant("fabrikam", &fabrikam, "any"),
+        tenant("northwind", &contoso, "any"),
+    ];
+    let config = PreflightConfig {
+        input: Some(path),
+        graph,
+    };
+    let report = autopilot_bulk::preflight(config, CancellationToken::new())
+        .await
+        .expect("preflight starts");
+    let text = report.render();
+    assert_eq!(report.exit_code(), 1, "{text}");
+
+    let c = section(&text, "contoso");
+    assert!(
+        c.contains(&format!("✓ first valid row: row 3, device {}", device(2))),
+        "{c}"
+    );
+    assert!(
+        c.contains(&format!(
+            "row 3: POST {}",
+            assignments_url(&contoso.graph_url(), &device(2))
+        )),
+        "{c}"
+    );
+    assert!(c.ends_with("tenant contoso: ok") && !c.contains('✗'), "{c}");
+
+    let f = section(&text, "fabrikam");
+    assert!(
+        f.contains(&format!("✓ first valid row: row 1, device {}", device(1))),
+        "{f}"
+    );
+    assert!(
+        f.contains("400 BadRequest: No OData route exists") && f.contains("fix: the route is"),
+        "{f}"
+    );
+    assert!(f.ends_with("tenant fabrikam: FAIL: 1 check failed"), "{f}");
+
+    let n = section(&text, "northwind");
+    assert!(
+        n.contains(
+            "· INPUT.csv has no valid row for this tenant: the assignment route is not checked"
+        ),
+        "{n}"
+    );
+    assert!(n.ends_with("tenant northwind: ok"), "{n}");
+
+    assert!(
+        text.ends_with("preflight: FAIL: 1 of 3 tenants failed (fabrikam); nothing was written\n"),
+        "{text}"
+    );
+    // Contoso's route read once (northwind, without a row, read none); nothing written.
+    assert_eq!(contoso.stats().assignment_reads, 1);
+    no_writes(&contoso);
+    no_writes(&fabrikam);
+    contoso.shutdown().await;
+    fabrikam.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_checks_every_tenant_of_the_file() {
+    let contoso = start(EmulatorConfig::default()).await;
+    let fabrikam = start(EmulatorConfig {
+        client_secret: Some("right".into()),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let csv = format!(
+        "tenant,device_id,target_type,group_id\ncontoso,{},group,{GROUP}\n\
+         fabrikam,{},group,{GROUP}\n",
+        device(0),
+        device(1)
+    );
+    let (dir, path) = input(&csv);
+    let toml = dir.path().join("tenants.toml");
+    let mut file = String::new();
+    for (key, e) in [("contoso", &contoso), ("fabrikam", &fabrikam)] {
+        file.push_str(&format!(
+            "[tenants.{key}]\ntenant_id = \"{key}.onmicrosoft.com\"\nclient_id = \"{APP}\"\n\
+             client_secret_env = \"SECRET_{key}\"\ngraph_url = \"{}\"\nauthority_url = \"{}\"\n\n",
+            e.graph_url(),
+            e.authority_url()
+        ));
+    }
+    std::fs::write(&toml, file).unwrap();
+    let preflight = |fabrikam_secret: &str| {
+        let mut cmd = bin();
+        cmd.arg("preflight")
+            .arg(&path)
+            .arg("--tenants")
+            .arg(&toml)
+            .env("SECRET_contoso", "s3cr3t-contoso")
+            .env("SECRET_fabrikam", fabrikam_secret);
+        async move {
+            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap();
+            (out.status.code(), text(&out.stdout), text(&out.stderr))
+        }
+    };
+
+    let (code, stdout, stderr) = preflight("right").await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    for (key, row, d) in [("contoso", 1, device(0)), ("fabrikam", 2, device(1))] {
+        let s = section(&stdout, key);
+        assert!(
+            s.contains(&format!(
+                "✓ token for tenant {key}.onmicrosoft.com, app {APP}"
+            )),
+            "{s}"
+        );
+        assert!(
+            s.contains(&format!("✓ first valid row: row {row}, device {d}")),
+            "{s}"
+        );
+        assert!(s.ends_with(&format!("tenant {key}: ok")), "{s}");
+    }
+    assert!(
+        stdout.ends_with("preflight: ok: every check passed in 2 tenants; nothing was written\n"),
+        "{stdout}"
+    );
+
+    // fabrikam's secret refused: exit 3, its section says where to fix it, contoso still ok.
+    let (code, stdout, stderr) = preflight("wr0ng-value").await;
+    assert_eq!(code, Some(3), "{stdout}\n{stderr}");
+    let f = section(&stdout, "fabrikam");
+    assert!(
+        f.contains("✗ token: authentication failed") && f.contains("[tenants.fabrikam]"),
+        "{f}"
+    );
+    assert!(section(&stdout, "contoso").ends_with("tenant contoso: ok"));
+    assert!(
+        stdout.contains("1 of 2 tenants failed (fabrikam)"),
+        "{stdout}"
+    );
+    let all = format!("{stdout}{stderr}");
+    assert!(!all.contains("wr0ng") && !all.contains("s3cr3t"), "{all}");
+    no_writes(&contoso);
+    no_writes(&fabrikam);
+    contoso.shutdown().await;
+    fabrikam.shutdown().await;
 }

@@ -229,7 +229,7 @@ async fn status_watch_ends_once_the_service_reports_every_device_assigned() {
     let mut lines = sheet.lines();
     assert_eq!(
         lines.next(),
-        Some("row,device_id,serial_number,assignment_status,assigned_at,detailed_status")
+        Some("row,device_id,serial_number,assignment_status,assigned_at,detailed_status,tenant")
     );
     assert_eq!(lines.filter(|l| l.contains(",assignedInSync,")).count(), 40);
     drop(dir);

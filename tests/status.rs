@@ -196,7 +196,8 @@ fn status_lines(path: &Path) -> Vec<(String, String, String, String)> {
             "serial_number",
             "assignment_status",
             "assigned_at",
-            "detailed_status"
+            "detailed_status",
+            "tenant"
         ]
     );
     rdr.records()
@@ -276,7 +277,8 @@ async fn each_landed_row_gets_graphs_status_verbatim_through_every_page() {
     );
     let text = std::fs::read_to_string(&output).unwrap();
     assert!(
-        text.contains(",assignedInSync,2026-01-02T03:04:05Z,none\n"),
+        // The tenant column last, empty without --tenants.
+        text.contains(",assignedInSync,2026-01-02T03:04:05Z,none,\n"),
         "{text}"
     );
 }

@@ -23,6 +23,8 @@ const GRANT: &str = "grant the app registration the Microsoft Graph application 
 
 /// What the checks read through.
 pub(super) struct Tenant {
+    /// The tenants file's key, with `--tenants`: its credentials are fixed there, not in flags.
+    pub key: Option<String>,
     pub graph: GraphClient,
     pub graph_url: String,
     pub budget: Budget,
@@ -47,13 +49,22 @@ impl Tenant {
         let Some(token) = self.budget.token().await else {
             report.auth_failed = true;
             let why = self.budget.halt().reason();
+            let fix = match &self.key {
+                None => "check --tenant-id, --client-id, the client secret or certificate, and \
+                         --cloud (the authority must be the tenant's)"
+                    .to_string(),
+                Some(key) => format!(
+                    "check tenant_id, client_id, the secret or certificate it names, and cloud \
+                     under [tenants.{key}] in the tenants file (the authority must be the \
+                     tenant's)"
+                ),
+            };
             report.fail(
                 format!(
                     "token: {}",
                     why.as_deref().unwrap_or("authentication failed")
                 ),
-                "check --tenant-id, --client-id, the client secret or certificate, and --cloud \
-                 (the authority must be the tenant's)",
+                fix,
             );
             return false;
         };

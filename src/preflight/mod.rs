@@ -12,6 +12,7 @@ mod report;
 
 use std::path::{Path, PathBuf};
 
+use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::Budget;
@@ -20,7 +21,7 @@ use crate::graph::client::GraphClient;
 use crate::input::{InputError, InputReader, Job, Parsed};
 
 pub use claims::{Claims, NEEDED};
-pub use report::{Check, Mark, Report};
+pub use report::{Check, Mark, Report, TenantReport};
 
 /// Everything `preflight` needs.
 #[derive(Debug, Clone)]
@@ -44,42 +45,109 @@ pub enum PreflightError {
     NoValidRow(PathBuf),
 }
 
-/// Run every check against the tenant `config.graph` names. `shutdown` stops it early.
+/// Run every check against the tenant `config.graph` names, or against each of its `tenants`
+/// (all at once: each is a few requests through its own budget). `shutdown` stops it early.
 pub async fn preflight(
     config: PreflightConfig,
     shutdown: CancellationToken,
 ) -> Result<Report, PreflightError> {
+    if !config.graph.tenants.is_empty() {
+        return preflight_tenants(&config, &shutdown).await;
+    }
     // The input first: a broken file is exit 2 before anything is sent.
     let first = match &config.input {
-        Some(path) => Some(first_job(path, &config.graph)?),
-        None => None,
+        Some(path) => First::Row(Box::new(first_job(path, &config.graph)?)),
+        None => First::NoInput,
     };
-    let http = crate::budget::connect(&config.graph).map_err(PreflightError::Config)?;
-    let budget = Budget::from_config(&config.graph, http.clone(), &shutdown)
-        .map_err(PreflightError::Config)?;
-    let tenant = checks::Tenant {
-        graph: GraphClient::new(http, &config.graph.graph_url),
-        graph_url: config.graph.graph_url.clone(),
+    let tenant = connect(&config.graph, None, &shutdown).map_err(PreflightError::Config)?;
+    Ok(check(&tenant, &first).await)
+}
+
+/// Each tenant of `config.graph.tenants` checked as one tenant is, with the first valid row of
+/// the input that names it; one section each, in the tenants file's order.
+async fn preflight_tenants(
+    config: &PreflightConfig,
+    shutdown: &CancellationToken,
+) -> Result<Report, PreflightError> {
+    let tenants = &config.graph.tenants;
+    let firsts = match &config.input {
+        Some(path) => first_jobs(path, &config.graph)?,
+        None => tenants.iter().map(|_| First::NoInput).collect(),
+    };
+    let checked = tenants
+        .iter()
+        .map(|t| {
+            connect(&config.graph.for_tenant(t), Some(&t.key), shutdown)
+                .map_err(|e| PreflightError::Config(format!("tenant {}: {e}", t.key)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let reports = join_all(checked.iter().zip(&firsts).map(|(t, f)| check(t, f))).await;
+    Ok(Report {
+        tenants: tenants
+            .iter()
+            .zip(reports)
+            .map(|(t, report)| TenantReport {
+                tenant: t.key.clone(),
+                report,
+            })
+            .collect(),
+        ..Report::default()
+    })
+}
+
+/// The row a tenant's route is checked with.
+enum First {
+    /// No INPUT.csv: the route is checked with a listed identity.
+    NoInput,
+    Row(Box<Job>),
+    /// INPUT.csv has no valid row for the tenant: there is nothing of it to check the route for.
+    NoRow,
+}
+
+/// A budget and a client for the tenant `config` names; `key` is its tenants file key.
+fn connect(
+    config: &Config,
+    key: Option<&str>,
+    shutdown: &CancellationToken,
+) -> Result<checks::Tenant, String> {
+    let http = crate::budget::connect(config)?;
+    let budget = Budget::from_config(config, http.clone(), shutdown)?;
+    Ok(checks::Tenant {
+        key: key.map(str::to_string),
+        graph: GraphClient::new(http, &config.graph_url),
+        graph_url: config.graph_url.clone(),
         budget,
-    };
+    })
+}
+
+/// Every check of one tenant, each only when the ones before it leave something to check.
+async fn check(tenant: &checks::Tenant, first: &First) -> Report {
     let mut report = Report::default();
     if !tenant.token_check(&mut report).await {
-        return Ok(report);
+        return report;
     }
     let page = tenant.listing_check(&mut report).await;
     if report.auth_failed {
-        return Ok(report);
+        return report;
     }
-    let device = tenant
-        .device_check(first.as_ref(), page.as_ref(), &mut report)
-        .await;
+    let job = match first {
+        First::NoInput => None,
+        First::Row(job) => Some(job.as_ref()),
+        First::NoRow => {
+            report.note(
+                "INPUT.csv has no valid row for this tenant: the assignment route is not checked",
+            );
+            return report;
+        }
+    };
+    let device = tenant.device_check(job, page.as_ref(), &mut report).await;
     if let Some(device) = device.route {
         tenant.route_check(device, &mut report).await;
     }
-    if let Some(job) = &first {
+    if let Some(job) = job {
         report.request = Some(tenant.request_for(job, device.row_id));
     }
-    Ok(report)
+    report
 }
 
 /// The first valid row of `path`, read with the run's own reader; invalid rows before it are
@@ -92,4 +160,35 @@ fn first_job(path: &Path, config: &Config) -> Result<Job, PreflightError> {
         }
     }
     Err(PreflightError::NoValidRow(path.to_path_buf()))
+}
+
+/// The first valid row of each tenant of `config.tenants`, by the input's `tenant` column read
+/// as `run` reads it (rows naming no tenant of the file are invalid, so skipped). Reading
+/// stops once every tenant has its row. No valid row at all is the input's error.
+fn first_jobs(path: &Path, config: &Config) -> Result<Vec<First>, PreflightError> {
+    let mut defaults = config.defaults.clone();
+    defaults.tenants = Some(config.tenants.iter().map(|t| t.key.clone()).collect());
+    let reader = InputReader::open(path, config.delimiter, defaults)?;
+    let mut firsts: Vec<First> = config.tenants.iter().map(|_| First::NoRow).collect();
+    let mut missing = firsts.len();
+    for item in reader {
+        let Parsed::Job(job) = item? else { continue };
+        let at = job
+            .tenant
+            .as_deref()
+            .and_then(|name| config.tenants.iter().position(|t| t.key == name));
+        if let Some(slot) = at.and_then(|i| firsts.get_mut(i))
+            && matches!(slot, First::NoRow)
+        {
+            *slot = First::Row(Box::new(job));
+            missing -= 1;
+            if missing == 0 {
+                break;
+            }
+        }
+    }
+    if missing == firsts.len() {
+        return Err(PreflightError::NoValidRow(path.to_path_buf()));
+    }
+    Ok(firsts)
 }

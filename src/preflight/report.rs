@@ -29,6 +29,16 @@ pub struct Report {
     pub auth_failed: bool,
     /// What `run` would send for the first valid row: the method and URL line, then the body.
     pub request: Option<(String, String)>,
+    /// With `--tenants`: one report per tenant, in the tenants file's order (the fields above
+    /// are then empty). Each tenant is checked alone, as `run` would write to each alone.
+    pub tenants: Vec<TenantReport>,
+}
+
+/// One tenant's checks, under its tenants file key.
+#[derive(Debug, Clone)]
+pub struct TenantReport {
+    pub tenant: String,
+    pub report: Report,
 }
 
 impl Report {
@@ -55,13 +65,20 @@ impl Report {
         &mut self.checks[last]
     }
 
+    /// Failed checks, every tenant's included.
     pub fn failures(&self) -> usize {
-        self.checks.iter().filter(|c| c.mark == Mark::Fail).count()
+        let own = self.checks.iter().filter(|c| c.mark == Mark::Fail).count();
+        own + self
+            .tenants
+            .iter()
+            .map(|t| t.report.failures())
+            .sum::<usize>()
     }
 
-    /// 0 everything `run` needs answered · 1 something would fail · 3 authentication failed.
+    /// 0 everything `run` needs answered (in every tenant) · 1 something would fail · 3
+    /// authentication failed (in any tenant: the more urgent fix).
     pub fn exit_code(&self) -> u8 {
-        if self.auth_failed {
+        if self.auth_failed || self.tenants.iter().any(|t| t.report.exit_code() == 3) {
             3
         } else if self.failures() > 0 {
             1
@@ -70,9 +87,48 @@ impl Report {
         }
     }
 
-    /// The report for stdout.
+    /// The report for stdout: the checks, or a section per tenant headed by its key, then the
+    /// verdict.
     pub fn render(&self) -> String {
         let mut s = String::new();
+        self.render_checks(&mut s);
+        for t in &self.tenants {
+            s.push_str(&format!("── tenant {} ──\n", t.tenant));
+            t.report.render_checks(&mut s);
+            s.push_str(&match t.report.failures() {
+                0 => format!("tenant {}: ok\n", t.tenant),
+                n => format!("tenant {}: FAIL: {}\n", t.tenant, checks_failed(n)),
+            });
+        }
+        let failures = self.failures();
+        let failing: Vec<&str> = self
+            .tenants
+            .iter()
+            .filter(|t| t.report.failures() > 0)
+            .map(|t| t.tenant.as_str())
+            .collect();
+        s.push_str(&match (failures, self.tenants.len()) {
+            (0, 0) => "preflight: ok: every check passed; nothing was written\n".to_string(),
+            (n, 0) => format!(
+                "preflight: FAIL: {}; nothing was written\n",
+                checks_failed(n)
+            ),
+            (0, n) => format!(
+                "preflight: ok: every check passed in {}; nothing was written\n",
+                plural(n, "tenant")
+            ),
+            (_, n) => format!(
+                "preflight: FAIL: {} of {} failed ({}); nothing was written\n",
+                failing.len(),
+                plural(n, "tenant"),
+                failing.join(", ")
+            ),
+        });
+        s
+    }
+
+    /// The check lines and the request, without the verdict.
+    fn render_checks(&self, s: &mut String) {
         for check in &self.checks {
             let mark = match check.mark {
                 Mark::Ok => "✓",
@@ -93,16 +149,16 @@ impl Report {
                 s.push_str(&format!("    {body_line}\n"));
             }
         }
-        let failures = self.failures();
-        s.push_str(&match failures {
-            0 => "preflight: ok: every check passed; nothing was written\n".to_string(),
-            n => format!(
-                "preflight: FAIL: {n} check{} failed; nothing was written\n",
-                if n == 1 { "" } else { "s" }
-            ),
-        });
-        s
     }
+}
+
+/// `1 check failed`, `2 checks failed`.
+fn checks_failed(n: usize) -> String {
+    format!("{} failed", plural(n, "check"))
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]
@@ -127,5 +183,49 @@ mod tests {
         assert!(text.contains("1 check failed"), "{text}");
         report.auth_failed = true;
         assert_eq!(report.exit_code(), 3);
+    }
+
+    #[test]
+    fn tenants_get_a_section_each_and_any_failure_fails_the_whole() {
+        let mut ok = Report::default();
+        ok.ok("token");
+        let mut bad = Report::default();
+        bad.fail("route", "open a case");
+        let section = |tenant: &str, report: &Report| TenantReport {
+            tenant: tenant.into(),
+            report: report.clone(),
+        };
+        let mut all = Report {
+            tenants: vec![section("contoso", &ok), section("fabrikam", &bad)],
+            ..Report::default()
+        };
+        assert_eq!(all.exit_code(), 1);
+        let text = all.render();
+        assert!(
+            text.starts_with("── tenant contoso ──\n✓ token\ntenant contoso: ok\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("── tenant fabrikam ──\n✗ route\n    fix: open a case\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tenant fabrikam: FAIL: 1 check failed\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "preflight: FAIL: 1 of 2 tenants failed (fabrikam); nothing was written\n"
+            ),
+            "{text}"
+        );
+        all.tenants[1].report.auth_failed = true;
+        assert_eq!(all.exit_code(), 3);
+        all.tenants.truncate(1);
+        assert_eq!(all.exit_code(), 0);
+        assert!(
+            all.render()
+                .ends_with("every check passed in 1 tenant; nothing was written\n")
+        );
     }
 }

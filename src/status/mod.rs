@@ -2,12 +2,16 @@
 //! `existing`, read each device's profile assignment status from the tenant's identity listing
 //! and write it to a status CSV; with `--watch`, read again until every device is assigned.
 //!
+//! A results file of a `--tenants` run names each row's tenant: with the same tenants file,
+//! each tenant's rows are read from its own listing, all tenants at once (see `tenants`).
+//!
 //! Nothing is written to Graph. The status file is locked for the duration (one writer per
 //! file) and replaced whole by each reading, so it always holds the latest complete one.
 
 mod reading;
 mod results;
 mod sheet;
+mod tenants;
 mod ticker;
 
 use std::collections::BTreeMap;
@@ -17,18 +21,16 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::budget::Budget;
 use crate::config::Config;
-use crate::graph::client::GraphClient;
-use crate::listing::{Listed, ReadError};
+use crate::listing::Listed;
 use crate::lock::{LockError, RunLock};
 
-pub use reading::{ASSIGNED, NOT_FOUND, is_assigned};
+pub use reading::{ASSIGNED, NOT_FOUND, NOT_READ, is_assigned};
 pub use results::ResultsError;
 pub use sheet::{HEADER, default_output};
 
 use reading::Reading;
-use results::Landed;
+use tenants::Reader;
 use ticker::Ticker;
 
 /// `--watch`: read again every `interval` until every row is assigned or `timeout` has passed
@@ -59,7 +61,9 @@ pub struct StatusConfig {
     pub overwrite: bool,
     pub watch: Option<Watch>,
     /// How to reach the tenant: credentials, cloud, URLs, pace, timeouts and retries. Its
-    /// input, output and run-only fields are not used.
+    /// input, output and run-only fields are not used. With `tenants` set (`--tenants`), each
+    /// landed row is read from the tenant its `tenant` column names, and `credentials` is not
+    /// used.
     pub graph: Config,
     /// Show progress on stderr.
     pub progress: bool,
@@ -96,10 +100,25 @@ pub struct StatusReport {
     pub listed: Listed,
     /// `--watch` gave up at its timeout.
     pub timed_out: bool,
-    /// Why reading stopped: authentication failed, the listing could not be read.
+    /// Why reading stopped: authentication failed, the listing could not be read. With
+    /// tenants, each tenant that could not be read, as `tenant KEY: why`, joined by `; `.
     pub aborted: Option<String>,
     /// Stopped by the caller's shutdown token (Ctrl-C).
     pub interrupted: bool,
+    /// With tenants: each tenant's rows in the latest reading, in the tenants file's order
+    /// (tenants without landed rows left out). Empty in single-tenant use.
+    pub tenants: Vec<TenantStatus>,
+}
+
+/// One tenant's share of the latest reading.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantStatus {
+    /// The tenants file's key.
+    pub tenant: String,
+    pub rows: u64,
+    pub assigned: u64,
+    /// Why it could not be read (its rows are [`NOT_READ`]).
+    pub failed: Option<String>,
 }
 
 impl StatusReport {
@@ -117,7 +136,7 @@ impl StatusReport {
         }
     }
 
-    /// The counts for stdout: a total line, then one line per status.
+    /// The counts for stdout: a total line, one line per status, then one per tenant.
     pub fn render(&self) -> String {
         let mut s = format!(
             "{}: {} rows · {} assigned · {} not assigned\n",
@@ -128,6 +147,16 @@ impl StatusReport {
         );
         for (status, count) in &self.counts {
             s.push_str(&format!("  {status:<26} {count}\n"));
+        }
+        for t in &self.tenants {
+            let read = match t.failed {
+                Some(_) => "not read".to_string(),
+                None => format!("{} assigned", t.assigned),
+            };
+            s.push_str(&format!(
+                "  tenant {}: {} rows · {read}\n",
+                t.tenant, t.rows
+            ));
         }
         s
     }
@@ -140,6 +169,33 @@ pub enum StatusError {
     Config(String),
     #[error(transparent)]
     Results(#[from] ResultsError),
+    #[error(
+        "results file {} names tenants ({tenants}): it is from a --tenants run, and one \
+         tenant's listing would report the others' devices notFound; pass the same --tenants \
+         file (or AUTOPILOT_BULK_TENANTS); nothing was read", results.display()
+    )]
+    TenantsNeeded { results: PathBuf, tenants: String },
+    #[error(
+        "results file {} names tenants the tenants file does not hold ({tenants}; it names: \
+         {known}): pass the --tenants file the run used; nothing was read", results.display()
+    )]
+    UnknownTenant {
+        results: PathBuf,
+        tenants: String,
+        known: String,
+    },
+    #[error(
+        "results file {} row {row}{} reports a device landed without a tenant: with --tenants \
+         every landed row must name its tenant (read a single-tenant results file without \
+         --tenants); nothing was read",
+        results.display(),
+        if *more > 0 { format!(" (and {more} more)") } else { String::new() }
+    )]
+    NoTenant {
+        results: PathBuf,
+        row: u64,
+        more: usize,
+    },
     #[error(
         "status file {} already exists: pass --overwrite to replace it, or -o to write \
          elsewhere", .0.display()
@@ -185,61 +241,64 @@ pub async fn status(
         return Err(StatusError::Exists(output.clone()));
     }
     let landed = results::read_landed(&config.results)?;
+    let groups = tenants::group(landed, &config.graph.tenants, &config.results)?;
     let mut report = StatusReport {
         output: output.clone(),
-        rows: landed.len() as u64,
+        rows: groups.iter().map(|(_, rows)| rows.len() as u64).sum(),
         ..StatusReport::default()
     };
-    if landed.is_empty() {
+    if report.rows == 0 {
         write(output, &Reading::default())?;
         return Ok(report);
     }
-    let http = crate::budget::connect(&config.graph).map_err(StatusError::Config)?;
-    let budget =
-        Budget::from_config(&config.graph, http.clone(), &shutdown).map_err(StatusError::Config)?;
-    let tenant = Tenant {
-        graph: GraphClient::new(http, &config.graph.graph_url),
-        budget,
-        shutdown,
-    };
+    let mut readers = tenants::connect(groups, &config.graph, &shutdown)?;
     let ticker = Ticker::new(config.progress, config.watch.is_some(), report.rows);
-    let watched = readings(&config, &tenant, &landed, &ticker, &mut report).await;
+    let watched = readings(&config, &mut readers, &shutdown, &ticker, &mut report).await;
     ticker.finish();
     watched.map(|()| report)
 }
 
-/// What one reading needs of the tenant.
-struct Tenant {
-    graph: GraphClient,
-    budget: Budget,
-    shutdown: CancellationToken,
-}
-
-/// One reading, or (watching) one every interval until all are assigned, the timeout passes,
-/// the tenant's budget stops or the caller does. Each complete reading is written at once.
+/// One reading, or (watching) one every interval until every row of a tenant still readable is
+/// assigned, the timeout passes, every tenant has failed or the caller stops. Each complete
+/// reading is written at once. One tenant alone that fails writes nothing (the file keeps the
+/// last complete reading); among several, a tenant that fails has its rows written
+/// [`NOT_READ`] and the others go on.
 async fn readings(
     config: &StatusConfig,
-    tenant: &Tenant,
-    landed: &[Landed],
+    readers: &mut [Reader],
+    shutdown: &CancellationToken,
     ticker: &Ticker,
     report: &mut StatusReport,
 ) -> Result<(), StatusError> {
+    let several = !config.graph.tenants.is_empty();
     let deadline = config.watch.map(|w| Instant::now() + w.timeout);
     loop {
         let n = report.readings + 1;
-        let read = reading::read(&tenant.graph, &tenant.budget, landed, |l| ticker.page(n, l));
-        let read = tokio::select! {
-            biased;
-            _ = tenant.shutdown.cancelled() => Err(ReadError::Stopped),
-            r = read => r,
+        let Some(parts) = tenants::read_all(readers, shutdown, |l| ticker.page(n, l)).await else {
+            report.interrupted = true;
+            return Ok(());
         };
-        let reading = match read {
-            Ok(r) => r,
-            Err(e) => {
-                stopped(tenant, e, report);
-                return Ok(());
-            }
-        };
+        report.aborted = aborted(readers, several);
+        if !several && report.aborted.is_some() {
+            return Ok(());
+        }
+        let waiting = readers
+            .iter()
+            .zip(&parts)
+            .any(|(r, p)| r.failed.is_none() && p.assigned < r.landed.len() as u64);
+        if several {
+            report.tenants = readers
+                .iter()
+                .zip(&parts)
+                .map(|(r, p)| TenantStatus {
+                    tenant: r.key.clone().unwrap_or_default(),
+                    rows: r.landed.len() as u64,
+                    assigned: p.assigned,
+                    failed: r.failed.clone(),
+                })
+                .collect();
+        }
+        let reading = Reading::merge(parts);
         write(&config.output, &reading)?;
         report.readings = n;
         report.counts = reading.counts.clone();
@@ -250,13 +309,12 @@ async fn readings(
             return Ok(());
         };
         let left = deadline.saturating_duration_since(Instant::now());
-        let done = report.assigned == report.rows;
-        report.timed_out = !done && left.is_zero();
-        let pause = (!done && !left.is_zero()).then(|| watch.interval.min(left));
+        report.timed_out = waiting && left.is_zero();
+        let pause = (waiting && !left.is_zero()).then(|| watch.interval.min(left));
         ticker.reading(n, &reading, pause);
         let Some(pause) = pause else { return Ok(()) };
         tokio::select! {
-            _ = tenant.shutdown.cancelled() => {
+            _ = shutdown.cancelled() => {
                 report.interrupted = true;
                 return Ok(());
             }
@@ -265,25 +323,30 @@ async fn readings(
     }
 }
 
-/// Record why a reading did not complete: the caller stopped it, or the tenant failed.
-fn stopped(tenant: &Tenant, e: ReadError, report: &mut StatusReport) {
-    if tenant.shutdown.is_cancelled() {
-        report.interrupted = true;
-        return;
+/// Why the readers that failed could not be read: the reason alone for the one tenant of a
+/// single-tenant status, each as `tenant KEY: why` among several.
+fn aborted(readers: &[Reader], several: bool) -> Option<String> {
+    let failed: Vec<String> = readers
+        .iter()
+        .filter_map(|r| {
+            let why = r.failed.as_deref()?;
+            Some(match (&r.key, several) {
+                (Some(key), true) => format!("tenant {key}: {why}"),
+                _ => why.to_string(),
+            })
+        })
+        .collect();
+    (!failed.is_empty()).then(|| failed.join("; "))
+}
+
+/// Whether the results file at `results` can be read without `--tenants`: an error when it
+/// names tenants. Lets the command line say so before asking for credentials that would not
+/// read it right. A file that cannot be read passes: `status` reports that itself.
+pub fn single_tenant(results: &std::path::Path) -> Result<(), StatusError> {
+    match results::read_landed(results) {
+        Ok(landed) => tenants::group(landed, &[], results).map(drop),
+        Err(_) => Ok(()),
     }
-    report.aborted = Some(match e {
-        ReadError::Stopped => tenant
-            .budget
-            .halt()
-            .reason()
-            .unwrap_or_else(|| "stopped".to_string()),
-        ReadError::Failed { ref code, .. } if code.eq_ignore_ascii_case("Forbidden") => format!(
-            "reading the identity listing was refused: {e} (the app needs the Graph application \
-             permission DeviceManagementServiceConfig.Read.All or ReadWrite.All)"
-        ),
-        ReadError::Failed { .. } => format!("reading the identity listing failed: {e}"),
-        ReadError::PagingLoop(_) => e.to_string(),
-    });
 }
 
 fn write(output: &std::path::Path, reading: &Reading) -> Result<(), StatusError> {

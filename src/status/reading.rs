@@ -17,6 +17,10 @@ use crate::listing::{Listed, ReadError, each_identity};
 /// The status of a device the listing does not hold (deleted, or another tenant's).
 pub const NOT_FOUND: &str = "notFound";
 
+/// The status of a row whose tenant could not be read (its token was refused, its listing
+/// failed): the reason is in the line's `detailed_status`. Ours, not Graph's.
+pub const NOT_READ: &str = "notRead";
+
 /// The status of a listed identity that states none: Graph's own word for it.
 const UNSTATED: &str = "unknown";
 
@@ -43,6 +47,8 @@ pub struct Line {
     pub assignment_status: String,
     pub assigned_at: String,
     pub detailed_status: String,
+    /// The results file's tenant of the row; empty in single-tenant use.
+    pub tenant: String,
 }
 
 /// What one reading found.
@@ -80,22 +86,48 @@ pub async fn read(
 impl Reading {
     /// Match `landed` to the identities `found`, in row order.
     pub fn of(landed: &[Landed], found: &HashMap<Uuid, Identity>, listed: Listed) -> Reading {
-        let mut reading = Reading {
-            listed,
-            ..Reading::default()
-        };
-        for l in landed {
-            let line = line(l, found.get(&l.device));
-            *reading
-                .counts
-                .entry(line.assignment_status.clone())
-                .or_default() += 1;
-            if is_assigned(&line.assignment_status) {
-                reading.assigned += 1;
-            }
-            reading.lines.push(line);
+        let lines = landed.iter().map(|l| line(l, found.get(&l.device)));
+        Reading::from_lines(lines.collect(), listed)
+    }
+
+    /// The lines of rows whose tenant could not be read: [`NOT_READ`], with `reason`.
+    pub fn not_read(landed: &[Landed], reason: &str) -> Reading {
+        let lines = landed.iter().map(|l| Line {
+            assignment_status: NOT_READ.to_string(),
+            detailed_status: reason.to_string(),
+            ..line(l, None)
+        });
+        Reading::from_lines(lines.collect(), Listed::default())
+    }
+
+    /// One reading of several tenants' parts, its lines back in row order.
+    pub fn merge(parts: impl IntoIterator<Item = Reading>) -> Reading {
+        let mut lines = Vec::new();
+        let mut listed = Listed::default();
+        for part in parts {
+            lines.extend(part.lines);
+            listed.pages += part.listed.pages;
+            listed.identities += part.listed.identities;
         }
-        reading
+        lines.sort_by_key(|l| l.row);
+        Reading::from_lines(lines, listed)
+    }
+
+    fn from_lines(lines: Vec<Line>, listed: Listed) -> Reading {
+        let mut counts = BTreeMap::new();
+        let mut assigned = 0;
+        for line in &lines {
+            *counts.entry(line.assignment_status.clone()).or_default() += 1;
+            if is_assigned(&line.assignment_status) {
+                assigned += 1;
+            }
+        }
+        Reading {
+            lines,
+            counts,
+            assigned,
+            listed,
+        }
     }
 }
 
@@ -121,6 +153,7 @@ fn line(landed: &Landed, identity: Option<&Identity>) -> Line {
         },
         assigned_at: text(identity.and_then(|i| i.assigned_at.as_ref())),
         detailed_status: text(identity.and_then(|i| i.detailed_status.as_ref())),
+        tenant: landed.tenant.clone().unwrap_or_default(),
     }
 }
 
@@ -134,6 +167,7 @@ mod tests {
             device_id: id.to_string(),
             device: Uuid::try_parse(id).unwrap(),
             serial_number: serial.map(str::to_string),
+            tenant: None,
         }
     }
 
@@ -185,6 +219,50 @@ mod tests {
         assert_eq!(reading.assigned, 1);
         assert_eq!(reading.counts[NOT_FOUND], 1);
         assert_eq!(reading.counts["pending"], 1);
+    }
+
+    #[test]
+    fn tenants_parts_merge_in_row_order_and_unread_rows_say_why() {
+        let a = "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d";
+        let b = "1b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d";
+        let mut found = HashMap::new();
+        let assigned = Identity {
+            id: a.to_string(),
+            assignment_status: Some("assignedInSync".into()),
+            ..Identity::default()
+        };
+        found.insert(Uuid::try_parse(a).unwrap(), assigned);
+        let of = |row, id, tenant: &str| Landed {
+            tenant: Some(tenant.to_string()),
+            ..landed(row, id, None)
+        };
+        let listed = Listed {
+            pages: 1,
+            identities: 4,
+        };
+        let read = Reading::of(&[of(1, b, "x"), of(3, a, "x")], &found, listed);
+        let unread = Reading::not_read(&[of(2, b, "y")], "authentication failed: nope");
+        let merged = Reading::merge([read, unread]);
+        let rows: Vec<(u64, &str, &str)> = merged
+            .lines
+            .iter()
+            .map(|l| (l.row, l.assignment_status.as_str(), l.tenant.as_str()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (1, NOT_FOUND, "x"),
+                (2, NOT_READ, "y"),
+                (3, "assignedInSync", "x")
+            ]
+        );
+        assert_eq!(
+            merged.lines[1].detailed_status,
+            "authentication failed: nope"
+        );
+        assert_eq!((merged.assigned, merged.counts[NOT_READ]), (1, 1));
+        assert_eq!(merged.listed, listed);
+        assert!(!is_assigned(NOT_READ));
     }
 
     #[test]

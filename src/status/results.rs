@@ -1,6 +1,6 @@
 //! The rows a run reports landed (`created`/`existing`), read from its results file by column
-//! name: columns may be added at the end (`serial_number` is one, and optional), so positions
-//! are never assumed.
+//! name: columns may be added at the end (`serial_number` and `tenant` are, and optional), so
+//! positions are never assumed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,9 @@ pub struct Landed {
     pub device: Uuid,
     /// The results file's `serial_number`, when it has the column and a value.
     pub serial_number: Option<String>,
+    /// The results file's `tenant` (the tenants file's key of a `--tenants` run), when it has
+    /// the column and a value: the tenant whose listing holds the device.
+    pub tenant: Option<String>,
 }
 
 /// The results file cannot be read as one.
@@ -37,7 +40,7 @@ pub enum ResultsError {
     },
 }
 
-/// Columns every results file has; `serial_number` may follow.
+/// Columns every results file has; `serial_number` and `tenant` may follow.
 const REQUIRED: [&str; 3] = ["row", "device_id", "status"];
 
 /// The landed rows of the results file at `path`, in row order. A resumed run appends, so
@@ -105,6 +108,7 @@ struct Columns {
     device_id: usize,
     status: usize,
     serial_number: Option<usize>,
+    tenant: Option<usize>,
 }
 
 impl Columns {
@@ -124,6 +128,7 @@ impl Columns {
             device_id,
             status,
             serial_number: at("serial_number"),
+            tenant: at("tenant"),
         })
     }
 
@@ -149,18 +154,20 @@ impl Columns {
                 status.as_str()
             )
         })?;
-        let serial_number = self
-            .serial_number
-            .map(cell)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string);
+        let optional = |column: Option<usize>| {
+            column
+                .map(cell)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
         Ok((
             row,
             Some(Landed {
                 row,
                 device_id: device_id.to_string(),
                 device,
-                serial_number,
+                serial_number: optional(self.serial_number),
+                tenant: optional(self.tenant),
             }),
         ))
     }
@@ -218,6 +225,20 @@ mod tests {
         assert_eq!(landed[0].serial_number.as_deref(), Some("SN-7"));
         let reordered = format!("status,row,device_id\ncreated,3,{A}\n");
         assert_eq!(rows(&read(&reordered).unwrap()), [3]);
+    }
+
+    #[test]
+    fn the_tenant_column_is_read_by_name_and_optional() {
+        let text = format!(
+            "{HEADER},serial_number,tenant\n{}{}",
+            line(1, A, "created").replace('\n', ",SN-1, Contoso \n"),
+            line(2, B, "existing").replace('\n', ",,\n"),
+        );
+        let landed = read(&text).unwrap();
+        assert_eq!(landed[0].tenant.as_deref(), Some("Contoso"));
+        assert_eq!(landed[1].tenant, None);
+        let without = format!("{HEADER}\n{}", line(1, A, "created"));
+        assert_eq!(read(&without).unwrap()[0].tenant, None);
     }
 
     #[test]

@@ -9,14 +9,16 @@ use std::path::{Path, PathBuf};
 use super::reading::Line;
 use crate::output::neutralize;
 
-/// The status columns, in order.
-pub const HEADER: [&str; 6] = [
+/// The status columns, in order. Columns are only ever added at the end, so a reader that
+/// takes them by position keeps working; `tenant` is empty in single-tenant use.
+pub const HEADER: [&str; 7] = [
     "row",
     "device_id",
     "serial_number",
     "assignment_status",
     "assigned_at",
     "detailed_status",
+    "tenant",
 ];
 
 /// `<results stem>.status.csv` beside the results file: `devices.results.csv` gives
@@ -75,6 +77,7 @@ fn write_to(tmp: &Path, lines: &[Line]) -> std::io::Result<()> {
             &l.assignment_status,
             &l.assigned_at,
             &l.detailed_status,
+            &l.tenant,
         ];
         w.write_record(cells.map(neutralize).iter().map(|c| c.as_bytes()))?;
     }
@@ -107,13 +110,20 @@ mod tests {
             assignment_status: "assignedUnkownSyncState".into(),
             assigned_at: "2026-01-02T03:04:05Z".into(),
             detailed_status: "none".into(),
+            tenant: "contoso".into(),
         };
-        write(&path, &[line]).unwrap();
+        let single = Line {
+            tenant: String::new(),
+            ..line.clone()
+        };
+        write(&path, &[line, single]).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
-            "row,device_id,serial_number,assignment_status,assigned_at,detailed_status\n\
+            "row,device_id,serial_number,assignment_status,assigned_at,detailed_status,tenant\n\
              3,0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d,'=cmd,assignedUnkownSyncState,\
-             2026-01-02T03:04:05Z,none\n"
+             2026-01-02T03:04:05Z,none,contoso\n\
+             3,0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d,'=cmd,assignedUnkownSyncState,\
+             2026-01-02T03:04:05Z,none,\n"
         );
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
