@@ -41,8 +41,17 @@ impl Slot {
     /// this answer.
     pub fn answered(mut self, answer: Answer) {
         let answered_at = Instant::now();
-        self.inner.observe(answer, self.role);
+        let rehold = self.inner.observe(answer, self.role);
+        let failed_probe = self.role == Role::Probe && matches!(answer, Answer::Throttled { .. });
         self.role = Role::Normal;
+        self.inner.clone().rehold(rehold);
+        if failed_probe && let Some(permit) = self.permit.take() {
+            // A probe the service refused only says the window is still full; probes go one
+            // at a time, so its slot is free for the next one. Held a window instead, it would
+            // come back alone after every pause from then on, a request short of each burst.
+            self.inner.release(permit);
+            return;
+        }
         if let Some(permit) = self.permit.take() {
             let inner = self.inner.clone();
             tokio::spawn(async move {
@@ -65,7 +74,8 @@ impl Drop for Slot {
     fn drop(&mut self) {
         if self.role != Role::Normal {
             // A probe or test that was never sent: let another request go alone instead.
-            self.inner.observe(Answer::Other, self.role);
+            // `Other` ends no episode: nothing to hold back.
+            let _ = self.inner.observe(Answer::Other, self.role);
         }
         if let Some(permit) = self.permit.take() {
             self.inner.release(permit);
@@ -377,5 +387,39 @@ mod tests {
         let s = t.acquire().await;
         s.answered(Answer::Throttled { retry_after: None });
         assert_eq!(t.current_rate().count, 90);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_back_slots_come_back_one_by_one_at_their_instants() {
+        let t = Throttle::new(RateSpec::new(3, Duration::from_secs(1)), true);
+        let now = Instant::now();
+        let dues = vec![now + Duration::from_secs(2), now + Duration::from_secs(1)];
+        t.inner.clone().rehold(dues);
+        assert_eq!(t.inner.slots.available_permits(), 1);
+        tokio::time::sleep(Duration::from_millis(1001)).await;
+        assert_eq!(t.inner.slots.available_permits(), 2);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(t.inner.slots.available_permits(), 3);
+        // No more than the free slots are held back.
+        t.inner
+            .clone()
+            .rehold(vec![now + Duration::from_secs(9); 5]);
+        assert_eq!(t.inner.slots.available_permits(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_probe_frees_its_slot_at_once_a_refused_request_holds_it() {
+        let t = Throttle::new(RateSpec::new(2, Duration::from_secs(1)), false);
+        let slot = |role| Slot {
+            permit: t.inner.slots.clone().try_acquire_owned().ok(),
+            inner: t.inner.clone(),
+            role,
+        };
+        let throttled = Answer::Throttled { retry_after: None };
+        slot(Role::Probe).answered(throttled);
+        assert_eq!(t.inner.slots.available_permits(), 2);
+        slot(Role::Normal).answered(throttled);
+        tokio::task::yield_now().await;
+        assert_eq!(t.inner.slots.available_permits(), 1, "held for a window");
     }
 }

@@ -50,6 +50,9 @@ pub(super) struct Window {
     pub(super) episode_start: Option<Instant>,
     /// First episode only: the service's window is known to be longer than this.
     pub(super) episode_lower: Duration,
+    /// First episode only: when the requests the service accepted in that window were
+    /// answered. The service frees its room one window after each, not all at once.
+    pub(super) episode_accepted: Vec<Instant>,
     /// The service has throttled before: its budget has been measured once.
     pub(super) measured: bool,
     /// The search for the service's window length, once measured.
@@ -76,6 +79,7 @@ impl Window {
             probe_in_flight: false,
             episode_start: None,
             episode_lower: Duration::ZERO,
+            episode_accepted: Vec::new(),
             measured: false,
             search: None,
             aftermath: None,
@@ -161,6 +165,25 @@ impl Inner {
         }
     }
 
+    /// Hold free slots back until the instants `dues` (see [`Inner::observe`]): one slot each,
+    /// as many as are free now.
+    pub(super) fn rehold(self: Arc<Self>, mut dues: Vec<Instant>) {
+        dues.sort_unstable();
+        let held: Vec<(Instant, OwnedSemaphorePermit)> = dues
+            .into_iter()
+            .map_while(|due| Some((due, self.slots.clone().try_acquire_owned().ok()?)))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            for (due, permit) in held {
+                tokio::time::sleep_until(due).await;
+                self.release(permit);
+            }
+        });
+    }
+
     fn set_count(&self, w: &mut Window, count: u32) {
         let count = count.clamp(1, self.ceiling);
         if count < w.count {
@@ -199,7 +222,13 @@ impl Inner {
     ///
     /// So a configured rate above the service's limit converges onto it and stays there with
     /// rare 429s.
-    pub(super) fn observe(&self, answer: Answer, role: Role) {
+    ///
+    /// Returns the instants until which free slots must be held back: at the end of the first
+    /// episode, the slots of the requests accepted before it come back one measured window
+    /// after each was answered, as the service's room does (they were freed after the shorter
+    /// configured window, and would otherwise go out at once into a window still full).
+    pub(super) fn observe(&self, answer: Answer, role: Role) -> Vec<Instant> {
+        let mut rehold = Vec::new();
         let now = Instant::now();
         let mut w = self.lock();
         let horizon = now.checked_sub(w.hold).unwrap_or(now);
@@ -229,6 +258,12 @@ impl Inner {
                     w.probing = false;
                     if let Some(start) = w.episode_start.take() {
                         self.end_first_episode(&mut w, now, start);
+                        let hold = w.hold;
+                        rehold = std::mem::take(&mut w.episode_accepted)
+                            .into_iter()
+                            .map(|a| a + hold)
+                            .filter(|due| *due > now)
+                            .collect();
                     }
                     w.last_change = now;
                 } else if w.probing && !w.measured {
@@ -269,6 +304,7 @@ impl Inner {
         if role != Role::Normal {
             self.probe_done.notify_waiters();
         }
+        rehold
     }
 
     /// A 429 that starts an episode.
@@ -276,6 +312,7 @@ impl Inner {
         if !w.measured {
             w.episode_start = Some(w.accepted.front().copied().unwrap_or(now));
             w.episode_lower = Duration::ZERO;
+            w.episode_accepted = w.accepted.iter().copied().collect();
             let accepted = u32::try_from(w.accepted.len()).unwrap_or(u32::MAX);
             let count = accepted.min(w.count);
             self.set_count(w, count);
