@@ -106,6 +106,10 @@ pub struct ValidateArgs {
     pub input: PathBuf,
     #[command(flatten)]
     pub defaults: DefaultArgs,
+    /// The tenants file `run --tenants` will use: every row's `tenant` cell must name one of
+    /// its tenants. Only the names are needed: secret variables need not be set here.
+    #[arg(long, value_name = "FILE", env = "AUTOPILOT_BULK_TENANTS")]
+    pub tenants: Option<PathBuf>,
 }
 
 /// How to reach a tenant's Graph and as whom: credentials, cloud, URLs, pace and timeouts.

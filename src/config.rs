@@ -294,6 +294,16 @@ impl Config {
 }
 
 impl Config {
+    /// How rows are read: the flags' defaults and, with `--tenants`, the tenant keys every
+    /// row's `tenant` cell must name.
+    pub fn row_defaults(&self) -> RowDefaults {
+        let mut defaults = self.defaults.clone();
+        if !self.tenants.is_empty() {
+            defaults.tenants = Some(self.tenants.iter().map(|t| t.key.clone()).collect());
+        }
+        defaults
+    }
+
     /// The configuration one tenant of a `--tenants` run runs under: this one, with the
     /// tenant's credentials, cloud, URLs and rate.
     pub fn for_tenant(&self, tenant: &Tenant) -> Config {

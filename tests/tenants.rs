@@ -388,3 +388,52 @@ async fn a_tripped_breaker_stops_only_its_tenant_and_names_itself_on_every_row_l
     );
     assert_eq!(good.stats().assignments_created, 40);
 }
+
+#[test]
+fn validate_and_dry_run_check_every_rows_tenant_without_the_secrets() {
+    let csv = format!(
+        "tenant,device_id,group_id\ncontoso,{},{GROUP}\nwoodgrove,{},{GROUP}\n,{},{GROUP}\n",
+        device(1),
+        device(2),
+        device(3)
+    );
+    let (dir, input) = input(&csv);
+    let toml = dir.path().join("tenants.toml");
+    std::fs::write(
+        &toml,
+        "[tenants.Contoso]\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_id = \
+         \"00000000-0000-0000-0000-000000000000\"\nclient_secret_env = \"NOT_SET_HERE\"\n",
+    )
+    .unwrap();
+    let out = bin()
+        .arg("validate")
+        .arg(&input)
+        .arg("--tenants")
+        .arg(&toml)
+        .output()
+        .unwrap();
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("\"woodgrove\" is not in the tenants file (it names: Contoso)"),
+        "{said}"
+    );
+    assert!(said.contains("tenant is empty"), "{said}");
+    assert!(
+        !said.contains("row 1:"),
+        "row 1 names Contoso in another case: {said}"
+    );
+    // A dry run checks the same, and needs the secret (it is the run's own check).
+    let out = bin()
+        .arg("run")
+        .arg(&input)
+        .arg("--tenants")
+        .arg(&toml)
+        .arg("--dry-run")
+        .env("NOT_SET_HERE", "s")
+        .output()
+        .unwrap();
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("is not in the tenants file"), "{said}");
+}

@@ -70,10 +70,8 @@ pub enum RunError {
 
 /// Run the whole job. `shutdown` stops dispatching new rows; rows in flight finish.
 pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<Summary, RunError> {
-    if !config.tenants.is_empty() {
-        // Every row must name one of the file's tenants.
-        config.defaults.tenants = Some(config.tenants.iter().map(|t| t.key.clone()).collect());
-    }
+    // Every row must name one of the file's tenants.
+    config.defaults = config.row_defaults();
     let progress = Arc::new(Progress::new(config.progress));
     let result = stages(&config, &shutdown, &progress).await;
     progress.finish();
