@@ -437,3 +437,37 @@ fn validate_and_dry_run_check_every_rows_tenant_without_the_secrets() {
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains("is not in the tenants file"), "{said}");
 }
+
+#[test]
+fn the_tenants_sample_rehearses_on_the_emulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("tenants.results.csv");
+    let out = bin()
+        .args([
+            "run",
+            "samples/tenants.csv",
+            "--tenants",
+            "samples/tenants.toml",
+            "--emulator",
+        ])
+        .arg("-o")
+        .arg(&results)
+        .arg("-q")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let lines = read_results(&results);
+    assert_each_row_once(&lines, 42);
+    let created = devices_by_tenant(&lines, "created");
+    let counts: Vec<usize> = ["contoso", "fabrikam", "northwind"]
+        .iter()
+        .map(|t| created[*t].len())
+        .collect();
+    assert_eq!(counts, [20, 12, 8]);
+    let invalid: Vec<u64> = lines
+        .iter()
+        .filter(|r| r.status == "invalid")
+        .map(|r| r.row)
+        .collect();
+    assert_eq!(invalid, [41, 42]);
+}
