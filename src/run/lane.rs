@@ -7,6 +7,13 @@
 //! sorted by tenant costs disk, not memory.
 //!
 //! With one tenant there is nobody to hold back: the queue simply makes the reader wait.
+//!
+//! The files go beside the results file, not to the system's temporary folder: that is often
+//! a RAM disk, where waiting rows would cost memory after all. They are removed when the run
+//! ends; one a killed run left behind is removed by the next run on the same results file
+//! (under its lock, so never one in use).
+
+use std::path::{Path, PathBuf};
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -19,8 +26,8 @@ use super::worker::WorkItem;
 /// The reader's end of a tenant's queue.
 pub struct LaneTx {
     memory: Option<mpsc::Sender<WorkItem>>,
-    /// Several tenants: overflow to disk instead of waiting.
-    may_spill: bool,
+    /// Several tenants: where to overflow to disk instead of waiting.
+    spill_to: Option<Spill>,
     /// Once set, every later row of the tenant goes to disk, so that rows stay in order.
     disk: Option<BufWriter<tempfile::NamedTempFile>>,
     shared: Arc<Shared>,
@@ -48,9 +55,50 @@ struct Shared {
     spilled: watch::Sender<Spilled>,
 }
 
-/// A tenant's queue of `in_memory` rows; `may_spill`: overflow to disk rather than make the
-/// reader wait.
-pub fn lane(in_memory: usize, may_spill: bool) -> (LaneTx, LaneRx) {
+/// Where a queue's overflow goes: a file in `dir` whose name starts with `prefix`.
+#[derive(Debug, Clone)]
+pub struct Spill {
+    pub dir: PathBuf,
+    pub prefix: String,
+}
+
+impl Spill {
+    /// Beside the results file `output`, named after it: `.NAME.rows-…`.
+    pub fn beside(output: &Path) -> Spill {
+        let dir = match output.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "results".into());
+        Spill {
+            dir,
+            prefix: format!(".{name}.rows-"),
+        }
+    }
+
+    /// Remove the files a killed run left. Call only under the results file's run lock.
+    pub fn remove_stale(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&self.prefix)
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// A tenant's queue of `in_memory` rows; with `spill_to`, overflow to disk there rather than
+/// make the reader wait.
+pub fn lane(in_memory: usize, spill_to: Option<Spill>) -> (LaneTx, LaneRx) {
     let (tx, rx) = mpsc::channel(in_memory.max(1));
     let (spilled, written) = watch::channel(Spilled::default());
     let shared = Arc::new(Shared {
@@ -60,7 +108,7 @@ pub fn lane(in_memory: usize, may_spill: bool) -> (LaneTx, LaneRx) {
     (
         LaneTx {
             memory: Some(tx),
-            may_spill,
+            spill_to,
             disk: None,
             shared: shared.clone(),
         },
@@ -82,7 +130,7 @@ impl LaneTx {
             let Some(memory) = &self.memory else {
                 return Ok(false);
             };
-            if !self.may_spill {
+            if self.spill_to.is_none() {
                 return Ok(memory.blocking_send(item).is_ok());
             }
             match memory.try_send(item) {
@@ -100,9 +148,12 @@ impl LaneTx {
     /// Open the temporary file, hand its reading end over, then close the in-memory queue:
     /// the workers read it to its end and go on with the file.
     fn start_spill(&mut self) -> std::io::Result<()> {
+        let Some(spill) = &self.spill_to else {
+            return Err(std::io::Error::other("no place for waiting rows"));
+        };
         let file = tempfile::Builder::new()
-            .prefix("autopilot-bulk-rows-")
-            .tempfile()?;
+            .prefix(&spill.prefix)
+            .tempfile_in(&spill.dir)?;
         let reading = BufReader::new(file.reopen()?);
         *self
             .shared
@@ -182,6 +233,10 @@ mod tests {
 
     const IN_MEMORY: usize = 16;
 
+    fn spill(dir: &tempfile::TempDir) -> Spill {
+        Spill::beside(&dir.path().join("r.csv"))
+    }
+
     fn item(row: u64) -> WorkItem {
         WorkItem {
             job: Job {
@@ -198,7 +253,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_overflows_to_disk_in_order_without_waiting() {
-        let (mut tx, mut rx) = lane(IN_MEMORY, true);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut tx, mut rx) = lane(IN_MEMORY, Some(spill(&dir)));
         let n = IN_MEMORY as u64 * 3;
         // Nobody takes rows yet: every send must return at once.
         let sender = tokio::task::spawn_blocking(move || {
@@ -215,7 +271,8 @@ mod tests {
 
     #[tokio::test]
     async fn rows_written_to_disk_while_the_workers_wait_reach_them() {
-        let (mut tx, mut rx) = lane(IN_MEMORY, true);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut tx, mut rx) = lane(IN_MEMORY, Some(spill(&dir)));
         let total = IN_MEMORY as u64 + 10;
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let sender = tokio::task::spawn_blocking(move || {
@@ -241,11 +298,43 @@ mod tests {
 
     #[tokio::test]
     async fn gone_workers_stop_the_reader() {
-        let (mut tx, rx) = lane(IN_MEMORY, true);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut tx, rx) = lane(IN_MEMORY, Some(spill(&dir)));
         drop(rx);
         let sent = tokio::task::spawn_blocking(move || {
             (1..=IN_MEMORY as u64 + 1).all(|row| tx.send(item(row)).unwrap())
         });
         assert!(!sent.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn waiting_rows_sit_beside_the_results_and_go_with_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(".r.csv.rows-left-by-a-killed-run");
+        std::fs::write(&stale, "{}").unwrap();
+        std::fs::write(dir.path().join("r.csv"), "kept").unwrap();
+        spill(&dir).remove_stale();
+        assert!(!stale.exists());
+        let spilled = |dir: &tempfile::TempDir| {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".r.csv.rows-"))
+                .count()
+        };
+        let (mut tx, mut rx) = lane(IN_MEMORY, Some(spill(&dir)));
+        let sender = tokio::task::spawn_blocking(move || {
+            for row in 1..=IN_MEMORY as u64 + 1 {
+                tx.send(item(row)).unwrap();
+            }
+            tx
+        });
+        let tx = sender.await.unwrap();
+        assert_eq!(spilled(&dir), 1, "the overflow is beside the results");
+        drop(tx);
+        while rx.recv().await.unwrap().is_some() {}
+        drop(rx);
+        assert_eq!(spilled(&dir), 0, "removed when the queue is done");
+        assert!(dir.path().join("r.csv").exists());
     }
 }

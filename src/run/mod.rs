@@ -215,12 +215,16 @@ async fn flow(
     writer: ResultsWriter,
     f: Flow<'_>,
 ) -> Result<(Tally, ReaderCounts, u64), RunError> {
-    let several = f.tenants.len() > 1;
+    // Several tenants: a queue that overflows waits beside the results file.
+    let spill = (f.tenants.len() > 1).then(|| lane::Spill::beside(&config.output));
+    if let Some(s) = &spill {
+        s.remove_stale(); // under the run lock: nobody else's
+    }
     let (res_tx, res_rx) = mpsc::channel(256);
     let mut reader_lanes = Vec::new();
     let mut lanes = Vec::new();
     for (t, prepared) in f.tenants.iter().zip(f.prepared) {
-        let (tx, rx) = lane::lane(config.tenant_queue, several);
+        let (tx, rx) = lane::lane(config.tenant_queue, spill.clone());
         reader_lanes.push(ReaderLane {
             key: t.key.clone(),
             resolved: prepared.resolved,
@@ -237,7 +241,7 @@ async fn flow(
                 reconciliations: Default::default(),
             }),
             seats: t.seats.clone(),
-            report_stop: several,
+            report_stop: spill.is_some(),
         });
     }
     let reader = dispatch::spawn_reader(
