@@ -24,6 +24,7 @@ mod tenants;
 mod worker;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -101,26 +102,10 @@ async fn stages(
         t.warn_short_static_token(rows);
     }
     let resume = Arc::new(plan.resume);
-    // 3. Serial numbers to identity ids, and (tag runs) the tags devices carry: every tenant
-    //    at once, each through its own budget.
-    let resolving = Instant::now();
-    let prepared: Vec<Prepared> = futures::future::join_all(tenants.iter().map(|t| {
-        let wanted = plan.wanted.remove(&t.key).unwrap_or_default();
-        let progress = progress.clone();
-        async move { t.prepare(&wanted, &progress).await }
-    }))
-    .await;
-    let resolution = prepared
-        .iter()
-        .any(|p| p.serials.0 > 0)
-        .then(|| ResolutionSummary {
-            serials: prepared.iter().map(|p| p.serials.0).sum(),
-            found: prepared.iter().map(|p| p.serials.1).sum(),
-            requests: prepared.iter().map(|p| p.resolved.requests).sum(),
-            elapsed: resolving.elapsed(),
-        });
+    // 3. Serial numbers to identity ids, and (tag runs) the tags devices carry.
+    let (prepared, resolution) = prepare(&tenants, &mut plan.wanted, progress).await;
     // 4. Rows flow: reader → tenants' workers → writer.
-    let flow_done = flow(
+    let (tally, counts, reconciliations) = flow(
         config,
         plan.reader,
         plan.writer,
@@ -134,7 +119,6 @@ async fn stages(
         },
     )
     .await?;
-    let (tally, counts, reconciliations) = flow_done;
     // 5. Complete: every input row has its line.
     let aborted = halt.reason().or_else(|| tenant_aborts(&tenants));
     let interrupted = aborted.is_none() && shutdown.is_cancelled();
@@ -180,6 +164,32 @@ async fn stages(
         concurrency: tenants.iter().map(|t| t.seats.current()).sum(),
         tenants: tenant_summaries,
     })
+}
+
+/// Every tenant's reads before the first write, all at once, each through its own budget; and
+/// what resolving serial numbers cost, when rows named any.
+async fn prepare(
+    tenants: &[TenantRun],
+    wanted: &mut HashMap<Option<String>, plan::Wanted>,
+    progress: &Arc<Progress>,
+) -> (Vec<Prepared>, Option<ResolutionSummary>) {
+    let resolving = Instant::now();
+    let prepared: Vec<Prepared> = futures::future::join_all(tenants.iter().map(|t| {
+        let wanted = wanted.remove(&t.key).unwrap_or_default();
+        let progress = progress.clone();
+        async move { t.prepare(&wanted, &progress).await }
+    }))
+    .await;
+    let resolution = prepared
+        .iter()
+        .any(|p| p.serials.0 > 0)
+        .then(|| ResolutionSummary {
+            serials: prepared.iter().map(|p| p.serials.0).sum(),
+            found: prepared.iter().map(|p| p.serials.1).sum(),
+            requests: prepared.iter().map(|p| p.resolved.requests).sum(),
+            elapsed: resolving.elapsed(),
+        });
+    (prepared, resolution)
 }
 
 /// Why tenants stopped on their own, one after another (`None`: none did).
