@@ -3,7 +3,7 @@
 //!
 //! Too few seats leave the end of each window's burst waiting on answers (at 200 ms latency,
 //! 4 seats send Intune's 100 writes in 5 s of its 20 s window); too many only matter during
-//! the burst. So the adaptive default aims for a window's COUNT in a tenth of its DURATION at
+//! the burst. So the adaptive default aims for a window's COUNT in a twentieth of its DURATION at
 //! the measured latency, between [`START`] and [`CAP`].
 
 use std::sync::Arc;
