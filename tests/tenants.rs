@@ -471,3 +471,52 @@ fn the_tenants_sample_rehearses_on_the_emulator() {
         .collect();
     assert_eq!(invalid, [41, 42]);
 }
+
+#[tokio::test]
+async fn an_unreachable_tenant_reports_what_its_rows_had_sent_and_the_other_completes() {
+    let limit = rate(1000, 1000);
+    let good = service(limit, None).await;
+    // A port nothing listens on: every request to it is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let (_dir, input) = input(&rows(&KEYS[..2], 20, true));
+    let mut unreachable = tenant(KEYS[1], &good, limit, "emulator");
+    unreachable.graph_url = format!("{gone}/beta");
+    let mut c = config(
+        &input,
+        vec![tenant(KEYS[0], &good, limit, "emulator"), unreachable],
+    );
+    c.unreachable_after = std::time::Duration::from_millis(200);
+    c.adaptive_concurrency = false;
+    c.concurrency = 2;
+    let summary = run(c).await;
+    assert_eq!(summary.exit_code(), 3, "{summary:?}");
+    let results = read_results(&autopilot_bulk::config::default_output(&input));
+    assert_each_row_once(&results, 40);
+    let cut: Vec<&ResultLine> = results.iter().filter(|r| r.tenant == KEYS[1]).collect();
+    assert!(
+        cut.iter()
+            .all(|r| r.status == "failed" && r.error_code == "GraphUnreachable"),
+        "{cut:?}"
+    );
+    // Rows that were retrying when the tenant stopped say so, and that --resume reads them back.
+    let sent: Vec<&&ResultLine> = cut.iter().filter(|r| r.attempts > 0).collect();
+    assert!(!sent.is_empty(), "{cut:?}");
+    assert!(
+        sent.iter()
+            .all(|r| r.error_message.contains("--resume reads it back")),
+        "{sent:?}"
+    );
+    assert!(
+        cut.iter()
+            .filter(|r| r.attempts == 0)
+            .all(|r| !r.error_message.contains("were sent"))
+    );
+    assert!(
+        results
+            .iter()
+            .filter(|r| r.tenant == KEYS[0])
+            .all(|r| r.status == "created")
+    );
+}

@@ -20,7 +20,7 @@ use super::plan::{Resume, RowPlan};
 use super::resolve::{Resolution, Resolved};
 use super::seats::Seats;
 use super::tags::Tags;
-use super::worker::{WorkItem, Workers};
+use super::worker::{Unfinished, WorkItem, Workers};
 
 /// What the reader saw.
 #[derive(Debug, Default)]
@@ -192,9 +192,9 @@ pub async fn work(lane: LaneWork, results: mpsc::Sender<RowResult>, grace_period
         async move {
             let _seat = seats.take().await;
             let result = match workers.process(&item).await {
-                Some(result) => result,
-                None if stopped_alone() => stopped(&item.job, item.device, workers.budget.halt()),
-                None => return,
+                Ok(result) => result,
+                Err(sent) if stopped_alone() => stopped(&item, workers.budget.halt(), sent),
+                Err(_) => return,
             };
             workers.budget.row_finished(&result);
             // The writer only goes away on a write error, which has stopped the run.
@@ -216,22 +216,32 @@ pub async fn work(lane: LaneWork, results: mpsc::Sender<RowResult>, grace_period
         let Ok(Some(item)) = queue.recv().await else {
             break;
         };
-        let r = stopped(&item.job, item.device, halt);
+        let r = stopped(&item, halt, Unfinished::default());
         if results.send(r).await.is_err() {
             break;
         }
     }
 }
 
-/// A row its tenant's stop kept from finishing: failed with the stop's code and reason.
-fn stopped(job: &Job, device: uuid::Uuid, halt: &crate::halt::Halt) -> RowResult {
-    let mut r = failed(
-        job,
-        ErrorInfo {
-            code: halt.code().unwrap_or("TenantStopped").to_string(),
-            message: halt.reason().unwrap_or_else(|| "the tenant stopped".into()),
-        },
-    );
-    r.device_id = device.to_string();
+/// A row its tenant's stop kept from finishing: failed with the stop's code and reason, and
+/// what it had sent by then.
+fn stopped(item: &WorkItem, halt: &crate::halt::Halt, sent: Unfinished) -> RowResult {
+    let mut message = halt.reason().unwrap_or_else(|| "the tenant stopped".into());
+    if sent.attempts > 0 {
+        message.push_str(&format!(
+            " ({} request(s) for this row were sent before the stop: --resume reads it back \
+             before sending again)",
+            sent.attempts
+        ));
+    }
+    let code = halt.code().unwrap_or("TenantStopped").to_string();
+    let mut r = failed(&item.job, ErrorInfo { code, message });
+    r.device_id = item.device.to_string();
+    r.attempts = sent.attempts;
+    if let Some(last) = sent.last {
+        r.http_status = last.http_status;
+        r.request_id = last.request_id;
+        r.client_request_id = Some(last.client_request_id);
+    }
     r
 }

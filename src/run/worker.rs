@@ -38,10 +38,19 @@ pub struct WorkItem {
     pub reconcile: bool,
 }
 
+/// A row its tenant or the run stopped before its final answer: what it had sent by then.
+#[derive(Debug, Default)]
+pub struct Unfinished {
+    pub attempts: u32,
+    /// The last answer (or transport failure), if a request was sent.
+    pub last: Option<Attempt<()>>,
+}
+
 impl Workers {
-    /// One row. `None`: the run stopped before the row finished; it is left out of the results
-    /// so that `--resume` does it (the journal names it if a request may have gone).
-    pub async fn process(&self, item: &WorkItem) -> Option<RowResult> {
+    /// One row. `Err`: the run (or the row's tenant) stopped before the row finished; a single
+    /// tenant's run leaves it out of the results so that `--resume` does it (the journal names
+    /// it if a request may have gone).
+    pub async fn process(&self, item: &WorkItem) -> Result<RowResult, Unfinished> {
         let WorkItem {
             job,
             device,
@@ -53,14 +62,23 @@ impl Workers {
         let mut retry = budget.start_row();
         let mut row = RowState::new(reconcile);
         let mut journaled = false;
+        let mut sent: Option<Attempt<()>> = None;
+        let unfinished = |row: &RowState, last: Option<Attempt<()>>| Unfinished {
+            attempts: row.attempts(),
+            last,
+        };
         loop {
-            let permit = budget.admit().await?;
-            let token = budget.token().await?;
+            let Some(permit) = budget.admit().await else {
+                return Err(unfinished(&row, sent));
+            };
+            let Some(token) = budget.token().await else {
+                return Err(unfinished(&row, sent));
+            };
             if !journaled {
                 // Durably note the intent before the first request can reach the service.
                 if let Err(e) = self.journal.record(job.row, device).await {
                     self.halt.abort(format!("cannot write the journal: {e}"));
-                    return None;
+                    return Err(unfinished(&row, sent));
                 }
                 journaled = true;
             }
@@ -93,15 +111,16 @@ impl Workers {
             tracing::debug!(row = job.row, status = ?last.http_status, request_id = ?last.request_id, next = ?next, "answered");
             match next {
                 Next::Finish(finish) => {
-                    return Some(result(job, device, finish, &last, row.attempts(), started));
+                    return Ok(result(job, device, finish, &last, row.attempts(), started));
                 }
                 Next::Refresh { why } => budget.token_refused(&token, &why).await,
                 Next::Again(delay) => {
                     if !budget.wait(delay).await {
-                        return None;
+                        return Err(unfinished(&row, Some(last)));
                     }
                 }
             }
+            sent = Some(last);
         }
     }
 }
