@@ -8,11 +8,13 @@
 //!
 //! In the order data flows through a run:
 //!
-//! - [`cli`] and [`config`]: the command line, validated into a [`config::Config`].
+//! - [`cli`] and [`config`]: the command line, validated into a [`config::Config`];
+//!   [`tenants`]: a `--tenants` file, one resolved [`config::Tenant`] each.
 //! - [`input`]: the input CSV, row by row, into jobs or invalid rows.
 //! - [`lock`]: one run per results file.
-//! - [`run`](mod@run): the run as stages: planning and resuming, serial numbers resolved to
-//!   identity ids, the reader, the workers with each row's state machine, and the writer.
+//! - [`run`](mod@run): the run as stages: planning and resuming, a budget per tenant, serial
+//!   numbers resolved to identity ids, the reader and a queue per tenant, the workers with each
+//!   row's state machine, and the writer.
 //! - `budget`: what one Graph tenant lends the run: `auth` tokens, the `throttle` window
 //!   and gate, a request quota, the `retry` policy and the circuit breaker. It alone decides
 //!   pauses.
