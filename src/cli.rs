@@ -430,7 +430,7 @@ impl GraphArgs {
 pub struct StatusArgs {
     /// The results CSV of a run.
     pub results: PathBuf,
-    /// Status CSV [default: <results stem>.status.csv beside the results].
+    /// Status CSV [default: RESULTS-STEM.status.csv beside the results].
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
     /// Replace an existing status file.
