@@ -163,9 +163,11 @@ pub struct LaneWork {
     pub report_stop: bool,
 }
 
-/// Run a tenant's workers until its queue is drained or it stops. After a stop, rows in
-/// flight get `grace` to finish; then they are abandoned to the next `--resume`, which finds
-/// them in the journal and reconciles them.
+/// Run a tenant's workers until its queue is drained or it stops. After a stop of the run,
+/// rows in flight get `grace` to finish; then they are abandoned to the next `--resume`, which
+/// finds them in the journal and reconciles them. A tenant that stops while the others go on
+/// lets its rows in flight finish (each request is bounded by the request timeout), so that
+/// every one of its rows is reported.
 pub async fn work(lane: LaneWork, results: mpsc::Sender<RowResult>, grace_period: Duration) {
     let LaneWork {
         mut queue,
@@ -202,7 +204,11 @@ pub async fn work(lane: LaneWork, results: mpsc::Sender<RowResult>, grace_period
         }
     });
     let grace = async {
-        halt.stopped().await;
+        if report_stop {
+            run.stopped().await;
+        } else {
+            halt.stopped().await;
+        }
         tokio::time::sleep(grace_period).await;
     };
     tokio::select! {
