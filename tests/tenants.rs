@@ -520,3 +520,41 @@ async fn an_unreachable_tenant_reports_what_its_rows_had_sent_and_the_other_comp
             .all(|r| r.status == "created")
     );
 }
+
+#[tokio::test]
+async fn batch_envelopes_go_to_each_tenant_apart() {
+    let limit = rate(40, 500);
+    let (a, b) = (service(limit, None).await, service(limit, None).await);
+    let (_dir, input) = input(&rows(&KEYS[..2], 50, true));
+    let mut c = config(
+        &input,
+        vec![
+            tenant(KEYS[0], &a, limit, "emulator"),
+            tenant(KEYS[1], &b, limit, "emulator"),
+        ],
+    );
+    c.batch = true;
+    c.adaptive_concurrency = false;
+    c.concurrency = 2;
+    let summary = run(c).await;
+    assert_eq!(summary.exit_code(), 0, "{summary:?}");
+    let results = read_results(&autopilot_bulk::config::default_output(&input));
+    assert_each_row_once(&results, 100);
+    let created = devices_by_tenant(&results, "created");
+    for (t, (key, e)) in KEYS.iter().zip([&a, &b]).enumerate() {
+        let held: HashSet<String> = e.assignments().into_keys().collect();
+        let expected: HashSet<String> = (0..50).map(|i| device(t as u32 * 10_000 + i)).collect();
+        assert_eq!(
+            (&held, &created[*key]),
+            (&expected, &expected),
+            "tenant {key}"
+        );
+        let stats = e.stats();
+        assert!(stats.batch_requests > 0, "tenant {key} got no envelope");
+        assert_eq!(
+            (stats.violations, stats.duplicate_devices),
+            (0, 0),
+            "tenant {key}"
+        );
+    }
+}
