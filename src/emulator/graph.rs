@@ -344,17 +344,11 @@ fn execute(
             json!({"@odata.context": context, "value": value}),
         );
     }
-    let json_type = content_type.is_some_and(|t| {
-        t.trim()
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-    });
-    if !json_type {
+    if !validate::is_json(content_type) {
         return errors.answer(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            "Unable to read JSON request payload. Please ensure Content-Type header is set and \
-             payload is of valid JSON format.",
+            validate::UNREADABLE_JSON,
         );
     }
     let mut stored = match validate::assignment(body) {

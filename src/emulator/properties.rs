@@ -22,17 +22,11 @@ pub(crate) fn update(
         Ok(d) => d,
         Err(refused) => return refused,
     };
-    let json_type = content_type.is_some_and(|t| {
-        t.trim()
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-    });
-    if !json_type {
+    if !validate::is_json(content_type) {
         return errors.answer(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            "Unable to read JSON request payload. Please ensure Content-Type header is set and \
-             payload is of valid JSON format.",
+            validate::UNREADABLE_JSON,
         );
     }
     let set = match validate::device_properties(body) {

@@ -57,18 +57,33 @@ fn invalid(name: &str, value: &Value, why: &str) -> String {
     format!("Invalid value for property '{name}': {value} {why}.")
 }
 
-/// Check a POST body; on success return the object to store (without `id`, which the caller
-/// assigns), with `@odata.type` spellings normalised to `#microsoft.graph...`.
-pub(crate) fn assignment(body: &[u8]) -> Result<Map<String, Value>, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "Unable to read JSON request payload. Please ensure Content-Type header is set and \
-             payload is of valid JSON format. ({e})"
-        )
-    })?;
+/// What Graph says of a payload it cannot read as JSON.
+pub(crate) const UNREADABLE_JSON: &str = "Unable to read JSON request payload. Please ensure \
+     Content-Type header is set and payload is of valid JSON format.";
+
+/// A request body as Graph first reads it: JSON, and an object.
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("{UNREADABLE_JSON} ({e})"))?;
     let Value::Object(body) = value else {
         return Err("The request payload must be a JSON object.".into());
     };
+    Ok(body)
+}
+
+/// Whether a `Content-Type` says JSON: Graph refuses a write body that is not declared so.
+pub(crate) fn is_json(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|t| {
+        t.trim()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    })
+}
+
+/// Check a POST body; on success return the object to store (without `id`, which the caller
+/// assigns), with `@odata.type` spellings normalised to `#microsoft.graph...`.
+pub(crate) fn assignment(body: &[u8]) -> Result<Map<String, Value>, String> {
+    let body = json_object(body)?;
     let this_type = &ASSIGNMENT_TYPE[1..];
     let mut out = Map::new();
     out.insert("@odata.type".into(), json!(ASSIGNMENT_TYPE));
@@ -125,15 +140,7 @@ const DEVICE_PROPERTIES: [&str; 4] = [
 /// Check an `updateDeviceProperties` body: a JSON object of known string properties (`null`
 /// clears one). Returns the properties to store.
 pub(crate) fn device_properties(body: &[u8]) -> Result<Map<String, Value>, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "Unable to read JSON request payload. Please ensure Content-Type header is set and \
-             payload is of valid JSON format. ({e})"
-        )
-    })?;
-    let Value::Object(body) = value else {
-        return Err("The request payload must be a JSON object.".into());
-    };
+    let body = json_object(body)?;
     let action = "microsoft.graph.windowsAutopilotDeviceIdentity.updateDeviceProperties";
     let mut out = Map::new();
     for (name, value) in body {
