@@ -263,7 +263,13 @@ fn device<R: Record + ?Sized>(cells: &Cells<'_, R>) -> Result<Device, String> {
 /// Whether two tenant names are the same tenant: surrounding spaces and case (Unicode) are
 /// ignored. The one rule for the tenants file's keys and the input's `tenant` cells.
 pub fn same_tenant(a: &str, b: &str) -> bool {
-    a.trim().to_lowercase() == b.trim().to_lowercase()
+    let (a, b) = (a.trim(), b.trim());
+    // Checked for every row against every key: ASCII names (the usual) without allocating.
+    if a.is_ascii() && b.is_ascii() {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a.to_lowercase() == b.to_lowercase()
+    }
 }
 
 /// The tenant a row belongs to, with `--tenants`: a key of the tenants file (case ignored),

@@ -260,20 +260,28 @@ mod tests {
         assert!(!Journal::path_for(&results).exists());
     }
 
+    /// A fresh journal for `r.csv` in a temporary folder.
+    fn journal() -> (tempfile::TempDir, Arc<Journal>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(&dir.path().join("r.csv"), true).unwrap();
+        (dir, Arc::new(j))
+    }
+
+    /// Record `row` on a task of its own.
+    fn record(j: &Arc<Journal>, row: u64) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        let j = j.clone();
+        tokio::spawn(async move { j.record(row, dev(row)).await })
+    }
+
     /// A row abandoned while its round syncs (its tenant stopped, the grace period ran out)
     /// must not leave the others waiting on a round nobody finishes: its rows go to the next
     /// round, which the waiting rows run.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_round_abandoned_mid_sync_is_taken_over() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, j) = journal();
         let results = dir.path().join("r.csv");
-        let (j, _) = Journal::open(&results, true).unwrap();
-        let j = Arc::new(j);
         let held = j.hold.lock().await;
-        let record = |row: u64| {
-            let j = j.clone();
-            tokio::spawn(async move { j.record(row, dev(row)).await })
-        };
+        let record = |row: u64| record(&j, row);
         let first = record(0);
         until(|| j.group().syncing).await;
         let waiting = record(1);
@@ -292,15 +300,10 @@ mod tests {
     /// must happen however the threads are scheduled.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rows_arriving_during_a_sync_share_the_next_one() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, j) = journal();
         let results = dir.path().join("r.csv");
-        let (j, _) = Journal::open(&results, true).unwrap();
-        let j = Arc::new(j);
         let held = j.hold.lock().await;
-        let record = |row: u64| {
-            let j = j.clone();
-            tokio::spawn(async move { j.record(row, dev(row)).await })
-        };
+        let record = |row: u64| record(&j, row);
         let first = record(0);
         until(|| j.group().syncing).await;
         let rest: Vec<_> = (1..50).map(record).collect();

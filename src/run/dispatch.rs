@@ -61,6 +61,12 @@ pub fn spawn_reader(
 ) -> JoinHandle<Result<ReaderCounts, ReadStop>> {
     tokio::task::spawn_blocking(move || {
         let mut counts = ReaderCounts::default();
+        // Rows carry their tenant as the file spells its key: an exact lookup.
+        let lane_of: std::collections::HashMap<Option<String>, usize> = lanes
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.key.clone(), i))
+            .collect();
         for item in reader {
             let parsed = item?;
             let device = match &parsed {
@@ -75,7 +81,7 @@ pub fn spawn_reader(
             counts.redone += u64::from(redo);
             let sent = match parsed {
                 Parsed::Job(job) => {
-                    let lane = lanes.iter_mut().find(|l| l.key == job.tenant);
+                    let lane = lane_of.get(&job.tenant).map(|&i| &mut lanes[i]);
                     // The input checks tenants against the file: never `None`.
                     let Some(lane) = lane else {
                         let reason = "the row's tenant has no budget".to_string();
