@@ -414,13 +414,13 @@ impl Budget {
         }
     }
 
-    /// Rows in flight that send the pace's COUNT requests within a twentieth of its DURATION at
+    /// Rows in flight that send the pace's COUNT requests within a fortieth of its DURATION at
     /// the measured latency (the window's burst then takes little of the window). `None`
     /// before any answer.
     pub fn wanted_in_flight(&self) -> Option<usize> {
         let latency = self.latency.mean()?;
         let pace = self.window.current_rate();
-        let burst = pace.per.as_secs_f64() / 20.0;
+        let burst = pace.per.as_secs_f64() / 40.0;
         let wanted = f64::from(pace.count) * latency.as_secs_f64() / burst.max(1e-3);
         Some(wanted.ceil().min(1e6) as usize)
     }

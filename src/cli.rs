@@ -189,7 +189,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
     /// Rows in flight at most, per tenant [default: follows the measured latency, 4 to 32, so
-    /// that a window's requests go out in a twentieth of the window; with --batch, 4 envelopes].
+    /// that a window's requests go out in a fortieth of the window; with --batch, 4 envelopes].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: Option<u32>,
     #[command(flatten)]

@@ -150,7 +150,8 @@ async fn a_results_file_that_stops_taking_writes_stops_the_run_and_resume_recove
             .arg(&csv)
             .arg("-o")
             .arg(&results)
-            .args(["-q", "--rate", "1000/1s", "--resume"])
+            // Four rows in flight at most, so "stopped at once" has a tight bound below.
+            .args(["-q", "--rate", "1000/1s", "--resume", "--concurrency", "4"])
             .args(["--graph-url", &emulator.graph_url()])
             .args(["--authority-url", &emulator.authority_url()])
             .env("AZURE_TENANT_ID", "t")

@@ -317,36 +317,45 @@ async fn count_rows(config: &Config, known: Option<u64>, tenants: &[TenantRun]) 
         .flatten()
 }
 
-/// Every 200 ms: each tenant's seats follow its latency, and the progress line shows the
-/// pace (summed over the tenants).
+/// Every 50 ms each tenant's seats follow its latency (the first window's burst is paid once
+/// more at the end, so its seats should grow as soon as the first answers tell the latency);
+/// every 200 ms the progress line shows the pace (summed over the tenants).
 fn spawn_ticker(tenants: &[TenantRun], progress: Arc<Progress>) -> tokio::task::JoinHandle<()> {
     let tenants: Vec<_> = tenants
         .iter()
         .map(|t| (t.budget.clone(), t.seats.clone()))
         .collect();
     tokio::spawn(async move {
-        loop {
-            let mut paces = Vec::with_capacity(tenants.len());
+        for tick in 0u64.. {
             for (budget, seats) in &tenants {
                 if let Some(wanted) = budget.wanted_in_flight() {
                     seats.follow(wanted);
                 }
-                paces.push((budget.pace(), seats.current()));
             }
-            // Paused only while every tenant is; the pace in the first tenant's window.
-            let paused = paces.iter().map(|((p, _, _), _)| *p).min().flatten();
-            let at_limit = paces.iter().all(|((_, _, limit), _)| *limit);
-            let seats = paces.iter().map(|(_, s)| s).sum();
-            if let Some(((_, first, _), _)) = paces.first() {
-                let per = first.per.as_secs_f64();
-                let count = paces
-                    .iter()
-                    .map(|((_, r, _), _)| r.per_second() * per)
-                    .sum::<f64>();
-                let rate = crate::config::RateSpec::new(count.round() as u32, first.per);
-                progress.tick(paused, rate, at_limit, seats);
+            if tick % 4 == 0 {
+                show_pace(&tenants, &progress);
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
+}
+
+fn show_pace(tenants: &[(Arc<crate::budget::Budget>, Arc<seats::Seats>)], progress: &Progress) {
+    let paces: Vec<_> = tenants
+        .iter()
+        .map(|(budget, seats)| (budget.pace(), seats.current()))
+        .collect();
+    // Paused only while every tenant is; the pace in the first tenant's window.
+    let paused = paces.iter().map(|((p, _, _), _)| *p).min().flatten();
+    let at_limit = paces.iter().all(|((_, _, limit), _)| *limit);
+    let seats = paces.iter().map(|(_, s)| s).sum();
+    if let Some(((_, first, _), _)) = paces.first() {
+        let per = first.per.as_secs_f64();
+        let count = paces
+            .iter()
+            .map(|((_, r, _), _)| r.per_second() * per)
+            .sum::<f64>();
+        let rate = crate::config::RateSpec::new(count.round() as u32, first.per);
+        progress.tick(paused, rate, at_limit, seats);
+    }
 }

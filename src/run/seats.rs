@@ -3,16 +3,22 @@
 //!
 //! Too few seats leave the end of each window's burst waiting on answers (at 200 ms latency,
 //! 4 seats send Intune's 100 writes in 5 s of its 20 s window); too many only matter during
-//! the burst. So the adaptive default aims for a window's COUNT in a twentieth of its DURATION at
-//! the measured latency, between [`START`] and [`CAP`].
+//! the burst. So the adaptive default aims for a window's COUNT in a fortieth of its DURATION at
+//! the measured latency, between [`MIN`] and [`CAP`].
+//!
+//! The first window's burst matters most: each slot is reused one window after its answer, so
+//! the spread of that first burst repeats in every later window and is paid once at the end.
+//! Hence a run starts with [`START`] seats before any latency is known, not the minimum.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Seats an adaptive run starts with (the old fixed default).
-pub const START: usize = 4;
+/// Fewest seats an adaptive run keeps (the old fixed default).
+pub const MIN: usize = 4;
+/// Seats an adaptive run starts with, before the first answer tells the latency.
+pub const START: usize = 16;
 /// Most seats an adaptive run takes.
 pub const CAP: usize = 32;
 
@@ -55,13 +61,13 @@ impl Seats {
         self.seats.clone().acquire_owned().await.ok()
     }
 
-    /// Follow `wanted` (adaptive only), within [`START`]..=[`CAP`]. Fewer seats take effect as
+    /// Follow `wanted` (adaptive only), within [`MIN`]..=[`CAP`]. Fewer seats take effect as
     /// seats come free: a row in flight is never cut short.
     pub fn follow(&self, wanted: usize) {
         if !self.adaptive {
             return;
         }
-        let wanted = wanted.clamp(START, CAP);
+        let wanted = wanted.clamp(MIN, CAP);
         let total = self.current();
         if wanted > total {
             self.seats.add_permits(wanted - total);
@@ -90,8 +96,8 @@ mod tests {
         s.follow(5);
         assert_eq!(s.current(), 30);
         drop(held);
-        s.follow(5);
-        assert_eq!(s.current(), 5);
+        s.follow(1);
+        assert_eq!(s.current(), MIN);
         let pinned = Seats::fixed(7);
         pinned.follow(20);
         assert_eq!((pinned.current(), pinned.most()), (7, 7));
