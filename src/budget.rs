@@ -80,6 +80,10 @@ impl Latency {
     }
 }
 
+/// Rows in flight at most while a pace above Graph's published limit has not been seen to
+/// hold: every request out when the first 429 comes back is refused too.
+pub const UNPROVEN_IN_FLIGHT: usize = 16;
+
 /// Requests in a row without an HTTP answer before the service can count as unreachable.
 pub const UNREACHABLE_ATTEMPTS: u32 = 8;
 
@@ -276,9 +280,10 @@ impl Budget {
     }
 
     /// Hand an answer back. Teaches the window what the service said and decides the pause:
-    /// a 429 closes the gate for every worker (the app is over its budget); so does a 5xx that
-    /// says when to return while faults cluster (5 of the last 10 answers: an outage). A lone
-    /// 5xx, and any transient failure without Retry-After, delays only its own row.
+    /// a 429 closes the gate for every worker (the app is over its budget); so does any fault
+    /// while faults cluster (5 of the last 10 answers: an outage), for its Retry-After or a
+    /// short backoff, and then one request at a time tests whether the service is back. A
+    /// lone fault delays only its own row.
     pub fn settle<T>(
         &self,
         permit: Permit,
@@ -304,27 +309,42 @@ impl Budget {
         let outage = self
             .faults
             .observe(attempt.http_status.is_none_or(|s| s >= 500));
+        if outage {
+            self.window.outage();
+        }
         let Some(retry_after) = retry_after else {
             return Pause::None;
         };
         if throttled {
             self.throttled.fetch_add(1, Ordering::Relaxed);
         }
-        // A 429 without Retry-After (Intune's usual answer): the backoff schedule, capped so
-        // that the pause never overshoots the window by much; the window's single probe then
-        // finds out whether the service has room again.
+        // A 429 without Retry-After (Intune's usual answer): while the service's window is
+        // still unknown, until the instant it has room if its window is the next likely
+        // length; later, the backoff schedule, capped so that the pause never overshoots the
+        // window by much. The window's single probe then finds out whether there is room. An
+        // outage without Retry-After is probed the same capped way.
+        let capped = |row: &mut RowRetry| {
+            row.next_backoff()
+                .map(|d| d.min(self.window.probe_interval()))
+        };
         let pause = match (retry_after, throttled) {
-            (None, true) => row
-                .next_backoff()
-                .map(|d| d.min(self.window.probe_interval())),
+            (None, true) => self.window.first_probe_in().or_else(|| capped(row)),
+            (None, false) if outage => capped(row),
             (ra, _) => ra,
         };
-        // A 429 speaks for the whole app; a 5xx that says when to return speaks for its own
-        // request, unless faults cluster (an outage): then everyone waits.
+        // A 429 speaks for the whole app; a fault speaks for its own request, unless faults
+        // cluster (an outage): then everyone waits.
         match row.next_delay(attempts, pause) {
-            Ok(delay) if throttled || (retry_after.is_some() && outage) => {
+            Ok(delay) if throttled => {
                 self.window.gate().close_for(delay);
                 Pause::Retry(Duration::ZERO)
+            }
+            Ok(delay) if outage => {
+                // Everyone waits; this row longer (its own backoff), so that the next probe
+                // is another row's: no row spends all its attempts on one outage.
+                self.window.gate().close_for(delay);
+                let own = row.next_backoff().unwrap_or(delay);
+                Pause::Retry(own.max(delay))
             }
             Ok(delay) => Pause::Retry(delay),
             Err(why) => Pause::GiveUp(why),
@@ -415,14 +435,20 @@ impl Budget {
     }
 
     /// Rows in flight that send the pace's COUNT requests within a fortieth of its DURATION at
-    /// the measured latency (the window's burst then takes little of the window). `None`
+    /// the measured latency (the window's burst then takes little of the window), at most
+    /// [`UNPROVEN_IN_FLIGHT`] while the service has not shown that it takes the pace. `None`
     /// before any answer.
     pub fn wanted_in_flight(&self) -> Option<usize> {
         let latency = self.latency.mean()?;
         let pace = self.window.current_rate();
         let burst = pace.per.as_secs_f64() / 40.0;
         let wanted = f64::from(pace.count) * latency.as_secs_f64() / burst.max(1e-3);
-        Some(wanted.ceil().min(1e6) as usize)
+        let wanted = wanted.ceil().min(1e6) as usize;
+        Some(if self.window.proven() {
+            wanted
+        } else {
+            wanted.min(UNPROVEN_IN_FLIGHT)
+        })
     }
 
     /// What the progress line shows: the pause left, the pace, whether every slot is out.
@@ -510,8 +536,65 @@ mod tests {
         for _ in 0..3 {
             assert!(matches!(settle(&b, 504, None).await, Pause::Retry(_)));
         }
-        assert_eq!(settle(&b, 503, Some(1)).await, Pause::Retry(Duration::ZERO));
+        let own = settle(&b, 503, Some(1)).await;
+        assert!(
+            matches!(own, Pause::Retry(d) if d >= Duration::from_secs(1)),
+            "{own:?}"
+        );
         assert!(b.pace().0.is_some(), "an outage did not close the gate");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rows_in_flight_follow_latency_within_the_cap_until_the_pace_is_proven() {
+        let b = budget(); // 100 per 1 s: above Graph's published limit.
+        assert_eq!(b.wanted_in_flight(), None, "no latency known");
+        let permit = b.admit().await.expect("admitted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b.settle(permit, &answer(201, None), &mut b.start_row(), 1);
+        // 100 requests in 25 ms at 100 ms each want 400 in flight; unproven, 16.
+        assert_eq!(b.wanted_in_flight(), Some(UNPROVEN_IN_FLIGHT));
+        // The rest of the window's count, accepted together: the pace is proven.
+        let mut permits = Vec::new();
+        for _ in 0..99 {
+            permits.push(b.admit().await.expect("admitted"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for permit in permits {
+            b.settle(permit, &answer(201, None), &mut b.start_row(), 1);
+        }
+        assert_eq!(b.wanted_in_flight(), Some(400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_an_outage_one_request_at_a_time_finds_out_when_the_service_is_back() {
+        let b = budget();
+        for _ in 0..5 {
+            assert_eq!(settle(&b, 201, None).await, Pause::None);
+        }
+        for _ in 0..4 {
+            assert!(matches!(settle(&b, 503, None).await, Pause::Retry(d) if !d.is_zero()));
+        }
+        // The fifth fault of the last ten, without Retry-After: everyone waits a capped pause,
+        // the row that met it its own (longer) backoff.
+        let own = settle(&b, 503, None).await;
+        let paused = b.pace().0.expect("the gate is closed");
+        assert!(paused <= b.window.probe_interval(), "{paused:?}");
+        assert!(matches!(own, Pause::Retry(d) if d >= paused), "{own:?}");
+        // Then one request alone; it fails, and so on.
+        let probe = b.admit().await.expect("admitted");
+        let beside = tokio::time::timeout(Duration::from_secs(5), b.admit()).await;
+        assert!(
+            beside.is_err(),
+            "a second request went out during the outage"
+        );
+        let pause = b.settle(probe, &answer(503, Some(1)), &mut b.start_row(), 1);
+        assert!(matches!(pause, Pause::Retry(d) if d >= Duration::from_secs(1)));
+        assert_eq!(b.pace().0, Some(Duration::from_secs(1)));
+        let probe = b.admit().await.expect("admitted");
+        b.settle(probe, &answer(201, None), &mut b.start_row(), 1);
+        // Back: requests go side by side again.
+        let (first, second) = (b.admit().await, b.admit().await);
+        assert!(first.is_some() && second.is_some());
     }
 
     #[tokio::test(start_paused = true)]

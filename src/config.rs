@@ -22,6 +22,11 @@ impl RateSpec {
         Self { count, per }
     }
 
+    /// Never more than `limit` allows: no more per window, no more per second.
+    pub fn within(&self, limit: RateSpec) -> bool {
+        self.count <= limit.count && self.per_second() <= limit.per_second()
+    }
+
     /// Requests per second this limit allows on average.
     pub fn per_second(&self) -> f64 {
         f64::from(self.count) / self.per.as_secs_f64()

@@ -357,6 +357,10 @@ def main():
     p.add_argument("--outage-for", type=float, default=0.0, metavar="SECONDS",
                    help="outage length: every Graph request answered 503 (0: no outage)")
     args = p.parse_args()
+    # A listen backlog of 128, not socketserver's 5: with 5, a client opening a few dozen
+    # connections at once has some of them wait a TCP retransmission (200 ms) to be accepted,
+    # which no real front end does.
+    ThreadingHTTPServer.request_queue_size = 128
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(Sim(args)))
     server.daemon_threads = True
     print(f"listening on {server.server_address[1]}", flush=True)

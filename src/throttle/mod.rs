@@ -42,16 +42,18 @@ impl Slot {
     pub fn answered(mut self, answer: Answer) {
         let answered_at = Instant::now();
         let rehold = self.inner.observe(answer, self.role);
-        let failed_probe = self.role == Role::Probe && matches!(answer, Answer::Throttled { .. });
+        let faulted_probe = self.role == Role::Probe && answer == Answer::Other;
         self.role = Role::Normal;
         self.inner.clone().rehold(rehold);
-        if failed_probe && let Some(permit) = self.permit.take() {
-            // A probe the service refused only says the window is still full; probes go one
-            // at a time, so its slot is free for the next one. Held a window instead, it would
-            // come back alone after every pause from then on, a request short of each burst.
+        if faulted_probe && let Some(permit) = self.permit.take() {
+            // A probe of a service that looks down, answered with a fault again: the service
+            // did no work, and the next probe takes the slot. Held a window, it would come
+            // back alone after the outage, a request short of every burst from then on.
             self.inner.release(permit);
             return;
         }
+        // A refused request is held a window like any other, probes too: Graph counts
+        // refused requests, so it keeps a place in the service's window until then.
         if let Some(permit) = self.permit.take() {
             let inner = self.inner.clone();
             tokio::spawn(async move {
@@ -113,6 +115,10 @@ impl Throttle {
     pub fn new(rate: RateSpec, adaptive: bool) -> Self {
         let count = NonZeroU32::new(rate.count).unwrap_or(NonZeroU32::MIN);
         let base_hold = rate.per + edge_margin(rate.per);
+        let mut window = Window::new(count.get(), base_hold);
+        // Graph publishes 100 writes per 20 s per app and tenant (the default): a pace within
+        // it is taken on trust, one above it is a guess the service may soon refuse.
+        window.proven = rate.within(RateSpec::default());
         Self {
             inner: Arc::new(Inner {
                 slots: Arc::new(Semaphore::new(count.get() as usize)),
@@ -120,7 +126,7 @@ impl Throttle {
                 base_hold,
                 margin: edge_margin(rate.per),
                 adaptive,
-                window: std::sync::Mutex::new(Window::new(count.get(), base_hold)),
+                window: std::sync::Mutex::new(window),
                 probe_done: Default::default(),
             }),
             gate: Gate::default(),
@@ -138,6 +144,25 @@ impl Throttle {
         self.inner.base_hold / 4
     }
 
+    /// Before the service's window is known (the first throttle episode) and without a
+    /// Retry-After: how long to pause before the next probe. `None` otherwise.
+    pub fn first_probe_in(&self) -> Option<Duration> {
+        let at = self.inner.first_episode_probe()?;
+        Some(at.saturating_duration_since(Instant::now()))
+    }
+
+    /// The service has shown that it takes the pace in force (see [`Throttle::new`]): until
+    /// then, a request in flight may meet the first 429, and so may every other one.
+    pub fn proven(&self) -> bool {
+        self.inner.lock().proven
+    }
+
+    /// The service looks down: from now until a request is answered, requests go one at a
+    /// time (the budget closes the gate between them).
+    pub fn outage(&self) {
+        self.inner.lock().outage = true;
+    }
+
     /// Every window slot is taken: requests wait for the window to move on.
     pub fn at_limit(&self) -> bool {
         self.inner.slots.available_permits() == 0
@@ -152,9 +177,10 @@ impl Throttle {
     }
 
     /// Wait until one request may be sent: gate open, a window slot free, the gate still open
-    /// (a 429 may have closed it while we waited), and, after a throttle episode, no other
-    /// probe out: the first request after a pause goes alone, so
-    /// that a window the service still counts as full costs one 429, not a burst of them.
+    /// (a 429 may have closed it while we waited), and, after a throttle episode or during an
+    /// outage, no other probe out: the first request after a pause goes alone, so that a
+    /// window the service still counts as full costs one 429, and a service still down one
+    /// fault, not a burst of them.
     pub async fn acquire(&self) -> Slot {
         loop {
             self.gate.wait().await;
@@ -169,7 +195,7 @@ impl Throttle {
                 let test = w.test_due.is_some_and(|d| Instant::now() >= d);
                 if w.probe_in_flight {
                     None
-                } else if w.probing {
+                } else if w.probing || w.outage {
                     w.probe_in_flight = true;
                     Some(Role::Probe)
                 } else if test {
@@ -361,7 +387,7 @@ mod tests {
         assert_eq!(t.current_rate().count, 100, "a failed trial costs no slots");
         let s = t.inner.lock().search.expect("searching");
         assert!(s.lower >= Duration::from_secs(2), "{s:?}");
-        assert!(!s.whole_second);
+        assert!(!s.likely);
         // After the pause and a clean window, the next trial is the midpoint.
         t.gate().close_for(Duration::from_millis(250));
         until_role(&t, Role::Probe).await.answered(Answer::Accepted);
@@ -411,18 +437,90 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_refused_probe_frees_its_slot_at_once_a_refused_request_holds_it() {
+    async fn a_refused_probe_holds_its_slot_a_window_a_faulted_one_frees_it() {
         let t = Throttle::new(RateSpec::new(2, Duration::from_secs(1)), false);
         let slot = |role| Slot {
             permit: t.inner.slots.clone().try_acquire_owned().ok(),
             inner: t.inner.clone(),
             role,
         };
-        let throttled = Answer::Throttled { retry_after: None };
-        slot(Role::Probe).answered(throttled);
-        assert_eq!(t.inner.slots.available_permits(), 2);
-        slot(Role::Normal).answered(throttled);
+        slot(Role::Probe).answered(Answer::Throttled { retry_after: None });
         tokio::task::yield_now().await;
         assert_eq!(t.inner.slots.available_permits(), 1, "held for a window");
+        tokio::time::sleep(Duration::from_millis(1006)).await;
+        assert_eq!(t.inner.slots.available_permits(), 2);
+        // A probe of a service that is down, answered with a fault: free at once.
+        slot(Role::Probe).answered(Answer::Other);
+        assert_eq!(t.inner.slots.available_permits(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_retry_after_probes_try_the_configured_window_then_the_next_common_one() {
+        // Configured 200 per 1 s; the service takes 100 per 2 s and counts refusals.
+        let t = Throttle::new(RateSpec::new(200, Duration::from_secs(1)), true);
+        let start = Instant::now();
+        let mut slots = Vec::new();
+        for _ in 0..102 {
+            slots.push(t.acquire().await);
+        }
+        assert_eq!(t.first_probe_in(), None, "no episode yet");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let refused = slots.split_off(100);
+        for s in slots {
+            s.answered(Answer::Accepted);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for s in refused {
+            s.answered(Answer::Throttled { retry_after: None });
+        }
+        // Two refusals are counted: room comes when three answers of the window aged out
+        // (all at 10 ms), if the window is the configured 1 s (+ 5 ms margin).
+        let due = Duration::from_millis(10 + 1000 + 5);
+        assert_eq!(t.first_probe_in(), Some(due - start.elapsed()));
+        tokio::time::sleep_until(start + due).await;
+        let probe = t.acquire().await;
+        assert_eq!((probe.role, start.elapsed()), (Role::Probe, due));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        probe.answered(Answer::Throttled { retry_after: None });
+        // Refused: the window is longer than 1 s; the next common length is 2 s.
+        let due = Duration::from_millis(10 + 2000 + 5);
+        assert_eq!(t.first_probe_in(), Some(due - start.elapsed()));
+        tokio::time::sleep_until(start + due).await;
+        t.acquire().await.answered(Answer::Accepted);
+        assert_eq!(t.first_probe_in(), None, "the episode is over");
+        assert_eq!(t.current_rate().count, 100);
+    }
+
+    #[test]
+    fn common_windows_come_in_order_then_whole_minutes() {
+        let next = |ms| pace::next_window(Duration::from_millis(ms));
+        assert_eq!(next(0), Duration::from_millis(100));
+        assert_eq!(next(1_015), Duration::from_secs(2));
+        assert_eq!(next(10_020), Duration::from_secs(20));
+        assert_eq!(next(20_000), Duration::from_secs(30));
+        assert_eq!(next(61_000), Duration::from_secs(120));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pace_above_graphs_published_limit_is_proven_by_a_clean_window() {
+        assert!(Throttle::new(RateSpec::default(), true).proven());
+        assert!(Throttle::new(RateSpec::new(50, Duration::from_secs(20)), true).proven());
+        assert!(!Throttle::new(RateSpec::new(101, Duration::from_secs(60)), true).proven());
+        let t = Throttle::new(RateSpec::new(10, Duration::from_secs(1)), true);
+        for _ in 0..9 {
+            t.acquire().await.answered(Answer::Accepted);
+            assert!(!t.proven());
+        }
+        t.acquire().await.answered(Answer::Accepted);
+        assert!(t.proven());
+        // Or a whole window without a 429, however few were sent.
+        let t = Throttle::new(RateSpec::new(10, Duration::from_secs(1)), true);
+        t.acquire().await.answered(Answer::Accepted);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        t.acquire().await.answered(Answer::Accepted);
+        assert!(!t.proven());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        t.acquire().await.answered(Answer::Accepted);
+        assert!(t.proven());
     }
 }

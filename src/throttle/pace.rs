@@ -41,6 +41,9 @@ pub(super) struct Window {
     pub(super) accepted: std::collections::VecDeque<Instant>,
     /// A throttle episode is on: after the gate opens, one probe goes first.
     pub(super) probing: bool,
+    /// The service looks down (faults cluster): one request at a time finds out when it is
+    /// back, instead of every row in flight failing again.
+    pub(super) outage: bool,
     /// The next request at or after this instant tests the hold on trial.
     pub(super) test_due: Option<Instant>,
     /// A probe or test is out.
@@ -53,8 +56,17 @@ pub(super) struct Window {
     /// First episode only: when the requests the service accepted in that window were
     /// answered. The service frees its room one window after each, not all at once.
     pub(super) episode_accepted: Vec<Instant>,
+    /// First episode only: when its 429s were answered. Graph counts refused requests too, so
+    /// each one keeps a place in its window until it has aged out.
+    pub(super) episode_refused: Vec<Instant>,
     /// The service has throttled before: its budget has been measured once.
     pub(super) measured: bool,
+    /// The service has shown that it takes the pace in force: measured, or a whole window's
+    /// count accepted, or a whole window gone by since the first answer, without a 429 (or a
+    /// pace within Graph's published limit).
+    pub(super) proven: bool,
+    /// When the first request was accepted.
+    pub(super) first_accepted: Option<Instant>,
     /// The search for the service's window length, once measured.
     pub(super) search: Option<Search>,
     /// One window after the first episode, during which a 429 says nothing about the count:
@@ -68,6 +80,19 @@ pub(super) struct Window {
 }
 
 impl Window {
+    /// The `n`th (from 0) of the first episode's answers, accepted and refused together, in
+    /// time order; the last one past the end.
+    fn episode_entry(&self, n: usize) -> Option<Instant> {
+        let mut all: Vec<Instant> = self
+            .episode_accepted
+            .iter()
+            .chain(&self.episode_refused)
+            .copied()
+            .collect();
+        all.sort_unstable();
+        all.get(n).or(all.last()).copied()
+    }
+
     pub(super) fn new(count: u32, hold: Duration) -> Self {
         Self {
             count,
@@ -75,12 +100,16 @@ impl Window {
             debt: 0,
             accepted: std::collections::VecDeque::new(),
             probing: false,
+            outage: false,
             test_due: None,
             probe_in_flight: false,
             episode_start: None,
             episode_lower: Duration::ZERO,
             episode_accepted: Vec::new(),
+            episode_refused: Vec::new(),
             measured: false,
+            proven: false,
+            first_accepted: None,
             search: None,
             aftermath: None,
             last_step: None,
@@ -88,6 +117,22 @@ impl Window {
             last_change: Instant::now(),
         }
     }
+}
+
+/// Window lengths services commonly count over, shortest first: 1-2-5 steps, then 20 s
+/// (Intune's writes), 30 s and a minute; past the last, whole minutes. Few on purpose: every
+/// probe that fails on the way up costs a request the service counts.
+const COMMON_WINDOWS_MS: [u64; 10] = [
+    100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 30_000, 60_000,
+];
+
+/// The shortest common window length longer than `lower`.
+pub(super) fn next_window(lower: Duration) -> Duration {
+    COMMON_WINDOWS_MS
+        .iter()
+        .map(|ms| Duration::from_millis(*ms))
+        .find(|w| *w > lower)
+        .unwrap_or_else(|| Duration::from_secs((lower.as_secs() / 60 + 1) * 60))
 }
 
 /// Bisection of the hold between a value the service throttled (`lower`) and one it accepted
@@ -98,10 +143,10 @@ pub(super) struct Search {
     pub(super) upper: Duration,
     /// The hold on trial, between the two.
     pub(super) trial: Option<Duration>,
-    /// The first trial is the whole number of seconds in range, if any: Graph's published
-    /// windows are whole seconds (20 s for Intune's writes), so it usually ends the search
-    /// at once.
-    pub(super) whole_second: bool,
+    /// The first trial is a likely length in range, if any: Graph's published windows are
+    /// whole seconds and usually common ones (20 s for Intune's writes), so it usually ends the
+    /// search at once.
+    pub(super) likely: bool,
 }
 
 impl Search {
@@ -111,21 +156,25 @@ impl Search {
         self.upper.saturating_sub(self.lower) <= self.upper / 50
     }
 
-    /// The first trial: the shortest whole number of seconds (plus the edge margin) strictly
-    /// between the bounds.
-    fn whole_second_trial(&mut self, margin: Duration) -> Option<Duration> {
-        if !self.whole_second {
+    /// The first trial (plus the edge margin), strictly between the bounds: the shortest
+    /// common window length ([`next_window`]), else the shortest whole number of seconds.
+    /// First probes without Retry-After stop at common lengths, so the lower bound is often
+    /// the common length below the service's.
+    fn likely_trial(&mut self, margin: Duration) -> Option<Duration> {
+        if !self.likely {
             return None;
         }
         let above = self.lower.saturating_sub(margin);
-        let seconds = above.as_secs() + 1;
-        let trial = Duration::from_secs(seconds) + margin;
-        if trial < self.upper {
-            Some(trial)
-        } else {
-            self.whole_second = false;
-            None
+        let common = next_window(above);
+        let whole = Duration::from_secs(above.as_secs() + 1);
+        let trial = [common, whole]
+            .into_iter()
+            .map(|t| t + margin)
+            .find(|t| *t < self.upper);
+        if trial.is_none() {
+            self.likely = false;
         }
+        trial
     }
 }
 
@@ -205,14 +254,15 @@ impl Inner {
     ///
     /// * **Count.** At the first 429 ever, the usable count becomes what the service accepted
     ///   in the current window (plus what was already in flight and is accepted).
-    /// * **Window.** When the probe after that pause is accepted, the time since the window
-    ///   began bounds the service's window from above; every 429 of the episode (a failed
-    ///   probe; the end of a stated Retry-After, which Graph rounds up to whole seconds)
+    /// * **Window.** Without Retry-After, probes try the configured window, then common
+    ///   lengths ([`Inner::first_episode_probe`]). When a probe is accepted, the time since
+    ///   the window began bounds the service's window from above; every 429 of the episode (a
+    ///   failed probe; the end of a stated Retry-After, which Graph rounds up to whole seconds)
     ///   bounds it from below. The hold is then bisected between the two, one trial per
     ///   window: a trial the service throttles becomes the new lower bound and the hold goes
-    ///   back up, a clean one the new upper bound, until they are within 2 %. The whole
-    ///   second in range is tried first (Graph's windows are whole seconds), and the first
-    ///   request a trial paces goes alone, so a failed trial costs one 429.
+    ///   back up, a clean one the new upper bound, until they are within 2 %. A likely length
+    ///   in range is tried first (common, else whole seconds), and the first request a trial
+    ///   paces goes alone, so a failed trial costs one 429.
     /// * **The first window after the pause** may still hold the episode's 429s (Graph counts
     ///   throttled requests too): a 429 there pauses and probes again but cuts nothing.
     /// * **Back towards `--rate`.** Once the window is found, every ten clean windows the count
@@ -238,6 +288,10 @@ impl Inner {
         if role != Role::Normal {
             w.probe_in_flight = false;
         }
+        if answer != Answer::Other {
+            // The service answers again.
+            w.outage = false;
+        }
         match answer {
             Answer::Accepted => {
                 w.accepted.push_back(now);
@@ -247,8 +301,8 @@ impl Inner {
                         && let Some(trial) = s.trial.take()
                     {
                         s.upper = trial;
-                        if std::mem::take(&mut s.whole_second) {
-                            // A whole-second window fits: take it as the service's.
+                        if std::mem::take(&mut s.likely) {
+                            // A likely window fits: take it as the service's.
                             s.lower = s.lower.max(trial - trial / 50);
                         }
                         w.last_change = now;
@@ -273,6 +327,10 @@ impl Inner {
                 } else if self.adaptive && !w.probing {
                     self.step(&mut w, now);
                 }
+                let first = *w.first_accepted.get_or_insert(now);
+                if !w.probing && (w.accepted.len() >= w.count as usize || now - first >= w.hold) {
+                    w.proven = true;
+                }
             }
             Answer::Throttled { retry_after } => {
                 if !w.probing {
@@ -283,14 +341,21 @@ impl Inner {
                     w.last_change = now;
                 }
                 if let Some(start) = w.episode_start {
-                    // The window that began at `start` still counts: it is longer than the time
-                    // since, and (Retry-After being rounded up to whole seconds) than the time
+                    // The service's window is longer than the time since the oldest answer that
+                    // may still fill it: with R refusals already counted (Graph counts them),
+                    // room needs R + 1 of the window's requests to have aged out. And
+                    // (Retry-After being rounded up to whole seconds) longer than the time
                     // until a second before the stated instant.
-                    let since = now.saturating_duration_since(start);
+                    let oldest = w.episode_entry(w.episode_refused.len()).unwrap_or(start);
+                    let since = now.saturating_duration_since(oldest);
                     let stated = retry_after
-                        .map(|ra| since + ra.saturating_sub(Duration::from_secs(1)))
+                        .map(|ra| {
+                            now.saturating_duration_since(start)
+                                + ra.saturating_sub(Duration::from_secs(1))
+                        })
                         .unwrap_or_default();
                     w.episode_lower = w.episode_lower.max(since).max(stated);
+                    w.episode_refused.push(now);
                 }
             }
             Answer::Other => {
@@ -313,6 +378,7 @@ impl Inner {
             w.episode_start = Some(w.accepted.front().copied().unwrap_or(now));
             w.episode_lower = Duration::ZERO;
             w.episode_accepted = w.accepted.iter().copied().collect();
+            w.episode_refused.clear();
             let accepted = u32::try_from(w.accepted.len()).unwrap_or(u32::MAX);
             let count = accepted.min(w.count);
             self.set_count(w, count);
@@ -323,7 +389,7 @@ impl Inner {
         {
             // The hold on trial was too short.
             s.lower = s.lower.max(trial);
-            s.whole_second = false;
+            s.likely = false;
             w.hold = s.upper;
             w.test_due = None;
             return;
@@ -342,9 +408,29 @@ impl Inner {
         w.frozen_until = Some(now + w.hold * 5);
     }
 
+    /// First episode, no Retry-After stated: when the next probe should go. The configured
+    /// window is tried first (the count may be all that was wrong); once it failed, the next
+    /// common window length above what the failures proved ([`next_window`]). Each is timed
+    /// for the instant the service has room if its window is that long: when as many of the
+    /// window's requests have aged out as it refused, plus one. A probe sent earlier would
+    /// fail, and Graph counts it, which takes a place from the next window's burst.
+    pub(super) fn first_episode_probe(&self) -> Option<Instant> {
+        let w = self.lock();
+        w.episode_start?;
+        let configured = self.base_hold.saturating_sub(self.margin);
+        let window = if w.episode_lower < configured {
+            configured
+        } else {
+            next_window(w.episode_lower)
+        };
+        let oldest = w.episode_entry(w.episode_refused.len())?;
+        Some(oldest + window + self.margin)
+    }
+
     /// The probe after the first 429 was accepted: the window's bounds are known.
     fn end_first_episode(&self, w: &mut Window, now: Instant, start: Instant) {
         w.measured = true;
+        w.proven = true;
         if !self.adaptive {
             return;
         }
@@ -357,7 +443,7 @@ impl Inner {
             lower,
             upper,
             trial: None,
-            whole_second: true,
+            likely: true,
         });
         w.aftermath = Some(now + upper);
     }
@@ -378,7 +464,7 @@ impl Inner {
                 // Slots answered from now on come back after the trial hold: the first request
                 // they pace meets the service's window at its fullest, and goes alone.
                 let trial = s
-                    .whole_second_trial(self.margin)
+                    .likely_trial(self.margin)
                     .unwrap_or((s.lower + s.upper) / 2);
                 s.trial = Some(trial);
                 w.hold = trial;
@@ -400,5 +486,33 @@ impl Inner {
             w.last_step = Some(step);
             w.last_change = now;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_trial_is_the_common_length_in_range_else_a_whole_second() {
+        let ms = Duration::from_millis;
+        let search = |lower, upper| Search {
+            lower: ms(lower),
+            upper: ms(upper),
+            trial: None,
+            likely: true,
+        };
+        let margin = ms(20);
+        // Probes stopped at 15 s (refused) and 20 s (accepted): Intune's 20 s, not 16 s.
+        assert_eq!(
+            search(15_040, 21_300).likely_trial(margin),
+            Some(ms(20_020))
+        );
+        // No common length in range: the whole second.
+        assert_eq!(search(6_300, 7_500).likely_trial(margin), Some(ms(7_020)));
+        // Neither: bisection from then on.
+        let mut s = search(2_100, 2_600);
+        assert_eq!(s.likely_trial(margin), None);
+        assert!(!s.likely);
     }
 }
