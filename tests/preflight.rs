@@ -146,7 +146,8 @@ async fn a_route_graph_does_not_serve_fails_with_its_message_verbatim() {
     );
     assert!(stdout.contains(&verbatim), "{stdout}");
     assert!(
-        stdout.contains("route is not available in this tenant or cloud"),
+        stdout.contains("route is not available in this tenant or cloud")
+            && stdout.contains("check --cloud and --graph-url"),
         "{stdout}"
     );
     assert!(
@@ -334,6 +335,12 @@ async fn each_tenant_is_checked_with_its_own_first_row_and_one_failing_fails_the
     );
     assert!(
         f.contains("400 BadRequest: No OData route exists") && f.contains("fix: the route is"),
+        "{f}"
+    );
+    // The fix names the tenant's settings in the tenants file, not flags.
+    assert!(
+        f.contains("check cloud and graph_url under [tenants.fabrikam] in the tenants file")
+            && !f.contains("--graph-url"),
         "{f}"
     );
     assert!(f.ends_with("tenant fabrikam: FAIL: 1 check failed"), "{f}");

@@ -358,24 +358,47 @@ impl Tenant {
             Some(s) => format!("{s} {code}"),
             None => format!("no answer ({code})"),
         };
-        let fix = fix(read, status, &message);
+        let fix = fix(read, status, &message, self.key.as_deref());
         report.fail(format!("{what} → {answered}: {message}"), fix);
     }
 }
 
-/// How to fix a failed read, by what was read and what Graph answered.
-fn fix(read: Read, status: Option<u16>, message: &str) -> String {
+/// Where settings are given: flags for one tenant; the tenant's section of the tenants file
+/// (`key`) for many, where `--graph-url` is spelled `graph_url`.
+fn settings(key: Option<&str>, flags: &[&str]) -> String {
+    match key {
+        None => flags
+            .iter()
+            .map(|f| format!("--{f}"))
+            .collect::<Vec<_>>()
+            .join(" and "),
+        Some(key) => format!(
+            "{} under [tenants.{key}] in the tenants file",
+            flags
+                .iter()
+                .map(|f| f.replace('-', "_"))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ),
+    }
+}
+
+/// How to fix a failed read, by what was read and what Graph answered; `key` names the tenant
+/// of a tenants file.
+fn fix(read: Read, status: Option<u16>, message: &str, key: Option<&str>) -> String {
     match (status, read) {
-        (Some(400), _) if is_no_odata_route(status, Some(message)) => {
+        (Some(400), _) if is_no_odata_route(status, Some(message)) => format!(
             "the route is not available in this tenant or cloud, and `run` would fail every row \
-             the same way: check --cloud and --graph-url (`run` needs Graph beta); if they are \
-             right, Graph does not serve this route for the tenant: do not start `run`, open a \
-             Microsoft support case with this message"
-                .into()
-        }
-        (Some(401), _) => "Graph does not accept the token: check that the tenant, the app and \
-                           --cloud match the Graph URL"
-            .into(),
+             the same way: check {} (`run` needs Graph beta); if they are right, Graph does not \
+             serve this route for the tenant: do not start `run`, open a Microsoft support case \
+             with this message",
+            settings(key, &["cloud", "graph-url"])
+        ),
+        (Some(401), _) => format!(
+            "Graph does not accept the token: check that the tenant, the app and {} match the \
+             Graph URL",
+            settings(key, &["cloud"])
+        ),
         (Some(403), _) => GRANT.into(),
         (Some(404), Read::Route(device)) => format!(
             "device {device} is not an Autopilot identity of this tenant: check the row's \
@@ -384,9 +407,13 @@ fn fix(read: Read, status: Option<u16>, message: &str) -> String {
         (Some(429) | Some(500..), _) => "Graph is busy or failing: run preflight again in a few \
                                          minutes (`run` would retry these)"
             .into(),
-        (None, _) => "no answer from Graph: check the network, the proxy and --graph-url".into(),
-        _ => "Graph refused the request: check --graph-url (`run` needs Graph beta) and the \
-              message above"
-            .into(),
+        (None, _) => format!(
+            "no answer from Graph: check the network, the proxy and {}",
+            settings(key, &["graph-url"])
+        ),
+        _ => format!(
+            "Graph refused the request: check {} (`run` needs Graph beta) and the message above",
+            settings(key, &["graph-url"])
+        ),
     }
 }
