@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use uuid::Uuid;
 
 use crate::config::{Cloud, Config, Credentials, RateSpec, Tenant, default_output};
-use crate::emulator::{Emulator, EmulatorConfig, RetryAfterMode};
+use crate::emulator::{Emulator, EmulatorConfig, Outage, RetryAfterMode};
 use crate::graph::model::{FilterType, Source, TargetKind};
 use crate::input::{Action, RowDefaults};
 use crate::preflight::PreflightConfig;
@@ -623,6 +623,17 @@ pub struct EmulateArgs {
     /// Mean of an exponential delay added to every Graph answer.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub latency: Option<Duration>,
+    /// Start an outage this long after the first assignment POST [default: 0s, with
+    /// --outage-for].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "outage_for")]
+    pub outage_at: Option<Duration>,
+    /// Outage: answer every Graph request (not the token endpoint) 503 ServiceUnavailable for
+    /// this long, without executing or throttle-counting it.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub outage_for: Option<Duration>,
+    /// Retry-After seconds sent with the outage's 503s (none when absent).
+    #[arg(long, value_name = "SECONDS", requires = "outage_for")]
+    pub outage_retry_after: Option<u64>,
     /// Seed for faults and latency, for repeatable runs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -707,6 +718,11 @@ impl EmulateArgs {
             fault_504: self.fault_504,
             fault_drop: self.fault_drop,
             latency: self.latency,
+            outage: self.outage_for.map(|length| Outage {
+                at: self.outage_at.unwrap_or_default(),
+                length,
+                retry_after: self.outage_retry_after,
+            }),
             seed: self.seed,
             intune_envelope: self.intune_envelope,
             violation_grace: self.violation_grace,

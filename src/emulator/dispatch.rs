@@ -1,8 +1,10 @@
-//! Every `/beta/...` request: the bearer check, then `$batch` or a single request, and the
-//! connection drop the `drop` fault asks for (the answer is computed, then never sent). The
-//! response carries the token's [`Caller`], so that its status counts for that tenant.
+//! Every `/beta/...` request: the bearer check, the timed outage (which refuses a `$batch`
+//! envelope whole), then `$batch` or a single request, and the connection drop the `drop`
+//! fault asks for (the answer is computed, then never sent). The response carries the token's
+//! [`Caller`], so that its status counts for that tenant.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
@@ -13,6 +15,7 @@ use super::batch::batch;
 use super::conn::ConnHandle;
 use super::envelope::Ctx;
 use super::graph::{Route, method_not_allowed, route, single};
+use super::outage;
 use super::state::{Caller, Shared};
 use super::tokens::authenticate;
 
@@ -33,7 +36,19 @@ pub(crate) async fn handle(
     // The query goes along: the identity listing reads its options from it.
     let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
     let path = target.get("/beta".len()..).unwrap_or("");
-    let answer = match route(path) {
+    let route = route(path);
+    let assignment_post = matches!(route, Route::Assignments(_)) && method == Method::POST;
+    if let Some(refused) = outage::refused(
+        &shared,
+        &ctx,
+        path,
+        &caller,
+        assignment_post,
+        Instant::now(),
+    ) {
+        return attributed(refused.into_response(), Some(caller));
+    }
+    let answer = match route {
         Route::Batch if method == Method::POST => batch(&shared, &ctx, &caller, &headers, &body),
         Route::Batch => method_not_allowed(&shared, &ctx, path, &method),
         r => {

@@ -160,6 +160,20 @@ impl Errors<'_> {
         Answer::json(status, self.body(code, message))
     }
 
+    /// 503 `ServiceUnavailable`, with `Retry-After` when given: the answer of a service that
+    /// did nothing and may work later (an injected fault, the timed outage).
+    pub(crate) fn unavailable(&self, retry_after: Option<u64>) -> Answer {
+        let answer = self.answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "The service is temporarily unavailable. Please retry later.",
+        );
+        match retry_after {
+            Some(secs) => answer.with_header("retry-after", secs.to_string()),
+            None => answer,
+        }
+    }
+
     fn body(&self, code: &str, message: &str) -> Value {
         json!({
             "error": {

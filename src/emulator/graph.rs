@@ -3,11 +3,13 @@
 //!
 //! Order for one request (top-level or inner):
 //! 1. bearer check (top-level only; inner requests ride on the envelope's token),
-//! 2. route and method,
-//! 3. throttle: the request is counted; if over the window (or early after a Retry-After),
+//! 2. the timed outage: while Graph is down, 503 and nothing else happens (an assignment POST
+//!    starts its clock),
+//! 3. route and method,
+//! 4. throttle: the request is counted; if over the window (or early after a Retry-After),
 //!    429 and nothing else happens,
-//! 4. one seeded fault draw: 503/504 answer without executing; `drop` executes and then drops,
-//! 5. validation (device GUID, known device, body, query options) and execution.
+//! 5. one seeded fault draw: 503/504 answer without executing; `drop` executes and then drops,
+//! 6. validation (device GUID, known device, body, query options) and execution.
 
 use std::time::{Instant, SystemTime};
 
@@ -18,6 +20,7 @@ use super::directory::Assigned;
 use super::envelope::{Answer, Ctx, Errors, new_guid};
 use super::faults::Fault;
 use super::identities;
+use super::outage;
 use super::properties;
 use super::state::{Caller, Inner, Shared, TenantData};
 use super::throttle::{Verdict, retry_after};
@@ -143,6 +146,11 @@ pub(crate) fn single(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Answer {
+    let now = Instant::now();
+    let assignment_post = matches!(route, Route::Assignments(_)) && *method == Method::POST;
+    if let Some(refused) = outage::refused(shared, ctx, path, caller, assignment_post, now) {
+        return refused;
+    }
     let target = match target(shared, ctx, path, route, method) {
         Ok(target) => target,
         Err(answer) => return answer,
@@ -160,7 +168,6 @@ pub(crate) fn single(
         return forbidden(&errors, write);
     }
 
-    let now = Instant::now();
     let mut inner = shared.lock();
     let tenant = caller.tenant.as_str();
     let verdict = match target {
@@ -255,15 +262,7 @@ fn injected(
     match fault {
         Fault::Unavailable => {
             data.stats.faults_503 += 1;
-            let answer = errors.answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "The service is temporarily unavailable. Please retry later.",
-            );
-            Some(match shared.config.fault_503_retry_after {
-                Some(secs) => answer.with_header("retry-after", secs.to_string()),
-                None => answer,
-            })
+            Some(errors.unavailable(shared.config.fault_503_retry_after))
         }
         Fault::GatewayTimeout => {
             data.stats.faults_504 += 1;

@@ -8,8 +8,8 @@
 //! request's pipeline and the assignment routes), `identities` (the identity listing and
 //! reads), `odata` (their query options), `directory` (the tenant's identities and their
 //! status), `validate` (body rules), `throttle` (windows and Retry-After), `faults` (seeded
-//! faults and latency), `envelope` (answer shapes), `state` (shared state, the tenants' stores
-//! and counters).
+//! faults and latency), `outage` (the timed whole-service outage), `envelope` (answer
+//! shapes), `state` (shared state, the tenants' stores and counters).
 
 mod batch;
 mod conn;
@@ -20,6 +20,7 @@ mod faults;
 mod graph;
 mod identities;
 mod odata;
+mod outage;
 mod properties;
 mod server;
 mod state;
@@ -56,6 +57,29 @@ pub enum RetryAfterMode {
     None,
     /// One of the above, picked per answer.
     Mixed,
+}
+
+/// A time-based outage of Graph, so that a run can be rehearsed riding through one (a
+/// regional incident, a deployment gone wrong): unlike the seeded `fault_503`, which strikes
+/// single requests at random, every Graph request fails for a stretch of time, and clients
+/// must wait it out without burning their retries.
+///
+/// The clock starts at the emulator's first assignment POST (top-level or inside `$batch`),
+/// so that the outage hits a run however long its setup took; with `at` zero that POST is
+/// already refused. For `length` from then on, every Graph request (assignment POST and GET,
+/// identity reads, `updateDeviceProperties`, `$batch` envelopes and their inner requests) is
+/// answered 503 `ServiceUnavailable` once its bearer token has been checked; the token
+/// endpoint stays up, as Entra ID is not Graph. One outage for the whole emulator, all tenants
+/// alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outage {
+    /// How long after the first assignment POST the outage begins.
+    pub at: Duration,
+    /// How long it lasts. Zero: no outage.
+    pub length: Duration,
+    /// `Retry-After` seconds sent with every outage 503 (no header when `None`, as Graph often
+    /// sends none for a 503).
+    pub retry_after: Option<u64>,
 }
 
 /// Everything the emulator can be told to do. `Default` is Intune's documented behaviour with
@@ -109,6 +133,9 @@ pub struct EmulatorConfig {
     pub fault_drop: f64,
     /// Mean of an exponentially distributed delay added to every Graph answer.
     pub latency: Option<Duration>,
+    /// Every Graph request answered 503 for a stretch of time (see [`Outage`]); none by
+    /// default.
+    pub outage: Option<Outage>,
     pub seed: u64,
     pub intune_envelope: bool,
     /// Requests arriving this soon after a 429 was sent are taken as already in flight, not
@@ -147,6 +174,7 @@ impl Default for EmulatorConfig {
             fault_504: 0.0,
             fault_drop: 0.0,
             latency: None,
+            outage: None,
             seed: 0,
             intune_envelope: false,
             violation_grace: Duration::from_millis(250),
@@ -193,7 +221,8 @@ pub struct Stats {
     pub assignment_reads: u64,
     /// Identity listing pages and single identity GETs that reached the throttle.
     pub identity_reads: u64,
-    /// `$batch` envelopes received with a valid token.
+    /// `$batch` envelopes received with a valid token (outside an outage: an envelope refused
+    /// by one counts in `outage_requests` only).
     pub batch_requests: u64,
     /// Injected 503s.
     pub faults_503: u64,
@@ -201,6 +230,10 @@ pub struct Stats {
     pub faults_504: u64,
     /// Connections dropped after executing a request (the `fault_drop` fault).
     pub dropped_connections: u64,
+    /// Graph requests answered 503 by the timed outage ([`EmulatorConfig::outage`]), top-level
+    /// and inner: not executed, not counted by the throttle (nor in `write_requests` and the
+    /// read counters), no fault drawn for them.
+    pub outage_requests: u64,
     pub token_requests: u64,
     pub tokens_issued: u64,
     /// Graph requests that presented an expired token.
@@ -415,6 +448,17 @@ fn describe(config: &EmulatorConfig) -> String {
     }
     if let Some(latency) = config.latency {
         parts.push(format!("latency {}", humantime::format_duration(latency)));
+    }
+    if let Some(outage) = config.outage.filter(|o| !o.length.is_zero()) {
+        parts.push(format!(
+            "every Graph request answered 503 for {} from {} after the first assignment POST{}",
+            humantime::format_duration(outage.length),
+            humantime::format_duration(outage.at),
+            match outage.retry_after {
+                Some(secs) => format!(" (Retry-After {secs})"),
+                None => String::new(),
+            }
+        ));
     }
     if config.deny_permission {
         parts.push("every assignment request answered 403".into());

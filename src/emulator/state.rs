@@ -1,4 +1,5 @@
-//! The emulator's shared state: issued tokens, throttle windows, seeded generators, and per
+//! The emulator's shared state: issued tokens, throttle windows, seeded generators, the outage
+//! clock, and per
 //! tenant the stored assignments and counters, behind one mutex. Nothing awaits while holding
 //! it, and the work done under it is tiny, so one lock is simpler than many and never the
 //! bottleneck.
@@ -15,6 +16,7 @@ use axum::http::StatusCode;
 use super::directory::{Assigned, Directory};
 use super::envelope::{Answer, Errors};
 use super::faults::Faults;
+use super::outage::OutageClock;
 use super::throttle::Throttle;
 use super::validate::is_guid;
 use super::{Assignments, EmulatorConfig, Stats};
@@ -80,6 +82,8 @@ pub(crate) struct Inner {
     pub tokens: HashMap<String, IssuedToken>,
     pub throttle: Throttle,
     pub faults: Faults,
+    /// When the timed outage is (one for the whole emulator).
+    pub outage: OutageClock,
     /// Counters of what no tenant can be named for (an unknown token, an unknown tenant at
     /// the token endpoint). Totals add every tenant's to these.
     pub unattributed: Stats,
@@ -147,6 +151,7 @@ impl Shared {
                 config.fault_drop,
                 config.latency,
             ),
+            outage: OutageClock::new(config.outage),
             unattributed: Stats::default(),
             tenants: data
                 .into_iter()
@@ -290,6 +295,7 @@ impl Stats {
             faults_503,
             faults_504,
             dropped_connections,
+            outage_requests,
             token_requests,
             tokens_issued,
             expired_tokens,
@@ -317,6 +323,7 @@ impl Stats {
         self.faults_503 += faults_503;
         self.faults_504 += faults_504;
         self.dropped_connections += dropped_connections;
+        self.outage_requests += outage_requests;
         self.token_requests += token_requests;
         self.tokens_issued += tokens_issued;
         self.expired_tokens += expired_tokens;
