@@ -14,8 +14,7 @@ use axum::response::{IntoResponse, Response};
 use super::batch::batch;
 use super::conn::ConnHandle;
 use super::envelope::Ctx;
-use super::graph::{Route, method_not_allowed, route, single};
-use super::outage;
+use super::graph::{Route, method_not_allowed, outage_refusal, route, single};
 use super::state::{Caller, Shared};
 use super::tokens::authenticate;
 
@@ -38,7 +37,7 @@ pub(crate) async fn handle(
     let path = target.get("/beta".len()..).unwrap_or("");
     let route = route(path);
     let assignment_post = matches!(route, Route::Assignments(_)) && method == Method::POST;
-    if let Some(refused) = outage::refused(
+    if let Some(refused) = outage_refusal(
         &shared,
         &ctx,
         path,

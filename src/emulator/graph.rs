@@ -20,7 +20,6 @@ use super::directory::Assigned;
 use super::envelope::{Answer, Ctx, Errors, new_guid};
 use super::faults::Fault;
 use super::identities;
-use super::outage;
 use super::properties;
 use super::state::{Caller, Inner, Shared, TenantData};
 use super::throttle::{Verdict, retry_after};
@@ -133,6 +132,39 @@ fn target<'a>(
     }
 }
 
+/// The 503 a Graph request arriving at `now` gets while Graph is down, counted in the
+/// caller's `outage_requests`; `None` while it is up. `assignment_post`: the request is an
+/// assignment POST, which starts the clock (and with `at` zero is itself refused).
+///
+/// The body is Graph's own envelope, never Intune's form: with Graph down, Intune is not
+/// reached (as with the 401s).
+pub(crate) fn outage_refusal(
+    shared: &Shared,
+    ctx: &Ctx,
+    path: &str,
+    caller: &Caller,
+    assignment_post: bool,
+    now: Instant,
+) -> Option<Answer> {
+    let outage = shared.config.outage?;
+    {
+        let mut inner = shared.lock();
+        if assignment_post {
+            inner.outage.assignment_posted(now);
+        }
+        if !inner.outage.down(now) {
+            return None;
+        }
+        inner.data(&caller.data).stats.outage_requests += 1;
+    }
+    let errors = Errors {
+        ctx,
+        intune: false,
+        path,
+    };
+    Some(errors.unavailable(outage.retry_after))
+}
+
 /// One request to a Graph resource, top-level or inside a batch. `path` is below `/beta` and
 /// may carry a query.
 #[allow(clippy::too_many_arguments)]
@@ -148,7 +180,7 @@ pub(crate) fn single(
 ) -> Answer {
     let now = Instant::now();
     let assignment_post = matches!(route, Route::Assignments(_)) && *method == Method::POST;
-    if let Some(refused) = outage::refused(shared, ctx, path, caller, assignment_post, now) {
+    if let Some(refused) = outage_refusal(shared, ctx, path, caller, assignment_post, now) {
         return refused;
     }
     let target = match target(shared, ctx, path, route, method) {

@@ -40,6 +40,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RateSpec;
+
+pub use outage::Outage;
 use state::Shared;
 
 /// How a throttled answer states when to come back.
@@ -57,29 +59,6 @@ pub enum RetryAfterMode {
     None,
     /// One of the above, picked per answer.
     Mixed,
-}
-
-/// A time-based outage of Graph, so that a run can be rehearsed riding through one (a
-/// regional incident, a deployment gone wrong): unlike the seeded `fault_503`, which strikes
-/// single requests at random, every Graph request fails for a stretch of time, and clients
-/// must wait it out without burning their retries.
-///
-/// The clock starts at the emulator's first assignment POST (top-level or inside `$batch`),
-/// so that the outage hits a run however long its setup took; with `at` zero that POST is
-/// already refused. For `length` from then on, every Graph request (assignment POST and GET,
-/// identity reads, `updateDeviceProperties`, `$batch` envelopes and their inner requests) is
-/// answered 503 `ServiceUnavailable` once its bearer token has been checked; the token
-/// endpoint stays up, as Entra ID is not Graph. One outage for the whole emulator, all tenants
-/// alike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outage {
-    /// How long after the first assignment POST the outage begins.
-    pub at: Duration,
-    /// How long it lasts. Zero: no outage.
-    pub length: Duration,
-    /// `Retry-After` seconds sent with every outage 503 (no header when `None`, as Graph often
-    /// sends none for a 503).
-    pub retry_after: Option<u64>,
 }
 
 /// Everything the emulator can be told to do. `Default` is Intune's documented behaviour with

@@ -4,14 +4,33 @@
 //! counted against the window, and draws no seeded fault (the faults a run meets afterwards
 //! do not depend on how many requests the outage refused).
 //!
-//! The clock is pure logic (every method takes the current instant); [`refused`] applies it
-//! to one request.
+//! The clock is pure logic (every method takes the current instant); `graph::outage_refusal`
+//! applies it to one request.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::Outage;
-use super::envelope::{Answer, Ctx, Errors};
-use super::state::{Caller, Shared};
+/// A time-based outage of Graph, so that a run can be rehearsed riding through one (a
+/// regional incident, a deployment gone wrong): unlike the seeded `fault_503`, which strikes
+/// single requests at random, every Graph request fails for a stretch of time, and clients
+/// must wait it out without burning their retries.
+///
+/// The clock starts at the emulator's first assignment POST (top-level or inside `$batch`),
+/// so that the outage hits a run however long its setup took; with `at` zero that POST is
+/// already refused. For `length` from then on, every Graph request (assignment POST and GET,
+/// identity reads, `updateDeviceProperties`, `$batch` envelopes and their inner requests) is
+/// answered 503 `ServiceUnavailable` once its bearer token has been checked; the token
+/// endpoint stays up, as Entra ID is not Graph. One outage for the whole emulator, all tenants
+/// alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outage {
+    /// How long after the first assignment POST the outage begins.
+    pub at: Duration,
+    /// How long it lasts. Zero: no outage.
+    pub length: Duration,
+    /// `Retry-After` seconds sent with every outage 503 (no header when `None`, as Graph often
+    /// sends none for a 503).
+    pub retry_after: Option<u64>,
+}
 
 /// When the outage is, once the first assignment POST has started its clock.
 #[derive(Debug)]
@@ -46,39 +65,6 @@ impl OutageClock {
             .checked_sub(outage.at)
             .is_some_and(|into| into < outage.length)
     }
-}
-
-/// The 503 a Graph request arriving at `now` gets while Graph is down, counted in the
-/// caller's `outage_requests`; `None` while it is up. `assignment_post`: the request is an
-/// assignment POST, which starts the clock (and with `at` zero is itself refused).
-///
-/// The body is Graph's own envelope, never Intune's form: with Graph down, Intune is not
-/// reached (as with the 401s).
-pub(crate) fn refused(
-    shared: &Shared,
-    ctx: &Ctx,
-    path: &str,
-    caller: &Caller,
-    assignment_post: bool,
-    now: Instant,
-) -> Option<Answer> {
-    let outage = shared.config.outage?;
-    {
-        let mut inner = shared.lock();
-        if assignment_post {
-            inner.outage.assignment_posted(now);
-        }
-        if !inner.outage.down(now) {
-            return None;
-        }
-        inner.data(&caller.data).stats.outage_requests += 1;
-    }
-    let errors = Errors {
-        ctx,
-        intune: false,
-        path,
-    };
-    Some(errors.unavailable(outage.retry_after))
 }
 
 #[cfg(test)]
