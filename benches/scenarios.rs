@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use autopilot_bulk::config::{Config, RateSpec};
-use autopilot_bulk::emulator::{Emulator, EmulatorConfig, RetryAfterMode};
+use autopilot_bulk::emulator::{Emulator, EmulatorConfig, Outage, RetryAfterMode};
 
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +22,9 @@ struct Scenario {
     /// The client's configured `--rate`.
     rate: RateSpec,
     retry_after: RetryAfterMode,
-    concurrency: usize,
+    /// `--concurrency`; `None`: the default, following the latency.
+    concurrency: Option<usize>,
+    /// Mean of the emulator's (exponentially distributed) answer time.
     latency: Duration,
     /// `--batch`: `$batch` envelopes of up to 20 assignments.
     batch: bool,
@@ -30,155 +32,120 @@ struct Scenario {
     tenant: Option<u32>,
     /// Isolated faults: 5 % 503 with `Retry-After: 1`, 2 % 504, 3 % dropped after commit.
     faults: bool,
+    /// Graph down for a stretch: every request 503 (see [`Outage`]).
+    outage: Option<Outage>,
     /// `--action tag --group-tag Sales`: set each device's group tag instead of assigning.
     tag: bool,
 }
 
-fn scenarios() -> Vec<Scenario> {
+/// 1,000 rows against 100 per 2 s at 10 ms, the client's rate matched, 8 in flight: what
+/// most scenarios change one thing of.
+fn base(name: &'static str) -> Scenario {
     let window = RateSpec::new(100, Duration::from_secs(2));
+    Scenario {
+        name,
+        rows: 1000,
+        limit: window,
+        rate: window,
+        retry_after: RetryAfterMode::Seconds,
+        concurrency: Some(8),
+        latency: Duration::from_millis(10),
+        batch: false,
+        tenant: None,
+        faults: false,
+        outage: None,
+        tag: false,
+    }
+}
+
+fn scenarios() -> Vec<Scenario> {
     let unthrottled = RateSpec::new(100_000_000, Duration::from_secs(1));
+    let four_x = RateSpec::new(200, Duration::from_secs(1));
     vec![
+        base("window-100/2s-retry-after-seconds"),
         Scenario {
-            name: "window-100/2s-retry-after-seconds",
-            rows: 1000,
-            limit: window,
-            rate: window,
-            retry_after: RetryAfterMode::Seconds,
-            concurrency: 8,
-            latency: Duration::from_millis(10),
-            batch: false,
-            tenant: None,
-            faults: false,
-            tag: false,
-        },
-        Scenario {
-            name: "window-100/2s-retry-after-none",
-            rows: 1000,
-            limit: window,
-            rate: window,
             retry_after: RetryAfterMode::None,
-            concurrency: 8,
-            latency: Duration::from_millis(10),
-            batch: false,
-            tenant: None,
-            faults: false,
-            tag: false,
+            ..base("window-100/2s-retry-after-none")
         },
         Scenario {
-            name: "window-100/2s-retry-after-mixed",
-            rows: 1000,
-            limit: window,
-            rate: window,
             retry_after: RetryAfterMode::Mixed,
-            concurrency: 8,
-            latency: Duration::from_millis(10),
-            batch: false,
-            tenant: None,
-            faults: false,
-            tag: false,
+            ..base("window-100/2s-retry-after-mixed")
         },
         // The configured --rate is 4× the service's real limit (200/1 s against 100/2 s): the
         // case the adaptive pace exists for, with and without Retry-After.
         Scenario {
-            name: "adaptive-rate-4x-too-high-retry-after-seconds",
-            rows: 1000,
-            limit: window,
-            rate: RateSpec::new(200, Duration::from_secs(1)),
-            retry_after: RetryAfterMode::Seconds,
-            concurrency: 8,
-            latency: Duration::from_millis(10),
-            batch: false,
-            tenant: None,
-            faults: false,
-            tag: false,
+            rate: four_x,
+            ..base("adaptive-rate-4x-too-high-retry-after-seconds")
         },
         Scenario {
-            name: "adaptive-rate-4x-too-high-retry-after-none",
-            rows: 1000,
-            limit: window,
-            rate: RateSpec::new(200, Duration::from_secs(1)),
+            rate: four_x,
             retry_after: RetryAfterMode::None,
-            concurrency: 8,
-            latency: Duration::from_millis(10),
-            batch: false,
-            tenant: None,
-            faults: false,
-            tag: false,
+            ..base("adaptive-rate-4x-too-high-retry-after-none")
+        },
+        // The same at the default flags: rows in flight follow the latency.
+        Scenario {
+            rate: four_x,
+            retry_after: RetryAfterMode::None,
+            concurrency: None,
+            ..base("default-flags-rate-4x-too-high-retry-after-none")
         },
         Scenario {
-            name: "batch-window-100/2s-retry-after-seconds",
-            rows: 1000,
-            limit: window,
-            rate: window,
-            retry_after: RetryAfterMode::Seconds,
-            concurrency: 2,
-            latency: Duration::from_millis(10),
+            concurrency: Some(2),
             batch: true,
-            tenant: None,
-            faults: false,
-            tag: false,
+            ..base("batch-window-100/2s-retry-after-seconds")
         },
         // Group tags instead of assignments: the same pace, plus one listing read of the tenant
         // (10 pages) to skip devices already tagged.
         Scenario {
-            name: "tag-window-100/2s",
-            rows: 1000,
-            limit: window,
-            rate: window,
-            retry_after: RetryAfterMode::Seconds,
-            concurrency: 8,
-            latency: Duration::from_millis(10),
-            batch: false,
-            tenant: None,
-            faults: false,
             tag: true,
+            ..base("tag-window-100/2s")
         },
         // Isolated faults, each meant for its own request: a lone 503 with Retry-After should
         // delay its row, not pause every worker. The minimum is for the requests sent.
         Scenario {
-            name: "isolated-faults-window-100/2s",
-            rows: 1000,
-            limit: window,
-            rate: window,
-            retry_after: RetryAfterMode::Seconds,
-            concurrency: 8,
-            latency: Duration::from_millis(10),
-            batch: false,
-            tenant: None,
             faults: true,
-            tag: false,
+            ..base("isolated-faults-window-100/2s")
+        },
+        // Graph down for 6 s, 4 s after the first assignment, no Retry-After, at the default
+        // flags: the minimum is for the requests answered outside the outage, plus the outage.
+        // The client should probe it one request at a time, not resend every row in flight.
+        Scenario {
+            retry_after: RetryAfterMode::None,
+            concurrency: None,
+            outage: Some(Outage {
+                at: Duration::from_secs(4),
+                length: Duration::from_secs(6),
+                retry_after: None,
+            }),
+            ..base("outage-6s-window-100/2s")
+        },
+        // Intune's documented shape at the default flags: 100 writes per 20 s, answers in
+        // 200 ms on average, no Retry-After. Slow on purpose (minimum 180 s).
+        Scenario {
+            limit: RateSpec::default(),
+            rate: RateSpec::default(),
+            retry_after: RetryAfterMode::None,
+            concurrency: None,
+            latency: Duration::from_millis(200),
+            ..base("intune-shape-default-flags")
         },
         // Serial numbers in: 1,000 rows of a hardware-hash export against a tenant of 4,000
         // identities (pages of 100): the resolution's requests and seconds, then the
         // assignments. The client paces its reads through the same window as its writes, so
         // the minimum counts both.
         Scenario {
-            name: "serials-1000-of-4000-identities",
-            rows: 1000,
-            limit: window,
-            rate: window,
-            retry_after: RetryAfterMode::Seconds,
-            concurrency: 8,
-            latency: Duration::from_millis(10),
-            batch: false,
             tenant: Some(4000),
-            faults: false,
-            tag: false,
+            ..base("serials-1000-of-4000-identities")
         },
         // Raw engine cost: no throttle to speak of, no added latency, so CPU per row and RSS are
         // the client's (plus the in-process emulator's, which keeps every assignment it stores).
         Scenario {
-            name: "unthrottled-100k",
-            rows: 100000,
+            rows: 100_000,
             limit: unthrottled,
             rate: unthrottled,
-            retry_after: RetryAfterMode::Seconds,
-            concurrency: 16,
+            concurrency: Some(16),
             latency: Duration::ZERO,
-            batch: false,
-            tenant: None,
-            faults: false,
-            tag: false,
+            ..base("unthrottled-100k")
         },
     ]
 }
@@ -244,6 +211,7 @@ async fn run(s: &Scenario) {
         fault_503_retry_after: s.faults.then_some(1),
         fault_504: if s.faults { 0.02 } else { 0.0 },
         fault_drop: if s.faults { 0.03 } else { 0.0 },
+        outage: s.outage,
         seed: 1,
         ..EmulatorConfig::default()
     })
@@ -254,7 +222,10 @@ async fn run(s: &Scenario) {
     config.authority_url = emulator.authority_url();
     config.credentials = autopilot_bulk::config::Credentials::for_emulator();
     config.rate = s.rate;
-    config.concurrency = s.concurrency;
+    match s.concurrency {
+        Some(n) => config.concurrency = n,
+        None => config.adaptive_concurrency = true,
+    }
     config.batch = s.batch;
     if s.tag {
         config.defaults.action = autopilot_bulk::input::Action::Tag;
@@ -276,11 +247,15 @@ async fn run(s: &Scenario) {
     let reads = summary.resolution.map_or(0, |r| r.requests);
     let requests = if s.faults || s.tag {
         summary.requests
+    } else if s.outage.is_some() {
+        // Those refused by the outage never reached the throttle.
+        summary.requests.saturating_sub(stats.outage_requests)
     } else {
         u64::from(s.rows) + reads
     };
     let windows = requests.div_ceil(u64::from(s.limit.count));
-    let minimum = s.limit.per * (windows.saturating_sub(1) as u32);
+    let minimum = s.limit.per * (windows.saturating_sub(1) as u32)
+        + s.outage.map_or(Duration::ZERO, |o| o.length);
     // An unthrottled scenario has no minimum (one window holds every request): report the
     // rows per second instead of a ratio to zero.
     let ratio = if minimum.is_zero() {
@@ -291,7 +266,8 @@ async fn run(s: &Scenario) {
     let share_429 = summary.throttled_responses as f64 / summary.requests.max(1) as f64;
     println!(
         "{:<38} rows {:>7} · {:>6.2}s / min {:>5.1}s = {} · 429s {:.2}% · violations {} · \
-         created {} · writes {} · CPU {:.1} µs/row · peak RSS {:.1} MiB",
+         created {} · writes {} · in flight {} · outage requests {} · CPU {:.1} µs/row · \
+         peak RSS {:.1} MiB",
         s.name,
         s.rows,
         elapsed.as_secs_f64(),
@@ -301,6 +277,8 @@ async fn run(s: &Scenario) {
         stats.violations,
         summary.created,
         stats.assignments_created + stats.group_tags_set,
+        summary.concurrency,
+        stats.outage_requests,
         cpu.map(|c| c.as_secs_f64() * 1e6 / f64::from(s.rows))
             .unwrap_or(f64::NAN),
         peak_rss_mib().unwrap_or(f64::NAN),
