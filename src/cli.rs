@@ -188,8 +188,10 @@ pub struct RunArgs {
     /// Write a machine-readable end-of-run summary (JSON) here.
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
-    /// Rows in flight at most, per tenant [default: follows the measured latency, 4 to 32, so
-    /// that a window's requests go out in a fortieth of the window; with --batch, 4 envelopes].
+    /// Rows in flight at most, per tenant [default: 16 at the start, then following the
+    /// measured latency, 4 to 32, so that a window's requests go out in a fortieth of the
+    /// window (at most 16 while a --rate above Graph's published limit is unproven); with
+    /// --batch, 4 envelopes].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: Option<u32>,
     #[command(flatten)]
