@@ -42,8 +42,11 @@ pub struct Limits {
 
 /// Recent answers the outage rule looks at, and how many of them must be faults (5xx or no
 /// answer) for the service to count as down rather than failing a request here and there.
+/// Eight of ten: at a 10 % rate of isolated faults, half of ten comes up about once per 1,000
+/// answers by chance (and paused every row a second); eight of ten, about once per three
+/// million. An outage fails every answer, so it is still seen after eight.
 const RECENT_ANSWERS: usize = 10;
-const OUTAGE_FAULTS: usize = 5;
+const OUTAGE_FAULTS: usize = 8;
 
 /// The last [`RECENT_ANSWERS`] answers: fault or not.
 #[derive(Debug, Default)]
@@ -281,7 +284,7 @@ impl Budget {
 
     /// Hand an answer back. Teaches the window what the service said and decides the pause:
     /// a 429 closes the gate for every worker (the app is over its budget); so does any fault
-    /// while faults cluster (5 of the last 10 answers: an outage), for its Retry-After or a
+    /// while faults cluster (8 of the last 10 answers: an outage), for its Retry-After or a
     /// short backoff, and then one request at a time tests whether the service is back. A
     /// lone fault delays only its own row.
     pub fn settle<T>(
@@ -523,7 +526,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lone_503_delays_its_row_an_outage_closes_the_gate() {
         let b = budget();
-        for _ in 0..6 {
+        for _ in 0..3 {
             assert_eq!(settle(&b, 201, None).await, Pause::None);
         }
         // One 503 among successes speaks for its own request: only its row waits.
@@ -532,10 +535,12 @@ mod tests {
             Pause::Retry(Duration::from_secs(1))
         );
         assert!(b.pace().0.is_none(), "a lone 503 paused everyone");
-        // Faults cluster (5 of the last 10 answers): the service is down, everyone waits.
-        for _ in 0..3 {
+        // Even the seventh fault of ten is no outage.
+        for _ in 0..6 {
             assert!(matches!(settle(&b, 504, None).await, Pause::Retry(_)));
         }
+        assert!(b.pace().0.is_none(), "7 faults of 10 paused everyone");
+        // Faults cluster (8 of the last 10 answers): the service is down, everyone waits.
         let own = settle(&b, 503, Some(1)).await;
         assert!(
             matches!(own, Pause::Retry(d) if d >= Duration::from_secs(1)),
@@ -568,13 +573,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn in_an_outage_one_request_at_a_time_finds_out_when_the_service_is_back() {
         let b = budget();
-        for _ in 0..5 {
+        for _ in 0..2 {
             assert_eq!(settle(&b, 201, None).await, Pause::None);
         }
-        for _ in 0..4 {
+        for _ in 0..7 {
             assert!(matches!(settle(&b, 503, None).await, Pause::Retry(d) if !d.is_zero()));
         }
-        // The fifth fault of the last ten, without Retry-After: everyone waits a capped pause,
+        // The eighth fault of the last ten, without Retry-After: everyone waits a capped pause,
         // the row that met it its own (longer) backoff.
         let own = settle(&b, 503, None).await;
         let paused = b.pace().0.expect("the gate is closed");

@@ -195,11 +195,10 @@ pub async fn work(lane: LaneWork, results: mpsc::Sender<RowResult>, grace_period
         }
     })
     .take_until(halt.token().clone().cancelled_owned());
-    let dispatch = rows.for_each_concurrent(seats.most(), |item| {
+    let dispatch = rows.for_each_concurrent(seats.started_most(), |item| {
         let (workers, results, seats) = (workers.clone(), results.clone(), seats.clone());
         async move {
-            let _seat = seats.take().await;
-            let result = match workers.process(&item).await {
+            let result = match workers.process(&item, &seats).await {
                 Ok(result) => result,
                 Err(sent) if stopped_alone() => stopped(&item, workers.budget.halt(), sent),
                 Err(_) => return,

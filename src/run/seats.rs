@@ -52,6 +52,13 @@ impl Seats {
         if self.adaptive { CAP } else { self.current() }
     }
 
+    /// The most rows started at once: in flight, or waiting out a retry delay without a seat.
+    /// Bounded so that an outage, which sends every row it meets to wait, cannot draw the
+    /// whole input into memory.
+    pub fn started_most(&self) -> usize {
+        self.most() * 4
+    }
+
     pub fn current(&self) -> usize {
         self.total.load(Ordering::Relaxed)
     }

@@ -1,6 +1,7 @@
-//! A worker carries one row from its first request to its final answer: leave from the
-//! budget, a token, the journal entry, the request, and the row's state machine deciding what
-//! follows.
+//! A worker carries one row from its first request to its final answer: a seat, leave from
+//! the budget, a token, the journal entry, the request, and the row's state machine deciding
+//! what follows. A row waiting out its own retry delay gives its seat back meanwhile: seats
+//! bound requests in flight, and a lone fault should delay its row, not the others.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,7 @@ use crate::input::Job;
 use crate::output::{Journal, RowResult};
 
 use super::row::{Finish, Next, Request, RowState};
+use super::seats::Seats;
 
 /// What every worker shares.
 pub struct Workers {
@@ -50,7 +52,7 @@ impl Workers {
     /// One row. `Err`: the run (or the row's tenant) stopped before the row finished; a single
     /// tenant's run leaves it out of the results so that `--resume` does it (the journal names
     /// it if a request may have gone).
-    pub async fn process(&self, item: &WorkItem) -> Result<RowResult, Unfinished> {
+    pub async fn process(&self, item: &WorkItem, seats: &Seats) -> Result<RowResult, Unfinished> {
         let WorkItem {
             job,
             device,
@@ -67,7 +69,11 @@ impl Workers {
             attempts: row.attempts(),
             last,
         };
+        let mut seat = seats.take().await;
         loop {
+            if seat.is_none() {
+                seat = seats.take().await;
+            }
             let Some(permit) = budget.admit().await else {
                 return Err(unfinished(&row, sent));
             };
@@ -115,6 +121,9 @@ impl Workers {
                 }
                 Next::Refresh { why } => budget.token_refused(&token, &why).await,
                 Next::Again(delay) => {
+                    if !delay.is_zero() {
+                        seat = None;
+                    }
                     if !budget.wait(delay).await {
                         return Err(unfinished(&row, Some(last)));
                     }
