@@ -419,6 +419,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_count_measured_far_below_the_rate_doubles_each_clean_window() {
+        // The service's window still holds an earlier run's requests (a `--resume` right after
+        // a stop): it takes 4, then says come back in 1 s. 4 is a tenth of the rate.
+        let t = Throttle::new(RateSpec::new(40, Duration::from_secs(1)), true);
+        for _ in 0..4 {
+            t.acquire().await.answered(Answer::Accepted);
+        }
+        t.acquire().await.answered(Answer::Throttled {
+            retry_after: Some(Duration::from_secs(1)),
+        });
+        assert_eq!(t.current_rate().count, 4);
+        t.gate().close_for(Duration::from_secs(1));
+        until_role(&t, Role::Probe).await.answered(Answer::Accepted);
+        let mut counts = Vec::new();
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            t.acquire().await.answered(Answer::Accepted);
+            counts.push(t.current_rate().count);
+        }
+        // 4 → 8 → 16 a clean window apart; from a quarter of the rate on, 5 % per ten windows.
+        assert!(counts.contains(&8) && counts.contains(&16), "{counts:?}");
+        assert!(counts.iter().all(|c| *c <= 17), "{counts:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn held_back_slots_come_back_one_by_one_at_their_instants() {
         let t = Throttle::new(RateSpec::new(3, Duration::from_secs(1)), true);
         let now = Instant::now();

@@ -74,6 +74,8 @@ pub(super) struct Window {
     pub(super) aftermath: Option<Instant>,
     /// The last step up in slots, to undo when it proves one step too far.
     pub(super) last_step: Option<u32>,
+    /// Steps up may double the count (see [`Inner::step`]) until one proves too far.
+    pub(super) doubling: bool,
     /// No steps up before this instant (set after a throttle, as TCP's ssthresh does).
     pub(super) frozen_until: Option<Instant>,
     pub(super) last_change: Instant,
@@ -113,6 +115,7 @@ impl Window {
             search: None,
             aftermath: None,
             last_step: None,
+            doubling: true,
             frozen_until: None,
             last_change: Instant::now(),
         }
@@ -401,7 +404,10 @@ impl Inner {
         }
         let frozen = w.frozen_until.is_some_and(|f| now < f);
         let count = match w.last_step.take() {
-            Some(step) if !frozen => w.count.saturating_sub(step),
+            Some(step) if !frozen => {
+                w.doubling = false;
+                w.count.saturating_sub(step)
+            }
             _ => (f64::from(w.count) * 0.9) as u32,
         };
         self.set_count(w, count);
@@ -478,9 +484,16 @@ impl Inner {
             return;
         }
         // More slots only after ten clean windows: the count was measured, and each step too
-        // far costs a pause.
-        if clean >= w.hold * 10 {
-            let step = (w.count / 20).max(1);
+        // far costs a pause. But a count measured at a quarter of `--rate` or less may have met
+        // a window others had filled (the run before a `--resume`, another app's burst): it
+        // doubles after each clean window, until a doubling draws a 429.
+        let doubling = w.doubling && w.count.saturating_mul(4) <= self.ceiling;
+        let (wait, step) = if doubling {
+            (w.hold, w.count)
+        } else {
+            (w.hold * 10, (w.count / 20).max(1))
+        };
+        if clean >= wait {
             let count = w.count + step;
             self.set_count(w, count);
             w.last_step = Some(step);
