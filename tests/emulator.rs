@@ -11,7 +11,10 @@ mod common;
 
 use autopilot_bulk::config::RateSpec;
 use autopilot_bulk::emulator::{Emulator, EmulatorConfig, RetryAfterMode, Stats};
-use common::{SCOPE, SEED_BODY, assignments_url, fixture, token_at, token_request, unsigned_jwt};
+use common::{
+    GraphEnv, SCOPE, SEED_BODY, assignments_url, fixture, header, token_at, token_request,
+    unsigned_jwt,
+};
 use serde_json::{Value, json};
 
 fn device() -> String {
@@ -28,62 +31,6 @@ fn group_body(group: &str) -> String {
 
 fn limit(count: u32, secs: u64) -> RateSpec {
     RateSpec::new(count, Duration::from_secs(secs))
-}
-
-/// A running emulator with a client and a token for tenant "contoso".
-struct Env {
-    emu: Emulator,
-    http: reqwest::Client,
-    token: String,
-}
-
-impl Env {
-    async fn new(config: EmulatorConfig) -> Env {
-        let emu = Emulator::start(config).await.unwrap();
-        let http = reqwest::Client::new();
-        let token = token_at(&http, &emu.authority_url(), "contoso", "app", "s3cret").await;
-        Env { emu, http, token }
-    }
-
-    fn assignments_url(&self, device: &str) -> String {
-        assignments_url(&self.emu.graph_url(), device)
-    }
-
-    async fn post(&self, device: &str, body: &str) -> reqwest::Response {
-        self.http
-            .post(self.assignments_url(device))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn get(&self, device: &str) -> reqwest::Response {
-        self.http
-            .get(self.assignments_url(device))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn batch(&self, body: Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}/$batch", self.emu.graph_url()))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-}
-
-fn header(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
 }
 
 /// Graph's error envelope, checked for shape; returns (code, message).
@@ -106,7 +53,7 @@ async fn error_of(r: reqwest::Response) -> (u16, String, String) {
     (status, code, message)
 }
 
-async fn http_stats(env: &Env) -> Stats {
+async fn http_stats(env: &GraphEnv) -> Stats {
     env.http
         .get(format!("{}/_emulator/stats", env.emu.url()))
         .send()
@@ -119,7 +66,7 @@ async fn http_stats(env: &Env) -> Stats {
 
 #[tokio::test]
 async fn post_then_get_round_trip_with_graph_headers() {
-    let env = Env::new(EmulatorConfig::default()).await;
+    let env = GraphEnv::new(EmulatorConfig::default()).await;
     let dev = device();
     let r = env
         .http
@@ -198,7 +145,7 @@ async fn post_then_get_round_trip_with_graph_headers() {
 
 #[tokio::test]
 async fn every_target_kind_is_accepted() {
-    let env = Env::new(EmulatorConfig::default()).await;
+    let env = GraphEnv::new(EmulatorConfig::default()).await;
     let g = device();
     let targets = [
         json!({"@odata.type": "#microsoft.graph.groupAssignmentTarget", "groupId": g}),
@@ -221,7 +168,7 @@ async fn every_target_kind_is_accepted() {
 
 #[tokio::test]
 async fn token_expires() {
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         token_ttl: Duration::from_secs(1),
         ..EmulatorConfig::default()
     })
@@ -474,7 +421,7 @@ async fn client_assertion_signatures_are_verified_with_a_certificate() {
 
 #[tokio::test]
 async fn missing_and_unknown_bearer_are_401() {
-    let env = Env::new(EmulatorConfig::default()).await;
+    let env = GraphEnv::new(EmulatorConfig::default()).await;
     let url = env.assignments_url(&device());
     let r = env.http.get(&url).send().await.unwrap();
     assert!(header(&r, "request-id").is_some());
@@ -501,7 +448,7 @@ async fn missing_and_unknown_bearer_are_401() {
 
 #[tokio::test]
 async fn bad_requests_are_400_with_graph_envelope() {
-    let env = Env::new(EmulatorConfig::default()).await;
+    let env = GraphEnv::new(EmulatorConfig::default()).await;
     let dev = device();
     let cases = [
         (dev.clone(), group_body("nope"), "groupId"),
@@ -551,7 +498,7 @@ async fn bad_requests_are_400_with_graph_envelope() {
 #[tokio::test]
 async fn unknown_device_is_404_with_a_device_list() {
     let known = device();
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         devices: Some(HashSet::from([known.clone()])),
         intune_envelope: true,
         ..EmulatorConfig::default()
@@ -569,7 +516,7 @@ async fn unknown_device_is_404_with_a_device_list() {
 }
 
 async fn sixth_is_throttled(mode: RetryAfterMode) -> (Option<String>, Value) {
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         limit: limit(5, 60),
         retry_after: mode,
         ..EmulatorConfig::default()
@@ -622,7 +569,7 @@ async fn throttled_without_retry_after() {
 
 /// The form of each 429's Retry-After under `mixed`.
 async fn mixed_forms(seed: u64) -> Vec<&'static str> {
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         limit: limit(1, 60),
         retry_after: RetryAfterMode::Mixed,
         seed,
@@ -659,7 +606,7 @@ async fn mixed_retry_after_is_seeded() {
 #[tokio::test]
 async fn early_retries_are_violations_but_in_flight_ones_are_not() {
     for (grace, expected) in [(Duration::ZERO, 2), (Duration::from_secs(3600), 0)] {
-        let env = Env::new(EmulatorConfig {
+        let env = GraphEnv::new(EmulatorConfig {
             limit: limit(1, 60),
             violation_grace: grace,
             ..EmulatorConfig::default()
@@ -681,7 +628,7 @@ async fn early_retries_are_violations_but_in_flight_ones_are_not() {
 
 #[tokio::test]
 async fn honouring_retry_after_gets_through() {
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         limit: limit(1, 1),
         ..EmulatorConfig::default()
     })
@@ -697,7 +644,7 @@ async fn honouring_retry_after_gets_through() {
 
 #[tokio::test]
 async fn tenants_are_throttled_separately() {
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         limit: limit(1, 60),
         ..EmulatorConfig::default()
     })
@@ -737,7 +684,7 @@ fn inner_post(id: &str, device: &str, body: &str) -> Value {
 #[tokio::test]
 async fn batch_answers_each_inner_request_on_its_own() {
     let known = [device(), device(), device()];
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         limit: limit(4, 60),
         devices: Some(known.iter().cloned().collect()),
         ..EmulatorConfig::default()
@@ -789,7 +736,7 @@ async fn batch_answers_each_inner_request_on_its_own() {
 
 #[tokio::test]
 async fn malformed_batches_are_400() {
-    let env = Env::new(EmulatorConfig::default()).await;
+    let env = GraphEnv::new(EmulatorConfig::default()).await;
     let twenty_one: Vec<Value> = (0..21)
         .map(|i| inner_post(&i.to_string(), &device(), SEED_BODY))
         .collect();
@@ -824,7 +771,7 @@ async fn malformed_batches_are_400() {
 #[tokio::test]
 async fn fault_503_with_and_without_retry_after() {
     for retry_after in [Some(7), None] {
-        let env = Env::new(EmulatorConfig {
+        let env = GraphEnv::new(EmulatorConfig {
             fault_503: 1.0,
             fault_503_retry_after: retry_after,
             ..EmulatorConfig::default()
@@ -844,7 +791,7 @@ async fn fault_503_with_and_without_retry_after() {
 
 #[tokio::test]
 async fn fault_504_does_not_store() {
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         fault_504: 1.0,
         ..EmulatorConfig::default()
     })
@@ -857,7 +804,7 @@ async fn fault_504_does_not_store() {
 
 #[tokio::test]
 async fn fault_drop_stores_then_closes_the_connection() {
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         fault_drop: 1.0,
         ..EmulatorConfig::default()
     })
@@ -892,7 +839,7 @@ async fn fault_drop_stores_then_closes_the_connection() {
 }
 
 async fn statuses_under(seed: u64) -> Vec<u16> {
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         fault_503: 0.3,
         fault_504: 0.2,
         latency: Some(Duration::from_millis(1)),
@@ -919,7 +866,7 @@ async fn faults_repeat_under_a_seed() {
 
 #[tokio::test]
 async fn shutdown_closes_keep_alive_connections() {
-    let env = Env::new(EmulatorConfig::default()).await;
+    let env = GraphEnv::new(EmulatorConfig::default()).await;
     // The client keeps its connection open in its pool.
     assert_eq!(env.get(&device()).await.status(), 200);
     tokio::time::timeout(Duration::from_secs(5), env.emu.shutdown())
@@ -1122,7 +1069,7 @@ fn serial_filter(serial: &str) -> String {
     format!("{IDENTITIES}?$filter={encoded}")
 }
 
-impl Env {
+impl GraphEnv {
     /// GET an absolute URL with the token: status and JSON body.
     async fn read_url(&self, url: &str) -> (u16, Value) {
         let r = self
@@ -1167,7 +1114,7 @@ fn ids(values: &[Value]) -> Vec<String> {
 #[tokio::test]
 async fn identity_listing_pages_in_order_without_repeats() {
     let given = numbered(25);
-    let env = Env::new(with_identities(given.clone(), 10)).await;
+    let env = GraphEnv::new(with_identities(given.clone(), 10)).await;
     let pages = env.pages(IDENTITIES).await;
     let sizes: Vec<usize> = pages.iter().map(|(v, _)| v.len()).collect();
     assert_eq!(sizes, [10, 10, 5]);
@@ -1205,7 +1152,7 @@ async fn identity_listing_pages_in_order_without_repeats() {
 
 #[tokio::test]
 async fn top_outside_1_to_1000_is_400_and_1000_is_capped() {
-    let env = Env::new(with_identities(numbered(12), 5)).await;
+    let env = GraphEnv::new(with_identities(numbered(12), 5)).await;
     for bad in ["0", "1001", "x", "-1", ""] {
         let r = env
             .http
@@ -1225,7 +1172,7 @@ async fn top_outside_1_to_1000_is_400_and_1000_is_capped() {
 #[tokio::test]
 async fn serial_filter_is_a_case_insensitive_substring_and_refuses_hyphens() {
     let (twin_a, twin_b, quoted, lower) = (device(), device(), device(), device());
-    let env = Env::new(with_identities(
+    let env = GraphEnv::new(with_identities(
         vec![
             (twin_a.clone(), "5CD333527Z".into()),
             (quoted.clone(), "O'Brien 7".into()),
@@ -1273,7 +1220,7 @@ async fn serial_filter_is_a_case_insensitive_substring_and_refuses_hyphens() {
 #[tokio::test]
 async fn select_trims_properties_unless_the_switch_makes_it_500() {
     let (id, _) = numbered(1).remove(0);
-    let env = Env::new(with_identities(vec![(id.clone(), "S1".into())], 100)).await;
+    let env = GraphEnv::new(with_identities(vec![(id.clone(), "S1".into())], 100)).await;
     let (status, body) = env
         .read(&format!(
             "{IDENTITIES}?$select=serialNumber,deploymentProfileAssignmentStatus"
@@ -1287,7 +1234,7 @@ async fn select_trims_properties_unless_the_switch_makes_it_500() {
     let (status, _) = env.read(&format!("{IDENTITIES}?$select=nope")).await;
     assert_eq!(status, 400);
 
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         select_fails: true,
         ..with_identities(vec![(id.clone(), "S1".into())], 100)
     })
@@ -1317,7 +1264,7 @@ async fn select_trims_properties_unless_the_switch_makes_it_500() {
 
 #[tokio::test]
 async fn repeat_next_link_makes_page_two_point_back() {
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         repeat_next_link: true,
         ..with_identities(numbered(25), 10)
     })
@@ -1331,7 +1278,7 @@ async fn repeat_next_link_makes_page_two_point_back() {
 }
 
 /// `deploymentProfileAssignmentStatus` and `deploymentProfileAssignedDateTime` of one identity.
-async fn status_of(env: &Env, id: &str) -> (String, String) {
+async fn status_of(env: &GraphEnv, id: &str) -> (String, String) {
     let (status, body) = env.read(&format!("{IDENTITIES}/{id}")).await;
     assert_eq!(status, 200, "{body}");
     let text = |name: &str| body[name].as_str().unwrap().to_string();
@@ -1346,7 +1293,7 @@ async fn profile_status_moves_from_not_assigned_to_pending_to_assigned() {
     let given = numbered(2);
     let (now_id, later_id) = (given[0].0.clone(), given[1].0.clone());
     // No delay: assigned as soon as the first assignment is stored.
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         assign_delay: Duration::ZERO,
         ..with_identities(given.clone(), 100)
     })
@@ -1369,7 +1316,7 @@ async fn profile_status_moves_from_not_assigned_to_pending_to_assigned() {
     );
 
     // A delay far longer than the test: pending, with no date yet.
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         assign_delay: Duration::from_secs(3600),
         ..with_identities(given, 100)
     })
@@ -1382,7 +1329,7 @@ async fn profile_status_moves_from_not_assigned_to_pending_to_assigned() {
 #[tokio::test]
 async fn one_identity_by_id_and_404_for_unknown() {
     let given = numbered(3);
-    let env = Env::new(with_identities(given.clone(), 100)).await;
+    let env = GraphEnv::new(with_identities(given.clone(), 100)).await;
     let (id, serial) = &given[1];
     let (status, body) = env
         .read(&format!("{IDENTITIES}/{}", id.to_uppercase()))
@@ -1421,7 +1368,7 @@ async fn one_identity_by_id_and_404_for_unknown() {
 #[tokio::test]
 async fn devices_are_listed_with_invented_serials_and_no_list_means_empty() {
     let known = "ab12cd34-0000-4000-8000-000000000000".to_string();
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         devices: Some(HashSet::from([known.clone()])),
         ..EmulatorConfig::default()
     })
@@ -1431,7 +1378,7 @@ async fn devices_are_listed_with_invented_serials_and_no_list_means_empty() {
     assert_eq!(body["value"][0]["serialNumber"], "SNAB12CD34");
 
     // Without a device list nothing is listed, yet any device may be assigned.
-    let env = Env::new(EmulatorConfig::default()).await;
+    let env = GraphEnv::new(EmulatorConfig::default()).await;
     let (status, body) = env.read(IDENTITIES).await;
     assert_eq!(status, 200);
     assert_eq!(body["value"], json!([]));
@@ -1441,7 +1388,7 @@ async fn devices_are_listed_with_invented_serials_and_no_list_means_empty() {
 #[tokio::test]
 async fn identity_reads_share_the_read_window() {
     // A write limit of 1 gives reads a window of 10.
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         limit: limit(1, 3600),
         ..with_identities(numbered(3), 100)
     })
@@ -1467,7 +1414,7 @@ async fn identity_reads_share_the_read_window() {
 
 #[tokio::test]
 async fn identity_listing_inside_a_batch_links_absolutely() {
-    let env = Env::new(with_identities(numbered(3), 100)).await;
+    let env = GraphEnv::new(with_identities(numbered(3), 100)).await;
     let r = env
         .batch(json!({"requests": [
             {"id": "1", "method": "GET", "url": format!("{IDENTITIES}?$top=2")},

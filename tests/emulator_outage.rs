@@ -8,8 +8,8 @@ use std::time::Duration;
 mod common;
 
 use autopilot_bulk::config::RateSpec;
-use autopilot_bulk::emulator::{Emulator, EmulatorConfig, Outage};
-use common::{SEED_BODY, assignments_url, token_at};
+use autopilot_bulk::emulator::{EmulatorConfig, Outage};
+use common::{GraphEnv, SEED_BODY, header, token_at};
 use serde_json::{Value, json};
 
 const IDENTITIES: &str = "/deviceManagement/windowsAutopilotDeviceIdentities";
@@ -24,62 +24,6 @@ fn outage(at_ms: u64, length_ms: u64, retry_after: Option<u64>) -> Option<Outage
         length: Duration::from_millis(length_ms),
         retry_after,
     })
-}
-
-/// A running emulator with a client and a token for tenant "contoso".
-struct Env {
-    emu: Emulator,
-    http: reqwest::Client,
-    token: String,
-}
-
-impl Env {
-    async fn new(config: EmulatorConfig) -> Env {
-        Self::as_tenant(config, "contoso").await
-    }
-
-    async fn as_tenant(config: EmulatorConfig, tenant: &str) -> Env {
-        let emu = Emulator::start(config).await.unwrap();
-        let http = reqwest::Client::new();
-        let token = token_at(&http, &emu.authority_url(), tenant, "app", "s3cret").await;
-        Env { emu, http, token }
-    }
-
-    async fn post(&self, device: &str) -> reqwest::Response {
-        self.http
-            .post(assignments_url(&self.emu.graph_url(), device))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/json")
-            .body(SEED_BODY)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}{path}", self.emu.graph_url()))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn batch(&self, requests: Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}/$batch", self.emu.graph_url()))
-            .bearer_auth(&self.token)
-            .json(&json!({ "requests": requests }))
-            .send()
-            .await
-            .unwrap()
-    }
-}
-
-fn header(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_string())
 }
 
 /// Checks a refused request: 503, the Retry-After asked for, Graph's ids in the headers, and
@@ -116,7 +60,7 @@ fn assert_refused_body(body: &Value, what: &str) {
 async fn an_outage_refuses_every_graph_request_but_not_the_token_endpoint() {
     for retry_after in [Some(2), None] {
         let dev = device();
-        let env = Env::new(EmulatorConfig {
+        let env = GraphEnv::new(EmulatorConfig {
             outage: outage(0, 60_000, retry_after),
             identities: vec![(dev.clone(), "SER1".into())],
             devices: Some([dev.clone()].into()),
@@ -126,15 +70,15 @@ async fn an_outage_refuses_every_graph_request_but_not_the_token_endpoint() {
         .await;
         let own_assignments = format!("{IDENTITIES}/{dev}/deploymentProfile/assignments");
         // Reads before any assignment POST: the clock has not started.
-        assert_eq!(env.get(IDENTITIES).await.status(), 200);
-        assert_eq!(env.get(&own_assignments).await.status(), 200);
+        assert_eq!(env.get_path(IDENTITIES).await.status(), 200);
+        assert_eq!(env.get_path(&own_assignments).await.status(), 200);
 
-        assert_refused(env.post(&dev).await, retry_after, "first POST").await;
-        assert_refused(env.post(&dev).await, retry_after, "second POST").await;
-        assert_refused(env.get(&own_assignments).await, retry_after, "GET").await;
-        assert_refused(env.get(IDENTITIES).await, retry_after, "listing").await;
+        assert_refused(env.post(&dev, SEED_BODY).await, retry_after, "first POST").await;
+        assert_refused(env.post(&dev, SEED_BODY).await, retry_after, "second POST").await;
+        assert_refused(env.get_path(&own_assignments).await, retry_after, "GET").await;
+        assert_refused(env.get_path(IDENTITIES).await, retry_after, "listing").await;
         assert_refused(
-            env.get(&format!("{IDENTITIES}/{dev}")).await,
+            env.get_path(&format!("{IDENTITIES}/{dev}")).await,
             retry_after,
             "identity",
         )
@@ -152,7 +96,7 @@ async fn an_outage_refuses_every_graph_request_but_not_the_token_endpoint() {
             .unwrap();
         assert_refused(update, retry_after, "updateDeviceProperties").await;
         let batch = env
-            .batch(json!([{"id": "1", "method": "GET", "url": own_assignments}]))
+            .batch(json!({"requests": [{"id": "1", "method": "GET", "url": own_assignments}]}))
             .await;
         assert_refused(batch, retry_after, "$batch envelope").await;
 
@@ -217,7 +161,7 @@ async fn an_outage_refuses_every_graph_request_but_not_the_token_endpoint() {
 /// Retry-After; a later envelope is refused whole.
 #[tokio::test]
 async fn inner_requests_of_a_batch_are_refused_too() {
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         outage: outage(0, 60_000, Some(1)),
         ..EmulatorConfig::default()
     })
@@ -225,10 +169,10 @@ async fn inner_requests_of_a_batch_are_refused_too() {
     let dev = device();
     let path = format!("{IDENTITIES}/{dev}/deploymentProfile/assignments");
     let r = env
-        .batch(json!([
+        .batch(json!({"requests": [
             {"id": "a", "method": "POST", "url": path, "body": serde_json::from_str::<Value>(SEED_BODY).unwrap(), "headers": {"Content-Type": "application/json"}},
             {"id": "b", "method": "GET", "url": path},
-        ]))
+        ]}))
         .await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
@@ -240,7 +184,7 @@ async fn inner_requests_of_a_batch_are_refused_too() {
         assert_refused_body(&response["body"], "inner request");
     }
     assert_refused(
-        env.batch(json!([{"id": "1", "method": "GET", "url": path}]))
+        env.batch(json!({"requests": [{"id": "1", "method": "GET", "url": path}]}))
             .await,
         Some(1),
         "second envelope",
@@ -258,19 +202,19 @@ async fn inner_requests_of_a_batch_are_refused_too() {
 /// throttle (with a window of one, it would have left no room), while the window itself works.
 #[tokio::test]
 async fn after_the_outage_requests_succeed_and_the_refused_ones_left_the_window_alone() {
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         limit: RateSpec::new(1, Duration::from_secs(60)),
         outage: outage(0, 300, Some(1)),
         ..EmulatorConfig::default()
     })
     .await;
     let dev = device();
-    assert_refused(env.post(&dev).await, Some(1), "during").await;
+    assert_refused(env.post(&dev, SEED_BODY).await, Some(1), "during").await;
     // Well past the end of the outage.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let r = env.post(&dev).await;
+    let r = env.post(&dev, SEED_BODY).await;
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
-    assert_eq!(env.post(&device()).await.status(), 429);
+    assert_eq!(env.post(&device(), SEED_BODY).await.status(), 429);
     let stats = env.emu.stats();
     assert_eq!(stats.outage_requests, 1, "{stats:?}");
     assert_eq!(stats.write_requests, 2, "{stats:?}");
@@ -282,18 +226,18 @@ async fn after_the_outage_requests_succeed_and_the_refused_ones_left_the_window_
 /// outage begins `at` after it.
 #[tokio::test]
 async fn the_outage_begins_at_after_the_first_assignment_post() {
-    let env = Env::new(EmulatorConfig {
+    let env = GraphEnv::new(EmulatorConfig {
         outage: outage(200, 60_000, None),
         ..EmulatorConfig::default()
     })
     .await;
     // Longer than `at` since the start, but no assignment POST yet: still up.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(env.get(IDENTITIES).await.status(), 200);
+    assert_eq!(env.get_path(IDENTITIES).await.status(), 200);
     let first = device();
-    assert_eq!(env.post(&first).await.status(), 201);
+    assert_eq!(env.post(&first, SEED_BODY).await.status(), 201);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_refused(env.post(&device()).await, None, "after `at`").await;
+    assert_refused(env.post(&device(), SEED_BODY).await, None, "after `at`").await;
     let stats = env.emu.stats();
     assert_eq!(
         (stats.outage_requests, stats.assignments_created),
@@ -306,7 +250,7 @@ async fn the_outage_begins_at_after_the_first_assignment_post() {
 /// tenant counts its own refused requests.
 #[tokio::test]
 async fn one_outage_for_every_tenant_counted_per_tenant() {
-    let env = Env::as_tenant(
+    let env = GraphEnv::as_tenant(
         EmulatorConfig {
             tenants: vec!["a".into(), "b".into()],
             outage: outage(0, 60_000, None),
@@ -316,7 +260,7 @@ async fn one_outage_for_every_tenant_counted_per_tenant() {
     )
     .await;
     let b = token_at(&env.http, &env.emu.authority_url(), "b", "app", "s3cret").await;
-    assert_refused(env.post(&device()).await, None, "tenant a").await;
+    assert_refused(env.post(&device(), SEED_BODY).await, None, "tenant a").await;
     let r = env
         .http
         .get(format!("{}{IDENTITIES}", env.emu.graph_url()))
@@ -334,8 +278,8 @@ async fn one_outage_for_every_tenant_counted_per_tenant() {
 /// Without an outage nothing changes, and the counter is still served (as 0).
 #[tokio::test]
 async fn no_outage_by_default() {
-    let env = Env::new(EmulatorConfig::default()).await;
-    assert_eq!(env.post(&device()).await.status(), 201);
+    let env = GraphEnv::new(EmulatorConfig::default()).await;
+    assert_eq!(env.post(&device(), SEED_BODY).await.status(), 201);
     let stats: Value = env
         .http
         .get(format!("{}/_emulator/stats", env.emu.url()))

@@ -276,3 +276,72 @@ pub async fn serve(app: axum::Router) -> String {
     tokio::spawn(async move { axum::serve(listener, app).await });
     url
 }
+
+/// A running emulator, a client and a bearer token for one tenant: for the tests that speak
+/// Graph's HTTP to the emulator directly.
+pub struct GraphEnv {
+    pub emu: Emulator,
+    pub http: reqwest::Client,
+    pub token: String,
+}
+
+impl GraphEnv {
+    /// Tenant "contoso", app "app", secret "s3cret".
+    pub async fn new(config: EmulatorConfig) -> GraphEnv {
+        Self::as_tenant(config, "contoso").await
+    }
+
+    pub async fn as_tenant(config: EmulatorConfig, tenant: &str) -> GraphEnv {
+        let emu = Emulator::start(config).await.unwrap();
+        let http = reqwest::Client::new();
+        let token = token_at(&http, &emu.authority_url(), tenant, "app", "s3cret").await;
+        GraphEnv { emu, http, token }
+    }
+
+    pub fn assignments_url(&self, device: &str) -> String {
+        assignments_url(&self.emu.graph_url(), device)
+    }
+
+    pub async fn post(&self, device: &str, body: &str) -> reqwest::Response {
+        self.http
+            .post(self.assignments_url(device))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GET a device's assignments.
+    pub async fn get(&self, device: &str) -> reqwest::Response {
+        self.get_path(&assignments_url("", device)).await
+    }
+
+    /// GET a path below the Graph base URL.
+    pub async fn get_path(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.emu.graph_url()))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn batch(&self, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/$batch", self.emu.graph_url()))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// A response header as text.
+pub fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+}
