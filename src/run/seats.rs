@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Fewest seats an adaptive run keeps (the old fixed default).
+/// Fewest seats an adaptive run keeps.
 pub const MIN: usize = 4;
 /// Seats an adaptive run starts with, before the first answer tells the latency.
 pub const START: usize = 16;
