@@ -284,17 +284,8 @@ fn dry_run(config: &crate::config::Config) -> u8 {
     let code = report_rows(&config.input, reader, |job| {
         if shown < SHOWN {
             shown += 1;
-            out!(
-                "row {}: POST {}/deviceManagement/windowsAutopilotDeviceIdentities/{}/deploymentProfile/assignments\n{}",
-                job.row,
-                config.graph_url,
-                match &job.device {
-                    crate::input::Device::Id(id) | crate::input::Device::Both(id, _) =>
-                        id.to_string(),
-                    crate::input::Device::Serial(s) => format!("{{id of serial {s:?}}}"),
-                },
-                serde_json::to_string_pretty(&job.assignment).unwrap_or_default()
-            );
+            let (line, body) = crate::preflight::shown_request(job, None, &config.graph_url);
+            out!("{line}\n{body}");
         }
     });
     out!(

@@ -10,6 +10,8 @@
 //!
 //! - [`cli`] and [`config`]: the command line, validated into a [`config::Config`];
 //!   [`tenants`]: a `--tenants` file, one resolved [`config::Tenant`] each.
+//! - [`action`]: what a row does to its device ([`action::Work`]: assign or tag), and the
+//!   requests each action sends and reads back with.
 //! - [`input`]: the input CSV, row by row, into jobs or invalid rows.
 //! - [`lock`]: one run per results file.
 //! - [`run`](mod@run): the run as stages: planning and resuming, a budget per tenant, serial
@@ -29,6 +31,7 @@
 //! - [`emulator`]: a local Graph stand-in for rehearsals and tests.
 //! - [`app`]: the binary's body: logging, signals, exit codes.
 
+pub mod action;
 pub mod app;
 mod auth;
 mod budget;

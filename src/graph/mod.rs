@@ -4,6 +4,6 @@ pub mod answer;
 mod batch;
 pub mod client;
 pub mod model;
-mod request;
+pub(crate) mod request;
 
 pub use batch::MAX_BATCH;

@@ -215,18 +215,6 @@ pub struct Assignment {
 }
 
 impl Assignment {
-    /// No assignment: what a row that sends none (a group tag) holds in its place.
-    pub fn untargeted() -> Self {
-        let target = Target {
-            kind: TargetKind::Base,
-            group_id: None,
-            collection_id: None,
-            filter_id: None,
-            filter_type: None,
-        };
-        Self::new(target, Source::Direct, None, None)
-    }
-
     pub fn new(
         target: Target,
         source: Source,

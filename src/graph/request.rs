@@ -61,6 +61,17 @@ impl Request {
         }
     }
 
+    /// The device the request is about, if it is about one.
+    pub(crate) fn device(&self) -> Option<Uuid> {
+        match self {
+            Request::Post { device, .. }
+            | Request::List { device, .. }
+            | Request::UpdateDeviceProperties { device, .. }
+            | Request::Identity { device } => Some(*device),
+            Request::Identities { .. } | Request::IdentitiesWithSerial { .. } => None,
+        }
+    }
+
     pub(crate) fn body(&self) -> Option<serde_json::Value> {
         match self {
             Request::Post { body, .. } => serde_json::to_value(body).ok(),

@@ -10,6 +10,7 @@ use csv::ByteRecord;
 use uuid::Uuid;
 
 use super::columns::{Column, ColumnMap};
+use crate::action::{Action, Work};
 use crate::graph::model::{Assignment, FilterType, Source, Target, TargetKind};
 
 /// Defaults from flags for rows that leave target columns empty.
@@ -31,40 +32,23 @@ pub struct RowDefaults {
     pub tenants: Option<Vec<String>>,
 }
 
-/// What a run does to each row's device.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Action {
-    /// Assign a deployment profile (`POST …/deploymentProfile/assignments`).
-    #[default]
-    Assign,
-    /// Set the device's group tag (`POST …/updateDeviceProperties`), which a dynamic group
-    /// rule then turns into a profile.
-    Tag,
-}
-
-impl Action {
-    pub fn parse(s: &str) -> Result<Action, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "assign" => Ok(Action::Assign),
-            "tag" => Ok(Action::Tag),
-            _ => Err(format!("unknown action {} (use assign or tag)", quote(s))),
-        }
-    }
-}
-
 /// One valid row, ready to send once its device is known.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Job {
     /// 1-based index of the data row (the header is not a row).
     pub row: u64,
     pub device: Device,
-    /// The assignment an `assign` row sends. A `tag` row sends none: it holds the untargeted
-    /// placeholder [`Assignment::untargeted`], which also makes a device named twice a duplicate.
-    pub assignment: Assignment,
-    /// `Some`: the row sets this group tag on its device instead of assigning.
-    pub tag: Option<String>,
+    /// What the row does to its device.
+    pub work: Work,
     /// With `--tenants`: the tenant the row belongs to, spelled as the tenants file's key.
     pub tenant: Option<String>,
+}
+
+impl Job {
+    /// The assignment an `assign` row sends (`None` for another action).
+    pub fn assignment(&self) -> Option<&Assignment> {
+        self.work.assignment()
+    }
 }
 
 /// How a row names its device: by identity id, by serial number (resolved through the
@@ -147,27 +131,29 @@ pub(super) fn parse_row<R: Record + ?Sized>(
     let cells = Cells { record, columns };
     let device = device(&cells)?;
     let tenant = tenant(&cells, defaults)?;
-    if defaults.action == Action::Tag {
+    let work = match defaults.action {
+        Action::Assign => Work::Assign(assignment(&cells, defaults)?),
         // A tag row needs no target: its target columns are not read.
-        return Ok(Job {
-            row,
-            device,
-            assignment: Assignment::untargeted(),
-            tag: Some(group_tag(&cells, defaults)?),
-            tenant,
-        });
-    }
-    let target = target(&cells, defaults)?;
-    let source = source(&cells, defaults)?;
-    let source_id = source_id(&cells, defaults)?;
-    let assignment_id = cells.text(Column::AssignmentId)?.map(str::to_string);
+        Action::Tag => Work::Tag(group_tag(&cells, defaults)?),
+    };
     Ok(Job {
         row,
         device,
-        assignment: Assignment::new(target, source, source_id, assignment_id),
-        tag: None,
+        work,
         tenant,
     })
+}
+
+/// An `assign` row's assignment: its target, source, source id and optional id.
+fn assignment<R: Record + ?Sized>(
+    cells: &Cells<'_, R>,
+    defaults: &RowDefaults,
+) -> Result<Assignment, String> {
+    let target = target(cells, defaults)?;
+    let source = source(cells, defaults)?;
+    let source_id = source_id(cells, defaults)?;
+    let assignment_id = cells.text(Column::AssignmentId)?.map(str::to_string);
+    Ok(Assignment::new(target, source, source_id, assignment_id))
 }
 
 /// The `device_id` cell as written, for an invalid row's report (it may not be a GUID).
@@ -530,9 +516,9 @@ mod tests {
         ];
         // A target that would be refused in an assign run is not read.
         let job = parse(&header, &["SN1", " Kiosk ", "group", ""], &tag).unwrap();
-        assert_eq!(job.tag.as_deref(), Some("Kiosk"));
+        assert_eq!(job.work.group_tag(), Some("Kiosk"));
         assert_eq!(job.device, Device::Serial("SN1".into()));
-        assert_eq!(job.assignment, Assignment::untargeted());
+        assert_eq!(job.assignment(), None);
         assert_eq!(
             reason(parse(&header, &["SN1", "", "", ""], &tag)),
             "group_tag is empty"
@@ -542,16 +528,16 @@ mod tests {
             ..tag.clone()
         };
         let job = parse(&header, &["SN1", "", "", ""], &flag).unwrap();
-        assert_eq!(job.tag.as_deref(), Some("Lab"));
+        assert_eq!(job.work.group_tag(), Some("Lab"));
         let job = parse(&header, &["SN1", "Kiosk", "", ""], &flag).unwrap();
-        assert_eq!(job.tag.as_deref(), Some("Kiosk"));
+        assert_eq!(job.work.group_tag(), Some("Kiosk"));
         // Without the action, the tag column is not read and the row is an assignment.
         let job = parse(
             &["device_id", "grouptag"],
             &[D1, "Kiosk"],
             &RowDefaults::default(),
         );
-        assert_eq!(job.unwrap().tag, None);
+        assert_eq!(job.unwrap().work.group_tag(), None);
         assert_eq!(Action::parse(" TAG "), Ok(Action::Tag));
         assert!(Action::parse("label").is_err());
     }
@@ -582,7 +568,8 @@ mod tests {
     fn kind_inferred_from_group_or_collection() {
         let d = &RowDefaults::default();
         let header = ["device_id", "group_id", "collection_id"];
-        let kind = |cells: &[&str]| parse(&header, cells, d).map(|j| j.assignment.target.kind);
+        let kind =
+            |cells: &[&str]| parse(&header, cells, d).map(|j| j.assignment().unwrap().target.kind);
         assert_eq!(kind(&[D1, G1, ""]), Ok(TargetKind::Group));
         assert_eq!(
             kind(&[D1, "", "SMS00001"]),
@@ -610,13 +597,19 @@ mod tests {
         let header = ["device_id", "filter_id", "filter_type"];
         let filter = "3b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d";
         let job = parse(&header, &[D1, filter, ""], d).unwrap();
-        assert_eq!(job.assignment.target.filter_type, Some(FilterType::Include));
+        assert_eq!(
+            job.assignment().unwrap().target.filter_type,
+            Some(FilterType::Include)
+        );
         assert_eq!(
             reason(parse(&header, &[D1, "", "exclude"], d)),
             "filter_type exclude needs a filter_id"
         );
         let job = parse(&header, &[D1, "", "none"], d).unwrap();
-        assert_eq!(job.assignment.target.filter_type, Some(FilterType::None));
+        assert_eq!(
+            job.assignment().unwrap().target.filter_type,
+            Some(FilterType::None)
+        );
     }
 
     #[test]
@@ -629,9 +622,9 @@ mod tests {
         let header = ["device_id", "source"];
         let a = parse(&header, &[D1, ""], &defaults).unwrap();
         let b = parse(&header, &[D2, "direct"], &defaults).unwrap();
-        assert_eq!(a.assignment.target.kind, TargetKind::Group);
-        assert_eq!(a.assignment.source, Source::PolicySets);
-        assert_eq!(b.assignment.source, Source::Direct);
+        assert_eq!(a.assignment().unwrap().target.kind, TargetKind::Group);
+        assert_eq!(a.assignment().unwrap().source, Source::PolicySets);
+        assert_eq!(b.assignment().unwrap().source, Source::Direct);
     }
 
     #[test]
@@ -652,7 +645,7 @@ mod tests {
         assert_eq!(job.row, 1);
         assert_eq!(job.device, Device::Id(D1.parse().unwrap()));
         assert_eq!(
-            serde_json::to_value(&job.assignment).unwrap(),
+            serde_json::to_value(job.assignment().unwrap()).unwrap(),
             serde_json::json!({
               "@odata.type": "#microsoft.graph.windowsAutopilotDeploymentProfileAssignment",
               "target": {

@@ -7,12 +7,13 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use super::cells::Device;
-use crate::graph::model::Target;
+use crate::action::Work;
 
 /// The key a row is deduplicated by: its device (the id when the row gives one, else the
-/// serial number, case and spaces ignored), its whole target and its tenant (one serial
+/// serial number, case and spaces ignored), what its work makes distinct (an assignment's
+/// whole target; see [`Work::hash_duplicate_key`]) and its tenant (one serial
 /// number may be a device in each of two tenants).
-pub(super) fn fingerprint(device: &Device, target: &Target, tenant: &Option<String>) -> u64 {
+pub(super) fn fingerprint(device: &Device, work: &Work, tenant: &Option<String>) -> u64 {
     // DefaultHasher::new() has fixed keys: the same file always dedupes the same way.
     let mut h = std::hash::DefaultHasher::new();
     match device.id() {
@@ -22,7 +23,7 @@ pub(super) fn fingerprint(device: &Device, target: &Target, tenant: &Option<Stri
             serial.trim().to_lowercase().hash(&mut h);
         }
     }
-    target.hash(&mut h);
+    work.hash_duplicate_key(&mut h);
     if let Some(t) = tenant {
         // Only with --tenants: a single-tenant file dedupes exactly as before.
         t.to_lowercase().hash(&mut h);

@@ -23,8 +23,9 @@ use std::path::{Path, PathBuf};
 
 use csv::ByteRecord;
 
+pub use crate::action::Action;
 pub(crate) use cells::parse_guid;
-pub use cells::{Action, Device, Job, RowDefaults, same_tenant};
+pub use cells::{Device, Job, RowDefaults, same_tenant};
 
 /// A row that will never be sent, with the reason.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,7 +177,7 @@ impl InputReader {
                 reason,
             }),
             Ok(job) => {
-                let fp = dedupe::fingerprint(&job.device, &job.assignment.target, &job.tenant);
+                let fp = dedupe::fingerprint(&job.device, &job.work, &job.tenant);
                 match self.seen.first_or_insert(fp, row) {
                     Some(first) => Parsed::Invalid(InvalidRow {
                         row,
@@ -271,9 +272,17 @@ mod tests {
             panic!("{rows:?}")
         };
         assert_eq!(job.device.id().map(|d| d.to_string()).as_deref(), Some(D1));
-        assert_eq!(job.assignment.target.kind, TargetKind::Group);
-        assert_eq!(job.assignment.target.group_id.unwrap().to_string(), G1);
-        assert_eq!(job.assignment.source, Source::Direct);
+        assert_eq!(job.assignment().unwrap().target.kind, TargetKind::Group);
+        assert_eq!(
+            job.assignment()
+                .unwrap()
+                .target
+                .group_id
+                .unwrap()
+                .to_string(),
+            G1
+        );
+        assert_eq!(job.assignment().unwrap().source, Source::Direct);
     }
 
     #[test]
@@ -283,7 +292,7 @@ mod tests {
         let Parsed::Job(job) = &rows[0] else {
             panic!("{rows:?}")
         };
-        assert_eq!(job.assignment.target.kind, TargetKind::Group);
+        assert_eq!(job.assignment().unwrap().target.kind, TargetKind::Group);
     }
 
     /// Reasons per cell are tested in `cells`; here, that invalid rows keep their numbers and
@@ -340,9 +349,9 @@ mod tests {
         .unwrap();
         let Parsed::Job(a) = &rows[0] else { panic!() };
         let Parsed::Job(b) = &rows[1] else { panic!() };
-        assert_eq!(a.assignment.target.kind, TargetKind::Group);
-        assert_eq!(a.assignment.source, Source::PolicySets);
-        assert_eq!(b.assignment.source, Source::Direct);
+        assert_eq!(a.assignment().unwrap().target.kind, TargetKind::Group);
+        assert_eq!(a.assignment().unwrap().source, Source::PolicySets);
+        assert_eq!(b.assignment().unwrap().source, Source::Direct);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::claims::{Claims, NEEDED};
 use super::report::Report;
+use crate::action::Action;
 use crate::budget::{Budget, is_no_odata_route};
 use crate::graph::answer::{Attempt, Page};
 use crate::graph::client::GraphClient;
@@ -28,6 +29,8 @@ pub(super) struct Tenant {
     pub graph: GraphClient,
     pub graph_url: String,
     pub budget: Budget,
+    /// The action `run` would take (`--action`), for a check without an input row.
+    pub action: Action,
 }
 
 /// Which device the route is checked with, and the one the first row names (when known).
@@ -271,47 +274,55 @@ impl Tenant {
         }
     }
 
-    /// The harmless read on the route `run` writes to: the GET of the device's assignments.
-    pub async fn route_check(&self, device: Uuid, report: &mut Report) {
+    /// The harmless read on the route the action writes to: the GET of the device's
+    /// assignments (assign), or of the identity whose tag the write sets (tag).
+    pub async fn route_check(&self, device: Uuid, action: Action, report: &mut Report) {
         let graph = &self.graph;
-        let (result, status) = self
-            .read(|token| async move { graph.list(&token, device, None).await })
-            .await;
-        let what = format!(
-            "assignment route: GET {}",
-            self.assignments_url(&device.to_string())
-        );
-        match result {
-            Ok(page) => {
-                report.ok(format!(
-                    "{what} answers {} ({} assignment{} held)",
-                    status.unwrap_or(200),
-                    page.value.len(),
-                    if page.value.len() == 1 { "" } else { "s" }
-                ));
+        let request = action.read(device);
+        let (shown, _) = crate::action::shown(&request, &self.graph_url, None);
+        let what = match action {
+            Action::Assign => format!("assignment route: {shown}"),
+            Action::Tag => format!("tag route: {shown}"),
+        };
+        match action {
+            Action::Assign => {
+                let (result, status) = self
+                    .read(|token| async move { graph.list(&token, device, None).await })
+                    .await;
+                match result {
+                    Ok(page) => {
+                        report.ok(format!(
+                            "{what} answers {} ({} assignment{} held)",
+                            status.unwrap_or(200),
+                            page.value.len(),
+                            if page.value.len() == 1 { "" } else { "s" }
+                        ));
+                    }
+                    Err(e) => self.failed(report, what, Read::Route(device), status, e),
+                }
             }
-            Err(e) => self.failed(report, what, Read::Route(device), status, e),
+            Action::Tag => {
+                let (result, status) = self
+                    .read(|token| async move { graph.identity(&token, device).await })
+                    .await;
+                match result {
+                    Ok(identity) => {
+                        let tag = identity.group_tag.as_deref().filter(|t| !t.is_empty());
+                        report.ok(format!(
+                            "{what} answers {} (group tag {})",
+                            status.unwrap_or(200),
+                            tag.map_or("none".to_string(), |t| format!("{t:?}"))
+                        ));
+                    }
+                    Err(e) => self.failed(report, what, Read::Route(device), status, e),
+                }
+            }
         }
     }
 
-    /// The POST `run` would send for `job`, and its body.
+    /// The write `run` would send for `job`, and its body.
     pub fn request_for(&self, job: &Job, id: Option<Uuid>) -> (String, String) {
-        let device = match (id, &job.device) {
-            (Some(id), _) => id.to_string(),
-            (None, Device::Id(id) | Device::Both(id, _)) => id.to_string(),
-            (None, Device::Serial(s)) => format!("{{id of serial {s:?}}}"),
-        };
-        (
-            format!("row {}: POST {}", job.row, self.assignments_url(&device)),
-            serde_json::to_string_pretty(&job.assignment).unwrap_or_default(),
-        )
-    }
-
-    fn assignments_url(&self, device: &str) -> String {
-        format!(
-            "{}/deviceManagement/windowsAutopilotDeviceIdentities/{device}/deploymentProfile/assignments",
-            self.graph_url
-        )
+        shown_request(job, id, &self.graph_url)
     }
 
     /// One read through the budget (retried as in a run), with the HTTP status of its last
@@ -416,4 +427,17 @@ fn fix(read: Read, status: Option<u16>, message: &str, key: Option<&str>) -> Str
             settings(key, &["graph-url"])
         ),
     }
+}
+
+/// The write `run` sends for `job` (`id`: its device, when a serial was resolved), as
+/// `row N: METHOD URL` and the pretty JSON body: what `--dry-run` and `preflight` show.
+pub fn shown_request(job: &Job, id: Option<Uuid>, graph_url: &str) -> (String, String) {
+    let (device, label) = match (id, &job.device) {
+        (Some(id), _) => (id, None),
+        (None, Device::Id(id) | Device::Both(id, _)) => (*id, None),
+        (None, Device::Serial(s)) => (Uuid::nil(), Some(format!("{{id of serial {s:?}}}"))),
+    };
+    let request = job.work.write(device);
+    let (line, body) = crate::action::shown(&request, graph_url, label.as_deref());
+    (format!("row {}: {line}", job.row), body)
 }

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::graph::client::GraphClient;
 use crate::input::{InputError, InputReader, Job, Parsed};
 
+pub use checks::shown_request;
 pub use claims::{Claims, NEEDED};
 pub use report::{Check, Mark, Report, TenantReport};
 
@@ -117,6 +118,7 @@ fn connect(
         graph: GraphClient::new(http, &config.graph_url),
         graph_url: config.graph_url.clone(),
         budget,
+        action: config.defaults.action,
     })
 }
 
@@ -142,7 +144,8 @@ async fn check(tenant: &checks::Tenant, first: &First) -> Report {
     };
     let device = tenant.device_check(job, page.as_ref(), &mut report).await;
     if let Some(device) = device.route {
-        tenant.route_check(device, &mut report).await;
+        let action = job.map_or(tenant.action, |j| j.work.action());
+        tenant.route_check(device, action, &mut report).await;
     }
     if let Some(job) = job {
         report.request = Some(tenant.request_for(job, device.row_id));

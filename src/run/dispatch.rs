@@ -93,8 +93,8 @@ pub fn spawn_reader(
                     match lane.resolved.device(&job) {
                         Resolution::Device(device)
                             if job
-                                .tag
-                                .as_deref()
+                                .work
+                                .group_tag()
                                 .is_some_and(|t| lane.tags.carries(device, t)) =>
                         {
                             results.blocking_send(tagged(&job, device)).is_ok()

@@ -228,7 +228,8 @@ impl LaneRx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::model::Assignment;
+    use crate::action::Work;
+    use crate::graph::model::{Assignment, Source, Target, TargetKind};
     use crate::input::{Device, Job};
 
     const IN_MEMORY: usize = 16;
@@ -242,8 +243,18 @@ mod tests {
             job: Job {
                 row,
                 device: Device::Both(uuid::Uuid::from_u64_pair(1, row), format!("SN-{row}")),
-                assignment: Assignment::untargeted(),
-                tag: row.is_multiple_of(2).then(|| "Kiosk".to_string()),
+                work: if row.is_multiple_of(2) {
+                    Work::Tag("Kiosk".to_string())
+                } else {
+                    let target = Target {
+                        kind: TargetKind::AllDevices,
+                        group_id: None,
+                        collection_id: None,
+                        filter_id: None,
+                        filter_type: None,
+                    };
+                    Work::Assign(Assignment::new(target, Source::Direct, None, None))
+                },
                 tenant: Some("contoso".into()),
             },
             device: uuid::Uuid::from_u64_pair(1, row),

@@ -271,7 +271,7 @@ fn survey(config: &Config, prior: &PriorResults) -> Result<Survey, RunError> {
             if let Some(serial) = job.device.serial() {
                 wanted.serials.insert(normalize(serial));
             }
-            if job.tag.is_some()
+            if job.work.action() == Action::Tag
                 && let Some(id) = job.device.id()
             {
                 wanted.ids.insert(id);

@@ -224,6 +224,7 @@ async fn lookups(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::action::Work;
     use crate::graph::model::{Assignment, Source, Target, TargetKind};
 
     fn identity(id: &str, serial: &str) -> Identity {
@@ -245,8 +246,7 @@ mod tests {
         Job {
             row: 1,
             device,
-            assignment: Assignment::new(target, Source::Direct, None, None),
-            tag: None,
+            work: Work::Assign(Assignment::new(target, Source::Direct, None, None)),
             tenant: None,
         }
     }

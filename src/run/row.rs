@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::action::tag::carries;
 use crate::budget::Pause;
 use crate::graph::answer::{Attempt, ErrorInfo, Failure, Page};
 use crate::graph::model::{Assignment, Identity, ReturnedAssignment};
@@ -227,13 +228,6 @@ impl RowState {
             }
         }
     }
-}
-
-/// Whether a device's `held` group tag is `wanted`. Case and surrounding spaces are ignored:
-/// dynamic group rules compare `[OrderID]:` values without case, so `Kiosk` and `kiosk` steer
-/// a device into the same group and rewriting one as the other would change nothing.
-pub fn carries(held: Option<&str>, wanted: &str) -> bool {
-    held.is_some_and(|h| h.trim().to_lowercase() == wanted.trim().to_lowercase())
 }
 
 #[cfg(test)]

@@ -44,9 +44,9 @@ impl Tags {
         Self { held }
     }
 
-    /// Whether `device` already carries `tag` (see [`super::row::carries`]).
+    /// Whether `device` already carries `tag` (see [`crate::action::tag::carries`]).
     pub fn carries(&self, device: Uuid, tag: &str) -> bool {
-        super::row::carries(self.held.get(&device).map(String::as_str), tag)
+        crate::action::tag::carries(self.held.get(&device).map(String::as_str), tag)
     }
 }
 

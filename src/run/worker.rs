@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::action::Work;
 use crate::budget::Budget;
 use crate::graph::answer::Attempt;
 use crate::graph::client::GraphClient;
@@ -89,29 +90,29 @@ impl Workers {
                 journaled = true;
             }
             row.sending(&token);
-            let (next, last) = match (row.request(), job.tag.as_deref()) {
-                (Request::Post, Some(tag)) => {
+            let (next, last) = match (row.request(), &job.work) {
+                (Request::Post, Work::Tag(tag)) => {
                     let a = self.graph.set_group_tag(&token, device, tag).await;
                     let pause = budget.settle(permit, &a, &mut retry, row.attempts());
                     (row.tagged(&a, pause, &token), a.meta())
                 }
-                (Request::Reconcile { .. }, Some(tag)) => {
+                (Request::Reconcile { .. }, Work::Tag(tag)) => {
                     self.reconciliations.fetch_add(1, Ordering::Relaxed);
                     let a = self.graph.identity(&token, device).await;
                     let pause = budget.settle(permit, &a, &mut retry, row.attempts());
                     (row.read_back(&a, tag, pause, &token), a.meta())
                 }
-                (Request::Post, None) => {
-                    let a = self.graph.post(&token, device, &job.assignment).await;
+                (Request::Post, Work::Assign(assignment)) => {
+                    let a = self.graph.post(&token, device, assignment).await;
                     let pause = budget.settle(permit, &a, &mut retry, row.attempts());
                     (row.posted(&a, pause, &token), a.meta())
                 }
-                (Request::Reconcile { page }, None) => {
+                (Request::Reconcile { page }, Work::Assign(assignment)) => {
                     self.reconciliations.fetch_add(1, Ordering::Relaxed);
                     let page = page.map(str::to_string);
                     let a = self.graph.list(&token, device, page.as_deref()).await;
                     let pause = budget.settle(permit, &a, &mut retry, row.attempts());
-                    (row.listed(&a, &job.assignment, pause, &token), a.meta())
+                    (row.listed(&a, assignment, pause, &token), a.meta())
                 }
             };
             tracing::debug!(row = job.row, status = ?last.http_status, request_id = ?last.request_id, next = ?next, "answered");

@@ -179,11 +179,11 @@ proptest! {
                 return Err(TestCaseError::fail(format!("{p:?} from {r:?} in {text:?}")));
             };
             prop_assert_eq!(job.device.id(), Some(r.device));
-            prop_assert_eq!(job.assignment.target.kind, r.kind);
-            prop_assert_eq!(job.assignment.target.group_id, r.group);
-            prop_assert_eq!(job.assignment.target.filter_id, r.filter);
+            prop_assert_eq!(job.assignment().unwrap().target.kind, r.kind);
+            prop_assert_eq!(job.assignment().unwrap().target.group_id, r.group);
+            prop_assert_eq!(job.assignment().unwrap().target.filter_id, r.filter);
             let source_id = (!r.source_id.is_empty()).then(|| r.source_id.clone());
-            prop_assert_eq!(&job.assignment.source_id, &source_id);
+            prop_assert_eq!(&job.assignment().unwrap().source_id, &source_id);
         }
         assert_consecutive(&parsed)?;
     }

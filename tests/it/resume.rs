@@ -1,7 +1,7 @@
 //! Long and nightly runs: crash-safe resume (kill -9), Ctrl-C, torn lines, foreign results
 //! files, dry-run and the summary JSON.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! short lifetimes, certificate assertions with a throwaway key, static tokens, rejections,
 //! the 401/403 circuit breaker, national-cloud scopes, plain-http refusal and secret hygiene.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! End to end: a run rides through a Graph outage (the emulator's timed `outage`).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
 use autopilot_bulk::config::RateSpec;
 use autopilot_bulk::emulator::{Emulator, EmulatorConfig, Stats};

@@ -2,7 +2,7 @@
 //! absolute next links, statuses that change between readings) and, for the binary, the
 //! in-process emulator's token endpoint.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

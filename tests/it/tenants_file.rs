@@ -1,7 +1,7 @@
 //! `run --tenants FILE`: a bad file is exit 2 before anything is sent, naming the tenant and
 //! the key and never a secret; a good one becomes `Config::tenants`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! Each tenant here is its own in-process emulator, so every service-side counter is that
 //! tenant's alone.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;

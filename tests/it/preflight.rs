@@ -2,7 +2,7 @@
 //! serve, a missing permission (refused, or absent from the token), a wrong secret; `run`
 //! stopping early on the unserved route; and `--tenants`, each tenant its own emulator.
 
-mod common;
+use crate::common;
 
 use autopilot_bulk::config::{Cloud, Config, Credentials, Tenant};
 use autopilot_bulk::emulator::{Emulator, EmulatorConfig};

@@ -3,7 +3,7 @@
 //! file error with exit code 2. Never a panic, and never a lost valid row: valid rows mixed
 //! into a hostile file still come out valid, under their own row numbers.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! End to end: the bulk run against the in-process emulator.
 
-mod common;
+use crate::common;
 
 use common::*;
 

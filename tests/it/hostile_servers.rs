@@ -1,7 +1,7 @@
 //! Small stand-in servers that answer the way real services sometimes do, and what the run
 //! makes of each: never a lost row, never a duplicate assignment.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};

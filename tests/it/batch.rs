@@ -1,7 +1,7 @@
 //! `--batch`: JSON batching gives the same results as one request per row, with each inner
 //! request paced and retried on its own.
 
-mod common;
+use crate::common;
 
 use autopilot_bulk::emulator::{Emulator, EmulatorConfig, RetryAfterMode};
 use common::*;

@@ -2,7 +2,7 @@
 //! emulator holding only its own devices, so a row read from the wrong tenant would show
 //! `notFound`, and each emulator's counters are that tenant's alone.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //!
 //! Also: the ambiguity rules one at a time (many drops, a hung server, a refused connection).
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

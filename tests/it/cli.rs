@@ -1,6 +1,6 @@
 //! The binary's contracts: exit codes, messages, and the `--emulator` main job.
 
-mod common;
+use crate::common;
 
 use common::*;
 

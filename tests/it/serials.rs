@@ -1,7 +1,7 @@
 //! Serial numbers in: a hardware-hash export runs as it is, every resolvable row is assigned
 //! once to the right identity, and unknown or ambiguous serials fail with the reason.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-mod common;
+use crate::common;
 
 use autopilot_bulk::config::RateSpec;
 use autopilot_bulk::emulator::{Emulator, EmulatorConfig, RetryAfterMode, Stats};

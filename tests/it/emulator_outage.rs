@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
 use autopilot_bulk::config::RateSpec;
 use autopilot_bulk::emulator::{EmulatorConfig, Outage};

@@ -1,7 +1,7 @@
 //! One run per results file: a second run on a results file in use exits 2 at once, sends
 //! nothing and changes nothing; a lock left by a killed process never blocks.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

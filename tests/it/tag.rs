@@ -2,7 +2,7 @@
 //! whose device already carries the tag `existing` without a write, an ambiguous write read
 //! back before it is sent again; and the emulator's route as Graph answers it.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

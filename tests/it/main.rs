@@ -1,0 +1,27 @@
+//! The integration tests, one binary: each module drives the crate (or its binary) end to
+//! end, mostly against the in-process emulator on port 0. One binary links the crate once.
+
+mod common;
+
+mod auth;
+mod batch;
+mod cli;
+mod deploy;
+mod emulator;
+mod emulator_outage;
+mod emulator_tenants;
+mod faults;
+mod hostile_input;
+mod hostile_servers;
+mod outage;
+mod preflight;
+mod properties;
+mod resume;
+mod run;
+mod run_safety;
+mod serials;
+mod status;
+mod status_tenants;
+mod tag;
+mod tenants;
+mod tenants_file;
