@@ -12,6 +12,8 @@
 //!   [`tenants`]: a `--tenants` file, one resolved [`config::Tenant`] each.
 //! - [`action`]: what a row does to its device ([`action::Work`]: assign or tag), and the
 //!   requests each action sends and reads back with.
+//! - `connect`: one tenant (or each of a tenants file) connected: its settings, budget and
+//!   Graph client, the same way for every command.
 //! - [`input`]: the input CSV, row by row, into jobs or invalid rows.
 //! - [`lock`]: one run per results file.
 //! - [`run`](mod@run): the run as stages: planning and resuming, a budget per tenant, serial
@@ -37,6 +39,7 @@ mod auth;
 mod budget;
 pub mod cli;
 pub mod config;
+mod connect;
 pub mod emulator;
 pub mod graph;
 mod halt;

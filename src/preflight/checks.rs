@@ -28,7 +28,7 @@ pub(super) struct Tenant {
     pub key: Option<String>,
     pub graph: GraphClient,
     pub graph_url: String,
-    pub budget: Budget,
+    pub budget: Arc<Budget>,
     /// The action `run` would take (`--action`), for a check without an input row.
     pub action: Action,
 }

@@ -15,9 +15,7 @@ use std::path::{Path, PathBuf};
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
-use crate::budget::Budget;
 use crate::config::Config;
-use crate::graph::client::GraphClient;
 use crate::input::{InputError, InputReader, Job, Parsed};
 
 pub use checks::shown_request;
@@ -60,7 +58,7 @@ pub async fn preflight(
         Some(path) => First::Row(Box::new(first_job(path, &config.graph)?)),
         None => First::NoInput,
     };
-    let tenant = connect(&config.graph, None, &shutdown).map_err(PreflightError::Config)?;
+    let tenant = connect(None, config.graph.clone(), &shutdown).map_err(PreflightError::Config)?;
     Ok(check(&tenant, &first).await)
 }
 
@@ -78,8 +76,7 @@ async fn preflight_tenants(
     let checked = tenants
         .iter()
         .map(|t| {
-            connect(&config.graph.for_tenant(t), Some(&t.key), shutdown)
-                .map_err(|e| PreflightError::Config(format!("tenant {}: {e}", t.key)))
+            connect(Some(t), config.graph.for_tenant(t), shutdown).map_err(PreflightError::Config)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let reports = join_all(checked.iter().zip(&firsts).map(|(t, f)| check(t, f))).await;
@@ -105,20 +102,20 @@ enum First {
     NoRow,
 }
 
-/// A budget and a client for the tenant `config` names; `key` is its tenants file key.
+/// The tenant connected (see [`crate::connect`]), with what its checks need.
 fn connect(
-    config: &Config,
-    key: Option<&str>,
+    tenant: Option<&crate::config::Tenant>,
+    config: Config,
     shutdown: &CancellationToken,
 ) -> Result<checks::Tenant, String> {
-    let http = crate::budget::connect(config)?;
-    let budget = Budget::from_config(config, http.clone(), shutdown)?;
+    let action = config.defaults.action;
+    let c = crate::connect::connect(tenant, config, shutdown)?;
     Ok(checks::Tenant {
-        key: key.map(str::to_string),
-        graph: GraphClient::new(http, &config.graph_url),
-        graph_url: config.graph_url.clone(),
-        budget,
-        action: config.defaults.action,
+        graph_url: c.config.graph_url.clone(),
+        key: c.key,
+        graph: c.graph,
+        budget: c.budget,
+        action,
     })
 }
 

@@ -198,10 +198,7 @@ fn tenant_aborts(tenants: &[TenantRun]) -> Option<String> {
         .iter()
         .filter_map(|t| {
             let reason = t.budget.halt().reason()?;
-            Some(match &t.key {
-                Some(k) => format!("tenant {k}: {reason}"),
-                None => reason,
-            })
+            Some(crate::connect::named(t.key.as_deref(), reason))
         })
         .collect();
     (!reasons.is_empty()).then(|| reasons.join("; "))

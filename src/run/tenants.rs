@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::budget::{Budget, connect};
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::graph::MAX_BATCH;
 use crate::graph::client::GraphClient;
@@ -42,45 +42,30 @@ pub struct Prepared {
     pub serials: (u64, u64),
 }
 
-/// A budget and a client per tenant; credentials are loaded here, so a missing certificate
-/// is exit 2 before anything is sent.
+/// A budget, a client and seats per tenant (see [`crate::connect`]).
 pub fn connect_all(config: &Config, run: &Halt) -> Result<Vec<TenantRun>, RunError> {
-    let tenants: Vec<(Option<String>, Config)> = if config.tenants.is_empty() {
-        vec![(None, config.clone())]
-    } else {
-        config
-            .tenants
-            .iter()
-            .map(|t| (Some(t.key.clone()), config.for_tenant(t)))
-            .collect()
-    };
-    tenants
+    let connected = crate::connect::connect_all(config, run.token()).map_err(RunError::Config)?;
+    Ok(connected
         .into_iter()
-        .map(|(key, config)| {
-            let named = |e: String| match &key {
-                Some(k) => RunError::Config(format!("tenant {k}: {e}")),
-                None => RunError::Config(e),
-            };
-            let http = connect(&config).map_err(named)?;
-            let budget = Budget::from_config(&config, http.clone(), run.token()).map_err(named)?;
-            let mut graph = GraphClient::new(http, &config.graph_url);
-            if config.batch {
-                graph = graph.batched(config.concurrency);
+        .map(|c| {
+            let mut graph = c.graph;
+            if c.config.batch {
+                graph = graph.batched(c.config.concurrency);
             }
-            let seats = if config.adaptive_concurrency && !config.batch {
+            let seats = if c.config.adaptive_concurrency && !c.config.batch {
                 Seats::adaptive()
             } else {
-                Seats::fixed(rows_in_flight(&config))
+                Seats::fixed(rows_in_flight(&c.config))
             };
-            Ok(TenantRun {
-                key,
-                budget: Arc::new(budget),
+            TenantRun {
+                key: c.key,
+                budget: c.budget,
                 graph,
                 seats: Arc::new(seats),
-                config,
-            })
+                config: c.config,
+            }
         })
-        .collect()
+        .collect())
 }
 
 /// With `--batch`, `--concurrency` counts envelopes in flight, each carrying up to 20 rows.
@@ -118,10 +103,7 @@ impl TenantRun {
         let rate = self.config.rate.per_second();
         let expected = rows.and_then(|n| Duration::try_from_secs_f64(n as f64 / rate).ok());
         if let Some(warning) = tokens.static_token_warning(expected, SystemTime::now()) {
-            match &self.key {
-                Some(k) => tracing::warn!("tenant {k}: {warning}"),
-                None => tracing::warn!("{warning}"),
-            }
+            tracing::warn!("{}", crate::connect::named(self.key.as_deref(), warning));
         }
     }
 

@@ -32,7 +32,7 @@ pub struct Reader {
     /// The tenant's landed rows, in row order.
     pub landed: Vec<Landed>,
     graph: GraphClient,
-    budget: Budget,
+    budget: std::sync::Arc<Budget>,
     /// Why the tenant could not be read. It is not read again: a refused token halts its
     /// budget for good, and its rows keep saying why.
     pub failed: Option<String>,
@@ -121,8 +121,7 @@ fn shown(names: &[String]) -> String {
     s
 }
 
-/// A budget and a client per group, as `run` has per tenant; credentials are loaded here, so a
-/// missing certificate is exit 2 before anything is sent.
+/// A tenant connected per group (see [`crate::connect`]).
 pub fn connect(
     groups: Vec<Group<'_>>,
     base: &Config,
@@ -132,18 +131,13 @@ pub fn connect(
         .into_iter()
         .map(|(tenant, landed)| {
             let config = tenant.map_or_else(|| base.clone(), |t| base.for_tenant(t));
-            let key = tenant.map(|t| t.key.clone());
-            let named = |e: String| match &key {
-                Some(k) => StatusError::Config(format!("tenant {k}: {e}")),
-                None => StatusError::Config(e),
-            };
-            let http = crate::budget::connect(&config).map_err(named)?;
-            let budget = Budget::from_config(&config, http.clone(), shutdown).map_err(named)?;
+            let c =
+                crate::connect::connect(tenant, config, shutdown).map_err(StatusError::Config)?;
             Ok(Reader {
-                key,
+                key: c.key,
                 landed,
-                graph: GraphClient::new(http, &config.graph_url),
-                budget,
+                graph: c.graph,
+                budget: c.budget,
                 failed: None,
             })
         })

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod actions;
 mod auth;
 mod batch;
 mod cli;
