@@ -6,8 +6,10 @@
 //!
 //! - [`assign`]: a deployment profile assignment on the device (the seed's route).
 //! - [`tag`]: the device's group tag, which a dynamic group rule turns into a profile.
+//! - [`group`]: the device's membership of a static Entra group that a profile targets.
 
 pub mod assign;
+pub mod group;
 pub mod tag;
 
 use std::hash::{Hash, Hasher};
@@ -26,25 +28,30 @@ pub enum Action {
     Assign,
     /// Set the device's group tag (`POST …/updateDeviceProperties`).
     Tag,
+    /// Add the device to a static Entra group (`PATCH /groups/{id}`, 20 devices a request).
+    Group,
 }
 
 impl Action {
-    pub const ALL: [Action; 2] = [Action::Assign, Action::Tag];
+    pub const ALL: [Action; 3] = [Action::Assign, Action::Tag, Action::Group];
 
     /// The word `--action` takes.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Assign => "assign",
             Action::Tag => "tag",
+            Action::Group => "group",
         }
     }
 
     /// The read that tells whether the action's write has been done on `device`: what a row
     /// reconciles with, and what `preflight` probes the action's route with.
-    pub(crate) fn read(self, device: Uuid) -> Request {
+    /// `None` for a group: its read is of the group, not of a device.
+    pub(crate) fn read(self, device: Uuid) -> Option<Request> {
         match self {
-            Action::Assign => assign::read(device),
-            Action::Tag => tag::read(device),
+            Action::Assign => Some(assign::read(device)),
+            Action::Tag => Some(tag::read(device)),
+            Action::Group => None,
         }
     }
 
@@ -53,12 +60,7 @@ impl Action {
         Action::ALL
             .into_iter()
             .find(|a| a.as_str() == word)
-            .ok_or_else(|| {
-                format!(
-                    "unknown action {s:?} (use {})",
-                    Action::ALL.map(Action::as_str).join(" or ")
-                )
-            })
+            .ok_or_else(|| format!("unknown action {s:?} (use assign, tag or group)"))
     }
 }
 
@@ -69,6 +71,8 @@ pub enum Work {
     Assign(Assignment),
     /// Set this group tag on the device.
     Tag(String),
+    /// Make the device a member of this static Entra group.
+    Group(Uuid),
 }
 
 impl Work {
@@ -76,6 +80,7 @@ impl Work {
         match self {
             Work::Assign(_) => Action::Assign,
             Work::Tag(_) => Action::Tag,
+            Work::Group(_) => Action::Group,
         }
     }
 
@@ -83,7 +88,7 @@ impl Work {
     pub fn assignment(&self) -> Option<&Assignment> {
         match self {
             Work::Assign(a) => Some(a),
-            Work::Tag(_) => None,
+            _ => None,
         }
     }
 
@@ -91,15 +96,25 @@ impl Work {
     pub fn group_tag(&self) -> Option<&str> {
         match self {
             Work::Tag(t) => Some(t),
-            Work::Assign(_) => None,
+            _ => None,
         }
     }
 
-    /// The write this work sends for `device`.
-    pub(crate) fn write(&self, device: Uuid) -> Request {
+    /// The group a `group` row adds its device to.
+    pub fn group(&self) -> Option<Uuid> {
+        match self {
+            Work::Group(g) => Some(*g),
+            _ => None,
+        }
+    }
+
+    /// The write this work sends for `device` (a group's member is the device's directory
+    /// object: `member` names it, as far as it is known). `graph_url` gives a member ref's host.
+    pub(crate) fn write(&self, device: Uuid, member: &str, graph_url: &str) -> Request {
         match self {
             Work::Assign(a) => assign::write(device, a),
             Work::Tag(t) => tag::write(device, t),
+            Work::Group(g) => group::write(*g, &[member], graph_url),
         }
     }
 
@@ -111,6 +126,7 @@ impl Work {
         match self {
             Work::Assign(a) => a.target.hash(h),
             Work::Tag(_) => {}
+            Work::Group(g) => g.hash(h),
         }
     }
 }
@@ -119,13 +135,14 @@ impl Work {
 /// `device` is the identity id when known, else what stands for it (a serial's placeholder).
 pub(crate) fn shown(request: &Request, graph_url: &str, device: Option<&str>) -> (String, String) {
     let mut path = request.path();
-    if let (Some(label), Some(id)) = (device, request.device()) {
-        path = path.replace(&id.to_string(), label);
-    }
-    let body = request
+    let mut body = request
         .body()
         .and_then(|b| serde_json::to_string_pretty(&b).ok())
         .unwrap_or_default();
+    if let (Some(label), Some(id)) = (device, request.device()) {
+        path = path.replace(&id.to_string(), label);
+        body = body.replace(&id.to_string(), label);
+    }
     (format!("{} {graph_url}{path}", request.method()), body)
 }
 
@@ -138,14 +155,18 @@ mod tests {
         assert_eq!(Action::parse(" TAG "), Ok(Action::Tag));
         assert_eq!(Action::parse("assign"), Ok(Action::Assign));
         let e = Action::parse("groups").unwrap_err();
-        assert!(e.contains("assign or tag"), "{e}");
+        assert!(e.contains("assign, tag or group"), "{e}");
     }
 
     #[test]
     fn a_tag_is_shown_as_the_update_it_sends() {
         let work = Work::Tag("Kiosk".into());
         let device = Uuid::from_u128(7);
-        let (line, body) = shown(&work.write(device), "https://g/beta", Some("{id}"));
+        let (line, body) = shown(
+            &work.write(device, "", "https://g/beta"),
+            "https://g/beta",
+            Some("{id}"),
+        );
         assert_eq!(
             line,
             "POST https://g/beta/deviceManagement/windowsAutopilotDeviceIdentities/{id}/updateDeviceProperties"

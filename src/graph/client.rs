@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::answer::{self, Attempt, ErrorInfo, Failure, Page, Raw, transport_failure};
 use super::batch::{self, MAX_BATCH, Seat};
-use super::model::{Assignment, Identity, ReturnedAssignment};
+use super::model::{Assignment, DirectoryDevice, DirectoryGroup, Identity, ReturnedAssignment};
 use super::request::Request;
 
 /// The one HTTP client of a run (Graph and the token endpoint share its pool).
@@ -185,6 +185,72 @@ impl GraphClient {
             .attempt(crid, answer::one)
     }
 
+    /// GET a page of the directory's devices (first, or the next link a page gave).
+    pub async fn devices(
+        &self,
+        token: &Arc<str>,
+        page: Option<&str>,
+    ) -> Attempt<Page<DirectoryDevice>> {
+        let crid = Uuid::new_v4().to_string();
+        let page = match page.map(|link| self.below_base(link)).transpose() {
+            Ok(page) => page,
+            Err(failure) => return unsent(failure, crid),
+        };
+        self.send(token, Request::Devices { page }, &crid)
+            .await
+            .attempt(crid, answer::page)
+    }
+
+    /// GET the directory device whose `deviceId` is `device_id` (none or one).
+    pub async fn device_by_device_id(
+        &self,
+        token: &Arc<str>,
+        device_id: Uuid,
+    ) -> Attempt<Page<DirectoryDevice>> {
+        let crid = Uuid::new_v4().to_string();
+        self.send(token, Request::DeviceByDeviceId { device_id }, &crid)
+            .await
+            .attempt(crid, answer::page)
+    }
+
+    /// GET one group.
+    pub async fn group(&self, token: &Arc<str>, group: Uuid) -> Attempt<DirectoryGroup> {
+        let crid = Uuid::new_v4().to_string();
+        self.send(token, Request::Group { group }, &crid)
+            .await
+            .attempt(crid, answer::one)
+    }
+
+    /// GET a page of a group's device members (first, or the next link a page gave).
+    pub async fn members(
+        &self,
+        token: &Arc<str>,
+        group: Uuid,
+        page: Option<&str>,
+    ) -> Attempt<Page<DirectoryDevice>> {
+        let crid = Uuid::new_v4().to_string();
+        let page = match page.map(|link| self.below_base(link)).transpose() {
+            Ok(page) => page,
+            Err(failure) => return unsent(failure, crid),
+        };
+        self.send(token, Request::Members { group, page }, &crid)
+            .await
+            .attempt(crid, answer::page)
+    }
+
+    /// PATCH a group with up to 20 member refs; any 2xx (Graph answers 204) adds them all.
+    pub async fn add_members(
+        &self,
+        token: &Arc<str>,
+        group: Uuid,
+        refs: Vec<String>,
+    ) -> Attempt<()> {
+        let crid = Uuid::new_v4().to_string();
+        self.send(token, Request::AddMembers { group, refs }, &crid)
+            .await
+            .attempt(crid, answer::no_content)
+    }
+
     /// A next link is followed only below the Graph base URL it came from: the bearer token
     /// goes nowhere else, whatever a page says.
     fn below_base(&self, link: &str) -> Result<String, Failure> {
@@ -232,10 +298,14 @@ impl GraphClient {
         let url = format!("{}{}", self.graph_url, request.path());
         let builder = match request {
             Request::Post { body, .. } => self.http.post(url).json(body),
-            Request::UpdateDeviceProperties { group_tag, .. } => self
-                .http
-                .post(url)
-                .json(&serde_json::json!({ "groupTag": group_tag })),
+            Request::UpdateDeviceProperties { .. } | Request::AddMembers { .. } => {
+                let method = match request.method() {
+                    "PATCH" => reqwest::Method::PATCH,
+                    _ => reqwest::Method::POST,
+                };
+                let body = request.body().unwrap_or_default();
+                self.http.request(method, url).json(&body)
+            }
             _ => self.http.get(url),
         };
         let sent = builder

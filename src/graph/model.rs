@@ -294,6 +294,42 @@ pub struct Identity {
     pub detailed_status: Option<String>,
     #[serde(rename = "deploymentProfileAssignedDateTime", default)]
     pub assigned_at: Option<String>,
+    /// The Entra device's `deviceId` (not its object id): how a static group's member is
+    /// found for the identity.
+    #[serde(rename = "azureAdDeviceId", default)]
+    pub azure_ad_device_id: Option<String>,
+}
+
+/// An Entra directory device: its object `id` (what a group's member is) and its `deviceId`
+/// (what an Autopilot identity's `azureAdDeviceId` names).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct DirectoryDevice {
+    #[serde(default)]
+    pub id: String,
+    #[serde(rename = "deviceId", default)]
+    pub device_id: Option<String>,
+}
+
+/// An Entra group, as far as adding members depends on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct DirectoryGroup {
+    #[serde(default)]
+    pub id: String,
+    #[serde(rename = "displayName", default)]
+    pub display_name: Option<String>,
+    /// `DynamicMembership` here: members come from a rule and cannot be added.
+    #[serde(rename = "groupTypes", default)]
+    pub group_types: Vec<String>,
+    #[serde(rename = "securityEnabled", default)]
+    pub security_enabled: Option<bool>,
+}
+
+impl DirectoryGroup {
+    pub fn is_dynamic(&self) -> bool {
+        self.group_types
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("DynamicMembership"))
+    }
 }
 
 /// An assignment as Graph returns it (201 body, or an item of the GET list).

@@ -24,12 +24,26 @@ pub(crate) enum Request {
     UpdateDeviceProperties { device: Uuid, group_tag: String },
     /// One identity, to read its group tag back after an ambiguous tag write.
     Identity { device: Uuid },
+    /// A page of the directory's devices (object id and deviceId): the first, or a later one.
+    Devices { page: Option<String> },
+    /// The directory device whose `deviceId` is `device_id` (an identity's azureAdDeviceId).
+    DeviceByDeviceId { device_id: Uuid },
+    /// One group: whether it exists and takes members.
+    Group { group: Uuid },
+    /// A page of a group's device members: the first, or a later one.
+    Members { group: Uuid, page: Option<String> },
+    /// Add up to 20 directory objects (`refs`: their `directoryObjects` URLs) to a group.
+    AddMembers { group: Uuid, refs: Vec<String> },
 }
+
+/// Directory objects per page asked for on the directory's listings (its maximum).
+pub(crate) const DIRECTORY_PAGE: u32 = 999;
 
 impl Request {
     pub(crate) fn method(&self) -> &'static str {
         match self {
             Request::Post { .. } | Request::UpdateDeviceProperties { .. } => "POST",
+            Request::AddMembers { .. } => "PATCH",
             _ => "GET",
         }
     }
@@ -41,6 +55,10 @@ impl Request {
                 page: Some(page), ..
             }
             | Request::Identities {
+                page: Some(page), ..
+            }
+            | Request::Devices { page: Some(page) }
+            | Request::Members {
                 page: Some(page), ..
             } => page.clone(),
             Request::Post { device, .. } | Request::List { device, .. } => {
@@ -58,6 +76,19 @@ impl Request {
                     url::form_urlencoded::byte_serialize(filter.as_bytes()).collect();
                 format!("{IDENTITIES}?$filter={encoded}")
             }
+            Request::Devices { page: None } => {
+                format!("/devices?$select=id,deviceId&$top={DIRECTORY_PAGE}")
+            }
+            Request::DeviceByDeviceId { device_id } => {
+                format!("/devices?$filter=deviceId%20eq%20'{device_id}'&$select=id,deviceId")
+            }
+            Request::Group { group } => format!(
+                "/groups/{group}?$select=id,displayName,groupTypes,securityEnabled,membershipRule"
+            ),
+            Request::Members { group, page: None } => format!(
+                "/groups/{group}/members/microsoft.graph.device?$select=id,deviceId&$top={DIRECTORY_PAGE}"
+            ),
+            Request::AddMembers { group, .. } => format!("/groups/{group}"),
         }
     }
 
@@ -68,7 +99,7 @@ impl Request {
             | Request::List { device, .. }
             | Request::UpdateDeviceProperties { device, .. }
             | Request::Identity { device } => Some(*device),
-            Request::Identities { .. } | Request::IdentitiesWithSerial { .. } => None,
+            _ => None,
         }
     }
 
@@ -77,6 +108,9 @@ impl Request {
             Request::Post { body, .. } => serde_json::to_value(body).ok(),
             Request::UpdateDeviceProperties { group_tag, .. } => {
                 Some(serde_json::json!({ "groupTag": group_tag }))
+            }
+            Request::AddMembers { refs, .. } => {
+                Some(serde_json::json!({ "members@odata.bind": refs }))
             }
             _ => None,
         }

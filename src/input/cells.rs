@@ -135,6 +135,8 @@ pub(super) fn parse_row<R: Record + ?Sized>(
         Action::Assign => Work::Assign(assignment(&cells, defaults)?),
         // A tag row needs no target: its target columns are not read.
         Action::Tag => Work::Tag(group_tag(&cells, defaults)?),
+        // A group row's group is its `group_id`; its other target columns are not read.
+        Action::Group => Work::Group(member_group(&cells, defaults)?),
     };
     Ok(Job {
         row,
@@ -283,6 +285,21 @@ fn tenant<R: Record + ?Sized>(
                 quote(cell),
                 named()
             )
+        })
+}
+
+/// The group a `group` row's device joins: the `group_id` cell, else `--group-id`.
+fn member_group<R: Record + ?Sized>(
+    cells: &Cells<'_, R>,
+    defaults: &RowDefaults,
+) -> Result<Uuid, String> {
+    cells
+        .guid(Column::GroupId)?
+        .or(defaults.group_id)
+        .ok_or_else(|| {
+            "group_id is empty: --action group adds the device to a group (a group_id column \
+             or --group-id)"
+                .to_string()
         })
 }
 

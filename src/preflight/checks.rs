@@ -31,6 +31,8 @@ pub(super) struct Tenant {
     pub budget: Arc<Budget>,
     /// The action `run` would take (`--action`), for a check without an input row.
     pub action: Action,
+    /// `--group-id`: the group of rows that name none.
+    pub group: Option<Uuid>,
 }
 
 /// Which device the route is checked with, and the one the first row names (when known).
@@ -44,6 +46,7 @@ pub(super) struct DeviceChoice {
 enum Read {
     Listing,
     Route(Uuid),
+    Group(Uuid),
 }
 
 impl Tenant {
@@ -278,13 +281,16 @@ impl Tenant {
     /// assignments (assign), or of the identity whose tag the write sets (tag).
     pub async fn route_check(&self, device: Uuid, action: Action, report: &mut Report) {
         let graph = &self.graph;
-        let request = action.read(device);
+        let Some(request) = action.read(device) else {
+            return; // a group's route is the group: see group_check
+        };
         let (shown, _) = crate::action::shown(&request, &self.graph_url, None);
         let what = match action {
-            Action::Assign => format!("assignment route: {shown}"),
             Action::Tag => format!("tag route: {shown}"),
+            _ => format!("assignment route: {shown}"),
         };
         match action {
+            Action::Group => {}
             Action::Assign => {
                 let (result, status) = self
                     .read(|token| async move { graph.list(&token, device, None).await })
@@ -317,6 +323,44 @@ impl Tenant {
                     Err(e) => self.failed(report, what, Read::Route(device), status, e),
                 }
             }
+        }
+    }
+
+    /// The group a group run adds devices to: it must exist and take members (assigned, not
+    /// dynamic).
+    pub async fn group_check(&self, group: Uuid, report: &mut Report) {
+        let graph = &self.graph;
+        let (shown, _) =
+            crate::action::shown(&crate::action::group::read(group), &self.graph_url, None);
+        let what = format!("group: {shown}");
+        let (result, status) = self
+            .read(|token| async move { graph.group(&token, group).await })
+            .await;
+        match result {
+            Ok(g) if g.is_dynamic() => drop(report.fail(
+                format!(
+                    "{what}: {} is a dynamic group: its members come from its rule",
+                    g.display_name.as_deref().unwrap_or("the group")
+                ),
+                "give an assigned group, or steer the devices with --action tag and the \
+                 group's rule",
+            )),
+            Ok(g) => {
+                report.ok(format!(
+                    "{what} answers {}: {} (assigned{})",
+                    status.unwrap_or(200),
+                    g.display_name
+                        .as_deref()
+                        .unwrap_or("unnamed")
+                        .escape_debug(),
+                    if g.security_enabled == Some(false) {
+                        ", not a security group"
+                    } else {
+                        ", security"
+                    }
+                ));
+            }
+            Err(e) => self.failed(report, what, Read::Group(group), status, e),
         }
     }
 
@@ -415,6 +459,10 @@ fn fix(read: Read, status: Option<u16>, message: &str, key: Option<&str>) -> Str
             "device {device} is not an Autopilot identity of this tenant: check the row's \
              device_id, and that the token's tenant is the one the devices are in"
         ),
+        (Some(404), Read::Group(group)) => format!(
+            "group {group} is not a group of this tenant: check --group-id or the group_id \
+             column, and that the token's tenant is the one the group is in"
+        ),
         (Some(429) | Some(500..), _) => "Graph is busy or failing: run preflight again in a few \
                                          minutes (`run` would retry these)"
             .into(),
@@ -437,7 +485,11 @@ pub fn shown_request(job: &Job, id: Option<Uuid>, graph_url: &str) -> (String, S
         (None, Device::Id(id) | Device::Both(id, _)) => (*id, None),
         (None, Device::Serial(s)) => (Uuid::nil(), Some(format!("{{id of serial {s:?}}}"))),
     };
-    let request = job.work.write(device);
+    let member = format!(
+        "{{directory object of device {}}}",
+        label.clone().unwrap_or_else(|| device.to_string())
+    );
+    let request = job.work.write(device, &member, graph_url);
     let (line, body) = crate::action::shown(&request, graph_url, label.as_deref());
     (format!("row {}: {line}", job.row), body)
 }

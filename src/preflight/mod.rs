@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
+use crate::action::Action;
 use crate::config::Config;
 use crate::input::{InputError, InputReader, Job, Parsed};
 
@@ -116,6 +117,7 @@ fn connect(
         graph: c.graph,
         budget: c.budget,
         action,
+        group: c.config.defaults.group_id,
     })
 }
 
@@ -139,6 +141,15 @@ async fn check(tenant: &checks::Tenant, first: &First) -> Report {
             return report;
         }
     };
+    if tenant.action == Action::Group {
+        match job.and_then(|j| j.work.group()).or(tenant.group) {
+            Some(group) => tenant.group_check(group, &mut report).await,
+            None => drop(report.fail(
+                "no group to check: --action group adds devices to a group",
+                "give --group-id, or an INPUT.csv whose rows name their group_id",
+            )),
+        }
+    }
     let device = tenant.device_check(job, page.as_ref(), &mut report).await;
     if let Some(device) = device.route {
         let action = job.map_or(tenant.action, |j| j.work.action());

@@ -15,6 +15,7 @@ use crate::input::{InputError, InputReader, Job, Parsed};
 use crate::output::{RowResult, Status};
 use crate::progress::Progress;
 
+use super::groups::{Membership, Memberships};
 use super::lane::{LaneRx, LaneTx};
 use super::plan::{Resume, RowPlan};
 use super::resolve::{Resolution, Resolved};
@@ -47,6 +48,7 @@ pub struct ReaderLane {
     pub key: Option<String>,
     pub resolved: Arc<Resolved>,
     pub tags: Arc<Tags>,
+    pub memberships: Arc<Memberships>,
     pub queue: LaneTx,
 }
 
@@ -99,6 +101,30 @@ pub fn spawn_reader(
                         {
                             results.blocking_send(tagged(&job, device)).is_ok()
                         }
+                        Resolution::Device(device) if job.work.group().is_some() => {
+                            let group = job.work.group().unwrap_or_default();
+                            let journaled = reconcile || resume.started_device(device);
+                            match lane.memberships.decide(device, group) {
+                                Membership::Member => {
+                                    // A member the journal names was added by an earlier run.
+                                    let r = member(&job, device, journaled);
+                                    results.blocking_send(r).is_ok()
+                                }
+                                Membership::Failed(e) => {
+                                    let mut r = failed(&job, e);
+                                    r.device_id = device.to_string();
+                                    results.blocking_send(r).is_ok()
+                                }
+                                Membership::Add(_) => {
+                                    let item = WorkItem {
+                                        job,
+                                        device,
+                                        reconcile: journaled,
+                                    };
+                                    lane.queue.send(item).map_err(ReadStop::Spill)?
+                                }
+                            }
+                        }
                         Resolution::Device(device) => {
                             // A serial's device may be one the journal names.
                             let reconcile = reconcile || resume.started_device(device);
@@ -137,6 +163,17 @@ fn tagged(job: &Job, device: uuid::Uuid) -> RowResult {
     r.device_id = device.to_string();
     r.status = Status::Existing;
     r.error_message = None;
+    r
+}
+
+/// A group row whose device is already a member: `existing`, or `created` when the journal says
+/// an earlier run of this results file sent it.
+fn member(job: &Job, device: uuid::Uuid, journaled: bool) -> RowResult {
+    let mut r = tagged(job, device);
+    if journaled {
+        r.status = Status::Created;
+        r.error_message = Some("added by an earlier run of this results file".into());
+    }
     r
 }
 

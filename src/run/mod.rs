@@ -14,6 +14,8 @@
 //! that tenant, whose remaining rows are reported `failed`).
 
 mod dispatch;
+mod group_lane;
+mod groups;
 mod lane;
 mod plan;
 mod resolve;
@@ -126,7 +128,7 @@ async fn stages(
         plan::complete(config, &resume, counts.redone, &plan.journal)?;
     }
     // 6. The summary: totals, and each tenant's share.
-    let stats: Vec<_> = tenants.iter().map(|t| t.budget.stats()).collect();
+    let stats: Vec<_> = tenants.iter().map(|t| t.stats()).collect();
     let tenant_summaries = tenants
         .iter()
         .filter_map(|t| {
@@ -197,7 +199,7 @@ fn tenant_aborts(tenants: &[TenantRun]) -> Option<String> {
     let reasons: Vec<String> = tenants
         .iter()
         .filter_map(|t| {
-            let reason = t.budget.halt().reason()?;
+            let reason = t.stopped()?;
             Some(crate::connect::named(t.key.as_deref(), reason))
         })
         .collect();
@@ -230,14 +232,28 @@ async fn flow(
     let (res_tx, res_rx) = mpsc::channel(256);
     let mut reader_lanes = Vec::new();
     let mut lanes = Vec::new();
+    let mut group_lanes = Vec::new();
     for (t, prepared) in f.tenants.iter().zip(f.prepared) {
         let (tx, rx) = lane::lane(config.tenant_queue, spill.clone());
         reader_lanes.push(ReaderLane {
             key: t.key.clone(),
             resolved: prepared.resolved,
             tags: prepared.tags,
+            memberships: prepared.memberships.clone(),
             queue: tx,
         });
+        if let Some((budget, graph)) = &t.directory {
+            let adder = group_lane::Adder {
+                graph: graph.clone(),
+                budget: budget.clone(),
+                journal: f.journal.clone(),
+                halt: f.halt.clone(),
+                memberships: prepared.memberships,
+                graph_url: t.config.graph_url.clone(),
+            };
+            group_lanes.push(group_lane::work(rx, Arc::new(adder), res_tx.clone()));
+            continue;
+        }
         lanes.push(LaneWork {
             queue: rx,
             workers: Arc::new(Workers {
@@ -266,10 +282,13 @@ async fn flow(
     ));
     let ticker = spawn_ticker(f.tenants, f.progress);
     let workers: Vec<Arc<Workers>> = lanes.iter().map(|l| l.workers.clone()).collect();
-    futures::future::join_all(
-        lanes
-            .into_iter()
-            .map(|lane| dispatch::work(lane, res_tx.clone(), config.shutdown_grace)),
+    futures::future::join(
+        futures::future::join_all(
+            lanes
+                .into_iter()
+                .map(|lane| dispatch::work(lane, res_tx.clone(), config.shutdown_grace)),
+        ),
+        futures::future::join_all(group_lanes),
     )
     .await;
     drop(res_tx);

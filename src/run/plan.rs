@@ -37,8 +37,10 @@ pub struct Plan {
 pub struct Wanted {
     /// Serial numbers (normalised): resolved to identity ids.
     pub serials: HashSet<String>,
-    /// With `--action tag`: device ids whose current tags are read.
+    /// With `--action tag` or `group`: device ids whose current tags or memberships are read.
     pub ids: HashSet<Uuid>,
+    /// With `--action group`: the groups whose members are read.
+    pub groups: HashSet<Uuid>,
 }
 
 /// What an earlier run left: its results per row and the rows it had started.
@@ -132,7 +134,7 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
             );
         }
         // Serial numbers need a first pass to learn which to resolve; it counts the rows too.
-        let survey = if reader.has_serial_numbers() || config.defaults.action == Action::Tag {
+        let survey = if reader.has_serial_numbers() || config.defaults.action != Action::Assign {
             Some(survey(config, &PriorResults::default())?)
         } else {
             None
@@ -271,10 +273,13 @@ fn survey(config: &Config, prior: &PriorResults) -> Result<Survey, RunError> {
             if let Some(serial) = job.device.serial() {
                 wanted.serials.insert(normalize(serial));
             }
-            if job.work.action() == Action::Tag
+            if job.work.action() != Action::Assign
                 && let Some(id) = job.device.id()
             {
                 wanted.ids.insert(id);
+            }
+            if let Some(group) = job.work.group() {
+                wanted.groups.insert(group);
             }
         }
         let Some(p) = earlier else { continue };

@@ -7,16 +7,17 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::action::Action;
 use crate::budget::Budget;
-use crate::config::Config;
+use crate::config::{Config, RateSpec};
 use crate::graph::MAX_BATCH;
 use crate::graph::client::GraphClient;
 use crate::halt::Halt;
-use crate::input::Action;
 use crate::progress::Progress;
 use crate::summary::TenantSummary;
 
 use super::RunError;
+use super::groups::{self, Memberships};
 use super::plan::Wanted;
 use super::resolve::{self, Resolved};
 use super::seats::Seats;
@@ -31,13 +32,21 @@ pub struct TenantRun {
     pub seats: Arc<Seats>,
     /// The tenant's configuration (its credentials, cloud, URLs and rate).
     pub config: Config,
+    /// Group runs: the directory's own budget (its bucket is Entra's, not Intune's) and a
+    /// client that sends alone (directory requests never go in Intune's `$batch`).
+    pub directory: Option<(Arc<Budget>, GraphClient)>,
 }
+
+/// Entra's directory write limit: 3,000 per 150 s per app per tenant.
+pub const DIRECTORY_RATE: RateSpec = RateSpec::new(3000, Duration::from_secs(150));
 
 /// Before the first write: the tenant's serial numbers resolved, and (tag runs) the tags its
 /// devices already carry.
 pub struct Prepared {
     pub resolved: Arc<Resolved>,
     pub tags: Arc<Tags>,
+    /// Group runs: the devices' directory objects and the groups' members.
+    pub memberships: Arc<Memberships>,
     /// Serial numbers wanted, and found.
     pub serials: (u64, u64),
 }
@@ -45,9 +54,12 @@ pub struct Prepared {
 /// A budget, a client and seats per tenant (see [`crate::connect`]).
 pub fn connect_all(config: &Config, run: &Halt) -> Result<Vec<TenantRun>, RunError> {
     let connected = crate::connect::connect_all(config, run.token()).map_err(RunError::Config)?;
-    Ok(connected
+    connected
         .into_iter()
         .map(|c| {
+            let directory = (c.config.defaults.action == Action::Group)
+                .then(|| directory(&c, run))
+                .transpose()?;
             let mut graph = c.graph;
             if c.config.batch {
                 graph = graph.batched(c.config.concurrency);
@@ -57,15 +69,31 @@ pub fn connect_all(config: &Config, run: &Halt) -> Result<Vec<TenantRun>, RunErr
             } else {
                 Seats::fixed(rows_in_flight(&c.config))
             };
-            TenantRun {
+            Ok(TenantRun {
                 key: c.key,
                 budget: c.budget,
                 graph,
                 seats: Arc::new(seats),
                 config: c.config,
-            }
+                directory,
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// The tenant's directory budget and client.
+fn directory(
+    c: &crate::connect::Connected,
+    run: &Halt,
+) -> Result<(Arc<Budget>, GraphClient), RunError> {
+    let mut config = c.config.clone();
+    config.rate = DIRECTORY_RATE;
+    let tenant = c
+        .key
+        .as_ref()
+        .and_then(|k| c.config.tenants.iter().find(|t| &t.key == k));
+    let d = crate::connect::connect(tenant, config, run.token()).map_err(RunError::Config)?;
+    Ok((d.budget, d.graph))
 }
 
 /// With `--batch`, `--concurrency` counts envelopes in flight, each carrying up to 20 rows.
@@ -86,7 +114,15 @@ impl TenantRun {
         } else {
             Tags::default()
         };
+        let memberships = match &self.directory {
+            Some((directory, graph)) => {
+                let (ids, serials, groups) = (&wanted.ids, &wanted.serials, &wanted.groups);
+                groups::read(ids, serials, groups, graph, &self.budget, directory).await
+            }
+            None => Memberships::default(),
+        };
         Prepared {
+            memberships: Arc::new(memberships),
             serials: (wanted.serials.len() as u64, resolved.found() as u64),
             resolved: Arc::new(resolved),
             tags: Arc::new(tags),
@@ -107,9 +143,28 @@ impl TenantRun {
         }
     }
 
+    /// The tenant's requests, both budgets together (the Intune one's pace).
+    pub fn stats(&self) -> crate::budget::BudgetStats {
+        let mut stats = self.budget.stats();
+        if let Some((directory, _)) = &self.directory {
+            let d = directory.stats();
+            stats.requests += d.requests;
+            stats.throttled += d.throttled;
+            stats.throttled_time = stats.throttled_time.max(d.throttled_time);
+            stats.token_requests += d.token_requests;
+        }
+        stats
+    }
+
+    /// Why the tenant stopped on its own, if it did (either budget).
+    pub fn stopped(&self) -> Option<String> {
+        let directory = self.directory.as_ref().and_then(|(d, _)| d.halt().reason());
+        self.budget.halt().reason().or(directory)
+    }
+
     /// What the tenant did, for the summary; `rows` are its rows by status.
     pub fn summary(&self, key: &str, rows: [u64; 4]) -> TenantSummary {
-        let stats = self.budget.stats();
+        let stats = self.stats();
         let [created, existing, failed, invalid] = rows;
         TenantSummary {
             tenant: key.to_string(),
@@ -124,7 +179,7 @@ impl TenantRun {
             final_rate: stats.final_rate,
             token_requests: stats.token_requests,
             concurrency: self.seats.current(),
-            aborted: self.budget.halt().reason(),
+            aborted: self.stopped(),
         }
     }
 }

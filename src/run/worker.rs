@@ -90,29 +90,52 @@ impl Workers {
                 journaled = true;
             }
             row.sending(&token);
-            let (next, last) = match (row.request(), &job.work) {
+            let next_last = match (row.request(), &job.work) {
                 (Request::Post, Work::Tag(tag)) => {
                     let a = self.graph.set_group_tag(&token, device, tag).await;
                     let pause = budget.settle(permit, &a, &mut retry, row.attempts());
-                    (row.tagged(&a, pause, &token), a.meta())
+                    Some((row.tagged(&a, pause, &token), a.meta()))
                 }
                 (Request::Reconcile { .. }, Work::Tag(tag)) => {
                     self.reconciliations.fetch_add(1, Ordering::Relaxed);
                     let a = self.graph.identity(&token, device).await;
                     let pause = budget.settle(permit, &a, &mut retry, row.attempts());
-                    (row.read_back(&a, tag, pause, &token), a.meta())
+                    Some((row.read_back(&a, tag, pause, &token), a.meta()))
                 }
                 (Request::Post, Work::Assign(assignment)) => {
                     let a = self.graph.post(&token, device, assignment).await;
                     let pause = budget.settle(permit, &a, &mut retry, row.attempts());
-                    (row.posted(&a, pause, &token), a.meta())
+                    Some((row.posted(&a, pause, &token), a.meta()))
                 }
                 (Request::Reconcile { page }, Work::Assign(assignment)) => {
                     self.reconciliations.fetch_add(1, Ordering::Relaxed);
                     let page = page.map(str::to_string);
                     let a = self.graph.list(&token, device, page.as_deref()).await;
                     let pause = budget.settle(permit, &a, &mut retry, row.attempts());
-                    (row.listed(&a, assignment, pause, &token), a.meta())
+                    Some((row.listed(&a, assignment, pause, &token), a.meta()))
+                }
+                (_, Work::Group(_)) => None,
+            };
+            let (next, last) = match next_last {
+                Some(done) => done,
+                // Group rows are added in twenties by the tenant's group lane, never here.
+                None => {
+                    let error = crate::graph::answer::ErrorInfo {
+                        code: "Internal".into(),
+                        message: "a group row reached the one-row worker".into(),
+                    };
+                    let finish = Finish {
+                        status: crate::output::Status::Failed,
+                        assignment_id: None,
+                        error: Some(error),
+                    };
+                    let last = Attempt {
+                        result: Ok(()),
+                        http_status: None,
+                        request_id: None,
+                        client_request_id: String::new(),
+                    };
+                    return Ok(result(job, device, finish, &last, row.attempts(), started));
                 }
             };
             tracing::debug!(row = job.row, status = ?last.http_status, request_id = ?last.request_id, next = ?next, "answered");
