@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use autopilot_bulk::config::{Config, RateSpec};
-use autopilot_bulk::emulator::{Emulator, EmulatorConfig, Outage, RetryAfterMode};
+use autopilot_bulk::emulator::{Emulator, EmulatorConfig, Limit, Outage, RetryAfterMode};
 
 use tokio_util::sync::CancellationToken;
 
@@ -204,7 +204,7 @@ async fn run(s: &Scenario) {
     let identities = (0..tenant).map(|i| (device(i), serial(i))).collect();
     let emulator = Emulator::start(EmulatorConfig {
         identities,
-        limit: s.limit,
+        limit: Limit::new(s.limit.count, s.limit.per),
         retry_after: s.retry_after,
         latency: (!s.latency.is_zero()).then_some(s.latency),
         fault_503: if s.faults { 0.05 } else { 0.0 },
@@ -326,7 +326,7 @@ async fn run_tenants(tenants: u32, rows: u32, wrong: bool) {
             .skip(tenants as usize)
             .map(|n| (n.clone(), "another".to_string()))
             .collect(),
-        limit: window,
+        limit: Limit::new(window.count, window.per),
         retry_after: RetryAfterMode::Seconds,
         latency: Some(Duration::from_millis(10)),
         ..EmulatorConfig::default()

@@ -6,10 +6,8 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{
-    Cli, Command, EmulateArgs, LogFormat, PreflightArgs, RunArgs, StatusArgs, ValidateArgs,
-};
-use crate::emulator::{Emulator, EmulatorConfig};
+use crate::cli::{Cli, Command, LogFormat, PreflightArgs, RunArgs, StatusArgs, ValidateArgs};
+use crate::emulator::{EmulateArgs, Emulator, EmulatorConfig};
 use crate::input::{InputReader, Parsed};
 
 /// A line on stderr. A closed stderr (`… 2>&1 | head -1`) is a quiet end of output, never a

@@ -6,7 +6,9 @@
 //! in, so the rules are testable without a clock.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use serde_json::{Map, Value, json};
 

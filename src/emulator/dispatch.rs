@@ -4,7 +4,6 @@
 //! [`Caller`], so that its status counts for that tenant.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Extension, State};
@@ -43,7 +42,7 @@ pub(crate) async fn handle(
         path,
         &caller,
         assignment_post,
-        Instant::now(),
+        tokio::time::Instant::now(),
     ) {
         return attributed(refused.into_response(), Some(caller));
     }

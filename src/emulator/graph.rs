@@ -11,7 +11,9 @@
 //! 5. one seeded fault draw: 503/504 answer without executing; `drop` executes and then drops,
 //! 6. validation (device GUID, known device, body, query options) and execution.
 
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+
+use tokio::time::Instant;
 
 use axum::http::{Method, StatusCode};
 use serde_json::{Map, Value, json};

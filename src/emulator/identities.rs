@@ -9,7 +9,7 @@
 //! Every tenant lists the same identities; their profile status and properties are the
 //! caller's tenant's own.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};

@@ -2,23 +2,32 @@
 //! autopilot-bulk talks to (tokens, Autopilot profile assignments, `$batch`, throttling,
 //! faults). Users rehearse migrations on it; every test runs on it.
 //!
-//! Layout: `server` (accept loop, router, headers), `conn` (the handle a handler drops its
-//! connection with), `tokens` (token endpoint, bearer check), `dispatch` (every `/beta`
-//! request: bearer, then batch or single), `batch` (the `$batch` envelope), `graph` (one
-//! request's pipeline and the assignment routes), `identities` (the identity listing and
-//! reads), `odata` (their query options), `directory` (the tenant's identities and their
-//! status), `validate` (body rules), `throttle` (windows and Retry-After), `faults` (seeded
-//! faults and latency), `outage` (the timed whole-service outage), `envelope` (answer
-//! shapes), `state` (shared state, the tenants' stores and counters).
+//! Self-contained: nothing here uses the rest of the crate, so the judge shares no code with
+//! the client it judges. It keeps time on tokio's clock (`tokio::time::Instant`), so a test
+//! with paused time can advance through throttle windows, outages and token lifetimes.
+//!
+//! Layout: `args` (the `emulate` command line), `foreground` (serving it until a signal),
+//! `limit` (the `COUNT/DURATION` windows), `server` (accept loop, router, headers), `conn`
+//! (the handle a handler drops its connection with), `tokens` (token endpoint, bearer check),
+//! `dispatch` (every `/beta` request: bearer, then batch or single), `batch` (the `$batch`
+//! envelope), `graph` (one request's pipeline and the assignment routes), `identities` (the
+//! identity listing and reads), `odata` (their query options), `directory` (the tenant's
+//! identities and their status), `validate` (body rules), `throttle` (windows and
+//! Retry-After), `faults` (seeded faults and latency), `outage` (the timed whole-service
+//! outage), `envelope` (answer shapes), `state` (shared state, the tenants' stores and
+//! counters).
 
+mod args;
 mod batch;
 mod conn;
 mod directory;
 mod dispatch;
 mod envelope;
 mod faults;
+mod foreground;
 mod graph;
 mod identities;
+mod limit;
 mod odata;
 mod outage;
 mod properties;
@@ -29,7 +38,6 @@ mod tokens;
 mod validate;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,8 +47,9 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RateSpec;
-
+pub use args::EmulateArgs;
+pub use foreground::serve_foreground;
+pub use limit::{Limit, LimitError};
 pub use outage::Outage;
 use state::Shared;
 
@@ -66,7 +75,7 @@ pub enum RetryAfterMode {
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
     /// Sliding-window write limit per tenant (default 100/20s).
-    pub limit: RateSpec,
+    pub limit: Limit,
     pub retry_after: RetryAfterMode,
     pub token_ttl: Duration,
     /// When set, only this secret is accepted at the token endpoint (of a tenant without its
@@ -135,7 +144,7 @@ pub struct EmulatorConfig {
 impl Default for EmulatorConfig {
     fn default() -> Self {
         Self {
-            limit: RateSpec::default(),
+            limit: Limit::default(),
             retry_after: RetryAfterMode::Seconds,
             token_ttl: Duration::from_secs(3599),
             client_secret: None,
@@ -340,114 +349,4 @@ impl Drop for Emulator {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
-}
-
-/// `autopilot-bulk emulate`: start, print the URL as the first stdout line (scripts read it),
-/// describe the setup on stderr, and serve until Ctrl-C, SIGTERM or SIGHUP.
-pub async fn serve_foreground(config: EmulatorConfig, port: u16) -> anyhow::Result<()> {
-    let description = describe(&config);
-    let emulator = Emulator::start_on(config, port)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot start the emulator on 127.0.0.1:{port}: {e}"))?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", emulator.url())?;
-        out.flush()?;
-    }
-    // A closed stderr is no reason to stop serving.
-    let _ = writeln!(
-        std::io::stderr(),
-        "Graph emulator listening\n  graph url:     {}\n  authority url: {}\n  stats:         \
-         {}/_emulator/stats\n  {description}\nCtrl-C to stop.",
-        emulator.graph_url(),
-        emulator.authority_url(),
-        emulator.url()
-    );
-    crate::halt::signal().await;
-    let _ = writeln!(
-        std::io::stderr(),
-        "stopping; final stats: {}",
-        serde_json::to_string(&emulator.stats())?
-    );
-    emulator.shutdown().await;
-    Ok(())
-}
-
-fn describe(config: &EmulatorConfig) -> String {
-    let mut parts = vec![
-        format!("limit {} per tenant", config.limit),
-        format!("retry-after {:?}", config.retry_after).to_lowercase(),
-        format!("token ttl {}", humantime::format_duration(config.token_ttl)),
-    ];
-    if let [first, .., last] = config.tenants.as_slice() {
-        let named = if config.tenants.len() <= 5 {
-            config.tenants.join(", ")
-        } else {
-            format!("{first} … {last}")
-        };
-        parts.push(format!(
-            "{} tenants ({named}), each with its own windows, assignments and counters",
-            config.tenants.len()
-        ));
-    } else if let [only] = config.tenants.as_slice() {
-        parts.push(format!("only tenant {only}"));
-    }
-    if !config.tenant_secrets.is_empty() {
-        let mut names: Vec<&str> = config.tenant_secrets.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        parts.push(format!("own client secrets for {}", names.join(", ")));
-    }
-    if let Some(cert) = &config.client_certificate {
-        parts.push(format!("assertions verified against {}", cert.display()));
-    }
-    if let Some(devices) = &config.devices {
-        parts.push(format!("{} known devices", devices.len()));
-    }
-    let listed = directory::Directory::new(&config.identities, config.devices.as_ref()).len();
-    parts.push(format!(
-        "{listed} listed identities, pages of {}, profiles assigned {} after the first \
-         assignment",
-        config.page_size.max(1),
-        humantime::format_duration(config.assign_delay)
-    ));
-    if config.select_fails {
-        parts.push("any $select answered 500".into());
-    }
-    if config.repeat_next_link {
-        parts.push("listing page 2 repeats page 1's next link".into());
-    }
-    for (name, p) in [
-        ("503", config.fault_503),
-        ("504", config.fault_504),
-        ("drop", config.fault_drop),
-    ] {
-        if p > 0.0 {
-            parts.push(format!("fault {name} {p}"));
-        }
-    }
-    if let Some(latency) = config.latency {
-        parts.push(format!("latency {}", humantime::format_duration(latency)));
-    }
-    if let Some(outage) = config.outage.filter(|o| !o.length.is_zero()) {
-        parts.push(format!(
-            "every Graph request answered 503 for {} from {} after the first assignment POST{}",
-            humantime::format_duration(outage.length),
-            humantime::format_duration(outage.at),
-            match outage.retry_after {
-                Some(secs) => format!(" (Retry-After {secs})"),
-                None => String::new(),
-            }
-        ));
-    }
-    if config.deny_permission {
-        parts.push("every assignment request answered 403".into());
-    }
-    if config.no_odata_route {
-        parts.push("the assignment route answered 400 No OData route".into());
-    }
-    if let Some(roles) = &config.token_roles {
-        parts.push(format!("token roles [{}]", roles.join(", ")));
-    }
-    parts.push(format!("seed {}", config.seed));
-    parts.join(", ")
 }

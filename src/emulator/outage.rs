@@ -7,7 +7,9 @@
 //! The clock is pure logic (every method takes the current instant); `graph::outage_refusal`
 //! applies it to one request.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// A time-based outage of Graph, so that a run can be rehearsed riding through one (a
 /// regional incident, a deployment gone wrong): unlike the seeded `fault_503`, which strikes

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use tokio::time::Instant;
 
 use serde_json::{Map, Value};
 
@@ -28,7 +28,8 @@ const SHARED_STORE: &str = "";
 #[derive(Debug, Clone)]
 pub(crate) struct IssuedToken {
     pub caller: Caller,
-    pub expires: Instant,
+    /// `None`: a lifetime too long to count, never expires.
+    pub expires: Option<Instant>,
 }
 
 /// The tenant a request is made as, in the two roles it plays. Also put in a response's

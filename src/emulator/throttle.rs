@@ -6,9 +6,11 @@
 //! Pure logic: every method takes the current instant, so unit tests drive time by hand.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::config::RateSpec;
+use tokio::time::Instant;
+
+use super::Limit;
 
 /// Reads get this many times the write limit, the way Intune's "any request" bucket is ten
 /// times its write bucket.
@@ -91,13 +93,13 @@ pub(crate) enum Verdict {
 /// Per-tenant throttle state for the whole emulator.
 #[derive(Debug)]
 pub(crate) struct Throttle {
-    limit: RateSpec,
+    limit: Limit,
     grace: Duration,
     tenants: HashMap<String, Tenant>,
 }
 
 impl Throttle {
-    pub(crate) fn new(limit: RateSpec, grace: Duration) -> Self {
+    pub(crate) fn new(limit: Limit, grace: Duration) -> Self {
         Self {
             limit,
             grace,
@@ -213,8 +215,8 @@ pub(crate) fn retry_after(
 mod tests {
     use super::*;
 
-    fn spec(count: u32, secs: u64) -> RateSpec {
-        RateSpec::new(count, Duration::from_secs(secs))
+    fn spec(count: u32, secs: u64) -> Limit {
+        Limit::new(count, Duration::from_secs(secs))
     }
 
     #[test]

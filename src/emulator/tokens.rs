@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Form;
 use axum::extract::rejection::FormRejection;
@@ -164,9 +164,7 @@ fn issue(
                     IssuedToken {
                         caller: caller.clone(),
                         // A ttl past what Instant can hold: never expires.
-                        expires: Instant::now()
-                            .checked_add(ttl)
-                            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 32)),
+                        expires: tokio::time::Instant::now().checked_add(ttl),
                     },
                 );
                 inner.stats_of(Some(caller)).tokens_issued += 1;
@@ -491,7 +489,10 @@ pub(crate) fn authenticate(
             reject("Access token validation failed: the token was not issued by this emulator."),
             None,
         )),
-        Some(t) if Instant::now() >= t.expires => {
+        Some(t)
+            if t.expires
+                .is_some_and(|at| tokio::time::Instant::now() >= at) =>
+        {
             inner.stats_of(Some(&t.caller)).expired_tokens += 1;
             Err((
                 reject("Lifetime validation failed, the token is expired."),

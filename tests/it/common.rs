@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use autopilot_bulk::Summary;
 use autopilot_bulk::config::{Config, RateSpec};
-use autopilot_bulk::emulator::{Emulator, EmulatorConfig};
+use autopilot_bulk::emulator::{Emulator, EmulatorConfig, Limit};
 use tokio_util::sync::CancellationToken;
 
 /// A deterministic device GUID for index `i`.
@@ -145,9 +145,10 @@ pub fn assert_ids_match_emulator(results: &[ResultLine], emulator: &Emulator) {
     assert_eq!(emulator.stats().duplicate_devices, 0);
 }
 
+/// An emulator whose write window is `limit` (the client's notation, as the tests hold it).
 pub fn emulator_config(limit: RateSpec) -> EmulatorConfig {
     EmulatorConfig {
-        limit,
+        limit: Limit::new(limit.count, limit.per),
         ..EmulatorConfig::default()
     }
 }

@@ -9,8 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::common;
 
-use autopilot_bulk::config::RateSpec;
-use autopilot_bulk::emulator::{Emulator, EmulatorConfig, RetryAfterMode, Stats};
+use autopilot_bulk::emulator::{Emulator, EmulatorConfig, Limit, RetryAfterMode, Stats};
 use common::{
     GraphEnv, SCOPE, SEED_BODY, assignments_url, fixture, header, token_at, token_request,
     unsigned_jwt,
@@ -29,8 +28,8 @@ fn group_body(group: &str) -> String {
     .to_string()
 }
 
-fn limit(count: u32, secs: u64) -> RateSpec {
-    RateSpec::new(count, Duration::from_secs(secs))
+fn limit(count: u32, secs: u64) -> Limit {
+    Limit::new(count, Duration::from_secs(secs))
 }
 
 /// Graph's error envelope, checked for shape; returns (code, message).
@@ -1508,4 +1507,43 @@ async fn emulate_binary_lists_the_device_file() {
     let link1 = page1["@odata.nextLink"].as_str().unwrap().to_string();
     let page2 = read(link1.clone()).await;
     assert_eq!(page2["@odata.nextLink"].as_str(), Some(link1.as_str()));
+}
+
+/// The emulator keeps time on tokio's clock: with the clock paused, a window that refused a
+/// write frees once the clock is advanced past its Retry-After, with no real waiting (an hour
+/// of wall clock otherwise).
+#[tokio::test(start_paused = true)]
+async fn a_throttled_window_frees_when_paused_time_is_advanced() {
+    let emu = Emulator::start(EmulatorConfig {
+        limit: limit(1, 3600),
+        token_ttl: Duration::from_secs(30 * 24 * 3600),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    // A connection per request: none idles in a pool while the clock jumps.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let token = token_at(&http, &emu.authority_url(), "contoso", "app", "s3cret").await;
+    let post = || {
+        http.post(assignments_url(&emu.graph_url(), &device()))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(SEED_BODY)
+            .send()
+    };
+    assert_eq!(post().await.unwrap().status(), 201);
+    let refused = post().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let wait: u64 = header(&refused, "retry-after").unwrap().parse().unwrap();
+    assert!(wait > 60, "the window is an hour long: {wait}");
+    // Still refused a minute in: only the advance below can free it.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(post().await.unwrap().status(), 429);
+    tokio::time::advance(Duration::from_secs(wait)).await;
+    assert_eq!(post().await.unwrap().status(), 201);
+    let stats = emu.stats();
+    assert_eq!((stats.assignments_created, stats.throttled), (2, 2));
 }

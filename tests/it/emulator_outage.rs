@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use crate::common;
 
-use autopilot_bulk::config::RateSpec;
 use autopilot_bulk::emulator::{EmulatorConfig, Outage};
 use common::{GraphEnv, SEED_BODY, header, token_at};
 use serde_json::{Value, json};
@@ -203,7 +202,7 @@ async fn inner_requests_of_a_batch_are_refused_too() {
 #[tokio::test]
 async fn after_the_outage_requests_succeed_and_the_refused_ones_left_the_window_alone() {
     let env = GraphEnv::new(EmulatorConfig {
-        limit: RateSpec::new(1, Duration::from_secs(60)),
+        limit: autopilot_bulk::emulator::Limit::new(1, Duration::from_secs(60)),
         outage: outage(0, 300, Some(1)),
         ..EmulatorConfig::default()
     })

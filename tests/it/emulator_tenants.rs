@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use crate::common;
 
-use autopilot_bulk::config::RateSpec;
-use autopilot_bulk::emulator::{Emulator, EmulatorConfig, Stats};
+use autopilot_bulk::emulator::{Emulator, EmulatorConfig, Limit, Stats};
 use common::{SCOPE, SEED_BODY, assignments_url, token_at, token_request};
 use serde_json::{Value, json};
 
@@ -23,7 +22,7 @@ fn device() -> String {
 /// Two tenants, `A` and `B`, with a window of 5 writes a minute each.
 fn two_tenants() -> EmulatorConfig {
     EmulatorConfig {
-        limit: RateSpec::new(5, Duration::from_secs(60)),
+        limit: Limit::new(5, Duration::from_secs(60)),
         tenants: vec![A.into(), B.into()],
         ..EmulatorConfig::default()
     }
@@ -154,7 +153,7 @@ async fn each_tenant_has_its_own_window_and_counters() {
 #[tokio::test]
 async fn retry_after_violations_count_for_the_tenant_that_made_them() {
     let env = Env::new(EmulatorConfig {
-        limit: RateSpec::new(1, Duration::from_secs(60)),
+        limit: Limit::new(1, Duration::from_secs(60)),
         // No in-flight grace: any write before the stated time is a violation.
         violation_grace: Duration::ZERO,
         ..two_tenants()
