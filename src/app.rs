@@ -193,7 +193,7 @@ fn run_command(args: RunArgs) -> u8 {
             Ok(summary) => {
                 let _ = write!(std::io::stderr(), "{}", crate::summary::render_summary(&summary));
                 let code = summary.exit_code();
-                if summary.interrupted || summary.aborted.is_some() {
+                if summary.outcome != crate::summary::Outcome::Completed {
                     note!("  to continue: {}", resume_command());
                 }
                 write_summary_json(

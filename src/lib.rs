@@ -38,6 +38,7 @@ pub mod app;
 mod auth;
 mod budget;
 pub mod cli;
+pub mod codes;
 pub mod config;
 mod connect;
 pub mod emulator;

@@ -34,10 +34,8 @@ pub struct Summary {
     pub started_at: SystemTime,
     pub finished_at: SystemTime,
     pub elapsed: Duration,
-    /// Why the run stopped early (token rejected, ...): exit code 3.
-    pub aborted: Option<String>,
-    /// Stopped by the caller's shutdown token (Ctrl-C): exit code 130.
-    pub interrupted: bool,
+    /// How the run ended.
+    pub outcome: Outcome,
     /// Serial numbers resolved to identity ids before the run, if the input named any.
     pub resolution: Option<ResolutionSummary>,
     /// Rows in flight at most at the end (pinned by `--concurrency`, or as the latency led);
@@ -45,6 +43,28 @@ pub struct Summary {
     pub concurrency: usize,
     /// With `--tenants`: what each tenant did, in the tenants file's order (empty otherwise).
     pub tenants: Vec<TenantSummary>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every input row has its line (some may be `failed` or `invalid`).
+    Completed,
+    /// Stopped early, with the reason (token rejected, breaker tripped, ...): exit code 3.
+    Aborted(String),
+    /// Stopped by the caller's shutdown token (Ctrl-C): exit code 130.
+    Interrupted,
+}
+
+impl Outcome {
+    /// The word the summary JSON's `outcome` carries.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Aborted(_) => "aborted",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// One tenant of a `--tenants` run.
@@ -97,17 +117,22 @@ impl Summary {
         }
     }
 
+    /// Why the run stopped early, if it was aborted.
+    pub fn aborted(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Aborted(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
     /// The exit code contract: 0 all created/existing, 1 some failed or invalid, 3 aborted,
     /// 130 interrupted.
     pub fn exit_code(&self) -> u8 {
-        if self.aborted.is_some() {
-            3
-        } else if self.interrupted {
-            130
-        } else if self.failed > 0 || self.invalid > 0 {
-            1
-        } else {
-            0
+        match self.outcome {
+            Outcome::Aborted(_) => 3,
+            Outcome::Interrupted => 130,
+            Outcome::Completed if self.failed > 0 || self.invalid > 0 => 1,
+            Outcome::Completed => 0,
         }
     }
 }
@@ -116,18 +141,11 @@ impl Summary {
 /// schedulers and monitoring: add fields, never rename or remove them.
 pub fn summary_json(s: &Summary, exit_code: u8) -> serde_json::Value {
     let time = |t: std::time::SystemTime| humantime::format_rfc3339_millis(t).to_string();
-    let outcome = if s.aborted.is_some() {
-        "aborted"
-    } else if s.interrupted {
-        "interrupted"
-    } else {
-        "completed"
-    };
     serde_json::json!({
         "schema": 1,
-        "outcome": outcome,
+        "outcome": s.outcome.as_str(),
         "exit_code": exit_code,
-        "aborted_reason": s.aborted,
+        "aborted_reason": s.aborted(),
         "input": s.input.display().to_string(),
         "results": s.output.display().to_string(),
         "started_at": time(s.started_at),
@@ -276,14 +294,17 @@ pub fn render_summary(s: &Summary) -> String {
         );
     }
     let _ = writeln!(out, "  results: {}", s.output.display());
-    if let Some(reason) = &s.aborted {
-        let _ = writeln!(out, "  ABORTED: {reason}");
-    }
-    if s.interrupted {
-        let _ = writeln!(
-            out,
-            "  interrupted: rows not started are absent from the results"
-        );
+    match &s.outcome {
+        Outcome::Aborted(reason) => {
+            let _ = writeln!(out, "  ABORTED: {reason}");
+        }
+        Outcome::Interrupted => {
+            let _ = writeln!(
+                out,
+                "  interrupted: rows not started are absent from the results"
+            );
+        }
+        Outcome::Completed => {}
     }
     out
 }

@@ -41,9 +41,6 @@ pub const HEADER: [&str; 14] = [
 /// The columns results files had before `serial_number`.
 pub const HEADER_V1: usize = 12;
 
-/// The columns results files had before `tenant`.
-pub const HEADER_V2: usize = 13;
-
 /// What happened to a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Status {

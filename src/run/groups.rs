@@ -17,6 +17,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::budget::Budget;
+use crate::codes;
 use crate::graph::answer::{Attempt, ErrorInfo, Page};
 use crate::graph::client::GraphClient;
 use crate::graph::model::DirectoryDevice;
@@ -57,7 +58,7 @@ impl Memberships {
             Some(Some(oid)) => oid,
             _ => {
                 return Membership::Failed(ErrorInfo {
-                    code: "DeviceNotInDirectory".into(),
+                    code: codes::DEVICE_NOT_IN_DIRECTORY.into(),
                     message: format!(
                         "device {device} has no Entra device object (no azureAdDeviceId, or \
                          none in the directory): it cannot join a group until it has \
@@ -71,7 +72,7 @@ impl Memberships {
             Some(Ok(_)) => Membership::Add(oid.clone()),
             Some(Err(e)) => Membership::Failed(e.clone()),
             None => Membership::Failed(ErrorInfo {
-                code: "GroupNotRead".into(),
+                code: codes::INTERNAL.into(),
                 message: format!("group {group} was not read before the run"),
             }),
         }
@@ -133,7 +134,7 @@ fn read_error(what: &str, e: ReadError) -> ErrorInfo {
             message: format!("{what}: {message}"),
         },
         other => ErrorInfo {
-            code: "Stopped".into(),
+            code: codes::STOPPED.into(),
             message: format!("{what}: {other}"),
         },
     }
@@ -219,7 +220,7 @@ pub async fn group_members(
         Ok(info) => info,
         Err(ReadError::Failed { code, message }) if code.contains("NotFound") => {
             return Err(ErrorInfo {
-                code: "GroupNotFound".into(),
+                code: codes::GROUP_NOT_FOUND.into(),
                 message: format!("group {group} is not a group of this tenant ({code}: {message})"),
             });
         }
@@ -227,7 +228,7 @@ pub async fn group_members(
     };
     if info.is_dynamic() {
         return Err(ErrorInfo {
-            code: "DynamicGroup".into(),
+            code: codes::DYNAMIC_GROUP.into(),
             message: format!(
                 "group {group} ({}) is a dynamic group: its members come from its rule, none \
                  can be added; give an assigned group, or use --action tag with a rule on the \

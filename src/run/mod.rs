@@ -42,7 +42,7 @@ use crate::input::{InputError, InputReader};
 use crate::lock::{LockError, RunLock};
 use crate::output::{Journal, OutputError, ResultsWriter, Status};
 use crate::progress::Progress;
-use crate::summary::{ResolutionSummary, Summary};
+use crate::summary::{Outcome, ResolutionSummary, Summary};
 
 use dispatch::{LaneWork, ReaderCounts, ReaderLane};
 use plan::Resume;
@@ -160,8 +160,11 @@ async fn stages(
         started_at,
         finished_at: SystemTime::now(),
         elapsed: started.elapsed(),
-        interrupted,
-        aborted,
+        outcome: match (aborted, interrupted) {
+            (Some(reason), _) => Outcome::Aborted(reason),
+            (None, true) => Outcome::Interrupted,
+            (None, false) => Outcome::Completed,
+        },
         resolution,
         concurrency: tenants.iter().map(|t| t.seats.current()).sum(),
         tenants: tenant_summaries,

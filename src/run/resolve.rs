@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 use crate::budget::Budget;
+use crate::codes;
 use crate::graph::answer::ErrorInfo;
 use crate::graph::client::GraphClient;
 use crate::graph::model::Identity;
@@ -115,11 +116,11 @@ impl Resolved {
             )),
             (_, [one]) => Resolution::Device(*one),
             (_, []) => Resolution::Failed(ErrorInfo {
-                code: "SerialNotFound".into(),
+                code: codes::SERIAL_NOT_FOUND.into(),
                 message: format!("no Autopilot identity of the tenant holds serial {serial:?}"),
             }),
             (_, _) => Resolution::Failed(ErrorInfo {
-                code: "AmbiguousSerial".into(),
+                code: codes::AMBIGUOUS_SERIAL.into(),
                 message: format!(
                     "serial {serial:?} is held by {} identities ({}): add a device_id column to \
                      say which",
@@ -156,7 +157,7 @@ pub async fn resolve(
         Ok(resolved) => resolved,
         Err(e) => Resolved::failed(ErrorInfo {
             code: match &e {
-                ReadError::PagingLoop(_) => "PagingLoop".into(),
+                ReadError::PagingLoop(_) => codes::PAGING_LOOP.into(),
                 ReadError::Failed { code, .. } => code.clone(),
                 ReadError::Stopped => "Stopped".into(),
             },

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::action::tag::carries;
 use crate::budget::Pause;
+use crate::codes;
 use crate::graph::answer::{Attempt, ErrorInfo, Failure, Page};
 use crate::graph::model::{Assignment, Identity, ReturnedAssignment};
 use crate::output::Status;
@@ -134,7 +135,7 @@ impl RowState {
         }
         match &page.next_link {
             Some(next) if self.followed.contains(next) => Finish::failed(ErrorInfo {
-                code: "PagingLoop".into(),
+                code: codes::PAGING_LOOP.into(),
                 message: format!(
                     "the assignment list repeats a page it already gave ({next:.200}); not \
                      followed again, and not assigned blindly"

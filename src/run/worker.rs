@@ -121,7 +121,7 @@ impl Workers {
                 // Group rows are added in twenties by the tenant's group lane, never here.
                 None => {
                     let error = crate::graph::answer::ErrorInfo {
-                        code: "Internal".into(),
+                        code: crate::codes::INTERNAL.into(),
                         message: "a group row reached the one-row worker".into(),
                     };
                     let finish = Finish {

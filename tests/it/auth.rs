@@ -56,7 +56,7 @@ async fn two_second_tokens_are_renewed_about_once_per_lifetime_and_no_row_fails(
     let output = config.output.clone();
     let summary = run(config).await;
 
-    assert_eq!(summary.exit_code(), 0, "{:?}", summary.aborted);
+    assert_eq!(summary.exit_code(), 0, "{:?}", summary.aborted());
     assert_eq!(summary.created, 360);
     assert_each_row_once(&read_results(&output), 360);
     // Renewed at three quarters of each lifetime by one worker: about one request per TTL,
@@ -98,7 +98,7 @@ async fn certificate_assertions_are_accepted_and_a_foreign_key_aborts() {
         pem_path: registered,
     };
     let summary = run(config.clone()).await;
-    assert_eq!(summary.exit_code(), 0, "{:?}", summary.aborted);
+    assert_eq!(summary.exit_code(), 0, "{:?}", summary.aborted());
     assert_eq!((summary.created, summary.token_requests), (20, 1));
 
     config.credentials = Credentials::Certificate {
@@ -110,7 +110,7 @@ async fn certificate_assertions_are_accepted_and_a_foreign_key_aborts() {
     let before = graph_requests(&emulator);
     let summary = run(config.clone()).await;
     assert_eq!(summary.exit_code(), 3);
-    let reason = summary.aborted.unwrap();
+    let reason = summary.aborted().unwrap();
     assert!(
         reason.contains("invalid_client") && reason.contains("AADSTS700027"),
         "{reason}"
@@ -141,7 +141,7 @@ async fn a_wrong_secret_aborts_with_one_token_request_and_no_row() {
     let output = config.output.clone();
     let summary = run(config).await;
     assert_eq!(summary.exit_code(), 3);
-    assert!(summary.aborted.unwrap().contains("AADSTS7000215"));
+    assert!(summary.aborted().unwrap().contains("AADSTS7000215"));
     // Eight workers waited for the same token; the rejection was asked for once.
     assert_eq!(summary.token_requests, 1);
     assert_eq!(summary.requests, 0);
@@ -160,7 +160,7 @@ async fn a_static_token_runs_and_a_refused_or_expired_one_aborts_saying_how_to_r
     config.credentials =
         Credentials::StaticToken(emulator_token(&emulator, TENANT, APP, "any").await);
     let summary = run(config.clone()).await;
-    assert_eq!(summary.exit_code(), 0, "{:?}", summary.aborted);
+    assert_eq!(summary.exit_code(), 0, "{:?}", summary.aborted());
     assert_eq!((summary.created, summary.token_requests), (10, 0));
 
     // Unknown to Graph: the first 401 ends the run, no row is recorded (resume does them).
@@ -168,7 +168,7 @@ async fn a_static_token_runs_and_a_refused_or_expired_one_aborts_saying_how_to_r
     config.credentials = Credentials::StaticToken("not-issued-by-this-tenant".into());
     let summary = run(config.clone()).await;
     assert_eq!(summary.exit_code(), 3);
-    let reason = summary.aborted.unwrap();
+    let reason = summary.aborted().unwrap();
     assert!(
         reason.contains("static access token")
             && reason.contains("rerun with a fresh token")
@@ -183,7 +183,7 @@ async fn a_static_token_runs_and_a_refused_or_expired_one_aborts_saying_how_to_r
     config.credentials = Credentials::StaticToken(jwt_expiring_at(1_600_000_000));
     let summary = run(config).await;
     assert_eq!(summary.exit_code(), 3);
-    assert!(summary.aborted.unwrap().contains("expired at 2020-09-13"));
+    assert!(summary.aborted().unwrap().contains("expired at 2020-09-13"));
     assert_eq!(graph_requests(&emulator), before);
     emulator.shutdown().await;
 }
@@ -202,7 +202,7 @@ async fn a_403_storm_trips_the_breaker_after_about_ten_rows() {
     let summary = run(config).await;
 
     assert_eq!(summary.exit_code(), 3);
-    let reason = summary.aborted.unwrap();
+    let reason = summary.aborted().unwrap();
     assert!(
         reason.contains("403 Forbidden")
             && reason.contains("DeviceManagementServiceConfig.ReadWrite.All")
@@ -298,7 +298,7 @@ async fn the_scope_follows_the_cloud_and_token_outages_are_retried() {
     config.authority_url = authority;
     let summary = run(config).await;
 
-    assert_eq!(summary.exit_code(), 0, "{:?}", summary.aborted);
+    assert_eq!(summary.exit_code(), 0, "{:?}", summary.aborted());
     assert_eq!(summary.created, 5);
     // Two 503s, retried with backoff, then the token.
     assert_eq!(summary.token_requests, 3);
@@ -380,7 +380,7 @@ async fn expires_in_as_a_string_a_fraction_or_absent_is_tolerated() {
             summary.exit_code(),
             0,
             "expires_in {expires_in:?}: {:?}",
-            summary.aborted
+            summary.aborted()
         );
         assert_eq!(
             summary.created,

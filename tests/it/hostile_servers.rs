@@ -147,7 +147,7 @@ async fn an_unreachable_service_stops_the_run() {
     config.unreachable_after = std::time::Duration::from_millis(200);
     let summary = common::run(config.clone()).await;
     assert_eq!(summary.exit_code(), 3, "{summary:?}");
-    let reason = summary.aborted.clone().expect("aborted");
+    let reason = summary.aborted().expect("aborted");
     assert!(reason.contains("Graph unreachable"), "{reason}");
     assert!(reason.contains("ConnectionFailed"), "{reason}");
     assert!(summary.rows < 20, "every row spent its budget: {summary:?}");

@@ -226,8 +226,8 @@ async fn run_stops_early_on_a_route_graph_does_not_serve() {
     let config = config_for(&emulator, &path, rate(1000, 1000));
     let output = config.output.clone();
     let summary = run(config).await;
-    assert_eq!(summary.exit_code(), 3, "{:?}", summary.aborted);
-    let reason = summary.aborted.clone().unwrap_or_default();
+    assert_eq!(summary.exit_code(), 3, "{:?}", summary.aborted());
+    let reason = summary.aborted().unwrap_or_default();
     assert!(
         reason.contains("No OData route") && reason.contains("preflight"),
         "{reason}"

@@ -134,7 +134,7 @@ async fn a_tenant_with_a_wrong_secret_fails_its_rows_and_the_others_complete() {
         .collect();
     let summary = run(config(&input, tenants)).await;
     assert_eq!(summary.exit_code(), 3, "{summary:?}");
-    let aborted = summary.aborted.as_deref().unwrap_or_default();
+    let aborted = summary.aborted().unwrap_or_default();
     assert!(
         aborted.starts_with("tenant tailspin: authentication failed"),
         "{aborted}"
