@@ -124,16 +124,19 @@ async fn sighup_and_sigterm_stop_like_ctrl_c() {
 /// Stop a run with `signal` after 20 rows: exit 130, rows on disk, the summary JSON says
 /// `interrupted`, and `--resume` completes every row exactly once.
 async fn stopped_by_a_signal_then_resumed(signal: &str) {
-    let emulator = Emulator::start(emulator_config(rate(40, 1000)))
+    // The service takes far more than the first run sends: the resume, at its own pace, is
+    // quick; the first run is slow enough to be stopped midway.
+    let emulator = Emulator::start(emulator_config(rate(1000, 1000)))
         .await
         .unwrap();
     let (dir, path) = input(&group_rows(120));
     let results = dir.path().join("devices.results.csv");
     let summary = dir.path().join("summary.json");
-    let base = [path.to_str().unwrap(), "--rate", "40/1s", "-q"];
+    let base = [path.to_str().unwrap(), "-q"];
     let child = bin_against(&emulator)
         .arg("run")
         .args(base)
+        .args(["--rate", "40/1s"])
         .arg("--summary-json")
         .arg(&summary)
         .spawn()
@@ -163,7 +166,7 @@ async fn stopped_by_a_signal_then_resumed(signal: &str) {
     let child = bin_against(&emulator)
         .arg("run")
         .args(base)
-        .arg("--resume")
+        .args(["--rate", "1000/1s", "--resume"])
         .spawn()
         .unwrap();
     let (code, stderr) = wait(child).await;

@@ -193,8 +193,10 @@ async fn concurrency_follows_latency_unless_pinned() {
     let summary = run(config.clone()).await;
     assert_eq!(summary.created, 200);
     assert_eq!(summary.concurrency, 32, "{summary:?}");
+    // Pinned: a few rows tell (at 4 in flight, 200 rows would take 10 s of latency).
+    let (_dir, few) = input(&group_rows(12));
+    let mut config = config_for(&emulator, &few, rate(100, 1000));
     config.adaptive_concurrency = false;
-    config.overwrite = true;
     let pinned = run(config).await;
     assert_eq!(pinned.concurrency, 4);
 }
