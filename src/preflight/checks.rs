@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
-use super::claims::{Claims, NEEDED};
+use super::claims::{Claims, GROUP_NEEDS, NEEDED};
 use super::report::Report;
 use crate::action::Action;
 use crate::budget::{Budget, is_no_odata_route};
@@ -93,7 +93,33 @@ impl Tenant {
         ));
         let delegated = claims.scopes.is_some() && claims.roles.is_empty();
         let kind = if delegated { "scp" } else { "roles" };
-        if claims.grants_needed() {
+        if self.action == Action::Group {
+            for needs in GROUP_NEEDS {
+                if claims.grants_any(needs) {
+                    report.ok(format!("permission {} granted", needs[0]));
+                } else {
+                    report.fail(
+                        format!(
+                            "permission {} missing from the token ({kind}: {}): a group run \
+                             reads devices and adds members in Entra ID",
+                            needs[0],
+                            claims.permissions()
+                        ),
+                        format!(
+                            "grant the app registration the Microsoft Graph application \
+                             permission {} with admin consent, then run preflight again",
+                            needs[0]
+                        ),
+                    );
+                }
+            }
+        }
+        // A group run only reads Intune (the identities); the others write there.
+        let intune = match self.action {
+            Action::Group => claims.grants_any(&["DeviceManagementServiceConfig.Read.All", NEEDED]),
+            _ => claims.grants_needed(),
+        };
+        if intune {
             report.ok(format!(
                 "permission {NEEDED} granted ({kind}: {})",
                 claims.permissions()

@@ -8,6 +8,22 @@ use serde_json::Value;
 /// The permission the assignment route needs.
 pub const NEEDED: &str = "DeviceManagementServiceConfig.ReadWrite.All";
 
+/// What a group run needs of the directory beyond reading Intune's identities: each entry is a
+/// permission and the broader ones that include it.
+pub const GROUP_NEEDS: [&[&str]; 2] = [
+    &[
+        "GroupMember.ReadWrite.All",
+        "Group.ReadWrite.All",
+        "Directory.ReadWrite.All",
+    ],
+    &[
+        "Device.Read.All",
+        "Device.ReadWrite.All",
+        "Directory.Read.All",
+        "Directory.ReadWrite.All",
+    ],
+];
+
 /// The claims preflight reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Claims {
@@ -66,7 +82,15 @@ impl Claims {
     /// Whether the token grants [`NEEDED`]: as an application role, or as a delegated scope
     /// when the token acts for a user.
     pub fn grants_needed(&self) -> bool {
-        let has = |list: &[String]| list.iter().any(|p| p.eq_ignore_ascii_case(NEEDED));
+        self.grants_any(&[NEEDED])
+    }
+
+    /// Whether the token grants one of `any_of` (a permission, or one that includes it).
+    pub fn grants_any(&self, any_of: &[&str]) -> bool {
+        let has = |list: &[String]| {
+            list.iter()
+                .any(|p| any_of.iter().any(|w| p.eq_ignore_ascii_case(w)))
+        };
         has(&self.roles) || self.scopes.as_deref().is_some_and(has)
     }
 
