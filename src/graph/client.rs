@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use super::answer::{self, Attempt, ErrorInfo, Failure, Page, Raw, transport_failure};
 use super::batch::{self, MAX_BATCH, Seat};
-use super::model::{Assignment, DirectoryDevice, DirectoryGroup, Identity, ReturnedAssignment};
+use super::model::{
+    Assignment, DeploymentProfile, DirectoryDevice, DirectoryGroup, Identity, ReturnedAssignment,
+};
 use super::request::Request;
 
 /// The one HTTP client of a run (Graph and the token endpoint share its pool).
@@ -251,6 +253,54 @@ impl GraphClient {
             .attempt(crid, answer::no_content)
     }
 
+    /// GET a page of the tenant's Autopilot deployment profiles with their assignments.
+    pub async fn profiles(
+        &self,
+        token: &Arc<str>,
+        page: Option<&str>,
+    ) -> Attempt<Page<DeploymentProfile>> {
+        let crid = Uuid::new_v4().to_string();
+        let page = match page.map(|link| self.below_base(link)).transpose() {
+            Ok(page) => page,
+            Err(failure) => return unsent(failure, crid),
+        };
+        self.send(token, Request::Profiles { page }, &crid)
+            .await
+            .attempt(crid, answer::page)
+    }
+
+    /// Assign `profile` to `group`; success is the assignment's answer (any 2xx).
+    pub async fn assign_profile(
+        &self,
+        token: &Arc<str>,
+        profile: &str,
+        group: Uuid,
+    ) -> Attempt<()> {
+        let crid = Uuid::new_v4().to_string();
+        let request = Request::AssignProfile {
+            profile: profile.to_string(),
+            group,
+        };
+        self.send(token, request, &crid)
+            .await
+            .attempt(crid, answer::no_content)
+    }
+
+    /// GET the groups whose display name is `name`.
+    pub async fn groups_named(
+        &self,
+        token: &Arc<str>,
+        name: &str,
+    ) -> Attempt<Page<DirectoryGroup>> {
+        let crid = Uuid::new_v4().to_string();
+        let request = Request::GroupsNamed {
+            name: name.to_string(),
+        };
+        self.send(token, request, &crid)
+            .await
+            .attempt(crid, answer::page)
+    }
+
     /// A next link is followed only below the Graph base URL it came from: the bearer token
     /// goes nowhere else, whatever a page says.
     fn below_base(&self, link: &str) -> Result<String, Failure> {
@@ -298,7 +348,9 @@ impl GraphClient {
         let url = format!("{}{}", self.graph_url, request.path());
         let builder = match request {
             Request::Post { body, .. } => self.http.post(url).json(body),
-            Request::UpdateDeviceProperties { .. } | Request::AddMembers { .. } => {
+            Request::UpdateDeviceProperties { .. }
+            | Request::AddMembers { .. }
+            | Request::AssignProfile { .. } => {
                 let method = match request.method() {
                     "PATCH" => reqwest::Method::PATCH,
                     _ => reqwest::Method::POST,

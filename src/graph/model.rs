@@ -310,6 +310,45 @@ pub struct DirectoryDevice {
     pub device_id: Option<String>,
 }
 
+/// An Autopilot deployment profile with the targets it is assigned to.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DeploymentProfile {
+    #[serde(default)]
+    pub id: String,
+    #[serde(rename = "displayName", default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub assignments: Vec<ReturnedAssignment>,
+}
+
+impl DeploymentProfile {
+    /// The groups the profile is assigned to (`groupAssignmentTarget`s).
+    pub fn groups(&self) -> Vec<Uuid> {
+        self.assignments
+            .iter()
+            .filter_map(|a| {
+                let target = a.target.as_ref()?.as_object()?;
+                let kind = target.get("@odata.type")?.as_str()?;
+                (TargetKind::from_odata_type(kind) == Some(TargetKind::Group))
+                    .then(|| target.get("groupId")?.as_str()?.parse().ok())
+                    .flatten()
+            })
+            .collect()
+    }
+
+    /// Whether the profile is assigned to All Devices.
+    pub fn all_devices(&self) -> bool {
+        self.assignments.iter().any(|a| {
+            a.target
+                .as_ref()
+                .and_then(|t| t.get("@odata.type"))
+                .and_then(|k| k.as_str())
+                .and_then(TargetKind::from_odata_type)
+                == Some(TargetKind::AllDevices)
+        })
+    }
+}
+
 /// An Entra group, as far as adding members depends on it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct DirectoryGroup {

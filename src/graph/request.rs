@@ -34,7 +34,16 @@ pub(crate) enum Request {
     Members { group: Uuid, page: Option<String> },
     /// Add up to 20 directory objects (`refs`: their `directoryObjects` URLs) to a group.
     AddMembers { group: Uuid, refs: Vec<String> },
+    /// The tenant's Autopilot deployment profiles with their assignments: the first page, or
+    /// a later one.
+    Profiles { page: Option<String> },
+    /// Assign a deployment profile to a group.
+    AssignProfile { profile: String, group: Uuid },
+    /// The groups of this display name (several groups may share one).
+    GroupsNamed { name: String },
 }
+
+const PROFILES: &str = "/deviceManagement/windowsAutopilotDeploymentProfiles";
 
 /// Directory objects per page asked for on the directory's listings (its maximum).
 pub(crate) const DIRECTORY_PAGE: u32 = 999;
@@ -42,7 +51,9 @@ pub(crate) const DIRECTORY_PAGE: u32 = 999;
 impl Request {
     pub(crate) fn method(&self) -> &'static str {
         match self {
-            Request::Post { .. } | Request::UpdateDeviceProperties { .. } => "POST",
+            Request::Post { .. }
+            | Request::UpdateDeviceProperties { .. }
+            | Request::AssignProfile { .. } => "POST",
             Request::AddMembers { .. } => "PATCH",
             _ => "GET",
         }
@@ -58,6 +69,7 @@ impl Request {
                 page: Some(page), ..
             }
             | Request::Devices { page: Some(page) }
+            | Request::Profiles { page: Some(page) }
             | Request::Members {
                 page: Some(page), ..
             } => page.clone(),
@@ -89,6 +101,20 @@ impl Request {
                 "/groups/{group}/members/microsoft.graph.device?$select=id,deviceId&$top={DIRECTORY_PAGE}"
             ),
             Request::AddMembers { group, .. } => format!("/groups/{group}"),
+            Request::Profiles { page: None } => format!("{PROFILES}?$expand=assignments"),
+            Request::AssignProfile { profile, .. } => {
+                let profile: String =
+                    url::form_urlencoded::byte_serialize(profile.as_bytes()).collect();
+                format!("{PROFILES}/{profile}/assignments")
+            }
+            Request::GroupsNamed { name } => {
+                let filter = format!("displayName eq '{}'", name.replace('\'', "''"));
+                let encoded: String =
+                    url::form_urlencoded::byte_serialize(filter.as_bytes()).collect();
+                format!(
+                    "/groups?$filter={encoded}&$select=id,displayName,groupTypes,securityEnabled"
+                )
+            }
         }
     }
 
@@ -112,6 +138,13 @@ impl Request {
             Request::AddMembers { refs, .. } => {
                 Some(serde_json::json!({ "members@odata.bind": refs }))
             }
+            Request::AssignProfile { group, .. } => Some(serde_json::json!({
+                "@odata.type": "#microsoft.graph.windowsAutopilotDeploymentProfileAssignment",
+                "target": {
+                    "@odata.type": "#microsoft.graph.groupAssignmentTarget",
+                    "groupId": group.to_string(),
+                }
+            })),
             _ => None,
         }
     }
