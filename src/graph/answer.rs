@@ -120,7 +120,8 @@ impl Raw {
 }
 
 /// The id of a created assignment: any 2xx with a readable id (Graph answers 201; a proxy or a
-/// variant may answer 200 with the object). `None` for other statuses.
+/// variant may answer 200 with the object). A blank id is no id: recording it would report a
+/// `created` row whose assignment nobody can find. `None` for other statuses.
 pub(crate) fn created_id(status: StatusCode, body: &[u8]) -> Option<Result<String, Failure>> {
     if !status.is_success() {
         return None;
@@ -129,6 +130,7 @@ pub(crate) fn created_id(status: StatusCode, body: &[u8]) -> Option<Result<Strin
         match serde_json::from_slice::<ReturnedAssignment>(body)
             .ok()
             .and_then(|a| a.id)
+            .filter(|id| !id.trim().is_empty())
         {
             Some(id) => Ok(id),
             // Accepted but no id to show for it: it may exist; read it back to learn its id.
@@ -456,6 +458,19 @@ mod tests {
                 ..
             }))
         ));
+        for blank in [&br#"{"id":""}"#[..], br#"{"id":"  \t"}"#, br#"{"id":null}"#] {
+            assert!(
+                matches!(
+                    created_id(StatusCode::CREATED, blank),
+                    Some(Err(Failure::Retry {
+                        ambiguous: true,
+                        ..
+                    }))
+                ),
+                "{}",
+                String::from_utf8_lossy(blank)
+            );
+        }
         assert_eq!(created_id(StatusCode::CONFLICT, b"{}"), None);
         assert!(
             matches!(listed(StatusCode::OK, br#"{"value":[]}"#), Some(Ok(p)) if p.value.is_empty() && p.next_link.is_none())

@@ -25,6 +25,8 @@ enum FirstPost {
     OkWithObject,
     /// Stores it, then answers 201 with an endless-looking body (20 MiB, chunked).
     StoredThenHugeBody,
+    /// Stores it and answers 201 with a blank `id` (whitespace).
+    StoredThenBlankId,
 }
 
 #[derive(Clone)]
@@ -46,6 +48,11 @@ async fn post(State(s): State<Stand>, Json(mut body): Json<serde_json::Value>) -
             let chunks = (0..20).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1 << 20]));
             let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
             (StatusCode::CREATED, body).into_response()
+        }
+        FirstPost::StoredThenBlankId => {
+            let mut answer = body;
+            answer["id"] = " ".into();
+            (StatusCode::CREATED, Json(answer)).into_response()
         }
         _ => (StatusCode::CREATED, Json(body)).into_response(),
     }
@@ -131,6 +138,18 @@ async fn an_oversized_answer_is_cut_off_and_the_row_read_back() {
     common::run(config.clone()).await;
     let lines = read_results(&config.output);
     assert_eq!(lines[0].status, "existing", "{lines:?}");
+    assert_eq!(stand.posts.load(Ordering::SeqCst), 1, "posted again");
+}
+
+#[tokio::test]
+async fn a_created_answer_with_a_blank_id_is_read_back_not_recorded() {
+    let (base, stand) = stand_in(FirstPost::StoredThenBlankId).await;
+    let (_dir, csv) = input(&group_rows(1));
+    let config = config(&base, &csv);
+    common::run(config.clone()).await;
+    let lines = read_results(&config.output);
+    assert_eq!(lines[0].status, "existing", "{lines:?}");
+    assert_eq!(lines[0].assignment_id, "assignment-0");
     assert_eq!(stand.posts.load(Ordering::SeqCst), 1, "posted again");
 }
 
