@@ -74,6 +74,20 @@ impl Halt {
     }
 }
 
+/// Writes past the file-size limit (`ulimit -f`) fail with EFBIG instead of the default
+/// SIGXFSZ killing the process mid-row without a summary: the run then stops as it does for a
+/// full disk (exit 2, a summary, `--resume` continues). A tokio handler replaces the default
+/// action for the life of the process; call it inside the runtime.
+pub fn survive_file_size_limit() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Err(e) = signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+            tracing::debug!("cannot catch SIGXFSZ: {e}");
+        }
+    }
+}
+
 /// The first Ctrl-C, SIGTERM or SIGHUP (a closed terminal, a scheduler stopping the job): the
 /// one way the binary and the emulator learn they should stop.
 pub async fn signal() {
