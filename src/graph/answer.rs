@@ -177,6 +177,15 @@ pub struct Page<T> {
     pub value: Vec<T>,
     #[serde(rename = "@odata.nextLink", default)]
     pub next_link: Option<String>,
+    /// `@odata.count`, when the service gives it: how many items the whole listing holds. A
+    /// value that is not a count is no count (it bounds paging; it is never trusted further).
+    #[serde(rename = "@odata.count", default, deserialize_with = "lenient_count")]
+    pub count: Option<u64>,
+}
+
+fn lenient_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v: serde_json::Value = serde::Deserialize::deserialize(d)?;
+    Ok(v.as_u64())
 }
 
 /// The assignments a 200 lists. `None` for other statuses.

@@ -171,3 +171,99 @@ async fn an_unreachable_service_stops_the_run() {
     assert!(reason.contains("ConnectionFailed"), "{reason}");
     assert!(summary.rows < 20, "every row spent its budget: {summary:?}");
 }
+
+const LISTING: &str = "/beta/deviceManagement/windowsAutopilotDeviceIdentities";
+
+/// An identity listing that never ends: each page names a next one with a fresh `$skiptoken`,
+/// and repeats the same two identities (or, `empty`, holds none).
+async fn endless_listing(empty: bool) -> (String, Arc<AtomicU32>) {
+    let pages = Arc::new(AtomicU32::new(0));
+    let served = pages.clone();
+    let app = axum::Router::new().route(
+        LISTING,
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let n = served.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let host = headers
+                    .get(axum::http::header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let value = if empty {
+                    vec![]
+                } else {
+                    (0..2)
+                        .map(|i| {
+                            serde_json::json!({"id": common::device(i), "serialNumber": format!("S{i}")})
+                        })
+                        .collect()
+                };
+                Json(serde_json::json!({
+                    "value": value,
+                    "@odata.nextLink": format!("http://{host}{LISTING}?$top=100&$skiptoken=t{n}"),
+                }))
+            }
+        }),
+    );
+    (common::serve(app).await, pages)
+}
+
+#[tokio::test]
+async fn a_listing_with_a_fresh_skiptoken_each_page_stops_serial_resolution() {
+    for empty in [false, true] {
+        let (base, pages) = endless_listing(empty).await;
+        // 30 serial rows: more than are looked up one by one, so the listing is read.
+        let mut csv = String::from("serial_number,group_id\n");
+        for i in 0..30 {
+            csv.push_str(&format!("S{i},{}\n", common::GROUP));
+        }
+        let (_dir, path) = input(&csv);
+        let config = config(&base, &path);
+        let summary = common::run(config.clone()).await;
+        assert_eq!(summary.failed, 30, "{summary:?}");
+        let lines = read_results(&config.output);
+        assert!(
+            lines.iter().all(|l| l.error_code == "PagingLoop"),
+            "{lines:?}"
+        );
+        let message = &lines[0].error_message;
+        assert!(
+            message.contains("identity listing loops") && message.contains("5 pages in a row"),
+            "{message}"
+        );
+        // The first page brings the two identities (empty: nothing); then five barren ones.
+        let expected = if empty { 5 } else { 6 };
+        assert_eq!(pages.load(Ordering::SeqCst), expected, "empty: {empty}");
+    }
+}
+
+#[tokio::test]
+async fn a_listing_with_a_fresh_skiptoken_each_page_stops_status() {
+    let (base, pages) = endless_listing(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("devices.results.csv");
+    std::fs::write(
+        &results,
+        format!(
+            "row,device_id,status,http_status,assignment_id,attempts,error_code,error_message,\
+             request_id,client_request_id,duration_ms,finished_at\n\
+             1,{},created,201,a-1,1,,,,,5,2026-01-01T00:00:00Z\n",
+            common::device(0)
+        ),
+    )
+    .unwrap();
+    let mut graph = Config::new(&results, std::path::PathBuf::new());
+    graph.graph_url = format!("{base}/beta");
+    graph.credentials = Credentials::StaticToken("stand-in-token".into());
+    let status = autopilot_bulk::status::StatusConfig::new(&results, graph);
+    let report = autopilot_bulk::status(status, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("status starts");
+    assert_eq!(report.exit_code(), 3, "{report:?}");
+    let reason = report.aborted.unwrap_or_default();
+    assert!(
+        reason.contains("identity listing loops") && reason.contains("5 pages in a row"),
+        "{reason}"
+    );
+    assert_eq!(pages.load(Ordering::SeqCst), 6);
+}
