@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod batch;
 mod cli;
+mod credential_files;
 mod deploy;
 mod emulator;
 mod emulator_outage;
