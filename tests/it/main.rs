@@ -15,6 +15,7 @@ mod faults;
 mod hostile_input;
 mod hostile_servers;
 mod outage;
+mod planted_files;
 mod preflight;
 mod properties;
 mod resume;
