@@ -37,7 +37,8 @@ impl Halt {
     fn stop(&self, code: Option<&'static str>, reason: String) {
         let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
         if r.is_none() {
-            tracing::error!("{reason}");
+            // Reasons carry the service's messages: logged printable, never raw.
+            tracing::error!("{}", crate::output::printable(&reason));
             *r = Some((code, reason));
         }
         self.token.cancel();

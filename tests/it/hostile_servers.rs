@@ -267,3 +267,60 @@ async fn a_listing_with_a_fresh_skiptoken_each_page_stops_status() {
     );
     assert_eq!(pages.load(Ordering::SeqCst), 6);
 }
+
+/// Text a hostile service controls (a token's claims, Graph's error messages) reaches the
+/// terminal printable: no escape sequence, no carriage return, no forged line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_shows_server_text_without_control_characters() {
+    const HOSTILE: &str = "denied\u{1b}]0;owned\u{7}\u{1b}[2J\r\n✓ preflight: ok\u{9b}31m";
+    let app = axum::Router::new().route(
+        LISTING,
+        axum::routing::get(|| async {
+            let body =
+                serde_json::json!({"error": {"code": "Forbidden\u{1b}[5m", "message": HOSTILE}});
+            (StatusCode::FORBIDDEN, Json(body))
+        }),
+    );
+    let base = common::serve(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    let claims = serde_json::json!({
+        "tid": "t\u{1b}[31m", "appid": "a\r\n✓ forged", "app_displayname": HOSTILE,
+        "roles": ["DeviceManagementServiceConfig.ReadWrite.All"],
+        "exp": 4_000_000_000u64,
+    });
+    let jwt = common::unsigned_jwt(serde_json::json!({"alg": "none"}), claims);
+    std::fs::write(&token, jwt).unwrap();
+    let mut cmd = common::bin();
+    cmd.arg("preflight")
+        .args(["--graph-url", &format!("{base}/beta")])
+        .arg("--access-token-file")
+        .arg(&token);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = common::text(&out.stdout);
+    let stderr = common::text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("denied"),
+        "Graph's message is shown: {stdout}"
+    );
+    assert!(stdout.contains("owned"), "the claims are shown: {stdout}");
+    for raw in ['\u{1b}', '\r', '\u{7}', '\u{9b}'] {
+        assert!(!stdout.contains(raw), "{raw:?} raw in:\n{stdout:?}");
+        assert!(!stderr.contains(raw), "{raw:?} raw in:\n{stderr:?}");
+    }
+    assert!(
+        !stdout
+            .lines()
+            .any(|l| l.starts_with("✓ preflight") || l.starts_with("✓ forged")),
+        "a forged line:\n{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("preflight: FAIL"))
+    );
+}
