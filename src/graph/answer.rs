@@ -383,6 +383,51 @@ pub(crate) fn transport_failure(e: &reqwest::Error) -> Raw {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::model::Identity;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Whatever a service answers, with any status and any Retry-After, it is classified
+        /// without a panic, as the status decides, with a code to report; a created id is
+        /// never blank.
+        #[test]
+        fn any_answer_is_classified_and_never_panics(
+            body in crate::jsonish::body(),
+            status in 100u16..1000,
+            retry_after in "[ -~]{0,24}",
+        ) {
+            let Ok(status) = StatusCode::from_u16(status) else { return Ok(()) };
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = retry_after.parse() {
+                headers.insert(RETRY_AFTER, v);
+            }
+            let _ = GraphError::from_body(&body).map(|e| e.readable_message());
+            let failure = classify_error(status, &headers, &body);
+            prop_assert!(!failure.error().code.is_empty());
+            let kind_ok = match status.as_u16() {
+                429 | 503 => matches!(failure, Failure::Retry { ambiguous: false, .. }),
+                500 | 502 | 504 => matches!(failure, Failure::Retry { ambiguous: true, .. }),
+                401 => matches!(failure, Failure::Unauthorized(_)),
+                _ => matches!(failure, Failure::Permanent(_)),
+            };
+            prop_assert!(kind_ok, "{status}: {failure:?}");
+            if let Some(Ok(id)) = created_id(status, &body) {
+                prop_assert!(!id.trim().is_empty());
+            }
+            let _ = listed(status, &body);
+            let _ = page::<Identity>(status, &body);
+            let _ = one::<Identity>(status, &body);
+            let raw = Raw::Answer { status, headers, body };
+            let attempt = raw.attempt("crid".into(), created_id);
+            prop_assert_eq!(attempt.http_status, Some(status.as_u16()));
+        }
+    }
 
     #[test]
     fn retry_after_forms() {
