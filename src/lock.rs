@@ -324,6 +324,23 @@ mod tests {
         RunLock::acquire(&results, "third").expect("free after the first ends");
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_at_the_lock_or_journal_path_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("r.csv");
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&target, RunLock::path_for(&results)).unwrap();
+        let err = RunLock::acquire(&results, "run").unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let journal = crate::output::Journal::path_for(&results);
+        std::os::unix::fs::symlink(&target, &journal).unwrap();
+        let err = crate::output::Journal::open(&results, true).err().unwrap();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    }
+
     #[test]
     fn an_unreadable_record_still_refuses() {
         assert_eq!(describe("garbage"), "holder unknown");

@@ -45,6 +45,7 @@ fn a_symlink_at_the_lock_or_journal_path_is_refused_and_its_target_untouched() {
         );
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
         assert!(std::fs::symlink_metadata(&planted).unwrap().is_symlink());
+        assert!(!results.exists(), "{suffix}: the results file was created");
     }
 }
 
