@@ -77,10 +77,12 @@ fn init_logging(quiet: bool, verbose: u8, format: LogFormat) {
 
 /// The async runtime, or the exit code (2) after saying why there is none.
 fn runtime() -> Result<tokio::runtime::Runtime, u8> {
-    tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| fail(format!("cannot start the async runtime: {e}")))
+        .map_err(|e| fail(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async { crate::halt::survive_file_size_limit() });
+    Ok(rt)
 }
 
 fn fail(message: impl std::fmt::Display) -> u8 {

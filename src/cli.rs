@@ -351,9 +351,8 @@ impl GraphArgs {
     /// from the environment or a file, never from argv.
     pub fn credentials(&self) -> anyhow::Result<Option<Credentials>> {
         let read_file = |flag: &str, path: &PathBuf| -> anyhow::Result<String> {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read --{flag} {}: {e}", path.display()))?;
-            Ok(text.trim().to_string())
+            crate::auth::file::read_secret(path)
+                .map_err(|e| anyhow::anyhow!(e.describe(&format!("--{flag}"), path)))
         };
         let env = |name: &str| std::env::var(name).ok().filter(|s| !s.trim().is_empty());
         let secret = match &self.client_secret_file {
@@ -368,6 +367,10 @@ impl GraphArgs {
             .certificate
             .clone()
             .filter(|p| !p.as_os_str().is_empty());
+        if let Some(path) = &certificate {
+            crate::auth::file::read_capped(path, crate::auth::file::PEM_CAP)
+                .map_err(|e| anyhow::anyhow!(e.describe("--certificate", path)))?;
+        }
         let given: Vec<&str> = [
             secret.is_some().then_some("a client secret"),
             certificate.is_some().then_some("a certificate"),

@@ -37,7 +37,8 @@ impl Halt {
     fn stop(&self, code: Option<&'static str>, reason: String) {
         let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
         if r.is_none() {
-            tracing::error!("{reason}");
+            // Reasons carry the service's messages: logged printable, never raw.
+            tracing::error!("{}", crate::output::printable(&reason));
             *r = Some((code, reason));
         }
         self.token.cancel();
@@ -71,6 +72,20 @@ impl Halt {
 
     pub fn token(&self) -> &CancellationToken {
         &self.token
+    }
+}
+
+/// Writes past the file-size limit (`ulimit -f`) fail with EFBIG instead of the default
+/// SIGXFSZ killing the process mid-row without a summary: the run then stops as it does for a
+/// full disk (exit 2, a summary, `--resume` continues). A tokio handler replaces the default
+/// action for the life of the process; call it inside the runtime.
+pub fn survive_file_size_limit() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Err(e) = signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+            tracing::debug!("cannot catch SIGXFSZ: {e}");
+        }
     }
 }
 

@@ -45,6 +45,8 @@ pub mod emulator;
 pub mod graph;
 mod halt;
 pub mod input;
+#[cfg(test)]
+mod jsonish;
 pub mod listing;
 pub mod lock;
 pub mod output;

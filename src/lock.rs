@@ -7,6 +7,13 @@
 //! run. The file carries who holds it (pid, host, start time, command) so that a refusal can
 //! say so. Advisory locks on network file systems (NFS, SMB) are only as good as the server's
 //! lock support: keep results files on a local disk.
+//!
+//! The lock file is a name anyone who can write the folder can remove: a second run would then
+//! create a new one and lock that. So once the results file exists the run locks it too
+//! ([`RunLock::cover_results`]), and a run refuses a results file another one holds. Nothing
+//! is opened through a symbolic link (a link planted at the lock path would have its target
+//! truncated), and a folder any user can write to without the sticky bit is refused (anyone
+//! could swap these files).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -30,6 +37,22 @@ pub enum LockError {
         lock: PathBuf,
         holder: String,
     },
+    /// A run started before this one holds the results file itself; its lock file was
+    /// removed while it ran.
+    #[error(
+        "{} is in use by another autopilot-bulk run (it holds the results file; its lock file \
+         was removed while it ran): wait for it to finish or stop it; nothing was sent and \
+         nothing changed",
+        results.display()
+    )]
+    ResultsHeld { results: PathBuf },
+    #[error(
+        "the results folder {} is writable by every user and not sticky: another user could \
+         plant or swap the results, lock and journal files; use a folder only you can write \
+         to (nothing was sent)",
+        folder.display()
+    )]
+    UnsafeFolder { folder: PathBuf },
     #[error("cannot lock {}: {source}", lock.display())]
     Io {
         lock: PathBuf,
@@ -42,6 +65,10 @@ pub enum LockError {
 pub struct RunLock {
     file: File,
     path: PathBuf,
+    results: PathBuf,
+    /// The results file, locked as well once it exists (unix: elsewhere a lock would also
+    /// refuse this process's own writes through another handle).
+    covered: Option<File>,
 }
 
 impl RunLock {
@@ -51,21 +78,63 @@ impl RunLock {
         PathBuf::from(name)
     }
 
-    /// Take the lock of `results` without waiting, recording `command` as its holder.
+    /// Take the lock of `results` without waiting, recording `command` as its holder; the
+    /// results file, if it exists already, is locked too.
     pub fn acquire(results: &Path, command: &str) -> Result<RunLock, LockError> {
+        check_folder(results)?;
+        let (file, path) = Self::lock_file(results, command)?;
+        let mut lock = RunLock {
+            file,
+            path,
+            results: results.to_path_buf(),
+            covered: None,
+        };
+        lock.cover_results()?;
+        Ok(lock)
+    }
+
+    /// Lock the results file itself, once it exists (call again after creating it): from
+    /// then on, removing the lock file cannot admit a second run.
+    pub fn cover_results(&mut self) -> Result<(), LockError> {
+        if cfg!(not(unix)) || self.covered.is_some() {
+            return Ok(());
+        }
+        let io = |source| LockError::Io {
+            lock: self.results.clone(),
+            source,
+        };
+        // Only a regular file: opening a FIFO would block (the writer reports what it is).
+        match std::fs::metadata(&self.results) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        }
+        let file = File::open(&self.results).map_err(io)?;
+        match FileExt::try_lock(&file) {
+            Ok(()) => {
+                self.covered = Some(file);
+                Ok(())
+            }
+            Err(fs4::TryLockError::WouldBlock) => Err(LockError::ResultsHeld {
+                results: self.results.clone(),
+            }),
+            Err(fs4::TryLockError::Error(e)) => Err(io(e)),
+        }
+    }
+
+    /// Open and lock `<results>.lock`, never through a symbolic link, and make sure the lock
+    /// is on the file the path names (a releasing holder removes it).
+    fn lock_file(results: &Path, command: &str) -> Result<(File, PathBuf), LockError> {
         let path = Self::path_for(results);
         let io = |source| LockError::Io {
             lock: path.clone(),
             source,
         };
         loop {
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(io)?;
+            let mut options = OpenOptions::new();
+            options.read(true).write(true).create(true).truncate(false);
+            let mut file = open_no_follow(&options, &path).map_err(io)?;
             match FileExt::try_lock(&file) {
                 Ok(()) => {}
                 Err(fs4::TryLockError::WouldBlock) => {
@@ -88,9 +157,60 @@ impl RunLock {
             file.rewind().map_err(io)?;
             file.write_all(holder_record(command).as_bytes())
                 .map_err(io)?;
-            return Ok(RunLock { file, path });
+            return Ok((file, path));
         }
     }
+}
+
+/// Open `path` with `options`, refusing a symbolic link there: a link planted at a path the
+/// run writes would have it write (or truncate) whatever the link points to.
+pub(crate) fn open_no_follow(options: &OpenOptions, path: &Path) -> std::io::Result<File> {
+    let link = || {
+        std::io::Error::other(
+            "it is a symbolic link, which is not followed: remove it (nothing was sent)",
+        )
+    };
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(link());
+    }
+    let mut options = options.clone();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Closes the window between the check above and the open.
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    options.open(path).map_err(|e| {
+        #[cfg(unix)]
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            return link();
+        }
+        e
+    })
+}
+
+/// Refuse a results folder every user may write to without the sticky bit (unix): anyone
+/// could remove and replace the files the run locks, writes and reads back.
+fn check_folder(results: &Path) -> Result<(), LockError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let folder = match results.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if let Ok(m) = std::fs::metadata(folder) {
+            let mode = m.permissions().mode();
+            if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+                return Err(LockError::UnsafeFolder {
+                    folder: folder.to_path_buf(),
+                });
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = results;
+    Ok(())
 }
 
 impl Drop for RunLock {
@@ -187,6 +307,38 @@ mod tests {
         let record = std::fs::read_to_string(RunLock::path_for(&results)).unwrap();
         assert!(record.contains("command=new run"), "{record}");
         drop(lock);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_removed_lock_file_does_not_admit_a_second_lock_once_the_results_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("r.csv");
+        let mut held = RunLock::acquire(&results, "first").unwrap();
+        std::fs::write(&results, "header\n").unwrap();
+        held.cover_results().unwrap();
+        std::fs::remove_file(RunLock::path_for(&results)).unwrap();
+        let err = RunLock::acquire(&results, "second").unwrap_err();
+        assert!(matches!(err, LockError::ResultsHeld { .. }), "{err}");
+        drop(held);
+        RunLock::acquire(&results, "third").expect("free after the first ends");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_at_the_lock_or_journal_path_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("r.csv");
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&target, RunLock::path_for(&results)).unwrap();
+        let err = RunLock::acquire(&results, "run").unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let journal = crate::output::Journal::path_for(&results);
+        std::os::unix::fs::symlink(&target, &journal).unwrap();
+        let err = crate::output::Journal::open(&results, true).err().unwrap();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::config::RateSpec;
+// Error codes and abort reasons come from the service: shown printable, never raw.
+use crate::output::printable;
 
 /// What a run did, for the summary, `--summary-json` and the exit code.
 #[derive(Debug, Clone)]
@@ -244,7 +246,7 @@ pub fn render_summary(s: &Summary) -> String {
         let codes: Vec<String> = s
             .by_error_code
             .iter()
-            .map(|(code, n)| format!("{code} {n}"))
+            .map(|(code, n)| format!("{} {n}", printable(code)))
             .collect();
         let _ = writeln!(out, "  errors: {}", codes.join(" · "));
     }
@@ -290,13 +292,13 @@ pub fn render_summary(s: &Summary) -> String {
             t.final_rate,
             t.aborted
                 .as_deref()
-                .map_or("completed".into(), |r| format!("ABORTED: {r}"))
+                .map_or("completed".into(), |r| format!("ABORTED: {}", printable(r)))
         );
     }
     let _ = writeln!(out, "  results: {}", s.output.display());
     match &s.outcome {
         Outcome::Aborted(reason) => {
-            let _ = writeln!(out, "  ABORTED: {reason}");
+            let _ = writeln!(out, "  ABORTED: {}", printable(reason));
         }
         Outcome::Interrupted => {
             let _ = writeln!(

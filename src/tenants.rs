@@ -569,25 +569,20 @@ impl TenantCtx<'_> {
 
     /// A secret or token file, trimmed. The error names the file, never what it holds.
     fn read(&self, key: &'static str, path: &Path) -> Result<String, TenantsError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| self.invalid(key, None, format!("cannot read {}: {e}", path.display())))?;
-        let text = text.trim();
+        let text = crate::auth::file::read_secret(path)
+            .map_err(|e| self.invalid(key, None, e.describe(key, path)))?;
         if text.is_empty() {
             return Err(self.invalid(key, None, format!("{} is empty", path.display())));
         }
-        Ok(text.to_string())
+        Ok(text)
     }
 
     /// The certificate is read when the run starts; a path that is not a readable file is
     /// caught here already, with the other mistakes in the file.
     fn check_readable(&self, key: &'static str, path: &Path) -> Result<(), TenantsError> {
-        let fail = |why: String| self.invalid(key, None, format!("{}: {why}", path.display()));
-        let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
-        match file.metadata() {
-            Ok(m) if m.is_file() => Ok(()),
-            Ok(_) => Err(fail("not a file".into())),
-            Err(e) => Err(fail(e.to_string())),
-        }
+        crate::auth::file::read_capped(path, crate::auth::file::PEM_CAP)
+            .map(drop)
+            .map_err(|e| self.invalid(key, None, e.describe(key, path)))
     }
 }
 
@@ -942,7 +937,11 @@ mod tests {
         );
         contains_all(
             &m,
-            &["[tenants.c] client_secret_file", "cannot read", "nope"],
+            &[
+                "[tenants.c] client_secret_file",
+                "cannot read",
+                "no such file",
+            ],
         );
         let m = error("[tenants.c]\naccess_token_file = \"nope\"\n", &[]);
         contains_all(&m, &["[tenants.c] access_token_file", "cannot read"]);
@@ -950,7 +949,11 @@ mod tests {
             &format!("[tenants.c]\n{ids}certificate = \"nope.pem\"\n"),
             &[],
         );
-        contains_all(&m, &["[tenants.c] certificate", "nope.pem"]);
+        contains_all(&m, &["[tenants.c] certificate", "no such file"]);
+        assert!(
+            !m.contains("nope.pem"),
+            "a path naming nothing is echoed: {m}"
+        );
 
         let c = case(&format!(
             "[tenants.c]\n{ids}client_secret_file = \"empty\"\n"
@@ -965,7 +968,10 @@ mod tests {
         let c = case(&format!("[tenants.c]\n{ids}certificate = \"certs\"\n"));
         std::fs::create_dir(c.dir.path().join("certs")).expect("mkdir");
         let e = load_with(&c.path, &Config::new("i", "o"), &env_of(&[])).expect_err("a folder");
-        contains_all(&e.to_string(), &["[tenants.c] certificate", "not a file"]);
+        contains_all(
+            &e.to_string(),
+            &["[tenants.c] certificate", "not a regular file"],
+        );
     }
 
     #[test]

@@ -157,6 +157,52 @@ fn cause(e: &reqwest::Error) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Whatever the token endpoint answers, it is read without a panic: a grant holds a
+        /// token and a lifetime from a second to a day, anything else is worth asking again.
+        #[test]
+        fn any_token_answer_is_read_and_never_panics(
+            body in crate::jsonish::body(),
+            status in 100u16..1000,
+        ) {
+            match granted(&body) {
+                Ok(g) => {
+                    prop_assert!(!g.token.trim().is_empty());
+                    prop_assert!(g.lifetime >= Duration::from_secs(1));
+                    prop_assert!(g.lifetime <= Duration::from_secs(86_400));
+                }
+                Err(e) => prop_assert!(matches!(e, AuthError::Unavailable(_)), "{e}"),
+            }
+            if let Ok(status) = StatusCode::from_u16(status) {
+                let _ = refusal("https://login/t/oauth2/v2.0/token", status, &body).to_string();
+            }
+        }
+
+        /// A grant's token is never put into an error, however the answer around it is
+        /// broken (cut short, fields mistyped).
+        #[test]
+        fn a_token_in_a_broken_answer_is_never_echoed(
+            extra in crate::jsonish::json(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            const TOKEN: &str = "eyJ-never-shown-7c1f";
+            let mut answer = serde_json::json!({"access_token": TOKEN, "expires_in": extra.clone()});
+            answer["ext_expires_in"] = extra;
+            let mut body = answer.to_string().into_bytes();
+            body.truncate(cut.index(body.len() + 1));
+            if let Err(e) = granted(&body) {
+                prop_assert!(!e.to_string().contains("never-shown"), "{e}");
+            }
+        }
+    }
 
     fn lifetime_of(answer: &str) -> (Duration, Option<&'static str>) {
         let g = granted(answer.as_bytes()).unwrap();

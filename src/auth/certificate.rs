@@ -30,10 +30,8 @@ impl std::fmt::Debug for ClientCertificate {
 
 impl ClientCertificate {
     pub fn from_pem_file(path: &Path) -> Result<Self, CredentialError> {
-        let pem = std::fs::read(path).map_err(|source| CredentialError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let pem = super::file::read_capped(path, super::file::PEM_CAP)
+            .map_err(|e| CredentialError::Read(e.describe("the certificate", path)))?;
         Self::from_pem(&pem).map_err(|why| CredentialError::Certificate {
             path: path.to_path_buf(),
             why,

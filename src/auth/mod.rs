@@ -9,6 +9,7 @@
 
 mod answer;
 mod certificate;
+pub(crate) mod file;
 mod oauth;
 mod static_token;
 
@@ -58,11 +59,10 @@ pub enum CredentialError {
          (or --access-token-file); or use --emulator"
     )]
     Missing,
-    #[error("cannot read certificate file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// The certificate file is missing, not a regular file, or too large: the line says
+    /// which, naming the path only when it exists.
+    #[error("{0}")]
+    Read(String),
     #[error("certificate file {path}: {why}")]
     Certificate { path: PathBuf, why: String },
 }

@@ -120,7 +120,8 @@ impl Raw {
 }
 
 /// The id of a created assignment: any 2xx with a readable id (Graph answers 201; a proxy or a
-/// variant may answer 200 with the object). `None` for other statuses.
+/// variant may answer 200 with the object). A blank id is no id: recording it would report a
+/// `created` row whose assignment nobody can find. `None` for other statuses.
 pub(crate) fn created_id(status: StatusCode, body: &[u8]) -> Option<Result<String, Failure>> {
     if !status.is_success() {
         return None;
@@ -129,6 +130,7 @@ pub(crate) fn created_id(status: StatusCode, body: &[u8]) -> Option<Result<Strin
         match serde_json::from_slice::<ReturnedAssignment>(body)
             .ok()
             .and_then(|a| a.id)
+            .filter(|id| !id.trim().is_empty())
         {
             Some(id) => Ok(id),
             // Accepted but no id to show for it: it may exist; read it back to learn its id.
@@ -175,6 +177,15 @@ pub struct Page<T> {
     pub value: Vec<T>,
     #[serde(rename = "@odata.nextLink", default)]
     pub next_link: Option<String>,
+    /// `@odata.count`, when the service gives it: how many items the whole listing holds. A
+    /// value that is not a count is no count (it bounds paging; it is never trusted further).
+    #[serde(rename = "@odata.count", default, deserialize_with = "lenient_count")]
+    pub count: Option<u64>,
+}
+
+fn lenient_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v: serde_json::Value = serde::Deserialize::deserialize(d)?;
+    Ok(v.as_u64())
 }
 
 /// The assignments a 200 lists. `None` for other statuses.
@@ -372,6 +383,51 @@ pub(crate) fn transport_failure(e: &reqwest::Error) -> Raw {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::model::Identity;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Whatever a service answers, with any status and any Retry-After, it is classified
+        /// without a panic, as the status decides, with a code to report; a created id is
+        /// never blank.
+        #[test]
+        fn any_answer_is_classified_and_never_panics(
+            body in crate::jsonish::body(),
+            status in 100u16..1000,
+            retry_after in "[ -~]{0,24}",
+        ) {
+            let Ok(status) = StatusCode::from_u16(status) else { return Ok(()) };
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = retry_after.parse() {
+                headers.insert(RETRY_AFTER, v);
+            }
+            let _ = GraphError::from_body(&body).map(|e| e.readable_message());
+            let failure = classify_error(status, &headers, &body);
+            prop_assert!(!failure.error().code.is_empty());
+            let kind_ok = match status.as_u16() {
+                429 | 503 => matches!(failure, Failure::Retry { ambiguous: false, .. }),
+                500 | 502 | 504 => matches!(failure, Failure::Retry { ambiguous: true, .. }),
+                401 => matches!(failure, Failure::Unauthorized(_)),
+                _ => matches!(failure, Failure::Permanent(_)),
+            };
+            prop_assert!(kind_ok, "{status}: {failure:?}");
+            if let Some(Ok(id)) = created_id(status, &body) {
+                prop_assert!(!id.trim().is_empty());
+            }
+            let _ = listed(status, &body);
+            let _ = page::<Identity>(status, &body);
+            let _ = one::<Identity>(status, &body);
+            let raw = Raw::Answer { status, headers, body };
+            let attempt = raw.attempt("crid".into(), created_id);
+            prop_assert_eq!(attempt.http_status, Some(status.as_u16()));
+        }
+    }
 
     #[test]
     fn retry_after_forms() {
@@ -456,6 +512,19 @@ mod tests {
                 ..
             }))
         ));
+        for blank in [&br#"{"id":""}"#[..], br#"{"id":"  \t"}"#, br#"{"id":null}"#] {
+            assert!(
+                matches!(
+                    created_id(StatusCode::CREATED, blank),
+                    Some(Err(Failure::Retry {
+                        ambiguous: true,
+                        ..
+                    }))
+                ),
+                "{}",
+                String::from_utf8_lossy(blank)
+            );
+        }
         assert_eq!(created_id(StatusCode::CONFLICT, b"{}"), None);
         assert!(
             matches!(listed(StatusCode::OK, br#"{"value":[]}"#), Some(Ok(p)) if p.value.is_empty() && p.next_link.is_none())

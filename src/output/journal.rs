@@ -69,18 +69,15 @@ impl Journal {
     pub fn open(results: &Path, fresh: bool) -> std::io::Result<(Journal, Vec<Started>)> {
         let path = Self::path_for(results);
         let mut rows = Vec::new();
+        let mut options = OpenOptions::new();
+        options.read(true).create(true).append(true).truncate(false);
+        // Read through the handle: a symbolic link planted here is refused, never followed.
+        let mut file = crate::lock::open_no_follow(&options, &path)?;
         if !fresh {
-            match std::fs::read_to_string(&path) {
-                Ok(text) => rows.extend(text.lines().filter_map(Started::parse)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut file, &mut text)?;
+            rows.extend(text.lines().filter_map(Started::parse));
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .truncate(false)
-            .open(&path)?;
         if fresh {
             file.set_len(0)?;
         }

@@ -154,25 +154,54 @@ pub enum OutputError {
 pub fn neutralize(s: &str) -> Cow<'_, str> {
     // Control characters from a service's error body (NUL, escape sequences) have no place
     // in a CSV cell a person opens; line breaks and tabs are kept (the writer quotes them).
-    let s: Cow<'_, str> =
-        if s.contains(|c: char| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
-            Cow::Owned(
-                s.chars()
-                    .map(|c| {
-                        if c.is_control() && !matches!(c, '\n' | '\r' | '\t') {
-                            '\u{FFFD}'
-                        } else {
-                            c
-                        }
-                    })
-                    .collect(),
-            )
-        } else {
-            Cow::Borrowed(s)
-        };
+    let s = replace_chars(s, |c| {
+        (c.is_control() && !matches!(c, '\n' | '\r' | '\t')).then_some('\u{FFFD}')
+    });
     if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         Cow::Owned(format!("'{s}"))
     } else {
         s
+    }
+}
+
+/// Server-controlled text on its way to the terminal (preflight, status, the summary, the
+/// log): no control character reaches it raw, so an error message or a token claim cannot
+/// move the cursor, recolour the screen or forge a line (ESC, CSI, CR, LF), and no
+/// bidirectional override reorders what is shown. Line breaks and tabs become spaces, the
+/// rest U+FFFD.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    replace_chars(s, |c| match c {
+        '\n' | '\r' | '\t' => Some(' '),
+        '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => {
+            Some('\u{FFFD}')
+        }
+        c if c.is_control() => Some('\u{FFFD}'),
+        _ => None,
+    })
+}
+
+/// `s` with each character `replace` maps replaced; borrowed when none is.
+fn replace_chars(s: &str, replace: impl Fn(char) -> Option<char>) -> Cow<'_, str> {
+    if !s.chars().any(|c| replace(c).is_some()) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(s.chars().map(|c| replace(c).unwrap_or(c)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_text_holds_no_control_or_override_character() {
+        let hostile = "ok\u{1b}[2J\rforged\nline\ttab\u{9b}31m\u{202E}txt.exe\u{0}";
+        let shown = printable(hostile);
+        assert_eq!(
+            shown,
+            "ok\u{FFFD}[2J forged line tab\u{FFFD}31m\u{FFFD}txt.exe\u{FFFD}"
+        );
+        assert!(matches!(printable("plain é ✓"), Cow::Borrowed(_)));
+        // A CSV cell keeps its line breaks and tabs (the writer quotes them).
+        assert_eq!(neutralize("a\u{1b}b\nc"), "a\u{FFFD}b\nc");
     }
 }

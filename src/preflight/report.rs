@@ -1,6 +1,8 @@
 //! What preflight found: one line per check, each failure with how to fix it, and the request
 //! `run` would send first. One screen of text; the exit code follows from the marks.
 
+use crate::output::printable;
+
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
@@ -135,12 +137,13 @@ impl Report {
                 Mark::Fail => "✗",
                 Mark::Note => "·",
             };
-            s.push_str(&format!("{mark} {}\n", check.text));
+            // Checks carry token claims and Graph's messages: shown printable, never raw.
+            s.push_str(&format!("{mark} {}\n", printable(&check.text)));
             for line in &check.details {
-                s.push_str(&format!("    {line}\n"));
+                s.push_str(&format!("    {}\n", printable(line)));
             }
             if let Some(fix) = &check.fix {
-                s.push_str(&format!("    fix: {fix}\n"));
+                s.push_str(&format!("    fix: {}\n", printable(fix)));
             }
         }
         if let Some((line, body)) = &self.request {

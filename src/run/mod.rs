@@ -91,11 +91,12 @@ async fn stages(
     // 0. One run per results file, before anything is read, created or sent.
     plan::check_paths(config)?;
     let command: Vec<String> = std::env::args().collect();
-    let _lock = RunLock::acquire(&config.output, &command.join(" "))?;
+    let mut lock = RunLock::acquire(&config.output, &command.join(" "))?;
     // 1. Where to send and as whom: a budget per tenant.
     let tenants = tenants::connect_all(config, &halt)?;
     // 2. What to do: the input, an earlier run's results, the journal.
     let mut plan = plan::prepare(config)?;
+    lock.cover_results()?; // the results file exists now
     let rows = count_rows(config, plan.rows, &tenants).await;
     if let Some(n) = rows {
         progress.set_total(n);

@@ -264,6 +264,7 @@ mod tests {
         Page {
             value,
             next_link: next.map(str::to_string),
+            count: None,
         }
     }
 

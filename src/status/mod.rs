@@ -146,6 +146,8 @@ impl StatusReport {
             self.rows - self.assigned.min(self.rows)
         );
         for (status, count) in &self.counts {
+            // Graph's status values, verbatim in the file, printable on the terminal.
+            let status = crate::output::printable(status);
             s.push_str(&format!("  {status:<26} {count}\n"));
         }
         for t in &self.tenants {
@@ -336,7 +338,8 @@ fn aborted(readers: &[Reader], several: bool) -> Option<String> {
             })
         })
         .collect();
-    (!failed.is_empty()).then(|| failed.join("; "))
+    // Graph's messages are in it, and it is shown on the terminal: printable only.
+    (!failed.is_empty()).then(|| crate::output::printable(&failed.join("; ")).into_owned())
 }
 
 /// Whether the results file at `results` can be read without `--tenants`: an error when it
@@ -384,5 +387,17 @@ mod tests {
             ..interrupted
         };
         assert_eq!(aborted.exit_code(), 3);
+    }
+
+    #[test]
+    fn graphs_status_values_are_shown_printable() {
+        let report = StatusReport {
+            rows: 1,
+            counts: [("pending\u{1b}[2J\r\nforged".to_string(), 1)].into(),
+            ..StatusReport::default()
+        };
+        let shown = report.render();
+        assert!(!shown.contains(['\u{1b}', '\r']), "{shown:?}");
+        assert_eq!(shown.lines().count(), 2, "{shown}");
     }
 }

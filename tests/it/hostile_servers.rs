@@ -25,6 +25,8 @@ enum FirstPost {
     OkWithObject,
     /// Stores it, then answers 201 with an endless-looking body (20 MiB, chunked).
     StoredThenHugeBody,
+    /// Stores it and answers 201 with a blank `id` (whitespace).
+    StoredThenBlankId,
 }
 
 #[derive(Clone)]
@@ -46,6 +48,11 @@ async fn post(State(s): State<Stand>, Json(mut body): Json<serde_json::Value>) -
             let chunks = (0..20).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1 << 20]));
             let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
             (StatusCode::CREATED, body).into_response()
+        }
+        FirstPost::StoredThenBlankId => {
+            let mut answer = body;
+            answer["id"] = " ".into();
+            (StatusCode::CREATED, Json(answer)).into_response()
         }
         _ => (StatusCode::CREATED, Json(body)).into_response(),
     }
@@ -134,6 +141,18 @@ async fn an_oversized_answer_is_cut_off_and_the_row_read_back() {
     assert_eq!(stand.posts.load(Ordering::SeqCst), 1, "posted again");
 }
 
+#[tokio::test]
+async fn a_created_answer_with_a_blank_id_is_read_back_not_recorded() {
+    let (base, stand) = stand_in(FirstPost::StoredThenBlankId).await;
+    let (_dir, csv) = input(&group_rows(1));
+    let config = config(&base, &csv);
+    common::run(config.clone()).await;
+    let lines = read_results(&config.output);
+    assert_eq!(lines[0].status, "existing", "{lines:?}");
+    assert_eq!(lines[0].assignment_id, "assignment-0");
+    assert_eq!(stand.posts.load(Ordering::SeqCst), 1, "posted again");
+}
+
 /// Every request refused at the transport level: the run stops as a whole (exit 3) instead of
 /// letting every row spend its retry budget, and rows not finished stay for --resume.
 #[tokio::test]
@@ -151,4 +170,157 @@ async fn an_unreachable_service_stops_the_run() {
     assert!(reason.contains("Graph unreachable"), "{reason}");
     assert!(reason.contains("ConnectionFailed"), "{reason}");
     assert!(summary.rows < 20, "every row spent its budget: {summary:?}");
+}
+
+const LISTING: &str = "/beta/deviceManagement/windowsAutopilotDeviceIdentities";
+
+/// An identity listing that never ends: each page names a next one with a fresh `$skiptoken`,
+/// and repeats the same two identities (or, `empty`, holds none).
+async fn endless_listing(empty: bool) -> (String, Arc<AtomicU32>) {
+    let pages = Arc::new(AtomicU32::new(0));
+    let served = pages.clone();
+    let app = axum::Router::new().route(
+        LISTING,
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let n = served.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let host = headers
+                    .get(axum::http::header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let value = if empty {
+                    vec![]
+                } else {
+                    (0..2)
+                        .map(|i| {
+                            serde_json::json!({"id": common::device(i), "serialNumber": format!("S{i}")})
+                        })
+                        .collect()
+                };
+                Json(serde_json::json!({
+                    "value": value,
+                    "@odata.nextLink": format!("http://{host}{LISTING}?$top=100&$skiptoken=t{n}"),
+                }))
+            }
+        }),
+    );
+    (common::serve(app).await, pages)
+}
+
+#[tokio::test]
+async fn a_listing_with_a_fresh_skiptoken_each_page_stops_serial_resolution() {
+    for empty in [false, true] {
+        let (base, pages) = endless_listing(empty).await;
+        // 30 serial rows: more than are looked up one by one, so the listing is read.
+        let mut csv = String::from("serial_number,group_id\n");
+        for i in 0..30 {
+            csv.push_str(&format!("S{i},{}\n", common::GROUP));
+        }
+        let (_dir, path) = input(&csv);
+        let config = config(&base, &path);
+        let summary = common::run(config.clone()).await;
+        assert_eq!(summary.failed, 30, "{summary:?}");
+        let lines = read_results(&config.output);
+        assert!(
+            lines.iter().all(|l| l.error_code == "PagingLoop"),
+            "{lines:?}"
+        );
+        let message = &lines[0].error_message;
+        assert!(
+            message.contains("identity listing loops") && message.contains("5 pages in a row"),
+            "{message}"
+        );
+        // The first page brings the two identities (empty: nothing); then five barren ones.
+        let expected = if empty { 5 } else { 6 };
+        assert_eq!(pages.load(Ordering::SeqCst), expected, "empty: {empty}");
+    }
+}
+
+#[tokio::test]
+async fn a_listing_with_a_fresh_skiptoken_each_page_stops_status() {
+    let (base, pages) = endless_listing(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("devices.results.csv");
+    std::fs::write(
+        &results,
+        format!(
+            "row,device_id,status,http_status,assignment_id,attempts,error_code,error_message,\
+             request_id,client_request_id,duration_ms,finished_at\n\
+             1,{},created,201,a-1,1,,,,,5,2026-01-01T00:00:00Z\n",
+            common::device(0)
+        ),
+    )
+    .unwrap();
+    let mut graph = Config::new(&results, std::path::PathBuf::new());
+    graph.graph_url = format!("{base}/beta");
+    graph.credentials = Credentials::StaticToken("stand-in-token".into());
+    let status = autopilot_bulk::status::StatusConfig::new(&results, graph);
+    let report = autopilot_bulk::status(status, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("status starts");
+    assert_eq!(report.exit_code(), 3, "{report:?}");
+    let reason = report.aborted.unwrap_or_default();
+    assert!(
+        reason.contains("identity listing loops") && reason.contains("5 pages in a row"),
+        "{reason}"
+    );
+    assert_eq!(pages.load(Ordering::SeqCst), 6);
+}
+
+/// Text a hostile service controls (a token's claims, Graph's error messages) reaches the
+/// terminal printable: no escape sequence, no carriage return, no forged line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_shows_server_text_without_control_characters() {
+    const HOSTILE: &str = "denied\u{1b}]0;owned\u{7}\u{1b}[2J\r\n✓ preflight: ok\u{9b}31m";
+    let app = axum::Router::new().route(
+        LISTING,
+        axum::routing::get(|| async {
+            let body =
+                serde_json::json!({"error": {"code": "Forbidden\u{1b}[5m", "message": HOSTILE}});
+            (StatusCode::FORBIDDEN, Json(body))
+        }),
+    );
+    let base = common::serve(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    let claims = serde_json::json!({
+        "tid": "t\u{1b}[31m", "appid": "a\r\n✓ forged", "app_displayname": HOSTILE,
+        "roles": ["DeviceManagementServiceConfig.ReadWrite.All"],
+        "exp": 4_000_000_000u64,
+    });
+    let jwt = common::unsigned_jwt(serde_json::json!({"alg": "none"}), claims);
+    std::fs::write(&token, jwt).unwrap();
+    let mut cmd = common::bin();
+    cmd.arg("preflight")
+        .args(["--graph-url", &format!("{base}/beta")])
+        .arg("--access-token-file")
+        .arg(&token);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = common::text(&out.stdout);
+    let stderr = common::text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("denied"),
+        "Graph's message is shown: {stdout}"
+    );
+    assert!(stdout.contains("owned"), "the claims are shown: {stdout}");
+    for raw in ['\u{1b}', '\r', '\u{7}', '\u{9b}'] {
+        assert!(!stdout.contains(raw), "{raw:?} raw in:\n{stdout:?}");
+        assert!(!stderr.contains(raw), "{raw:?} raw in:\n{stderr:?}");
+    }
+    assert!(
+        !stdout
+            .lines()
+            .any(|l| l.starts_with("✓ preflight") || l.starts_with("✓ forged")),
+        "a forged line:\n{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("preflight: FAIL"))
+    );
 }

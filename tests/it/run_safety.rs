@@ -183,6 +183,36 @@ async fn a_results_file_that_stops_taking_writes_stops_the_run_and_resume_recove
     assert_ids_match_emulator(&lines, &emulator);
 }
 
+/// Under `ulimit -f` with SIGXFSZ at its default (kill), the binary still sees the write
+/// fail: it stops with exit 2 and a summary instead of dying by the signal (exit 153).
+#[cfg(unix)]
+#[test]
+fn the_file_size_limit_is_a_write_error_not_a_kill() {
+    let (dir, csv) = input(&group_rows(200));
+    let results = dir.path().join("out.csv");
+    let summary = dir.path().join("summary.json");
+    let out = common::without_credentials(assert_cmd::Command::new("sh"))
+        .arg("-c")
+        .arg("trap - XFSZ; ulimit -f 4; exec \"$0\" \"$@\"")
+        .arg(assert_cmd::cargo::cargo_bin("autopilot-bulk"))
+        .arg("run")
+        .arg(&csv)
+        .arg("-o")
+        .arg(&results)
+        .args(["--emulator", "-q", "--rate", "1000/1s", "--summary-json"])
+        .arg(&summary)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{:?}: {stderr}", out.status);
+    assert!(stderr.contains("cannot write results file"), "{stderr}");
+    let written = std::fs::read_to_string(&results).unwrap().lines().count();
+    assert!(written < 200, "the limit did not bite");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(json["exit_code"], 2, "{json}");
+}
+
 /// A server that accepts and never answers costs each attempt the request timeout, no more,
 /// and the row's error names that bound.
 #[tokio::test]
