@@ -46,6 +46,10 @@ pub fn main(cli: Cli) -> ExitCode {
             init_logging(args.quiet, args.verbose, LogFormat::Text);
             ExitCode::from(status_command(&args))
         }
+        Command::Profiles(args) => {
+            init_logging(true, 0, LogFormat::Text);
+            ExitCode::from(profiles_command(&args))
+        }
         Command::Preflight(args) => {
             // Failures are in the report: the log would only repeat them.
             init_logging(true, 0, LogFormat::Text);
@@ -439,6 +443,47 @@ fn preflight_command(args: &PreflightArgs) -> u8 {
                 report.exit_code()
             }
             Err(e) => fail(e),
+        };
+        if let Some(emulator) = emulator {
+            emulator.shutdown().await;
+        }
+        code
+    })
+}
+
+fn profiles_command(args: &crate::cli::ProfilesArgs) -> u8 {
+    let (command, target) = args.command();
+    if let Err(e) = target.to_config(None) {
+        return fail(format!("{e:#}"));
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let emulator = if target.emulator {
+            match start_emulator(None, None, Vec::new()).await {
+                Ok(e) => Some(e),
+                Err(message) => return fail(message),
+            }
+        } else {
+            None
+        };
+        let config = match target.to_config(emulator.as_ref()) {
+            Ok(c) => c,
+            Err(e) => return fail(format!("{e:#}")),
+        };
+        let code = match crate::profiles::profiles(config, command, CancellationToken::new()).await
+        {
+            Ok(text) => {
+                let _ = write!(std::io::stdout(), "{text}");
+                0
+            }
+            Err(e) => {
+                let code = e.exit_code();
+                let _ = fail(e);
+                code
+            }
         };
         if let Some(emulator) = emulator {
             emulator.shutdown().await;

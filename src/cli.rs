@@ -39,6 +39,9 @@ pub enum Command {
     /// the route for the first valid row of INPUT.csv, and the POST `run` would send first.
     /// With --tenants, every tenant of the file, each with its own first row.
     Preflight(Box<PreflightArgs>),
+    /// Autopilot deployment profiles: list them with the groups each targets (which profile do
+    /// the devices get?), or assign one to a group (`profiles assign PROFILE --group G`).
+    Profiles(Box<ProfilesArgs>),
 }
 
 /// Defaults for rows that leave target columns empty, checked by the same parsers as cells so
@@ -209,6 +212,11 @@ pub struct RunArgs {
     /// rate limit; inner failures retried one by one). --concurrency then counts envelopes.
     #[arg(long)]
     pub batch: bool,
+    /// With --action group: the deployment profile (id or display name) that must target
+    /// every group the rows name; the run is refused (exit 2) before any write when one is
+    /// not (`autopilot-bulk profiles assign` makes the assignment).
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: Option<String>,
     /// Attempts per row before it is recorded failed.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
@@ -260,6 +268,7 @@ impl RunArgs {
         config.adaptive_concurrency = self.concurrency.is_none();
         config.adaptive = !self.no_adaptive;
         config.batch = self.batch;
+        config.profile = self.profile.clone();
         config.max_attempts = self.max_attempts;
         config.max_retry_time = self.max_retry_time;
         self.graph.apply(&mut config);
@@ -272,21 +281,9 @@ impl RunArgs {
             // A dry run loads it too: it should catch a bad tenants file.
             config.tenants = self.load_tenants(path, &config)?;
         }
-        if let Some(e) = emulator {
-            config.graph_url = e.graph_url();
-            config.authority_url = e.authority_url();
-            config.credentials = Credentials::for_emulator();
-            for tenant in &mut config.tenants {
-                tenant.graph_url = e.graph_url();
-                tenant.authority_url = e.authority_url();
-            }
-        } else if !self.emulator && !self.dry_run {
-            match self.graph.credentials()? {
-                Some(credentials) => config.credentials = credentials,
-                // Each tenant of the file brings its own.
-                None if tenants.is_some() => {}
-                None => anyhow::bail!("{NO_CREDENTIALS}; or use --emulator"),
-            }
+        if !self.dry_run || emulator.is_some() {
+            self.graph
+                .connect_to(&mut config, emulator, self.emulator)?;
         }
         Ok(config)
     }
@@ -324,6 +321,38 @@ fn emulator_secret() -> Option<String> {
 }
 
 impl GraphArgs {
+    /// Where `config` sends and as whom, the one rule for every command: the in-process
+    /// `emulator` when one was started (it takes any credentials; each tenant of a tenants
+    /// file is sent there too); else nothing yet while `--emulator` is still to start it;
+    /// else the credentials of the flags and environment, which a tenants file may leave out
+    /// (each of its tenants brings its own).
+    pub fn connect_to(
+        &self,
+        config: &mut Config,
+        emulator: Option<&Emulator>,
+        emulator_wanted: bool,
+    ) -> anyhow::Result<()> {
+        if let Some(e) = emulator {
+            config.graph_url = e.graph_url();
+            config.authority_url = e.authority_url();
+            config.credentials = Credentials::for_emulator();
+            for tenant in &mut config.tenants {
+                tenant.graph_url = e.graph_url();
+                tenant.authority_url = e.authority_url();
+            }
+            return Ok(());
+        }
+        if emulator_wanted {
+            return Ok(());
+        }
+        match self.credentials()? {
+            Some(credentials) => config.credentials = credentials,
+            None if !config.tenants.is_empty() => {}
+            None => anyhow::bail!("{NO_CREDENTIALS}; or use --emulator"),
+        }
+        Ok(())
+    }
+
     /// Set what these flags decide in `config`: pace, timeouts, cloud and URLs (credentials are
     /// read apart, by [`GraphArgs::credentials`], only when something will be sent).
     pub fn apply(&self, config: &mut Config) {
@@ -500,22 +529,7 @@ impl PreflightArgs {
         if let Some(path) = tenants {
             graph.tenants = load_tenants(path, &graph, self.emulator)?;
         }
-        if let Some(e) = emulator {
-            graph.graph_url = e.graph_url();
-            graph.authority_url = e.authority_url();
-            graph.credentials = Credentials::for_emulator();
-            for tenant in &mut graph.tenants {
-                tenant.graph_url = e.graph_url();
-                tenant.authority_url = e.authority_url();
-            }
-        } else if !self.emulator {
-            match self.graph.credentials()? {
-                Some(credentials) => graph.credentials = credentials,
-                // Each tenant of the file brings its own.
-                None if tenants.is_some() => {}
-                None => anyhow::bail!("{NO_CREDENTIALS}; or use --emulator"),
-            }
-        }
+        self.graph.connect_to(&mut graph, emulator, self.emulator)?;
         Ok(PreflightConfig {
             input: self.input.clone(),
             graph,
@@ -560,6 +574,71 @@ impl StatusArgs {
             timeout: self.timeout,
         });
         config.progress = !self.quiet;
+        Ok(config)
+    }
+}
+
+/// `profiles`: list, or `profiles assign`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ProfilesArgs {
+    #[command(subcommand)]
+    pub command: Option<ProfilesSub>,
+    #[command(flatten)]
+    pub target: ProfilesTarget,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfilesSub {
+    /// Assign PROFILE (id or display name) to a group; nothing is written when it already is.
+    Assign(ProfileAssignArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileAssignArgs {
+    /// The deployment profile: its id or display name.
+    pub profile: String,
+    /// The group: its id or display name (a name two groups share is refused).
+    #[arg(long, value_name = "GROUP")]
+    pub group: String,
+    #[command(flatten)]
+    pub target: ProfilesTarget,
+}
+
+/// The tenant `profiles` reads.
+#[derive(Debug, Args)]
+pub struct ProfilesTarget {
+    #[command(flatten)]
+    pub graph: GraphArgs,
+    /// Start the emulator in-process and use it; no credentials needed.
+    #[arg(long)]
+    pub emulator: bool,
+}
+
+impl ProfilesArgs {
+    /// What to do, and where.
+    pub fn command(&self) -> (crate::profiles::ProfilesCommand, &ProfilesTarget) {
+        match &self.command {
+            None => (crate::profiles::ProfilesCommand::List, &self.target),
+            Some(ProfilesSub::Assign(a)) => (
+                crate::profiles::ProfilesCommand::Assign {
+                    profile: a.profile.clone(),
+                    group: a.group.clone(),
+                },
+                &a.target,
+            ),
+        }
+    }
+}
+
+impl ProfilesTarget {
+    pub fn to_config(&self, emulator: Option<&Emulator>) -> anyhow::Result<Config> {
+        let mut config = Config::new(PathBuf::new(), PathBuf::new());
+        self.graph.apply(&mut config);
+        config.max_attempts = 3;
+        config.max_retry_time = Duration::from_secs(30);
+        self.graph
+            .connect_to(&mut config, emulator, self.emulator)?;
         Ok(config)
     }
 }

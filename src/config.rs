@@ -238,6 +238,9 @@ pub struct Config {
     pub adaptive: bool,
     /// Send assignments in `$batch` envelopes of up to 20.
     pub batch: bool,
+    /// `--profile`: the deployment profile (id or display name) a group run's groups must be
+    /// targeted by; checked before the first write.
+    pub profile: Option<String>,
     pub max_attempts: u32,
     pub max_retry_time: Duration,
     /// First delay of the jittered exponential backoff used when the service gives no
@@ -281,6 +284,7 @@ impl Config {
             request_rate: RateSpec::new(1000, Duration::from_secs(20)),
             adaptive: true,
             batch: false,
+            profile: None,
             max_attempts: 10,
             max_retry_time: Duration::from_secs(15 * 60),
             initial_backoff: Duration::from_secs(1),

@@ -51,6 +51,7 @@ pub mod listing;
 pub mod lock;
 pub mod output;
 pub mod preflight;
+pub mod profiles;
 mod progress;
 mod retry;
 pub mod run;

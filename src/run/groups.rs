@@ -253,28 +253,30 @@ pub async fn group_members(
     Ok(members)
 }
 
-/// Every page of a directory listing, each item to `each`; a next link that comes back is a
-/// paging loop, never followed twice.
-async fn each_page<T, F, Fut>(
+/// Every page of a directory listing, each object to `each`, stopped by the same rules as the
+/// identity listing (see [`listing::Pager`]): a link that comes back, pages that add nothing.
+async fn each_page<F, Fut>(
     budget: &Budget,
     send: F,
-    mut each: impl FnMut(T),
+    mut each: impl FnMut(DirectoryDevice),
 ) -> Result<(), ReadError>
 where
     F: Fn(Arc<str>, Option<String>) -> Fut,
-    Fut: Future<Output = Attempt<Page<T>>>,
+    Fut: Future<Output = Attempt<Page<DirectoryDevice>>>,
 {
     let mut next: Option<String> = None;
-    let mut followed = HashSet::new();
+    let mut pager = listing::Pager::default();
     loop {
-        let link = next.clone();
+        let link = next.take();
         let page = listing::read(budget, |token| send(token, link.clone())).await?;
+        let turn = pager.turn(
+            page.value.iter().map(|d| d.id.as_str()),
+            page.count,
+            page.next_link,
+        );
         page.value.into_iter().for_each(&mut each);
-        match page.next_link {
+        match turn? {
             None => return Ok(()),
-            Some(link) if !followed.insert(link.clone()) => {
-                return Err(ReadError::PagingLoop(link));
-            }
             Some(link) => next = Some(link),
         }
     }

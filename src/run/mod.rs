@@ -104,6 +104,7 @@ async fn stages(
     for t in &tenants {
         t.warn_short_static_token(rows);
     }
+    check_profile(config, &tenants, &plan.wanted).await?;
     let resume = Arc::new(plan.resume);
     // 3. Serial numbers to identity ids, and (tag runs) the tags devices carry.
     let (prepared, resolution) = prepare(&tenants, &mut plan.wanted, progress).await;
@@ -196,6 +197,33 @@ async fn prepare(
             elapsed: resolving.elapsed(),
         });
     (prepared, resolution)
+}
+
+/// `--profile` with a group run: before the first write, every tenant's profile must target
+/// the groups its rows name (else exit 2, nothing written).
+async fn check_profile(
+    config: &Config,
+    tenants: &[TenantRun],
+    wanted: &HashMap<Option<String>, plan::Wanted>,
+) -> Result<(), RunError> {
+    let Some(profile) = &config.profile else {
+        return Ok(());
+    };
+    for t in tenants {
+        let Some((_, graph)) = &t.directory else {
+            return Err(RunError::Config(
+                "--profile checks the groups of --action group: give --action group".into(),
+            ));
+        };
+        let groups = wanted
+            .get(&t.key)
+            .map(|w| w.groups.clone())
+            .unwrap_or_default();
+        crate::profiles::check_targets(graph, &t.budget, profile, groups)
+            .await
+            .map_err(|e| RunError::Config(crate::connect::named(t.key.as_deref(), e)))?;
+    }
+    Ok(())
 }
 
 /// Why tenants stopped on their own, one after another (`None`: none did).
