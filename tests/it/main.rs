@@ -8,6 +8,7 @@ mod batch;
 mod cli;
 mod deploy;
 mod emulator;
+mod emulator_directory;
 mod emulator_outage;
 mod emulator_tenants;
 mod faults;
