@@ -76,8 +76,8 @@ pub struct EmulateArgs {
     /// Mean of an exponential delay added to every Graph answer.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub latency: Option<Duration>,
-    /// Start an outage this long after the first assignment POST [default: 0s, with
-    /// --outage-for].
+    /// Start an outage this long after the first assignment POST or group member write
+    /// [default: 0s, with --outage-for].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "outage_for")]
     pub outage_at: Option<Duration>,
     /// Outage: answer every Graph request (not the token endpoint) 503 ServiceUnavailable for

@@ -14,7 +14,7 @@ use super::batch::batch;
 use super::conn::ConnHandle;
 use super::envelope::Ctx;
 use super::graph::{method_not_allowed, outage_refusal, single};
-use super::routes::{Route, route};
+use super::routes::{Route, route, starts_outage};
 use super::state::{Caller, Shared};
 use super::tokens::authenticate;
 
@@ -45,13 +45,13 @@ pub(crate) async fn handle(
     ctx.version = version;
     let path = target.get(1 + version.len()..).unwrap_or("");
     let route = route(path);
-    let assignment_post = matches!(route, Route::Assignments(_)) && method == Method::POST;
+    let first_write = starts_outage(&route, &method);
     if let Some(refused) = outage_refusal(
         &shared,
         &ctx,
         path,
         &caller,
-        assignment_post,
+        first_write,
         tokio::time::Instant::now(),
     ) {
         return attributed(refused.into_response(), Some(caller));

@@ -100,7 +100,7 @@ fn describe(config: &EmulatorConfig) -> String {
     }
     if let Some(outage) = config.outage.filter(|o| !o.length.is_zero()) {
         parts.push(format!(
-            "every Graph request answered 503 for {} from {} after the first assignment POST{}",
+            "every Graph request answered 503 for {} from {} after the first assignment POST or member write{}",
             humantime::format_duration(outage.length),
             humantime::format_duration(outage.at),
             match outage.retry_after {

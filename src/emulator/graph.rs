@@ -5,7 +5,7 @@
 //! Order for one request (top-level or inner):
 //! 1. bearer check (top-level only; inner requests ride on the envelope's token),
 //! 2. the timed outage: while Graph is down, 503 and nothing else happens (an assignment POST
-//!    starts its clock),
+//!    or a member write starts its clock),
 //! 3. route and method,
 //! 4. throttle: the request is counted, in its service's bucket (Intune or the directory);
 //!    if over the window (or early after a Retry-After), 429 and nothing else happens,
@@ -62,8 +62,9 @@ fn refused(shared: &Shared, ctx: &Ctx, path: &str, method: &Method, why: Refusal
 }
 
 /// The 503 a Graph request arriving at `now` gets while Graph is down, counted in the
-/// caller's `outage_requests`; `None` while it is up. `assignment_post`: the request is an
-/// assignment POST, which starts the clock (and with `at` zero is itself refused).
+/// caller's `outage_requests`; `None` while it is up. `first_write`: the request is an
+/// assignment POST or a member write, which starts the clock (and with `at` zero is itself
+/// refused).
 ///
 /// The body is Graph's own envelope, never Intune's form: with Graph down, Intune is not
 /// reached (as with the 401s).
@@ -72,14 +73,14 @@ pub(crate) fn outage_refusal(
     ctx: &Ctx,
     path: &str,
     caller: &Caller,
-    assignment_post: bool,
+    first_write: bool,
     now: Instant,
 ) -> Option<Answer> {
     let outage = shared.config.outage?;
     {
         let mut inner = shared.lock();
-        if assignment_post {
-            inner.outage.assignment_posted(now);
+        if first_write {
+            inner.outage.write_arrived(now);
         }
         if !inner.outage.down(now) {
             return None;
@@ -108,8 +109,8 @@ pub(crate) fn single(
     body: &[u8],
 ) -> Answer {
     let now = Instant::now();
-    let assignment_post = matches!(route, Route::Assignments(_)) && *method == Method::POST;
-    if let Some(refused) = outage_refusal(shared, ctx, path, caller, assignment_post, now) {
+    let first_write = routes::starts_outage(&route, method);
+    if let Some(refused) = outage_refusal(shared, ctx, path, caller, first_write, now) {
         return refused;
     }
     let target = match routes::target(route, method, path, ctx.version != "beta") {

@@ -102,6 +102,16 @@ pub(crate) fn route(path: &str) -> Route<'_> {
     }
 }
 
+/// Whether the request is a write that starts the timed outage's clock: an assignment POST,
+/// or a group member write (what `run --action group` sends first).
+pub(crate) fn starts_outage(route: &Route<'_>, method: &Method) -> bool {
+    match route {
+        Route::Assignments(_) | Route::MemberRefs(_) => *method == Method::POST,
+        Route::Group(_) => *method == Method::PATCH,
+        _ => false,
+    }
+}
+
 /// What a request with a known route and an allowed method does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Target<'a> {

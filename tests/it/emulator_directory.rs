@@ -10,7 +10,8 @@ use std::time::Duration;
 use crate::common;
 
 use autopilot_bulk::emulator::{
-    EmulatorConfig, Group, Limit, Profile, ProfileTarget, azure_ad_device_id, directory_object_id,
+    EmulatorConfig, Group, Limit, Outage, Profile, ProfileTarget, azure_ad_device_id,
+    directory_object_id,
 };
 use common::{GraphEnv, SEED_BODY, device, header};
 use reqwest::Method;
@@ -493,6 +494,33 @@ async fn a_dropped_patch_has_added_its_members() {
             stats.dropped_connections
         ),
         (1, 2, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_member_write_starts_the_outage_clock() {
+    let env = GraphEnv::new(EmulatorConfig {
+        outage: Some(Outage {
+            at: Duration::ZERO,
+            length: Duration::from_secs(3600),
+            retry_after: Some(7),
+        }),
+        ..identities(2)
+    })
+    .await;
+    // Up until the first write, which (at zero) is itself refused, and everything after it.
+    assert_eq!(get(&env, "/devices").await.0, 200);
+    let (status, body) = bind(&env, GROUP, &[object(0)]).await;
+    assert_eq!((status, error(&body).0), (503, "ServiceUnavailable"));
+    assert_eq!(get(&env, &format!("/groups/{GROUP}/members")).await.0, 503);
+    let stats = env.emu.stats();
+    assert_eq!(
+        (
+            stats.outage_requests,
+            stats.group_writes,
+            stats.members_added
+        ),
+        (2, 0, 0)
     );
 }
 
