@@ -117,9 +117,9 @@ pub struct EmulateArgs {
     pub directory_limit: Limit,
     /// Most objects one directory page (/devices, /groups, a group's members) holds, whatever
     /// $top asks.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=999))]
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=999))]
     pub directory_page_size: u32,
-    /// An assigned (static) Entra security group (repeatable); NAME defaults to "Group" and
+    /// An assigned (static) Entra security group, ID a GUID (repeatable); NAME defaults to "Group" and
     /// the id's first 8 hex digits, and may repeat. Without --group and --dynamic-group any
     /// GUID is an assigned group, so that `run --emulator --action group` works out of the
     /// box; once one is given, other groups answer 404.
