@@ -95,7 +95,7 @@ pub(crate) fn outage_refusal(
     Some(errors.unavailable(outage.retry_after))
 }
 
-/// One request to a Graph resource, top-level or inside a batch. `path` is below `/beta` and
+/// One request to a Graph resource, top-level or inside a batch. `path` is below the version and
 /// may carry a query.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn single(
