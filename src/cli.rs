@@ -29,7 +29,7 @@ pub enum Command {
     /// Read and validate every row of INPUT.csv; send nothing.
     Validate(ValidateArgs),
     /// Run the local Graph emulator in the foreground.
-    Emulate(crate::emulator::EmulateArgs),
+    Emulate(Box<crate::emulator::EmulateArgs>),
     /// Read the profile assignment status of every device RESULTS.csv reports created or
     /// existing, from the tenant's identity listing (each row's own tenant's, with --tenants),
     /// into a status CSV.

@@ -47,21 +47,50 @@ reproducible whatever order the workers' requests interleave in:
   limiter and without executing anything (`outage_requests`). The token endpoint (Entra, a
   different service) stays up.
 
+Static group membership (`run --action group`), Entra ID's side, with its own throttle
+bucket (`--directory-limit`, default 3000/150, the same `--limiter` kind; reads get ten times
+the room, as identity reads get ten times `--limit`):
+
+* `GET .../windowsAutopilotDeviceIdentities/{id}` -> the identity with `azureAdDeviceId`, and
+  `GET .../windowsAutopilotDeviceIdentities` -> the `--identities N` identities (ids as
+  `run.py` writes them), paged (`$top`, `@odata.nextLink` with `$skiptoken`). Any identity id
+  exists. Its Entra ids are `uuid5(NAMESPACE_URL, "sim-device-id:" + id)` (the deviceId) and
+  `uuid5(NAMESPACE_URL, "sim-object-id:" + id)` (the object id): nothing like the emulator's.
+* `GET /devices?$filter=deviceId eq '...'` -> 0 or 1 device object; `GET /devices` -> the
+  known ones (the `--identities` and every identity read so far), paged (`$top` <= 999).
+* `GET /groups/{id}`: any GUID is an assigned security group, but `--dynamic-group ID`.
+* `GET /groups/{id}/members[/microsoft.graph.device]`, paged.
+* `PATCH /groups/{id}` with `members@odata.bind`: at most 20, all or nothing (one unknown or
+  already-member reference refuses the whole request 400) -> 204; `POST .../members/$ref`
+  (one), `DELETE .../members/{id}/$ref`. A dynamic group refuses 400.
+* `GET /deviceManagement/windowsAutopilotDeploymentProfiles[?$expand=assignments]`, and
+  `POST .../windowsAutopilotDeploymentProfiles/{id}/assignments` (a group target) -> 201, 409
+  for a group already assigned. Any GUID is a profile.
+
+Directory routes are served under `/v1.0` as under `/beta`. Faults apply to member writes as
+to assignment POSTs (a dropped PATCH has added its members), and a member write starts the
+outage clock as an assignment POST does. Counters: `group_writes`, `members_added`,
+`duplicate_member_attempts`, `members_removed`, `directory_requests`,
+`directory_throttled`, `directory_violations`, `profile_assignments_created`.
+
 Standard library apart from `limits`; HTTP/1.1 keep-alive, one thread per connection.
 Usage: graph_sim.py --limit 100/2 --retry-after none [--latency-ms 10] [--port 0]
        [--fault-503 0.05 --fault-503-retry-after 1 --fault-504 0.02 --fault-drop 0.03 --seed 1]
-       [--outage-at 4 --outage-for 6]
+       [--outage-at 4 --outage-for 6] [--directory-limit 3000/150 --identities 1000]
 The first line on stdout is `listening on PORT`.
 """
 
 import argparse
+import base64
 import collections
 import json
 import random
+import re
 import socket
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -99,6 +128,18 @@ class LimitsLimiter:
         return False, max(0.0, stats.reset_time - time.time())
 
 
+class Bucket:
+    """One service's throttle for the tenant: a write window, a read window ten times as large,
+    and the last Retry-After it stated (for violations)."""
+
+    def __init__(self, kind, count, per):
+        make = LimitsLimiter if kind == "limits" else LogLimiter
+        self.writes = make(count, per)
+        self.reads = LogLimiter(count * 10, per)
+        self.blocked_until = 0.0
+        self.blocked_since = 0.0
+
+
 class Sim:
     def __init__(self, args):
         count, per = args.limit.split("/")
@@ -106,6 +147,16 @@ class Sim:
         self.limiter = (LimitsLimiter if args.limiter == "limits" else LogLimiter)(
             self.count, self.per
         )
+        # Intune's identity reads, and Entra ID's own bucket (see the module's doc).
+        self.intune_reads = LogLimiter(self.count * 10, self.per)
+        dcount, dper = args.directory_limit.split("/")
+        self.directory = Bucket(args.limiter, int(dcount), float(dper))
+        self.dynamic_groups = {g.lower() for g in args.dynamic_group}
+        self.members = collections.defaultdict(dict)  # group -> {object id: None}, in order
+        self.profiles = collections.defaultdict(list)  # profile -> assignments
+        self.known = {}  # identity id -> None, in order: the directory's listed devices
+        self.by_device_id, self.by_object_id = {}, {}
+        self.identities = args.identities
         self.retry_after = args.retry_after
         self.latency = args.latency_ms / 1000.0
         self.grace = args.grace_ms / 1000.0
@@ -128,13 +179,57 @@ class Sim:
         self.first_post = None
         self.device_blocked_until = {}
         self.sent = collections.Counter()
+        for i in range(self.identities):
+            self.identity(f"{i:08x}-0000-4000-8000-{i:012x}")
 
-    def arrive(self, method, device):
-        """At a Graph request's arrival: the per-device Retry-After check, the outage, and this
-        request's fault roll. Returns (in_outage, roll)."""
+    def identity(self, identity):
+        """The identity's Entra ids (deviceId, object id), remembered so that the directory
+        finds its device from either."""
+        identity = identity.lower()
+        device_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "sim-device-id:" + identity))
+        object_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "sim-object-id:" + identity))
+        with self.lock:
+            if identity not in self.known:
+                self.known[identity] = None
+                self.by_device_id[device_id] = identity
+                self.by_object_id[object_id] = identity
+        return device_id, object_id
+
+    def device(self, identity):
+        device_id, object_id = self.identity(identity)
+        return {"id": object_id, "deviceId": device_id, "displayName": serial_of(identity),
+                "accountEnabled": True, "operatingSystem": "Windows"}
+
+    def admit_bucket(self, bucket, write):
+        """Count one directory request; None if accepted, else the Retry-After value (or "")."""
         with self.lock:
             now = time.monotonic()
-            if method == "POST" and self.first_post is None:
+            self.stats["directory_requests"] += 1
+            if write and now < bucket.blocked_until and now > bucket.blocked_since + self.grace:
+                self.stats["directory_violations"] += 1
+            allowed, wait = (bucket.writes if write else bucket.reads).hit(now)
+            if allowed:
+                return None
+            self.stats["directory_throttled"] += 1
+            state = self.retry_after
+            if state == "mixed":
+                state = self.rng.choice(["seconds", "none"])
+            if state == "none":
+                return ""
+            seconds = max(1, int(wait + 0.999))
+            if write:
+                bucket.blocked_since, bucket.blocked_until = now, now + seconds
+            return str(seconds)
+
+    def arrive(self, method, device, starts_clock=None):
+        """At a Graph request's arrival: the per-device Retry-After check, the outage, and this
+        request's fault roll. Returns (in_outage, roll). `starts_clock`: whether it is a write
+        that starts the outage clock (default: a POST)."""
+        with self.lock:
+            now = time.monotonic()
+            if starts_clock is None:
+                starts_clock = method == "POST"
+            if starts_clock and self.first_post is None:
                 self.first_post = now
             until = self.device_blocked_until.get(device)
             if until is not None and now < until:
@@ -202,6 +297,40 @@ class Sim:
             seconds = max(1, int(wait + 0.999))
             self.blocked_since, self.blocked_until = now, now + seconds
             return str(seconds)
+
+
+def serial_of(identity):
+    return "SN" + re.sub(r"[^0-9a-zA-Z]", "", identity)[:8].upper()
+
+
+def skiptoken(offset):
+    return base64.urlsafe_b64encode(f"sim:{offset}".encode()).decode().rstrip("=")
+
+
+def offset_of(token):
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        return int(text.split(":", 1)[1]) if text.startswith("sim:") else None
+    except (ValueError, IndexError):
+        return None
+
+
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+ALREADY = ("One or more added object references already exist for the following modified "
+           "properties: 'members'.")
+
+
+def does_not_exist(oid):
+    return (f"Resource '{oid}' does not exist or one of its queried reference-property objects "
+            "are not present.")
+
+
+def object_of(reference):
+    """The object id a reference URL names: its last path segment."""
+    last = reference.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    if "(" in last:
+        last = last.split("(", 1)[1].rstrip(")").strip("'")
+    return last.lower() if GUID.match(last) else None
 
 
 def device_of(path):
@@ -276,7 +405,7 @@ def make_handler(sim):
             device = device_of(self.path)
             raw = self.body()
             if device is None:
-                return self.reply(404, {"error": {"code": "ResourceNotFound", "message": self.path}})
+                return self.directory(method, raw)
             if not self.headers.get("Authorization", "").startswith("Bearer "):
                 return self.reply(401, {"error": {"code": "InvalidAuthenticationToken", "message": "no token"}})
             in_outage, roll = sim.arrive(method, device)
@@ -315,6 +444,223 @@ def make_handler(sim):
                     pass
                 return
             self.reply(201, assignment)
+
+        def page(self, items, top_cap, link_path, query):
+            """A collection page: `$top` (1..top_cap, pages of at most 100), `$skiptoken`, an
+            absolute next link; None for an invalid `$top` or `$skiptoken`."""
+            top = int(query.get("$top", [str(top_cap)])[0] or top_cap)
+            if not 1 <= top <= top_cap:
+                return None
+            start = 0
+            if "$skiptoken" in query:
+                start = offset_of(query["$skiptoken"][0])
+                if start is None:
+                    return None
+            chunk = items[start:start + min(top, 100)]
+            body = {"value": chunk}
+            end = start + len(chunk)
+            if end < len(items):
+                rest = {k: v[0] for k, v in query.items() if k != "$skiptoken"}
+                rest["$skiptoken"] = skiptoken(end)
+                host = self.headers.get("Host", "127.0.0.1")
+                body["@odata.nextLink"] = (f"http://{host}/{link_path}?"
+                                           + urllib.parse.urlencode(rest, safe="$',"))
+            return body
+
+        def directory(self, method, raw):
+            """Everything but the assignment route: identities, Entra ID, profiles."""
+            url = urllib.parse.urlsplit(self.path)
+            query = urllib.parse.parse_qs(url.query)
+            parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/")]
+            if not parts or parts[0] not in ("beta", "v1.0"):
+                return self.failed(404, "NotFound", self.path)
+            version, rest = parts[0], parts[1:]
+            if not self.headers.get("Authorization", "").startswith("Bearer "):
+                return self.reply(401, {"error": {"code": "InvalidAuthenticationToken", "message": "no token"}})
+            low = [p.lower() for p in rest]
+            if low[:2] == ["devicemanagement", "windowsautopilotdeviceidentities"] and version == "beta":
+                return self.identities(method, rest[2:], query)
+            if low[:2] == ["devicemanagement", "windowsautopilotdeploymentprofiles"] and version == "beta":
+                return self.profiles(method, rest[2:], query, raw)
+            if low[:1] in (["devices"], ["groups"]):
+                return self.entra(method, version, rest, low, query, raw)
+            return self.failed(400, "BadRequest", f"Resource not found for the segment '{rest[0] if rest else ''}'.")
+
+        def identities(self, method, rest, query):
+            if method != "GET" or len(rest) > 1:
+                return self.failed(405, "BadRequest", "method not allowed")
+            with sim.lock:
+                sim.stats["identity_reads"] += 1
+                allowed, _ = sim.intune_reads.hit(time.monotonic())
+            if not allowed:
+                return self.throttled("1" if sim.retry_after != "none" else "")
+            def shown(identity):
+                device_id, _ = sim.identity(identity)
+                return {"id": identity.lower(), "serialNumber": serial_of(identity),
+                        "azureAdDeviceId": device_id, "azureActiveDirectoryDeviceId": device_id,
+                        "deploymentProfileAssignmentStatus": "notAssigned"}
+            if rest:
+                if not GUID.match(rest[0]):
+                    return self.failed(400, "BadRequest", f"Invalid key: '{rest[0]}'")
+                return self.reply(200, shown(rest[0]))
+            with sim.lock:
+                ids = list(sim.known)
+            body = self.page([shown(i) for i in ids], 1000,
+                             "beta/deviceManagement/windowsAutopilotDeviceIdentities", query)
+            if body is None:
+                return self.failed(400, "BadRequest", "Invalid $top or $skiptoken.")
+            return self.reply(200, body)
+
+        def entra(self, method, version, rest, low, query, raw):
+            write = method in ("PATCH", "POST", "DELETE")
+            in_outage, roll = sim.arrive(method, "/".join(low), starts_clock=write and len(low) >= 2)
+            time.sleep(sim.latency)
+            if in_outage:
+                return self.unavailable("/".join(low))
+            if write:
+                with sim.lock:
+                    sim.stats["group_writes"] += method != "DELETE"
+            verdict = sim.admit_bucket(sim.directory, write)
+            if verdict is not None:
+                return self.throttled(verdict)
+            fault = sim.fault("POST" if write else "GET", "/".join(low), roll)
+            if fault == "503":
+                return self.unavailable("/".join(low))
+            if fault == "504" and not write:
+                return self.failed(504, "GatewayTimeout", "The gateway timed out.")
+            status, body = self.entra_execute(method, version, rest, low, query, raw)
+            if fault == "504":
+                return self.failed(504, "GatewayTimeout", "The gateway timed out.")
+            if fault == "drop":
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+            if status == 204:
+                self.send_response(204)
+                self.send_header("request-id", str(uuid.uuid4()))
+                self.end_headers()
+                return
+            if status >= 400:
+                return self.failed(status, body[0], body[1])
+            return self.reply(status, body)
+
+        def entra_execute(self, method, version, rest, low, query, raw):
+            """(status, body) of a directory request that got past throttle and faults; an
+            error's body is (code, message)."""
+            if low == ["devices"] and method == "GET":
+                flt = query.get("$filter", [None])[0]
+                if flt:
+                    m = re.fullmatch(r"\s*deviceId\s+eq\s+'([^']*)'\s*", flt, re.I)
+                    if not m:
+                        return 400, ("Request_UnsupportedQuery", "Unsupported Query.")
+                    with sim.lock:
+                        identity = sim.by_device_id.get(m.group(1).lower())
+                    return 200, {"value": [sim.device(identity)] if identity else []}
+                with sim.lock:
+                    ids = list(sim.known)
+                body = self.page([sim.device(i) for i in ids], 999, f"{version}/devices", query)
+                return (200, body) if body is not None else (400, ("Request_BadRequest", "Invalid page size."))
+            group = rest[1].lower() if len(rest) > 1 else ""
+            if low[0] != "groups" or not GUID.match(group):
+                return 400, ("Request_BadRequest", f"Invalid object identifier '{group}'.")
+            dynamic = group in sim.dynamic_groups
+            if len(low) == 2 and method == "GET":
+                return 200, {"id": group, "displayName": f"Group {group[:8]}", "securityEnabled": True,
+                             "groupTypes": ["DynamicMembership"] if dynamic else [], "mailEnabled": False}
+            if len(low) in (3, 4) and low[2] == "members" and method == "GET" and low[3:] in ([], ["microsoft.graph.device"]):
+                with sim.lock:
+                    held = [sim.by_object_id.get(o) for o in sim.members[group]]
+                items = [{k: v for k, v in sim.device(i).items() if k in ("id", "deviceId", "displayName")}
+                         for i in held if i]
+                body = self.page(items, 999, f"{version}/" + "/".join(rest), query)
+                return (200, body) if body is not None else (400, ("Request_BadRequest", "Invalid page size."))
+            if dynamic and method in ("PATCH", "POST", "DELETE"):
+                return 400, ("Request_BadRequest", "Members of a dynamic group cannot be changed.")
+            try:
+                payload = json.loads(raw) if raw else {}
+            except ValueError:
+                return 400, ("BadRequest", "Unable to read JSON request payload.")
+            if len(low) == 2 and method == "PATCH":
+                refs = payload.get("members@odata.bind", [])
+                if not isinstance(refs, list) or len(refs) > 20:
+                    return 400, ("Request_BadRequest", "At most 20 references in members@odata.bind.")
+                return self.add_members(group, refs, 400)
+            if low[2:] == ["members", "$ref"] and method == "POST":
+                return self.add_members(group, [payload.get("@odata.id", "")], 404)
+            if len(low) == 5 and low[2] == "members" and low[4] == "$ref" and method == "DELETE":
+                oid = low[3]
+                with sim.lock:
+                    if oid in sim.members[group]:
+                        del sim.members[group][oid]
+                        sim.stats["members_removed"] += 1
+                        return 204, None
+                return 404, ("Request_ResourceNotFound", does_not_exist(oid))
+            return 405, ("BadRequest", "method not allowed")
+
+        def add_members(self, group, refs, missing_status):
+            """All or none: every reference a known device object, none a member yet."""
+            oids = [object_of(r) if isinstance(r, str) else None for r in refs]
+            if any(o is None for o in oids):
+                return 400, ("Request_BadRequest", "Invalid URL format specified in @odata.bind for members")
+            with sim.lock:
+                held = sim.members[group]
+                dups = sum(1 for i, o in enumerate(oids) if o in held or o in oids[:i])
+                sim.stats["duplicate_member_attempts"] += dups
+                unknown = next((o for o in oids if o not in sim.by_object_id), None)
+                if unknown:
+                    code = "Request_ResourceNotFound" if missing_status == 404 else "Request_BadRequest"
+                    return missing_status, (code, does_not_exist(unknown))
+                if dups:
+                    return 400, ("Request_BadRequest", ALREADY)
+                for o in oids:
+                    held[o] = None
+                sim.stats["members_added"] += len(oids)
+            return 204, None
+
+        def profiles(self, method, rest, query, raw):
+            with sim.lock:
+                allowed, _ = sim.intune_reads.hit(time.monotonic()) if method == "GET" else sim.limiter.hit(time.monotonic())
+            if not allowed:
+                return self.throttled("1" if sim.retry_after != "none" else "")
+            def shown(pid):
+                p = {"id": pid, "displayName": f"Profile {pid[:8]}"}
+                if "assignments" in query.get("$expand", [""])[0].lower():
+                    p["assignments"] = list(sim.profiles[pid])
+                return p
+            if not rest and method == "GET":
+                with sim.lock:
+                    body = {"value": [shown(p) for p in list(sim.profiles)]}
+                return self.reply(200, body)
+            pid = rest[0].lower() if rest else ""
+            if not GUID.match(pid):
+                return self.failed(400, "BadRequest", f"Invalid key: '{pid}'")
+            if len(rest) == 1 and method == "GET":
+                with sim.lock:
+                    body = shown(pid)
+                return self.reply(200, body)
+            if rest[1:] == ["assignments"] and method == "POST":
+                try:
+                    target = json.loads(raw)["target"]
+                    group = target["groupId"].lower()
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    return self.failed(400, "BadRequest", "expected a groupAssignmentTarget")
+                assignment = {"id": f"{pid}_{group}", "target": target, "source": "direct", "sourceId": pid}
+                with sim.lock:
+                    if any(a["id"] == assignment["id"] for a in sim.profiles[pid]):
+                        return self.failed(409, "Conflict", "already assigned to this group")
+                    sim.profiles[pid].append(assignment)
+                    sim.stats["profile_assignments_created"] += 1
+                return self.reply(201, assignment)
+            return self.failed(405, "BadRequest", "method not allowed")
+
+        def do_PATCH(self):
+            self.graph("PATCH")
+
+        def do_DELETE(self):
+            self.graph("DELETE")
 
         def do_POST(self):
             if self.path.endswith("/oauth2/v2.0/token"):
@@ -356,6 +702,12 @@ def main():
                    help="outage start, after the first assignment POST")
     p.add_argument("--outage-for", type=float, default=0.0, metavar="SECONDS",
                    help="outage length: every Graph request answered 503 (0: no outage)")
+    p.add_argument("--directory-limit", default="3000/150", metavar="COUNT/SECONDS",
+                   help="Entra ID's own write window (member writes); reads get 10x")
+    p.add_argument("--identities", type=int, default=0, metavar="N",
+                   help="identities (and their Entra devices) listed from the start")
+    p.add_argument("--dynamic-group", action="append", default=[], metavar="ID",
+                   help="a dynamic group (member writes refused); any other GUID is assigned")
     args = p.parse_args()
     # A listen backlog of 128, not socketserver's 5: with 5, a client opening a few dozen
     # connections at once has some of them wait a TCP retransmission (200 ms) to be accepted,

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{EmulatorConfig, Limit, Outage, RetryAfterMode, read_device_identities};
+use super::{
+    EmulatorConfig, Group, Limit, Outage, Profile, ProfileTarget, RetryAfterMode,
+    read_device_identities,
+};
 
 #[derive(Debug, Args)]
 pub struct EmulateArgs {
@@ -73,8 +76,8 @@ pub struct EmulateArgs {
     /// Mean of an exponential delay added to every Graph answer.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub latency: Option<Duration>,
-    /// Start an outage this long after the first assignment POST [default: 0s, with
-    /// --outage-for].
+    /// Start an outage this long after the first assignment POST or group member write
+    /// [default: 0s, with --outage-for].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "outage_for")]
     pub outage_at: Option<Duration>,
     /// Outage: answer every Graph request (not the token endpoint) 503 ServiceUnavailable for
@@ -103,9 +106,44 @@ pub struct EmulateArgs {
     #[arg(long)]
     pub no_odata_route: bool,
     /// The roles claim of issued tokens, comma-separated [default:
-    /// DeviceManagementServiceConfig.ReadWrite.All]; an empty value: none.
+    /// DeviceManagementServiceConfig.ReadWrite.All,GroupMember.ReadWrite.All,Device.Read.All];
+    /// an empty value: none.
     #[arg(long, value_name = "ROLES", value_delimiter = ',')]
     pub token_roles: Option<Vec<String>>,
+    /// Sliding-window write limit per tenant of the directory (Entra ID): group member writes
+    /// (PATCH, POST and DELETE on /groups) spend it, never --limit's; directory reads have ten
+    /// times the room, also apart.
+    #[arg(long, default_value = "3000/150s", value_name = "COUNT/DURATION")]
+    pub directory_limit: Limit,
+    /// Most objects one directory page (/devices, /groups, a group's members) holds, whatever
+    /// $top asks.
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=999))]
+    pub directory_page_size: u32,
+    /// An assigned (static) Entra security group, ID a GUID (repeatable); NAME defaults to "Group" and
+    /// the id's first 8 hex digits, and may repeat. Without --group and --dynamic-group any
+    /// GUID is an assigned group, so that `run --emulator --action group` works out of the
+    /// box; once one is given, other groups answer 404.
+    #[arg(long = "group", value_name = "ID[=NAME]", value_parser = parse_group)]
+    pub group: Vec<(String, String)>,
+    /// A dynamic security group (repeatable): it refuses member writes 400.
+    #[arg(long = "dynamic-group", value_name = "ID[=NAME]", value_parser = parse_group)]
+    pub dynamic_group: Vec<(String, String)>,
+    /// A member every tenant's GROUP starts with (repeatable); DEVICE is an identity id or a
+    /// serial number (every identity with it).
+    #[arg(long = "member", value_name = "GROUP=DEVICE", value_parser = parse_member)]
+    pub member: Vec<(String, String)>,
+    /// An identity (id or serial) that lists its azureAdDeviceId but has no Entra device
+    /// object, as a device deleted from Entra ID (repeatable).
+    #[arg(long = "not-in-directory", value_name = "DEVICE")]
+    pub not_in_directory: Vec<String>,
+    /// An identity (id or serial) that lists an empty azureAdDeviceId, and so has no Entra
+    /// device object either (repeatable).
+    #[arg(long = "no-device-id", value_name = "DEVICE")]
+    pub no_device_id: Vec<String>,
+    /// An Autopilot deployment profile (repeatable), assigned at start to TARGETS:
+    /// comma-separated group ids or `all-devices`. Without any, any GUID is a profile.
+    #[arg(long = "profile", value_name = "ID=NAME[:TARGETS]", value_parser = parse_profile)]
+    pub profile: Vec<Profile>,
 }
 
 /// A tenant name the token URL can carry: one path segment, not empty.
@@ -125,6 +163,72 @@ fn parse_tenant_secret(s: &str) -> Result<(String, String), String> {
         .split_once('=')
         .ok_or_else(|| "expected TENANT=VALUE".to_string())?;
     Ok((parse_tenant_name(tenant)?, secret.to_string()))
+}
+
+fn guid(s: &str, what: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.len() == 36 && uuid::Uuid::try_parse(s).is_ok() {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!("{s:?} is not a {what} id (a GUID)"))
+    }
+}
+
+/// `ID[=NAME]`.
+fn parse_group(s: &str) -> Result<(String, String), String> {
+    let (id, name) = s.split_once('=').unwrap_or((s, ""));
+    let id = guid(id, "group")?;
+    let name = match name.trim() {
+        "" => Group::default_name(&id),
+        name => name.to_string(),
+    };
+    Ok((id, name))
+}
+
+/// `GROUP=DEVICE`.
+fn parse_member(s: &str) -> Result<(String, String), String> {
+    let (group, device) = s
+        .split_once('=')
+        .ok_or_else(|| "expected GROUP=DEVICE".to_string())?;
+    let device = device.trim();
+    if device.is_empty() {
+        return Err("expected GROUP=DEVICE, DEVICE an identity id or serial number".into());
+    }
+    Ok((guid(group, "group")?, device.to_string()))
+}
+
+/// `ID=NAME[:TARGETS]`: the part after the last `:` is TARGETS when every comma-separated
+/// item is a GUID or `all-devices`; otherwise it belongs to NAME.
+fn parse_profile(s: &str) -> Result<Profile, String> {
+    let (id, rest) = s
+        .split_once('=')
+        .ok_or_else(|| "expected ID=NAME[:TARGETS]".to_string())?;
+    let id = guid(id, "profile")?;
+    let targets = |list: &str| -> Option<Vec<ProfileTarget>> {
+        list.split(',')
+            .map(str::trim)
+            .map(|t| match t.to_ascii_lowercase().as_str() {
+                "all-devices" | "alldevices" => Some(ProfileTarget::AllDevices),
+                g => guid(g, "group").ok().map(ProfileTarget::Group),
+            })
+            .collect()
+    };
+    let (name, assigned_to) = match rest.rsplit_once(':') {
+        Some((name, list)) => match targets(list) {
+            Some(t) => (name, t),
+            None => (rest, Vec::new()),
+        },
+        None => (rest, Vec::new()),
+    };
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("expected ID=NAME[:TARGETS] with a NAME".into());
+    }
+    Ok(Profile {
+        id,
+        display_name: name.to_string(),
+        assigned_to,
+    })
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -185,6 +289,66 @@ impl EmulateArgs {
                     .filter(|r| !r.is_empty())
                     .collect()
             }),
+            directory_limit: self.directory_limit,
+            directory_page_size: self.directory_page_size as usize,
+            groups: self.groups(),
+            members: self.member.clone(),
+            not_in_directory: self.not_in_directory.clone(),
+            no_device_id: self.no_device_id.clone(),
+            profiles: self.profile.clone(),
         })
+    }
+}
+
+impl EmulateArgs {
+    /// `--group` then `--dynamic-group`, in the order given.
+    fn groups(&self) -> Vec<Group> {
+        let assigned = self.group.iter().map(|(id, n)| Group::assigned(id, n));
+        let dynamic = self
+            .dynamic_group
+            .iter()
+            .map(|(id, n)| Group::dynamic(id, n));
+        assigned.chain(dynamic).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G: &str = "5e7e0c2a-3b1d-4c8e-9f6a-0d1c2b3a4f5e";
+    const P: &str = "0f0f0f0f-0000-4000-8000-000000000001";
+
+    #[test]
+    fn groups_members_and_profiles_parse() {
+        assert_eq!(
+            parse_group(&G.to_uppercase()),
+            Ok((G.into(), "Group 5e7e0c2a".into()))
+        );
+        assert_eq!(
+            parse_group(&format!("{G}=Kiosks")),
+            Ok((G.into(), "Kiosks".into()))
+        );
+        assert!(parse_group("kiosks").is_err());
+        assert_eq!(
+            parse_member(&format!("{G}=SER 1")),
+            Ok((G.into(), "SER 1".into()))
+        );
+        assert!(parse_member(G).is_err());
+        assert!(parse_member(&format!("{G}=")).is_err());
+        let p = parse_profile(&format!("{P}=Kiosk: Floor 2:{G}, all-devices")).unwrap();
+        assert_eq!(p.display_name, "Kiosk: Floor 2");
+        assert_eq!(
+            p.assigned_to,
+            [ProfileTarget::Group(G.into()), ProfileTarget::AllDevices]
+        );
+        // A last part that is no list of targets is part of the name.
+        let p = parse_profile(&format!("{P}=Kiosk: Floor 2")).unwrap();
+        assert_eq!(
+            (p.display_name.as_str(), p.assigned_to.len()),
+            ("Kiosk: Floor 2", 0)
+        );
+        assert!(parse_profile(&format!("{P}=")).is_err());
+        assert!(parse_profile("nope=Kiosk").is_err());
     }
 }

@@ -6,7 +6,8 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use serde_json::{Map, Value, json};
 
 use super::envelope::{Answer, Ctx};
-use super::graph::{errors, route, single};
+use super::graph::{errors, single};
+use super::routes::route;
 use super::state::{Caller, Shared};
 
 /// Graph's documented cap on requests in one `$batch`.

@@ -148,7 +148,8 @@ pub(crate) fn assignment_status(
 }
 
 /// The identity's properties in Graph's order (without `@odata.type`). `status` and
-/// `assigned_at` come from [`assignment_status`].
+/// `assigned_at` come from [`assignment_status`]; the Entra device ids are left empty for the
+/// caller to fill (they come from the directory).
 pub(crate) fn properties(
     entry: &Entry,
     status: &str,
@@ -173,6 +174,7 @@ pub(crate) fn properties(
         ("skuNumber", json!("")),
         ("systemFamily", json!("")),
         ("azureActiveDirectoryDeviceId", json!("")),
+        ("azureAdDeviceId", json!("")),
         ("managedDeviceId", json!("")),
         ("displayName", json!("")),
     ]

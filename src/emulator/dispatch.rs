@@ -1,4 +1,4 @@
-//! Every `/beta/...` request: the bearer check, the timed outage (which refuses a `$batch`
+//! Every `/beta/...` and `/v1.0/...` request: the bearer check, the timed outage (which refuses a `$batch`
 //! envelope whole), then `$batch` or a single request, and the connection drop the `drop`
 //! fault asks for (the answer is computed, then never sent). The response carries the token's
 //! [`Caller`], so that its status counts for that tenant.
@@ -13,14 +13,19 @@ use axum::response::{IntoResponse, Response};
 use super::batch::batch;
 use super::conn::ConnHandle;
 use super::envelope::Ctx;
-use super::graph::{Route, method_not_allowed, outage_refusal, route, single};
+use super::graph::{method_not_allowed, outage_refusal, single};
+use super::routes::{Route, route, starts_outage};
 use super::state::{Caller, Shared};
 use super::tokens::authenticate;
 
-/// Every `/beta/...` request.
+/// The API versions served, as the path's first segment: Intune's Autopilot resources are
+/// beta only, Entra ID's (devices, groups) are in both.
+pub(crate) const VERSIONS: [&str; 2] = ["beta", "v1.0"];
+
+/// Every `/beta/...` or `/v1.0/...` request.
 pub(crate) async fn handle(
     State(shared): State<Arc<Shared>>,
-    Extension(ctx): Extension<Ctx>,
+    Extension(mut ctx): Extension<Ctx>,
     conn: Option<Extension<ConnHandle>>,
     method: Method,
     uri: Uri,
@@ -33,15 +38,20 @@ pub(crate) async fn handle(
     };
     // The query goes along: the identity listing reads its options from it.
     let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
-    let path = target.get("/beta".len()..).unwrap_or("");
+    let version = VERSIONS
+        .into_iter()
+        .find(|v| target.get(1..=v.len()) == Some(v))
+        .unwrap_or("beta");
+    ctx.version = version;
+    let path = target.get(1 + version.len()..).unwrap_or("");
     let route = route(path);
-    let assignment_post = matches!(route, Route::Assignments(_)) && method == Method::POST;
+    let first_write = starts_outage(&route, &method);
     if let Some(refused) = outage_refusal(
         &shared,
         &ctx,
         path,
         &caller,
-        assignment_post,
+        first_write,
         tokio::time::Instant::now(),
     ) {
         return attributed(refused.into_response(), Some(caller));

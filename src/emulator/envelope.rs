@@ -14,6 +14,8 @@ pub(crate) struct Ctx {
     pub client_request_id: String,
     /// `host:port` the client addressed, for `@odata.context` and Intune's `Url`.
     pub host: String,
+    /// The API version the client addressed (`beta` or `v1.0`), for contexts and next links.
+    pub version: &'static str,
 }
 
 impl Ctx {
@@ -36,6 +38,7 @@ impl Ctx {
             request_id: new_guid(),
             client_request_id,
             host,
+            version: "beta",
         }
     }
 
@@ -49,6 +52,7 @@ impl Ctx {
                 .map(str::to_string)
                 .unwrap_or_else(|| self.client_request_id.clone()),
             host: self.host.clone(),
+            version: self.version,
         }
     }
 }
@@ -216,6 +220,7 @@ mod tests {
             request_id: "r".into(),
             client_request_id: "c".into(),
             host: "127.0.0.1:1".into(),
+            version: "beta",
         }
     }
 

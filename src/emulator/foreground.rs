@@ -42,7 +42,10 @@ pub async fn serve_foreground(config: EmulatorConfig, port: u16) -> std::io::Res
 
 fn describe(config: &EmulatorConfig) -> String {
     let mut parts = vec![
-        format!("limit {} per tenant", config.limit),
+        format!(
+            "limit {} per tenant (directory {})",
+            config.limit, config.directory_limit
+        ),
         format!("retry-after {:?}", config.retry_after).to_lowercase(),
         format!("token ttl {}", humantime::format_duration(config.token_ttl)),
     ];
@@ -97,7 +100,7 @@ fn describe(config: &EmulatorConfig) -> String {
     }
     if let Some(outage) = config.outage.filter(|o| !o.length.is_zero()) {
         parts.push(format!(
-            "every Graph request answered 503 for {} from {} after the first assignment POST{}",
+            "every Graph request answered 503 for {} from {} after the first assignment POST or member write{}",
             humantime::format_duration(outage.length),
             humantime::format_duration(outage.at),
             match outage.retry_after {
@@ -115,6 +118,7 @@ fn describe(config: &EmulatorConfig) -> String {
     if let Some(roles) = &config.token_roles {
         parts.push(format!("token roles [{}]", roles.join(", ")));
     }
+    parts.push(directory(config));
     parts.push(format!("seed {}", config.seed));
     parts.join(", ")
 }
@@ -140,4 +144,26 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The Entra directory's setup, in one part of the description.
+fn directory(config: &EmulatorConfig) -> String {
+    let groups = if config.groups.is_empty() {
+        "any GUID an assigned group".to_string()
+    } else {
+        let dynamic = config.groups.iter().filter(|g| g.dynamic).count();
+        format!("{} groups ({dynamic} dynamic)", config.groups.len())
+    };
+    let profiles = if config.profiles.is_empty() {
+        "any GUID a profile".to_string()
+    } else {
+        format!("{} profiles", config.profiles.len())
+    };
+    format!(
+        "directory: {groups}, {} first members, {} identities not in it, {} without a device          id, pages of {}; {profiles}",
+        config.members.len(),
+        config.not_in_directory.len(),
+        config.no_device_id.len(),
+        config.directory_page_size.max(1)
+    )
 }

@@ -1,13 +1,14 @@
-//! One request to a Graph resource, top-level or inside a `$batch`: the assignment POST and
-//! GET and the identity reads, through the same pipeline.
+//! One request to a Graph resource, top-level or inside a `$batch`, through one pipeline
+//! whatever the resource (Intune's assignments, identities and profiles; Entra ID's devices,
+//! groups and members), and handed to the module that serves it.
 //!
 //! Order for one request (top-level or inner):
 //! 1. bearer check (top-level only; inner requests ride on the envelope's token),
 //! 2. the timed outage: while Graph is down, 503 and nothing else happens (an assignment POST
-//!    starts its clock),
+//!    or a member write starts its clock),
 //! 3. route and method,
-//! 4. throttle: the request is counted; if over the window (or early after a Retry-After),
-//!    429 and nothing else happens,
+//! 4. throttle: the request is counted, in its service's bucket (Intune or the directory);
+//!    if over the window (or early after a Retry-After), 429 and nothing else happens,
 //! 5. one seeded fault draw: 503/504 answer without executing; `drop` executes and then drops,
 //! 6. validation (device GUID, known device, body, query options) and execution.
 
@@ -16,56 +17,13 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use axum::http::{Method, StatusCode};
-use serde_json::{Map, Value, json};
 
-use super::directory::Assigned;
-use super::envelope::{Answer, Ctx, Errors, new_guid};
+use super::envelope::{Answer, Ctx, Errors};
 use super::faults::Fault;
-use super::identities;
-use super::properties;
+use super::routes::{self, Refusal, Route, Target};
 use super::state::{Caller, Inner, Shared, TenantData};
-use super::throttle::{Verdict, retry_after};
-use super::validate;
-
-/// A Graph path (below `/beta`) this emulator knows.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Route<'a> {
-    /// `/deviceManagement/windowsAutopilotDeviceIdentities/{id}/deploymentProfile/assignments`
-    Assignments(&'a str),
-    /// `/deviceManagement/windowsAutopilotDeviceIdentities/{id}/updateDeviceProperties`
-    UpdateDeviceProperties(&'a str),
-    /// `/deviceManagement/windowsAutopilotDeviceIdentities`
-    Identities,
-    /// `/deviceManagement/windowsAutopilotDeviceIdentities/{id}`
-    Identity(&'a str),
-    Batch,
-    Unknown,
-}
-
-/// Match a path below the version segment (a query is ignored). Graph matches segment names
-/// case-insensitively.
-pub(crate) fn route(path: &str) -> Route<'_> {
-    let path = path.split(['?', '#']).next().unwrap_or("");
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let is = |s: &str, name: &str| s.eq_ignore_ascii_case(name);
-    let identities = |dm: &str, ids: &str| {
-        is(dm, "deviceManagement") && is(ids, "windowsAutopilotDeviceIdentities")
-    };
-    match segments.as_slice() {
-        [b] if is(b, "$batch") || is(b, "%24batch") => Route::Batch,
-        [dm, ids] if identities(dm, ids) => Route::Identities,
-        [dm, ids, id] if identities(dm, ids) => Route::Identity(id),
-        [dm, ids, id, u] if identities(dm, ids) && is(u, "updateDeviceProperties") => {
-            Route::UpdateDeviceProperties(id)
-        }
-        [dm, ids, id, dp, a]
-            if identities(dm, ids) && is(dp, "deploymentProfile") && is(a, "assignments") =>
-        {
-            Route::Assignments(id)
-        }
-        _ => Route::Unknown,
-    }
-}
+use super::throttle::{Bucket, Verdict, retry_after};
+use super::{Stats, assignments, devices, groups, identities, members, profiles, properties};
 
 pub(crate) fn method_not_allowed(
     shared: &Shared,
@@ -88,55 +46,25 @@ pub(crate) fn errors<'a>(shared: &Shared, ctx: &'a Ctx, path: &'a str) -> Errors
     }
 }
 
-/// What a request with a known route and an allowed method does.
-#[derive(Debug, Clone, Copy)]
-enum Target<'a> {
-    Assign(&'a str),
-    UpdateProperties(&'a str),
-    ReadAssignments(&'a str),
-    ListIdentities,
-    ReadIdentity(&'a str),
-}
-
-/// The target of a route and method, or the 400 (unknown or nested-batch path) or 405 that
-/// Graph gives before anything is counted.
-fn target<'a>(
-    shared: &Shared,
-    ctx: &Ctx,
-    path: &str,
-    route: Route<'a>,
-    method: &Method,
-) -> Result<Target<'a>, Answer> {
+/// The 400 or 405 Graph gives a request that names no resource it serves, before anything is
+/// counted.
+fn refused(shared: &Shared, ctx: &Ctx, path: &str, method: &Method, why: Refusal) -> Answer {
     let bad = |message: &str| {
         errors(shared, ctx, path).answer(StatusCode::BAD_REQUEST, "BadRequest", message)
     };
-    let get = *method == Method::GET;
-    match route {
-        Route::Assignments(device) if *method == Method::POST => Ok(Target::Assign(device)),
-        Route::Assignments(device) if get => Ok(Target::ReadAssignments(device)),
-        Route::UpdateDeviceProperties(device) if *method == Method::POST => {
-            Ok(Target::UpdateProperties(device))
-        }
-        Route::Identities if get => Ok(Target::ListIdentities),
-        Route::Identity(id) if get => Ok(Target::ReadIdentity(id)),
-        Route::Assignments(_)
-        | Route::UpdateDeviceProperties(_)
-        | Route::Identities
-        | Route::Identity(_) => Err(method_not_allowed(shared, ctx, path, method)),
-        Route::Batch => Err(bad("A batch request cannot contain another batch.")),
-        Route::Unknown => {
-            let path = path.split(['?', '#']).next().unwrap_or("");
-            let segment = path.trim_matches('/').split('/').next().unwrap_or("");
-            Err(bad(&format!(
-                "Resource not found for the segment '{segment}'."
-            )))
+    match why {
+        Refusal::MethodNotAllowed => method_not_allowed(shared, ctx, path, method),
+        Refusal::NestedBatch => bad("A batch request cannot contain another batch."),
+        Refusal::UnknownSegment(segment) => {
+            bad(&format!("Resource not found for the segment '{segment}'."))
         }
     }
 }
 
 /// The 503 a Graph request arriving at `now` gets while Graph is down, counted in the
-/// caller's `outage_requests`; `None` while it is up. `assignment_post`: the request is an
-/// assignment POST, which starts the clock (and with `at` zero is itself refused).
+/// caller's `outage_requests`; `None` while it is up. `first_write`: the request is an
+/// assignment POST or a member write, which starts the clock (and with `at` zero is itself
+/// refused).
 ///
 /// The body is Graph's own envelope, never Intune's form: with Graph down, Intune is not
 /// reached (as with the 401s).
@@ -145,14 +73,14 @@ pub(crate) fn outage_refusal(
     ctx: &Ctx,
     path: &str,
     caller: &Caller,
-    assignment_post: bool,
+    first_write: bool,
     now: Instant,
 ) -> Option<Answer> {
     let outage = shared.config.outage?;
     {
         let mut inner = shared.lock();
-        if assignment_post {
-            inner.outage.assignment_posted(now);
+        if first_write {
+            inner.outage.write_arrived(now);
         }
         if !inner.outage.down(now) {
             return None;
@@ -167,7 +95,7 @@ pub(crate) fn outage_refusal(
     Some(errors.unavailable(outage.retry_after))
 }
 
-/// One request to a Graph resource, top-level or inside a batch. `path` is below `/beta` and
+/// One request to a Graph resource, top-level or inside a batch. `path` is below the version and
 /// may carry a query.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn single(
@@ -181,48 +109,46 @@ pub(crate) fn single(
     body: &[u8],
 ) -> Answer {
     let now = Instant::now();
-    let assignment_post = matches!(route, Route::Assignments(_)) && *method == Method::POST;
-    if let Some(refused) = outage_refusal(shared, ctx, path, caller, assignment_post, now) {
+    let first_write = routes::starts_outage(&route, method);
+    if let Some(refused) = outage_refusal(shared, ctx, path, caller, first_write, now) {
         return refused;
     }
-    let target = match target(shared, ctx, path, route, method) {
+    let target = match routes::target(route, method, path, ctx.version != "beta") {
         Ok(target) => target,
-        Err(answer) => return answer,
+        Err(why) => return refused(shared, ctx, path, method, why),
     };
-    let errors = errors(shared, ctx, path);
-    let write = matches!(target, Target::Assign(_) | Target::UpdateProperties(_));
+    let (bucket, write) = (target.bucket(), target.is_write());
+    // Entra ID answers in Graph's own envelope: Intune's form is Intune's alone.
+    let errors = Errors {
+        intune: shared.config.intune_envelope && bucket == Bucket::Intune,
+        ..errors(shared, ctx, path)
+    };
     if let (true, Target::Assign(device) | Target::ReadAssignments(device)) =
         (shared.config.no_odata_route, target)
     {
         // Graph's router answers before authorization and before Intune is reached.
         return no_odata_route(&errors, device, write);
     }
-    if shared.config.deny_permission {
+    if shared.config.deny_permission && bucket == Bucket::Intune {
         // Graph authorizes before Intune counts the request against the tenant's window.
         return forbidden(&errors, write);
     }
 
     let mut inner = shared.lock();
+    count(&mut inner.data(&caller.data).stats, target);
     let tenant = caller.tenant.as_str();
-    let verdict = match target {
-        // A property update is an Intune enrollment write like an assignment: same window.
-        Target::Assign(_) | Target::UpdateProperties(_) => {
-            inner.data(&caller.data).stats.write_requests += 1;
-            inner.throttle.write(tenant, now)
-        }
-        Target::ReadAssignments(_) => {
-            inner.data(&caller.data).stats.assignment_reads += 1;
-            inner.throttle.read(tenant, now)
-        }
-        Target::ListIdentities | Target::ReadIdentity(_) => {
-            inner.data(&caller.data).stats.identity_reads += 1;
-            inner.throttle.read(tenant, now)
-        }
+    let verdict = if write {
+        inner.throttle.write(bucket, tenant, now)
+    } else {
+        inner.throttle.read(bucket, tenant, now)
     };
     if let Verdict::Throttled { wait, violation } = verdict {
-        return throttled(
-            shared, &mut inner, &errors, caller, now, wait, violation, write,
-        );
+        let episode = Episode {
+            bucket,
+            write,
+            violation,
+        };
+        return throttled(shared, &mut inner, &errors, caller, now, wait, episode);
     }
     let fault = inner.faults.roll();
     let data = inner.data(&caller.data);
@@ -230,25 +156,65 @@ pub(crate) fn single(
         return answer;
     }
     let query = path.split_once('?').map_or("", |(_, q)| q);
-    let mut answer = match target {
-        Target::Assign(device) | Target::ReadAssignments(device) => execute(
-            shared,
-            data,
-            &errors,
-            ctx,
-            device,
-            write,
-            content_type,
-            body,
-        ),
-        Target::UpdateProperties(device) => {
-            properties::update(shared, data, &errors, device, content_type, body)
-        }
-        Target::ListIdentities => identities::list(shared, data, &errors, ctx, query),
-        Target::ReadIdentity(id) => identities::get(shared, data, &errors, ctx, id, query),
-    };
+    let mut answer = execute(shared, data, &errors, target, query, content_type, body);
     answer.drop = fault == Fault::Drop;
     answer
+}
+
+/// Count a request that reached the throttle in its route's counter.
+fn count(stats: &mut Stats, target: Target<'_>) {
+    let counter = match target {
+        // A property update is an Intune enrollment write like an assignment: same window.
+        Target::Assign(_) | Target::UpdateProperties(_) => &mut stats.write_requests,
+        Target::ReadAssignments(_) => &mut stats.assignment_reads,
+        Target::ListIdentities | Target::ReadIdentity(_) => &mut stats.identity_reads,
+        Target::ListProfiles
+        | Target::ReadProfile(_)
+        | Target::ReadProfileAssignments(_)
+        | Target::AssignProfile(_) => &mut stats.profile_requests,
+        Target::ListDevices
+        | Target::ListGroups
+        | Target::ReadGroup(_)
+        | Target::ListMembers(..) => &mut stats.directory_reads,
+        Target::BindMembers(_) | Target::AddMember(_) => &mut stats.group_writes,
+        Target::RemoveMember(..) => return,
+    };
+    *counter += 1;
+}
+
+/// Carry out a request that got past throttle and faults, on the caller's tenant's data.
+fn execute(
+    shared: &Shared,
+    data: &mut TenantData,
+    errors: &Errors<'_>,
+    target: Target<'_>,
+    query: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Answer {
+    let ctx = errors.ctx;
+    match target {
+        Target::Assign(device) => {
+            assignments::create(shared, data, errors, device, content_type, body)
+        }
+        Target::ReadAssignments(device) => assignments::read(shared, data, errors, device),
+        Target::UpdateProperties(device) => {
+            properties::update(shared, data, errors, device, content_type, body)
+        }
+        Target::ListIdentities => identities::list(shared, data, errors, ctx, query),
+        Target::ReadIdentity(id) => identities::get(shared, data, errors, ctx, id, query),
+        Target::ListProfiles => profiles::list(shared, data, errors, query),
+        Target::ReadProfile(id) => profiles::get(shared, data, errors, id, query),
+        Target::ReadProfileAssignments(id) => profiles::assignments(shared, data, errors, id),
+        Target::AssignProfile(id) => profiles::assign(shared, data, errors, id, content_type, body),
+        Target::ListDevices => devices::list(shared, errors, query),
+        Target::ListGroups => groups::list(shared, errors, query),
+        Target::ReadGroup(id) => groups::get(shared, errors, id, query),
+        Target::ListMembers(id, cast) => groups::members(shared, data, errors, id, cast, query),
+        Target::BindMembers(id) => members::bind(shared, data, errors, id, content_type, body),
+        Target::AddMember(id) => members::add(shared, data, errors, id, content_type, body),
+        Target::RemoveMember(id, member) => members::remove(shared, data, errors, id, member),
+    }
 }
 
 /// The 400 Graph's router has been reported to give for the assignment navigation, in its own
@@ -314,9 +280,18 @@ fn injected(
     }
 }
 
+/// What a 429 answers: the bucket and window that refused, and whether the request came
+/// back too early.
+#[derive(Debug, Clone, Copy)]
+struct Episode {
+    bucket: Bucket,
+    write: bool,
+    violation: bool,
+}
+
 /// The 429, with a Retry-After in the configured (or, for `mixed`, drawn) form. A write 429
-/// that states a time becomes the tenant's promise that violations are judged against.
-#[allow(clippy::too_many_arguments)]
+/// that states a time becomes the tenant's promise, in that bucket, that violations are judged
+/// against.
 fn throttled(
     shared: &Shared,
     inner: &mut Inner,
@@ -324,12 +299,11 @@ fn throttled(
     caller: &Caller,
     now: Instant,
     wait: std::time::Duration,
-    violation: bool,
-    write: bool,
+    episode: Episode,
 ) -> Answer {
     let stats = &mut inner.data(&caller.data).stats;
     stats.throttled += 1;
-    if violation {
+    if episode.violation {
         stats.violations += 1;
     }
     let form = inner.faults.retry_form(shared.config.retry_after);
@@ -340,106 +314,13 @@ fn throttled(
     );
     match retry_after(form, wait, SystemTime::now()) {
         Some((value, stated)) => {
-            if write {
-                inner.throttle.promised(&caller.tenant, now, stated);
+            if episode.write {
+                inner
+                    .throttle
+                    .promised(episode.bucket, &caller.tenant, now, stated);
             }
             answer.with_header("retry-after", value)
         }
         None => answer,
-    }
-}
-
-/// Validate and carry out an assignment request that got past throttle and faults, on the
-/// caller's tenant's store.
-#[allow(clippy::too_many_arguments)]
-fn execute(
-    shared: &Shared,
-    data: &mut TenantData,
-    errors: &Errors<'_>,
-    ctx: &Ctx,
-    device: &str,
-    write: bool,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> Answer {
-    let device = match shared.device_key(errors, device) {
-        Ok(d) => d,
-        Err(refused) => return refused,
-    };
-    let context = format!(
-        "http://{}/beta/$metadata#deviceManagement/windowsAutopilotDeviceIdentities('{device}')/deploymentProfile/assignments",
-        ctx.host
-    );
-    if !write {
-        let value = data.store.get(&device).cloned().unwrap_or_default();
-        return Answer::json(
-            StatusCode::OK,
-            json!({"@odata.context": context, "value": value}),
-        );
-    }
-    if !validate::is_json(content_type) {
-        return errors.answer(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            validate::UNREADABLE_JSON,
-        );
-    }
-    let mut stored = match validate::assignment(body) {
-        Ok(stored) => stored,
-        Err(message) => return errors.answer(StatusCode::BAD_REQUEST, "BadRequest", &message),
-    };
-    // Always a fresh id, whatever the body says: a client must not rely on its own.
-    let id = new_guid();
-    let mut ordered = Map::new();
-    ordered.insert(
-        "@odata.type".into(),
-        stored.remove("@odata.type").unwrap_or_default(),
-    );
-    ordered.insert("id".into(), json!(id));
-    ordered.extend(stored);
-    let stored = Value::Object(ordered);
-    data.first_assigned
-        .entry(device.clone())
-        .or_insert_with(Assigned::now);
-    data.store.entry(device).or_default().push(stored.clone());
-    data.stats.assignments_created += 1;
-    let mut body = Map::new();
-    body.insert("@odata.context".into(), json!(format!("{context}/$entity")));
-    if let Value::Object(fields) = stored {
-        body.extend(fields);
-    }
-    Answer::json(StatusCode::CREATED, Value::Object(body))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_match_case_insensitively() {
-        assert_eq!(route("/$batch"), Route::Batch);
-        assert_eq!(route("/%24batch"), Route::Batch);
-        assert_eq!(
-            route(
-                "/deviceManagement/windowsAutopilotDeviceIdentities/abc/deploymentProfile/assignments?x=1"
-            ),
-            Route::Assignments("abc")
-        );
-        assert_eq!(
-            route(
-                "/devicemanagement/WINDOWSAUTOPILOTDEVICEIDENTITIES/abc/deploymentprofile/assignments/"
-            ),
-            Route::Assignments("abc")
-        );
-        assert_eq!(
-            route("/deviceManagement/windowsAutopilotDeviceIdentities?$top=5"),
-            Route::Identities
-        );
-        assert_eq!(
-            route("/devicemanagement/windowsautopilotdeviceidentities/abc"),
-            Route::Identity("abc")
-        );
-        assert_eq!(route("/me"), Route::Unknown);
-        assert_eq!(route(""), Route::Unknown);
     }
 }

@@ -140,6 +140,13 @@ fn identity(
     let first = data.first_assigned.get(&entry.id).copied();
     let (status, assigned_at) = assignment_status(first, shared.config.assign_delay, now);
     let mut props = properties(entry, status, &assigned_at);
+    // The Entra device's id, under both of the names Graph's beta gives it.
+    let device_id = json!(shared.entra.azure_ad_device_id(&entry.id));
+    for (name, value) in &mut props {
+        if matches!(*name, "azureActiveDirectoryDeviceId" | "azureAdDeviceId") {
+            *value = device_id.clone();
+        }
+    }
     if let Some(updated) = data.updated.get(&entry.id) {
         for (name, value) in &mut props {
             if let Some(set) = updated.get(*name) {

@@ -9,28 +9,51 @@
 //! Layout: `args` (the `emulate` command line), `foreground` (serving it until a signal),
 //! `limit` (the `COUNT/DURATION` windows), `server` (accept loop, router, headers), `conn`
 //! (the handle a handler drops its connection with), `tokens` (token endpoint, bearer check),
-//! `dispatch` (every `/beta` request: bearer, then batch or single), `batch` (the `$batch`
-//! envelope), `graph` (one request's pipeline and the assignment routes), `identities` (the
-//! identity listing and reads), `odata` (their query options), `directory` (the tenant's
-//! identities and their status), `validate` (body rules), `throttle` (windows and
-//! Retry-After), `faults` (seeded faults and latency), `outage` (the timed whole-service
-//! outage), `envelope` (answer shapes), `state` (shared state, the tenants' stores and
-//! counters).
+//! `dispatch` (every `/beta` and `/v1.0` request: bearer, then batch or single), `batch` (the
+//! `$batch` envelope), `routes` (which resource a path and method name, and its throttle
+//! bucket), `graph` (one request's pipeline), `assignments` (the seed's route), `properties`
+//! (`updateDeviceProperties`), `identities` (the identity listing and reads), `odata` (their
+//! query options), `directory` (the tenant's identities and their status), `entra` (the Entra
+//! directory as configured: device objects, groups, profiles), `ids` (how an identity's Entra
+//! ids derive from its id), `devices`, `groups` and `members` (Entra ID's device, group and
+//! member routes), `dirquery` (their query options and paging), `profiles` (deployment
+//! profiles and their group assignments), `validate` (body rules), `throttle` (windows per
+//! service and Retry-After), `faults` (seeded faults and latency), `outage` (the timed
+//! whole-service outage), `envelope` (answer shapes), `state` (shared state, the tenants'
+//! stores and counters).
+//!
+//! The Entra directory (for `run --action group`): every identity lists an `azureAdDeviceId`
+//! and has a directory device object (see [`azure_ad_device_id`] and [`directory_object_id`]
+//! for the ids), unless configured out of the directory ([`EmulatorConfig::not_in_directory`],
+//! [`EmulatorConfig::no_device_id`]). Groups ([`EmulatorConfig::groups`]) take members by
+//! `PATCH /groups/{id}` (`members@odata.bind`, at most 20, all or nothing) or one `$ref` at a
+//! time; deployment profiles ([`EmulatorConfig::profiles`]) are assigned to groups. Directory
+//! requests spend their own throttle windows ([`EmulatorConfig::directory_limit`]), never
+//! Intune's, and are served under `/v1.0` as under `/beta`.
 
 mod args;
+mod assignments;
 mod batch;
 mod conn;
+mod devices;
 mod directory;
+mod dirquery;
 mod dispatch;
+mod entra;
 mod envelope;
 mod faults;
 mod foreground;
 mod graph;
+mod groups;
 mod identities;
+mod ids;
 mod limit;
+mod members;
 mod odata;
 mod outage;
+mod profiles;
 mod properties;
+mod routes;
 mod server;
 mod state;
 mod throttle;
@@ -48,7 +71,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use args::EmulateArgs;
+pub use entra::{Group, Profile, ProfileTarget};
 pub use foreground::serve_foreground;
+pub use ids::{azure_ad_device_id, directory_object_id};
 pub use limit::{Limit, LimitError};
 pub use outage::Outage;
 use state::Shared;
@@ -136,9 +161,33 @@ pub struct EmulatorConfig {
     /// exists…", as Graph has been reported to in production: rehearses a tenant where the
     /// route `run` needs is not served.
     pub no_odata_route: bool,
-    /// The `roles` claim of issued tokens; `None`: `DeviceManagementServiceConfig.ReadWrite.All`.
+    /// The `roles` claim of issued tokens; `None`: `DeviceManagementServiceConfig.ReadWrite.All`,
+    /// `GroupMember.ReadWrite.All` and `Device.Read.All`.
     /// Rehearses an app registration without the permission (the route itself still answers).
     pub token_roles: Option<Vec<String>>,
+    /// The directory's (Entra ID's identity-and-access service's) write limit per tenant
+    /// (default 3000/150s): group member writes (PATCH, POST and DELETE on `/groups`) spend
+    /// it, never Intune's `limit`; directory reads have ten times the room, also apart.
+    pub directory_limit: Limit,
+    /// Most objects one directory page (`/devices`, `/groups`, members) holds, whatever
+    /// `$top` asks (Graph's default page is 100; `$top` may ask up to 999).
+    pub directory_page_size: usize,
+    /// The Entra security groups. Empty: any GUID names an existing assigned group (so that
+    /// `run --emulator --action group` works out of the box); once any are given, others
+    /// answer 404. Ids are GUIDs, compared ignoring case; names may repeat.
+    pub groups: Vec<Group>,
+    /// Members every tenant's groups start with, as (group id, device): the device by
+    /// identity id or serial number (every identity with that serial).
+    pub members: Vec<(String, String)>,
+    /// Identities (by id or serial) that list an `azureAdDeviceId` but have no directory
+    /// device: stale or deleted in Entra ID.
+    pub not_in_directory: Vec<String>,
+    /// Identities (by id or serial) that list an empty `azureAdDeviceId`, and so have no
+    /// directory device either.
+    pub no_device_id: Vec<String>,
+    /// Autopilot deployment profiles with their first assignments. Empty: any GUID names a
+    /// profile (with none assigned at start).
+    pub profiles: Vec<Profile>,
 }
 
 impl Default for EmulatorConfig {
@@ -169,6 +218,13 @@ impl Default for EmulatorConfig {
             deny_permission: false,
             no_odata_route: false,
             token_roles: None,
+            directory_limit: Limit::directory(),
+            directory_page_size: 100,
+            groups: Vec::new(),
+            members: Vec::new(),
+            not_in_directory: Vec::new(),
+            no_device_id: Vec::new(),
+            profiles: Vec::new(),
         }
     }
 }
@@ -226,6 +282,21 @@ pub struct Stats {
     pub tokens_issued: u64,
     /// Graph requests that presented an expired token.
     pub expired_tokens: u64,
+    /// Group member writes (`PATCH /groups/{id}` binds, `POST …/members/$ref`) that reached
+    /// the directory's throttle (429s too).
+    pub group_writes: u64,
+    /// Directory reads (`/devices`, `/groups`, members) that reached the directory's throttle.
+    pub directory_reads: u64,
+    /// Members added by those writes (a refused write adds none).
+    pub members_added: u64,
+    /// References in member writes that were already members (each refused its whole write).
+    pub duplicate_member_attempts: u64,
+    /// Members removed (`DELETE …/members/{id}/$ref` answered 204).
+    pub members_removed: u64,
+    /// Deployment profile requests (reads and assignment POSTs) that reached the throttle.
+    pub profile_requests: u64,
+    /// Deployment profile assignments created (`POST …/windowsAutopilotDeploymentProfiles/{id}/assignments`).
+    pub profile_assignments_created: u64,
     /// Configured tenant (as `EmulatorConfig::tenants` spells it) → its own counters, with the
     /// same meanings (its `tenants` is empty). Every configured tenant is listed, from the
     /// start. Absent from the JSON when no tenants are configured, so that the single-tenant
@@ -279,7 +350,8 @@ impl Emulator {
 
     /// Same on a given port (0 = any). Loopback only: the emulator is for rehearsals and
     /// tests, never for the network.
-    /// A `client_certificate` that cannot be read or parsed is an `InvalidInput` error.
+    /// A `client_certificate` that cannot be read or parsed, and a directory setup naming a
+    /// group or device that does not exist, are `InvalidInput` errors.
     pub async fn start_on(config: EmulatorConfig, port: u16) -> std::io::Result<Emulator> {
         let certificate = config
             .client_certificate
@@ -288,7 +360,9 @@ impl Emulator {
             .transpose()?;
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(config, addr, certificate));
+        let shared = Shared::new(config, addr, certificate)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let shared = Arc::new(shared);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(server::serve(
             listener,

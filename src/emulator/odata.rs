@@ -155,12 +155,16 @@ pub(crate) fn skiptoken_for(offset: usize) -> String {
 }
 
 fn skiptoken(value: &str) -> Result<usize, Refused> {
+    skiptoken_offset(value).ok_or_else(|| Refused("The $skiptoken is not valid.".into()))
+}
+
+/// Where the page of a `$skiptoken` from [`skiptoken_for`] starts; `None` for any other value.
+pub(crate) fn skiptoken_offset(value: &str) -> Option<usize> {
     B64URL
         .decode(value.trim())
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .and_then(|text| text.strip_prefix("emulator-offset:")?.parse().ok())
-        .ok_or_else(|| Refused("The $skiptoken is not valid.".into()))
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The timed outage ([`Outage`]): from `at` after the first assignment POST, for `length`,
+//! The timed outage ([`Outage`]): from `at` after the first write (an assignment POST or a
+//! group member write), for `length`,
 //! Graph answers every request 503 without doing anything. Checked right after the bearer
 //! check, before routing and the throttle, so that a refused request is neither executed nor
 //! counted against the window, and draws no seeded fault (the faults a run meets afterwards
@@ -16,16 +17,17 @@ use tokio::time::Instant;
 /// single requests at random, every Graph request fails for a stretch of time, and clients
 /// must wait it out without burning their retries.
 ///
-/// The clock starts at the emulator's first assignment POST (top-level or inside `$batch`),
-/// so that the outage hits a run however long its setup took; with `at` zero that POST is
-/// already refused. For `length` from then on, every Graph request (assignment POST and GET,
-/// identity reads, `updateDeviceProperties`, `$batch` envelopes and their inner requests) is
-/// answered 503 `ServiceUnavailable` once its bearer token has been checked; the token
-/// endpoint stays up, as Entra ID is not Graph. One outage for the whole emulator, all tenants
-/// alike.
+/// The clock starts at the emulator's first assignment POST or group member write (`PATCH
+/// /groups/{id}`, `POST …/members/$ref`; top-level or inside `$batch`), so that the outage
+/// hits a run however long its setup took; with `at` zero that write is already refused. For
+/// `length` from then on, every Graph request (assignment POST and GET, identity reads,
+/// `updateDeviceProperties`, directory reads and writes, `$batch` envelopes and their inner
+/// requests) is answered 503 `ServiceUnavailable` once its bearer token has been checked; the
+/// token endpoint stays up, as Entra ID is not Graph. One outage for the whole emulator, all
+/// tenants alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outage {
-    /// How long after the first assignment POST the outage begins.
+    /// How long after the first assignment POST (or member write) the outage begins.
     pub at: Duration,
     /// How long it lasts. Zero: no outage.
     pub length: Duration,
@@ -34,11 +36,11 @@ pub struct Outage {
     pub retry_after: Option<u64>,
 }
 
-/// When the outage is, once the first assignment POST has started its clock.
+/// When the outage is, once the first write has started its clock.
 #[derive(Debug)]
 pub(crate) struct OutageClock {
     outage: Option<Outage>,
-    /// The first assignment POST's arrival; `None` until then.
+    /// The first write's arrival; `None` until then.
     started: Option<Instant>,
 }
 
@@ -50,9 +52,9 @@ impl OutageClock {
         }
     }
 
-    /// An assignment POST arrived at `now`: the first one starts the clock, later ones change
+    /// A write that starts the clock arrived at `now`: the first one does, later ones change
     /// nothing.
-    pub(crate) fn assignment_posted(&mut self, now: Instant) {
+    pub(crate) fn write_arrived(&mut self, now: Instant) {
         if self.outage.is_some() && self.started.is_none() {
             self.started = Some(now);
         }
@@ -87,11 +89,11 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n: u64| t0 + Duration::from_millis(n);
         let mut c = clock(100, 50);
-        // Before any assignment POST, Graph is up whatever the time.
+        // Before any write, Graph is up whatever the time.
         assert!(!c.down(ms(120)));
-        c.assignment_posted(t0);
+        c.write_arrived(t0);
         // A later POST does not restart the clock.
-        c.assignment_posted(ms(100));
+        c.write_arrived(ms(100));
         assert!(!c.down(t0));
         assert!(!c.down(ms(99)));
         assert!(c.down(ms(100)));
@@ -104,7 +106,7 @@ mod tests {
     fn at_zero_refuses_the_post_that_starts_the_clock() {
         let t0 = Instant::now();
         let mut c = clock(0, 50);
-        c.assignment_posted(t0);
+        c.write_arrived(t0);
         assert!(c.down(t0));
     }
 
@@ -112,10 +114,10 @@ mod tests {
     fn no_outage_or_zero_length_is_never_down() {
         let t0 = Instant::now();
         let mut none = OutageClock::new(None);
-        none.assignment_posted(t0);
+        none.write_arrived(t0);
         assert!(!none.down(t0));
         let mut empty = clock(0, 0);
-        empty.assignment_posted(t0);
+        empty.write_arrived(t0);
         assert!(!empty.down(t0));
     }
 
@@ -126,10 +128,10 @@ mod tests {
         let t0 = Instant::now();
         let later = t0 + Duration::from_millis(5);
         let mut c = clock(0, 50);
-        c.assignment_posted(later);
+        c.write_arrived(later);
         assert!(c.down(t0));
         let mut c = clock(10, 50);
-        c.assignment_posted(later);
+        c.write_arrived(later);
         assert!(!c.down(t0));
     }
 }

@@ -37,6 +37,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_emulator/assignments", get(assignments))
         .route("/beta", any(dispatch::handle))
         .route("/beta/{*rest}", any(dispatch::handle))
+        .route("/v1.0", any(dispatch::handle))
+        .route("/v1.0/{*rest}", any(dispatch::handle))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), stamp))
         .with_state(shared)
@@ -92,7 +94,11 @@ async fn not_found(State(shared): State<Arc<Shared>>, req: Request) -> Response 
 async fn stamp(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let own = path.starts_with("/_emulator");
-    let graph = path == "/beta" || path.starts_with("/beta/");
+    let graph = dispatch::VERSIONS.iter().any(|v| {
+        path.strip_prefix('/')
+            .and_then(|p| p.strip_prefix(v))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    });
     let ctx = Ctx::new(req.headers(), &shared.addr.to_string());
     req.extensions_mut().insert(ctx.clone());
     let mut response = next.run(req).await;

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use axum::http::StatusCode;
 
 use super::directory::{Assigned, Directory};
+use super::entra::{Entra, EntraData};
 use super::envelope::{Answer, Errors};
 use super::faults::Faults;
 use super::outage::OutageClock;
@@ -54,6 +55,8 @@ pub(crate) struct TenantData {
     /// Lowercase device id → the properties `updateDeviceProperties` set (`groupTag`, …),
     /// shown over the defaults by the listing and the single GET.
     pub updated: HashMap<String, Map<String, Value>>,
+    /// The tenant's group members and profile assignments.
+    pub entra: EntraData,
     /// Counters; `duplicate_devices` and `devices_with_assignments` are derived from `store`
     /// when a snapshot is taken.
     pub stats: Stats,
@@ -118,6 +121,9 @@ pub(crate) struct Shared {
     /// The identities, built once from `config.identities` and `config.devices`; every
     /// tenant has the same.
     pub directory: Directory,
+    /// The Entra directory as configured (devices, groups, profiles); every tenant starts
+    /// from it.
+    pub entra: Entra,
     /// `config.tenants` without empty names and case-insensitive repeats (the first spelling
     /// is kept). Empty: any tenant is accepted, and all share one store.
     pub tenants: Vec<String>,
@@ -125,11 +131,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// A configuration the directory cannot be built from (a group or device it names that
+    /// does not exist) is an error.
     pub(crate) fn new(
         config: EmulatorConfig,
         addr: SocketAddr,
         certificate: Option<Vec<u8>>,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let mut tenants: Vec<String> = Vec::new();
         for name in &config.tenants {
             let name = name.trim();
@@ -137,6 +145,8 @@ impl Shared {
                 tenants.push(name.to_string());
             }
         }
+        let directory = Directory::new(&config.identities, config.devices.as_ref());
+        let entra = Entra::new(&config, &directory)?;
         let data = if tenants.is_empty() {
             vec![SHARED_STORE.to_string()]
         } else {
@@ -144,7 +154,7 @@ impl Shared {
         };
         let inner = Inner {
             tokens: HashMap::new(),
-            throttle: Throttle::new(config.limit, config.violation_grace),
+            throttle: Throttle::new(config.limit, config.directory_limit, config.violation_grace),
             faults: Faults::new(
                 config.seed,
                 config.fault_503,
@@ -156,18 +166,24 @@ impl Shared {
             unattributed: Stats::default(),
             tenants: data
                 .into_iter()
-                .map(|key| (key, TenantData::default()))
+                .map(|key| {
+                    let data = TenantData {
+                        entra: entra.first_data(),
+                        ..TenantData::default()
+                    };
+                    (key, data)
+                })
                 .collect(),
         };
-        let directory = Directory::new(&config.identities, config.devices.as_ref());
-        Self {
+        Ok(Self {
             config,
             addr,
             certificate,
             directory,
+            entra,
             tenants,
             inner: Mutex::new(inner),
-        }
+        })
     }
 
     /// The state. A panic while holding the lock cannot leave it half-updated in a way that
@@ -300,6 +316,13 @@ impl Stats {
             token_requests,
             tokens_issued,
             expired_tokens,
+            group_writes,
+            directory_reads,
+            members_added,
+            duplicate_member_attempts,
+            members_removed,
+            profile_requests,
+            profile_assignments_created,
             tenants: _,
         } = other;
         for (status, n) in requests_by_status {
@@ -328,6 +351,13 @@ impl Stats {
         self.token_requests += token_requests;
         self.tokens_issued += tokens_issued;
         self.expired_tokens += expired_tokens;
+        self.group_writes += group_writes;
+        self.directory_reads += directory_reads;
+        self.members_added += members_added;
+        self.duplicate_member_attempts += duplicate_member_attempts;
+        self.members_removed += members_removed;
+        self.profile_requests += profile_requests;
+        self.profile_assignments_created += profile_assignments_created;
     }
 
     /// Count one answer to a top-level request (the `$batch` envelope counts as its own 200).
@@ -352,7 +382,7 @@ mod tests {
     use super::*;
 
     fn shared(config: EmulatorConfig) -> Shared {
-        Shared::new(config, SocketAddr::from(([127, 0, 0, 1], 1)), None)
+        Shared::new(config, SocketAddr::from(([127, 0, 0, 1], 1)), None).unwrap()
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! Graph's throttling as the emulator plays it: a sliding window per tenant over assignment
-//! writes, a separate (10× larger) window over assignment reads, and the bookkeeping that
-//! tells a client that came back before its `Retry-After` (a violation) from one whose
-//! request was merely already in flight when the 429 went out.
+//! Graph's throttling as the emulator plays it: per tenant and per service ([`Bucket`]: Intune,
+//! the directory), a sliding window over writes, a separate (10× larger) window over reads,
+//! and the bookkeeping that tells a client that came back before its `Retry-After` (a
+//! violation) from one whose request was merely already in flight when the 429 went out.
 //!
 //! Pure logic: every method takes the current instant, so unit tests drive time by hand.
 
@@ -71,11 +71,48 @@ struct Promise {
     until: Instant,
 }
 
+/// One service's windows for one tenant: its writes, its reads (ten times the room), and the
+/// last promise a write 429 made.
 #[derive(Debug)]
-struct Tenant {
+struct Windows {
     writes: Window,
     reads: Window,
     promise: Option<Promise>,
+}
+
+impl Windows {
+    fn new(limit: Limit) -> Self {
+        Self {
+            writes: Window::new(limit.count, limit.per),
+            reads: Window::new(limit.count.saturating_mul(READ_FACTOR), limit.per),
+            promise: None,
+        }
+    }
+}
+
+/// Which service's budget a request spends: every Graph service throttles on its own, so a
+/// tenant busy with Intune writes can still write to its directory, and the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bucket {
+    /// Intune (Autopilot identities, assignments, profiles).
+    Intune,
+    /// Entra ID's identity-and-access service (devices, groups, members).
+    Directory,
+}
+
+#[derive(Debug)]
+struct Tenant {
+    intune: Windows,
+    directory: Windows,
+}
+
+impl Tenant {
+    fn bucket(&mut self, bucket: Bucket) -> &mut Windows {
+        match bucket {
+            Bucket::Intune => &mut self.intune,
+            Bucket::Directory => &mut self.directory,
+        }
+    }
 }
 
 /// What the throttle says about one request.
@@ -93,35 +130,39 @@ pub(crate) enum Verdict {
 /// Per-tenant throttle state for the whole emulator.
 #[derive(Debug)]
 pub(crate) struct Throttle {
-    limit: Limit,
+    intune: Limit,
+    directory: Limit,
     grace: Duration,
     tenants: HashMap<String, Tenant>,
 }
 
 impl Throttle {
-    pub(crate) fn new(limit: Limit, grace: Duration) -> Self {
+    /// `intune` and `directory`: each service's write limit per tenant.
+    pub(crate) fn new(intune: Limit, directory: Limit, grace: Duration) -> Self {
         Self {
-            limit,
+            intune,
+            directory,
             grace,
             tenants: HashMap::new(),
         }
     }
 
-    fn tenant(&mut self, tenant: &str) -> &mut Tenant {
-        let limit = self.limit;
+    fn windows(&mut self, bucket: Bucket, tenant: &str) -> &mut Windows {
+        let (intune, directory) = (self.intune, self.directory);
         self.tenants
             .entry(tenant.to_string())
             .or_insert_with(|| Tenant {
-                writes: Window::new(limit.count, limit.per),
-                reads: Window::new(limit.count.saturating_mul(READ_FACTOR), limit.per),
-                promise: None,
+                intune: Windows::new(intune),
+                directory: Windows::new(directory),
             })
+            .bucket(bucket)
     }
 
-    /// An assignment write (POST, or one inner POST of a batch) arriving at `now`.
-    pub(crate) fn write(&mut self, tenant: &str, now: Instant) -> Verdict {
+    /// A write to `bucket` (an assignment POST, one inner POST of a batch, a member write)
+    /// arriving at `now`.
+    pub(crate) fn write(&mut self, bucket: Bucket, tenant: &str, now: Instant) -> Verdict {
         let grace = self.grace;
-        let t = self.tenant(tenant);
+        let t = self.windows(bucket, tenant);
         let over = t.writes.hit(now);
         let early = t.promise.and_then(|p| {
             (now < p.until && now.saturating_duration_since(p.first_sent) > grace)
@@ -136,9 +177,9 @@ impl Throttle {
         }
     }
 
-    /// An assignment read (the GET a client uses to reconcile). Own window, no violations.
-    pub(crate) fn read(&mut self, tenant: &str, now: Instant) -> Verdict {
-        match self.tenant(tenant).reads.hit(now) {
+    /// A read from `bucket` (a reconciling GET, a listing page). Own window, no violations.
+    pub(crate) fn read(&mut self, bucket: Bucket, tenant: &str, now: Instant) -> Verdict {
+        match self.windows(bucket, tenant).reads.hit(now) {
             None => Verdict::Allowed,
             Some(wait) => Verdict::Throttled {
                 wait,
@@ -147,10 +188,16 @@ impl Throttle {
         }
     }
 
-    /// Remember that a 429 sent at `now` told the tenant to wait `stated`. Only write
-    /// answers make promises that violations are judged against.
-    pub(crate) fn promised(&mut self, tenant: &str, now: Instant, stated: Duration) {
-        let t = self.tenant(tenant);
+    /// Remember that a 429 sent at `now` told the tenant to wait `stated` before writing to
+    /// `bucket` again. Only write answers make promises that violations are judged against.
+    pub(crate) fn promised(
+        &mut self,
+        bucket: Bucket,
+        tenant: &str,
+        now: Instant,
+        stated: Duration,
+    ) {
+        let t = self.windows(bucket, tenant);
         let until = now.checked_add(stated).unwrap_or(now);
         t.promise = Some(match t.promise {
             Some(p) if now < p.until => Promise {
@@ -214,6 +261,7 @@ pub(crate) fn retry_after(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Bucket::{Directory, Intune};
 
     fn spec(count: u32, secs: u64) -> Limit {
         Limit::new(count, Duration::from_secs(secs))
@@ -221,37 +269,43 @@ mod tests {
 
     #[test]
     fn window_allows_count_then_throttles_until_room() {
-        let mut t = Throttle::new(spec(2, 10), Duration::ZERO);
+        let mut t = Throttle::new(spec(2, 10), spec(1, 3600), Duration::ZERO);
         let t0 = Instant::now();
-        assert_eq!(t.write("a", t0), Verdict::Allowed);
-        assert_eq!(t.write("a", t0 + Duration::from_secs(1)), Verdict::Allowed);
+        assert_eq!(t.write(Intune, "a", t0), Verdict::Allowed);
+        assert_eq!(
+            t.write(Intune, "a", t0 + Duration::from_secs(1)),
+            Verdict::Allowed
+        );
         // Third at 2 s: room once the first two have left, i.e. at 11 s.
         assert_eq!(
-            t.write("a", t0 + Duration::from_secs(2)),
+            t.write(Intune, "a", t0 + Duration::from_secs(2)),
             Verdict::Throttled {
                 wait: Duration::from_secs(9),
                 violation: false
             }
         );
         // Other tenants are not affected.
-        assert_eq!(t.write("b", t0), Verdict::Allowed);
+        assert_eq!(t.write(Intune, "b", t0), Verdict::Allowed);
         // At 12 s all three (the throttled one counted too) have left the window.
-        assert_eq!(t.write("a", t0 + Duration::from_secs(12)), Verdict::Allowed);
+        assert_eq!(
+            t.write(Intune, "a", t0 + Duration::from_secs(12)),
+            Verdict::Allowed
+        );
     }
 
     #[test]
     fn early_return_is_a_violation_but_in_flight_is_not() {
         let grace = Duration::from_millis(250);
-        let mut t = Throttle::new(spec(1, 10), grace);
+        let mut t = Throttle::new(spec(1, 10), spec(1, 3600), grace);
         let t0 = Instant::now();
-        assert_eq!(t.write("a", t0), Verdict::Allowed);
-        let Verdict::Throttled { violation, .. } = t.write("a", t0) else {
+        assert_eq!(t.write(Intune, "a", t0), Verdict::Allowed);
+        let Verdict::Throttled { violation, .. } = t.write(Intune, "a", t0) else {
             panic!("second write should be throttled")
         };
         assert!(!violation);
-        t.promised("a", t0, Duration::from_secs(10));
+        t.promised(Intune, "a", t0, Duration::from_secs(10));
         // In flight: within the grace.
-        let v = t.write("a", t0 + Duration::from_millis(100));
+        let v = t.write(Intune, "a", t0 + Duration::from_millis(100));
         assert!(
             matches!(
                 v,
@@ -263,7 +317,7 @@ mod tests {
             "{v:?}"
         );
         // Came back too early.
-        let v = t.write("a", t0 + Duration::from_secs(1));
+        let v = t.write(Intune, "a", t0 + Duration::from_secs(1));
         assert!(
             matches!(
                 v,
@@ -275,24 +329,58 @@ mod tests {
             "{v:?}"
         );
         // After the promise (and the window, which kept counting) no violation.
-        let v = t.write("a", t0 + Duration::from_secs(30));
+        let v = t.write(Intune, "a", t0 + Duration::from_secs(30));
         assert_eq!(v, Verdict::Allowed);
     }
 
     #[test]
     fn reads_have_ten_times_the_room_and_no_violations() {
-        let mut t = Throttle::new(spec(1, 10), Duration::ZERO);
+        let mut t = Throttle::new(spec(1, 10), spec(1, 3600), Duration::ZERO);
         let t0 = Instant::now();
         for _ in 0..10 {
-            assert_eq!(t.read("a", t0), Verdict::Allowed);
+            assert_eq!(t.read(Intune, "a", t0), Verdict::Allowed);
         }
         assert!(matches!(
-            t.read("a", t0),
+            t.read(Intune, "a", t0),
             Verdict::Throttled {
                 violation: false,
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn the_directory_has_its_own_windows_and_promises() {
+        let mut t = Throttle::new(spec(1, 10), spec(2, 100), Duration::ZERO);
+        let t0 = Instant::now();
+        assert_eq!(t.write(Intune, "a", t0), Verdict::Allowed);
+        assert!(matches!(
+            t.write(Intune, "a", t0),
+            Verdict::Throttled { .. }
+        ));
+        t.promised(Intune, "a", t0, Duration::from_secs(10));
+        // Intune refusing the tenant leaves its directory writes alone (and no violation).
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(t.write(Directory, "a", later), Verdict::Allowed);
+        assert_eq!(t.write(Directory, "a", later), Verdict::Allowed);
+        assert_eq!(
+            t.write(Directory, "a", later),
+            Verdict::Throttled {
+                wait: Duration::from_secs(100),
+                violation: false
+            }
+        );
+        // Directory reads get ten times the directory's write room.
+        for _ in 0..20 {
+            assert_eq!(t.read(Directory, "a", later), Verdict::Allowed);
+        }
+        assert!(matches!(
+            t.read(Directory, "a", later),
+            Verdict::Throttled { .. }
+        ));
+        // And Intune's own window frees on its own schedule.
+        let freed = t0 + Duration::from_secs(11);
+        assert_eq!(t.write(Intune, "a", freed), Verdict::Allowed);
     }
 
     #[test]

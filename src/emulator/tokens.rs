@@ -180,9 +180,14 @@ fn issue(
     }
 }
 
-/// The application roles a token carries unless `token_roles` says otherwise: the one
-/// permission the assignment route needs.
-pub const DEFAULT_ROLES: &[&str] = &["DeviceManagementServiceConfig.ReadWrite.All"];
+/// The application roles a token carries unless `token_roles` says otherwise: the permission
+/// the assignment and profile routes need, and the two static group membership needs
+/// (reading devices, writing members).
+pub const DEFAULT_ROLES: &[&str] = &[
+    "DeviceManagementServiceConfig.ReadWrite.All",
+    "GroupMember.ReadWrite.All",
+    "Device.Read.All",
+];
 
 /// An unsigned JWT (`alg` none) with the claims of an app-only Graph token, so that clients
 /// can read tenant, app and roles as they would from Entra ID's. No `exp`: the emulator judges

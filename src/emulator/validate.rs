@@ -62,7 +62,7 @@ pub(crate) const UNREADABLE_JSON: &str = "Unable to read JSON request payload. P
      Content-Type header is set and payload is of valid JSON format.";
 
 /// A request body as Graph first reads it: JSON, and an object.
-fn json_object(body: &[u8]) -> Result<Map<String, Value>, String> {
+pub(crate) fn json_object(body: &[u8]) -> Result<Map<String, Value>, String> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| format!("{UNREADABLE_JSON} ({e})"))?;
     let Value::Object(body) = value else {

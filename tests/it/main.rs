@@ -10,6 +10,7 @@ mod cli;
 mod credential_files;
 mod deploy;
 mod emulator;
+mod emulator_directory;
 mod emulator_outage;
 mod emulator_tenants;
 mod faults;

@@ -1,0 +1,84 @@
+//! The seed's route, once past bearer check, throttle and faults: `POST` and `GET` on
+//! `…/windowsAutopilotDeviceIdentities/{id}/deploymentProfile/assignments`, on the caller's
+//! tenant's store.
+
+use axum::http::StatusCode;
+use serde_json::{Map, Value, json};
+
+use super::directory::Assigned;
+use super::envelope::{Answer, Errors, new_guid};
+use super::state::{Shared, TenantData};
+use super::validate;
+
+fn context(errors: &Errors<'_>, device: &str) -> String {
+    format!(
+        "http://{}/beta/$metadata#deviceManagement/windowsAutopilotDeviceIdentities('{device}')/deploymentProfile/assignments",
+        errors.ctx.host
+    )
+}
+
+/// `GET`: the device's assignments.
+pub(crate) fn read(
+    shared: &Shared,
+    data: &TenantData,
+    errors: &Errors<'_>,
+    device: &str,
+) -> Answer {
+    let device = match shared.device_key(errors, device) {
+        Ok(d) => d,
+        Err(refused) => return refused,
+    };
+    let value = data.store.get(&device).cloned().unwrap_or_default();
+    Answer::json(
+        StatusCode::OK,
+        json!({"@odata.context": context(errors, &device), "value": value}),
+    )
+}
+
+/// `POST`: validate the body and store the assignment under a fresh id.
+pub(crate) fn create(
+    shared: &Shared,
+    data: &mut TenantData,
+    errors: &Errors<'_>,
+    device: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Answer {
+    let device = match shared.device_key(errors, device) {
+        Ok(d) => d,
+        Err(refused) => return refused,
+    };
+    let context = context(errors, &device);
+    if !validate::is_json(content_type) {
+        return errors.answer(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            validate::UNREADABLE_JSON,
+        );
+    }
+    let mut stored = match validate::assignment(body) {
+        Ok(stored) => stored,
+        Err(message) => return errors.answer(StatusCode::BAD_REQUEST, "BadRequest", &message),
+    };
+    // Always a fresh id, whatever the body says: a client must not rely on its own.
+    let id = new_guid();
+    let mut ordered = Map::new();
+    ordered.insert(
+        "@odata.type".into(),
+        stored.remove("@odata.type").unwrap_or_default(),
+    );
+    ordered.insert("id".into(), json!(id));
+    ordered.extend(stored);
+    let stored = Value::Object(ordered);
+    data.first_assigned
+        .entry(device.clone())
+        .or_insert_with(Assigned::now);
+    data.store.entry(device).or_default().push(stored.clone());
+    data.stats.assignments_created += 1;
+    let mut body = Map::new();
+    body.insert("@odata.context".into(), json!(format!("{context}/$entity")));
+    if let Value::Object(fields) = stored {
+        body.extend(fields);
+    }
+    Answer::json(StatusCode::CREATED, Value::Object(body))
+}
