@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -28,8 +28,6 @@ use super::worker::WorkItem;
 
 /// Requests in flight at most per tenant: the directory's window, not latency, is the limit.
 const IN_FLIGHT: usize = 8;
-/// A partial twenty is sent once no row has come for this long.
-const IDLE: Duration = Duration::from_millis(20);
 
 /// What a tenant's group writes share.
 pub struct Adder {
@@ -60,7 +58,10 @@ enum Sent {
 }
 
 /// Take the tenant's rows until its queue is drained or it stops; rows stopped before their
-/// request are left to `--resume` (the journal names those that may have been sent).
+/// request are left to `--resume` (the journal names those that may have been sent). A group's
+/// rows go out twenty at a time as they come; the last partial twenty of each group once the
+/// input is read (the reader is far quicker than the writes, and a timer would make the
+/// request count depend on scheduling).
 pub async fn work(mut queue: LaneRx, adder: Arc<Adder>, results: mpsc::Sender<RowResult>) {
     let mut pending: HashMap<Uuid, Vec<Member>> = HashMap::new();
     let mut in_flight: FuturesUnordered<Adding> = FuturesUnordered::new();
@@ -75,8 +76,8 @@ pub async fn work(mut queue: LaneRx, adder: Arc<Adder>, results: mpsc::Sender<Ro
         }
         tokio::select! {
             Some(done) = in_flight.next(), if !in_flight.is_empty() => report(&results, done).await,
-            got = tokio::time::timeout(IDLE, queue.recv()) => match got {
-                Ok(Ok(Some(item))) if !stop.is_cancelled() => {
+            got = queue.recv() => match got {
+                Ok(Some(item)) if !stop.is_cancelled() => {
                     let Some((group, member)) = adder.member(item) else { continue };
                     let batch = pending.entry(group).or_default();
                     batch.push(member);
@@ -85,15 +86,14 @@ pub async fn work(mut queue: LaneRx, adder: Arc<Adder>, results: mpsc::Sender<Ro
                         in_flight.push(adder.clone().add(group, batch));
                     }
                 }
-                Ok(Ok(_)) => {
+                Ok(_) => {
                     open = false;
                     flush(&mut pending, &adder, &mut in_flight, &stop);
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     adder.halt.abort(format!("cannot read back a tenant's waiting rows: {e}"));
                     open = false;
                 }
-                Err(_idle) => flush(&mut pending, &adder, &mut in_flight, &stop),
             },
         }
     }
@@ -298,5 +298,98 @@ fn finish(m: &Member, status: Status, error: Option<ErrorInfo>, last: &Attempt<(
         finished_at: SystemTime::now(),
         serial_number: job.device.serial().map(str::to_string),
         tenant: job.tenant.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use super::*;
+    use crate::action::Work;
+    use crate::config::{Config, Credentials};
+    use crate::emulator::{Emulator, EmulatorConfig, Group, directory_object_id};
+    use crate::input::{Device, Job};
+
+    fn device(i: u32) -> Uuid {
+        Uuid::from_u128(0x0a11_0000_0000_4000_8000_0000_0000_0000 + u128::from(i))
+    }
+
+    /// One ref already a member (the pre-read missed it: someone added it since) refuses its
+    /// whole request: the halves are sent again, down to that row, and the other 19 are added.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_bad_ref_costs_a_few_requests_and_fails_no_other_row() {
+        let group: Uuid = "6a1e8c2b-3d4f-4a5b-9c6d-7e8f9a0b1c2d".parse().unwrap();
+        let ids: Vec<String> = (0..20).map(|i| device(i).to_string()).collect();
+        let emulator = Emulator::start(EmulatorConfig {
+            devices: Some(ids.iter().cloned().collect()),
+            groups: vec![Group::assigned(&group.to_string(), "G")],
+            members: vec![(group.to_string(), ids[7].clone())],
+            ..EmulatorConfig::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path().join("in.csv"), dir.path().join("r.csv"));
+        config.graph_url = emulator.graph_url();
+        config.authority_url = emulator.authority_url();
+        config.credentials = Credentials::for_emulator();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let c = crate::connect::connect(None, config, &stop).unwrap();
+        let objects: HashMap<Uuid, Option<String>> = ids
+            .iter()
+            .map(|id| (id.parse().unwrap(), directory_object_id(id)))
+            .collect();
+        // The pre-read saw no member.
+        let memberships = Memberships::given(objects, HashMap::from([(group, Ok(HashSet::new()))]));
+        let (journal, _) = Journal::open(&dir.path().join("r.csv"), true).unwrap();
+        let adder = Arc::new(Adder {
+            graph: c.graph,
+            budget: c.budget,
+            journal: Arc::new(journal),
+            halt: Arc::new(Halt::child_of(&stop)),
+            memberships: Arc::new(memberships),
+            graph_url: emulator.graph_url(),
+        });
+        let (mut tx, rx) = super::super::lane::lane(32, None);
+        let (res_tx, mut res_rx) = mpsc::channel(64);
+        tokio::task::spawn_blocking(move || {
+            for (i, id) in ids.iter().enumerate() {
+                let job = Job {
+                    row: i as u64 + 1,
+                    device: Device::Id(id.parse().unwrap()),
+                    work: Work::Group(group),
+                    tenant: None,
+                };
+                let item = WorkItem {
+                    job,
+                    device: id.parse().unwrap(),
+                    reconcile: false,
+                };
+                assert!(tx.send(item).unwrap());
+            }
+        })
+        .await
+        .unwrap();
+        work(rx, adder, res_tx).await;
+        let mut results = Vec::new();
+        while let Some(r) = res_rx.recv().await {
+            results.push(r);
+        }
+        assert_eq!(results.len(), 20);
+        let status = |s: Status| results.iter().filter(|r| r.status == s).count();
+        assert_eq!((status(Status::Created), status(Status::Existing)), (19, 1));
+        assert_eq!(
+            results
+                .iter()
+                .find(|r| r.status == Status::Existing)
+                .map(|r| r.row),
+            Some(8)
+        );
+        let stats = emulator.stats();
+        assert_eq!(stats.members_added, 19);
+        // 1 whole + at most 2 per halving down to one row (20 → 10 → 5 → 3 → 2 → 1).
+        assert!(stats.group_writes <= 11, "{stats:?}");
+        emulator.shutdown().await;
     }
 }

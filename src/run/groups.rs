@@ -78,6 +78,19 @@ impl Memberships {
         }
     }
 
+    /// Memberships as given (tests of the writes that follow them).
+    #[cfg(test)]
+    pub fn given(
+        objects: HashMap<Uuid, Option<String>>,
+        groups: HashMap<Uuid, Result<HashSet<String>, ErrorInfo>>,
+    ) -> Self {
+        Self {
+            objects,
+            groups,
+            unread: None,
+        }
+    }
+
     /// The object id of `device`, when known.
     pub fn object(&self, device: Uuid) -> Option<&str> {
         self.objects.get(&device).and_then(|o| o.as_deref())
