@@ -471,8 +471,10 @@ fn fix(read: Read, status: Option<u16>, message: &str, key: Option<&str>) -> Str
         (Some(400), _) if is_no_odata_route(status, Some(message)) => format!(
             "the route is not available in this tenant or cloud, and `run` would fail every row \
              the same way: check {} (`run` needs Graph beta); if they are right, Graph does not \
-             serve this route for the tenant: do not start `run`, open a Microsoft support case \
-             with this message",
+             serve this route for the tenant: steer the devices through a group the profile \
+             targets instead (`--action group`: static membership, 20 devices a request; or \
+             `--action tag` with a dynamic group's rule), or open a Microsoft support case with \
+             this message",
             settings(key, &["cloud", "graph-url"])
         ),
         (Some(401), _) => format!(

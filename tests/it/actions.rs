@@ -97,7 +97,13 @@ async fn preflight_for_tags_probes_the_tag_route_and_passes_where_assignments_ar
     .await
     .unwrap();
     assert_eq!(assign.exit_code(), 1, "{}", assign.render());
-    assert!(assign.render().contains("No OData route exists"));
+    let rendered = assign.render();
+    assert!(rendered.contains("No OData route exists"), "{rendered}");
+    // The fix names the routes that work.
+    assert!(
+        rendered.contains("--action group") && rendered.contains("--action tag"),
+        "{rendered}"
+    );
     let stats = emulator.stats();
     assert_eq!((stats.write_requests, stats.group_tags_set), (0, 0));
     emulator.shutdown().await;
