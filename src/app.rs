@@ -197,7 +197,11 @@ fn run_command(args: RunArgs) -> u8 {
         };
         let code = match crate::run(config, shutdown).await {
             Ok(summary) => {
-                let _ = write!(std::io::stderr(), "{}", crate::summary::render_summary(&summary));
+                let _ = write!(
+                    std::io::stderr(),
+                    "{}",
+                    crate::summary::render_summary(&summary)
+                );
                 let code = summary.exit_code();
                 if summary.outcome != crate::summary::Outcome::Completed {
                     note!("  to continue: {}", resume_command());
@@ -219,20 +223,40 @@ fn run_command(args: RunArgs) -> u8 {
         };
         if let Some(emulator) = emulator {
             let stats = emulator.stats();
-            note!(
-                "  emulator: {} assignments created · {} devices with more than one · {} Retry-After violations",
-                stats.assignments_created, stats.duplicate_devices, stats.violations
-            );
+            note!("  emulator: {}", emulator_line(&stats));
             for (tenant, s) in &stats.tenants {
-                note!(
-                    "  emulator tenant {tenant}: {} assignments created · {} group tags set · {} 429s · {} Retry-After violations",
-                    s.assignments_created, s.group_tags_set, s.throttled, s.violations
-                );
+                note!("  emulator tenant {tenant}: {}", emulator_line(s));
             }
             emulator.shutdown().await;
         }
         code
     })
+}
+
+/// What the emulator saw of the run's writes: what the action wrote (assignments, tags or
+/// members), what would be a duplicate, and Retry-After violations.
+fn emulator_line(s: &crate::emulator::Stats) -> String {
+    let mut parts = Vec::new();
+    if s.assignments_created > 0 || (s.group_tags_set == 0 && s.members_added == 0) {
+        parts.push(format!(
+            "{} assignments created · {} devices with more than one",
+            s.assignments_created, s.duplicate_devices
+        ));
+    }
+    if s.group_tags_set > 0 {
+        parts.push(format!("{} group tags set", s.group_tags_set));
+    }
+    if s.members_added > 0 || s.group_writes > 0 {
+        parts.push(format!(
+            "{} members added in {} group writes · {} refs already members",
+            s.members_added, s.group_writes, s.duplicate_member_attempts
+        ));
+    }
+    parts.push(format!(
+        "{} 429s · {} Retry-After violations",
+        s.throttled, s.violations
+    ));
+    parts.join(" · ")
 }
 
 /// `--emulator`: the emulator in-process with its defaults (Intune's 100/20s window) and the

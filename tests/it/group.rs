@@ -273,3 +273,30 @@ async fn profiles_lists_and_assigns_once() {
     );
     emulator.shutdown().await;
 }
+
+/// The samples' group rehearsal as the samples README gives it: the hardware-hash export by
+/// serial number into a group, on the in-process emulator.
+#[test]
+fn the_samples_group_rehearsal_adds_every_found_device_in_two_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["AutopilotHWID.csv", "emulator-devices.txt"] {
+        let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("samples")
+            .join(name);
+        std::fs::copy(from, dir.path().join(name)).unwrap();
+    }
+    let out = bin()
+        .arg("run")
+        .arg(dir.path().join("AutopilotHWID.csv"))
+        .args(["--emulator", "--action", "group", "--group-id", G, "-q"])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("emulator: 29 members added in 2 group writes · 0 refs already members"),
+        "{stderr}"
+    );
+    let lines = read_results(&dir.path().join("AutopilotHWID.results.csv"));
+    assert_eq!(by_status(&lines, "created").len(), 29);
+}
