@@ -300,6 +300,16 @@ pub struct Identity {
     pub azure_ad_device_id: Option<String>,
 }
 
+impl Identity {
+    /// The Entra device's `deviceId`, when the identity names one (not nil).
+    pub fn azure_device_id(&self) -> Option<Uuid> {
+        self.azure_ad_device_id
+            .as_deref()
+            .and_then(|a| Uuid::parse_str(a.trim()).ok())
+            .filter(|a| !a.is_nil())
+    }
+}
+
 /// An Entra directory device: its object `id` (what a group's member is) and its `deviceId`
 /// (what an Autopilot identity's `azureAdDeviceId` names).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

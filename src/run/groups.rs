@@ -97,20 +97,38 @@ impl Memberships {
     }
 }
 
-/// The reads, for the devices named by id in `ids` or by serial in `serials` and the groups
-/// `groups`.
+/// What a group run's pre-read is for: the devices named by id in `ids` or by serial in
+/// `serials`, the groups `groups`, and the `azureAdDeviceId`s serial resolution already read.
+pub struct Wanted<'a> {
+    pub ids: &'a HashSet<Uuid>,
+    pub serials: &'a HashSet<String>,
+    pub groups: &'a HashSet<Uuid>,
+    pub known: &'a HashMap<Uuid, Option<Uuid>>,
+}
+
+/// The reads. The identity listing is read only for devices the serial resolution did not
+/// already see.
 pub async fn read(
-    ids: &HashSet<Uuid>,
-    serials: &HashSet<String>,
-    groups: &HashSet<Uuid>,
+    wanted: Wanted<'_>,
     graph: &GraphClient,
     intune: &Budget,
     directory: &Budget,
 ) -> Memberships {
     let mut m = Memberships::default();
-    let azure = match azure_ids(ids, serials, graph, intune).await {
-        Ok(azure) => azure,
-        Err(e) => return unread(m, "the identity listing", e),
+    let Wanted {
+        ids,
+        serials,
+        groups,
+        known,
+    } = wanted;
+    let unknown_ids = ids.iter().any(|id| !known.contains_key(id));
+    let azure = if unknown_ids {
+        match azure_ids(ids, serials, graph, intune).await {
+            Ok(azure) => azure,
+            Err(e) => return unread(m, "the identity listing", e),
+        }
+    } else {
+        known.clone()
     };
     let objects = match directory_objects(&azure, graph, directory).await {
         Ok(objects) => objects,
@@ -170,12 +188,7 @@ async fn azure_ids(
             .as_deref()
             .is_some_and(|s| serials.contains(&normalize(s)));
         if ids.contains(&id) || by_serial {
-            let azure = identity
-                .azure_ad_device_id
-                .as_deref()
-                .and_then(|a| Uuid::parse_str(a.trim()).ok())
-                .filter(|a| !a.is_nil());
-            found.insert(id, azure);
+            found.insert(id, identity.azure_device_id());
         }
     };
     listing::each_identity(graph, budget, keep, |_| {}).await?;

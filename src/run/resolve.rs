@@ -35,6 +35,9 @@ pub fn normalize(serial: &str) -> String {
 #[derive(Debug, Default)]
 pub struct Resolved {
     holders: HashMap<String, Vec<String>>,
+    /// The `azureAdDeviceId` of each identity found (`None`: it has none), so that a group
+    /// run need not read the listing again.
+    azure: HashMap<Uuid, Option<Uuid>>,
     /// Listing pages or lookups it took.
     pub requests: u64,
     /// The listing or a lookup failed: every serial row fails with this.
@@ -55,11 +58,15 @@ impl Resolved {
     /// Index the identities that hold a wanted serial (exact match, case and spaces ignored).
     pub fn new(wanted: &HashSet<String>, identities: impl IntoIterator<Item = Identity>) -> Self {
         let mut holders: HashMap<String, Vec<String>> = HashMap::new();
+        let mut azure = HashMap::new();
         for identity in identities {
             let Some(serial) = identity.serial_number.as_deref().map(normalize) else {
                 continue;
             };
             if wanted.contains(&serial) {
+                if let Ok(id) = Uuid::parse_str(&identity.id) {
+                    azure.insert(id, identity.azure_device_id());
+                }
                 let ids = holders.entry(serial).or_default();
                 if !ids.iter().any(|id| id.eq_ignore_ascii_case(&identity.id)) {
                     ids.push(identity.id);
@@ -68,6 +75,7 @@ impl Resolved {
         }
         Self {
             holders,
+            azure,
             requests: 0,
             failure: None,
         }
@@ -78,6 +86,11 @@ impl Resolved {
             failure: Some(error),
             ..Self::default()
         }
+    }
+
+    /// The `azureAdDeviceId` of each identity the resolution found.
+    pub fn azure_ids(&self) -> &HashMap<Uuid, Option<Uuid>> {
+        &self.azure
     }
 
     /// Serials found (held by at least one identity).

@@ -116,8 +116,13 @@ impl TenantRun {
         };
         let memberships = match &self.directory {
             Some((directory, graph)) => {
-                let (ids, serials, groups) = (&wanted.ids, &wanted.serials, &wanted.groups);
-                groups::read(ids, serials, groups, graph, &self.budget, directory).await
+                let wanted = groups::Wanted {
+                    ids: &wanted.ids,
+                    serials: &wanted.serials,
+                    groups: &wanted.groups,
+                    known: resolved.azure_ids(),
+                };
+                groups::read(wanted, graph, &self.budget, directory).await
             }
             None => Memberships::default(),
         };
