@@ -10,15 +10,16 @@
 //!
 //! - [`cli`] and [`config`]: the command line, validated into a [`config::Config`];
 //!   [`tenants`]: a `--tenants` file, one resolved [`config::Tenant`] each.
-//! - [`action`]: what a row does to its device ([`action::Work`]: assign or tag), and the
-//!   requests each action sends and reads back with.
+//! - [`action`]: what a row does to its device ([`action::Work`]: assign, tag or group), and
+//!   the requests each action sends and reads back with.
 //! - `connect`: one tenant (or each of a tenants file) connected: its settings, budget and
 //!   Graph client, the same way for every command.
 //! - [`input`]: the input CSV, row by row, into jobs or invalid rows.
 //! - [`lock`]: one run per results file.
 //! - [`run`](mod@run): the run as stages: planning and resuming, a budget per tenant, serial
-//!   numbers resolved to identity ids, the reader and a queue per tenant, the workers with each
-//!   row's state machine, and the writer.
+//!   numbers resolved to identity ids, what devices already hold (tags, group memberships), the
+//!   reader and a queue per tenant, the workers with each row's state machine (group rows:
+//!   twenty to a request), and the writer.
 //! - `budget`: what one Graph tenant lends the run: `auth` tokens, the `throttle` window
 //!   and gate, a request quota, the `retry` policy and the circuit breaker. It alone decides
 //!   pauses.
@@ -27,6 +28,8 @@
 //! - [`summary`] and `progress`: what the run did, live and at the end.
 //! - [`status`](mod@status): after a run, whether its assignments landed: each device's status
 //!   from the tenant's identity [`listing`], into a status CSV (once, or until all are assigned).
+//! - [`profiles`](mod@profiles): which deployment profile the devices get: the tenant's
+//!   profiles and their groups, and the profile-to-group assignment.
 //! - [`preflight`](mod@preflight): before a run, whether the tenant, the app's permission and
 //!   the assignment route will take it: a token's claims, one listing page and one GET on the
 //!   route, no write.
