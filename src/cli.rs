@@ -293,11 +293,21 @@ impl RunArgs {
     }
 }
 
+/// A secret from the environment variable `name` (`None` when unset or blank), without the line
+/// break a secret store's file often ends with (`printf '%s\n'`, a Kubernetes secret made from a
+/// file): Entra ID would refuse the secret with it (AADSTS7000215), as it is no part of it.
+fn env_secret(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+        .filter(|s| !s.trim().is_empty())
+}
+
 /// The `--tenants` file, its optional keys falling back to `base`. Under `--emulator` a
 /// tenant whose secret variable is not set gets the emulator's placeholder secret, so that
 /// a rehearsal needs no real secrets; everywhere else that is an error.
 fn load_tenants(path: &Path, base: &Config, emulator: bool) -> anyhow::Result<Vec<Tenant>> {
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let env = env_secret;
     let tenants = if emulator {
         tenants::load_with(path, base, &|name| env(name).or_else(emulator_secret))?
     } else {
@@ -383,7 +393,7 @@ impl GraphArgs {
             crate::auth::file::read_secret(path)
                 .map_err(|e| anyhow::anyhow!(e.describe(&format!("--{flag}"), path)))
         };
-        let env = |name: &str| std::env::var(name).ok().filter(|s| !s.trim().is_empty());
+        let env = env_secret;
         let secret = match &self.client_secret_file {
             Some(path) => Some(read_file("client-secret-file", path)?),
             None => env("AZURE_CLIENT_SECRET"),

@@ -14,6 +14,7 @@ mod emulator_directory;
 mod emulator_outage;
 mod emulator_tenants;
 mod faults;
+mod first_hour;
 mod group;
 mod hostile_input;
 mod hostile_servers;
