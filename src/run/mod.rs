@@ -44,6 +44,8 @@ use crate::output::{Journal, OutputError, ResultsWriter, Status};
 use crate::progress::Progress;
 use crate::summary::{Outcome, ResolutionSummary, Summary};
 
+pub use tenants::DIRECTORY_RATE;
+
 use dispatch::{LaneWork, ReaderCounts, ReaderLane};
 use plan::Resume;
 use tenants::{Prepared, TenantRun};
