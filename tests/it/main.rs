@@ -30,3 +30,4 @@ mod status_tenants;
 mod tag;
 mod tenants;
 mod tenants_file;
+mod undo;
