@@ -345,3 +345,27 @@ async fn an_undo_file_is_not_undone_and_a_dry_run_sends_nothing() {
     assert!(text(&out.stderr).contains("undoing an undo is refused"));
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_with_another_action_is_refused_before_anything_is_sent() {
+    let emulator = emulator(3, emulator_config(rate(100_000, 1000))).await;
+    let mut csv = String::from("device_id,group_id,group_tag\n");
+    for i in 0..3 {
+        csv.push_str(&format!("{},{G},Kiosk\n", device(i)));
+    }
+    let (_dir, path) = input(&csv);
+    let config = config_for(&emulator, &path, rate(100_000, 1000));
+    run(config.clone()).await;
+    let mut tag = config;
+    tag.resume = true;
+    tag.defaults.action = Action::Tag;
+    let e = autopilot_bulk::run(tag, CancellationToken::new())
+        .await
+        .expect_err("another action is refused");
+    assert!(
+        e.to_string().contains("--action assign, not --action tag"),
+        "{e}"
+    );
+    assert_eq!(emulator.stats().group_tags_set, 0);
+    emulator.shutdown().await;
+}
