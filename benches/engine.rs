@@ -118,6 +118,7 @@ fn result_row(row: u64) -> RowResult {
         finished_at: SystemTime::now(),
         serial_number: None,
         tenant: None,
+        change: Default::default(),
     }
 }
 

@@ -50,6 +50,10 @@ pub fn main(cli: Cli) -> ExitCode {
             init_logging(true, 0, LogFormat::Text);
             ExitCode::from(profiles_command(&args))
         }
+        Command::Undo(args) => {
+            init_logging(args.quiet, args.verbose, LogFormat::Text);
+            ExitCode::from(undo_command(&args))
+        }
         Command::Preflight(args) => {
             // Failures are in the report: the log would only repeat them.
             init_logging(true, 0, LogFormat::Text);
@@ -422,6 +426,79 @@ fn status_command(args: &StatusArgs) -> u8 {
         }
         report.exit_code()
     })
+}
+
+/// `undo`: the undo file, the summary on stderr; exit codes as `run`'s.
+fn undo_command(args: &crate::undo::UndoArgs) -> u8 {
+    let summary_path = args.summary_json.clone();
+    let config = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => {
+            let message = format!("{e:#}");
+            let json = crate::summary::error_json(&message, EXIT_USAGE);
+            write_summary_json(summary_path.as_deref(), &json);
+            return fail(message);
+        }
+    };
+    if args.dry_run {
+        return undo_dry_run(&config.results);
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        cancel_on_signal(shutdown.clone(), summary_path.clone());
+        match crate::undo::undo(config, shutdown).await {
+            Ok(summary) => {
+                let _ = write!(std::io::stderr(), "{}", summary.render());
+                let code = summary.exit_code();
+                if summary.outcome != crate::undo::UndoOutcome::Completed {
+                    note!("  to continue: {}", resume_command());
+                }
+                write_summary_json(summary_path.as_deref(), &summary.json(code));
+                code
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let json = crate::summary::error_json(&message, EXIT_USAGE);
+                write_summary_json(summary_path.as_deref(), &json);
+                fail(message)
+            }
+        }
+    })
+}
+
+/// `undo --dry-run`: each row and what would put it back, on stdout; nothing is sent.
+fn undo_dry_run(results: &std::path::Path) -> u8 {
+    let entries = match crate::undo::plan(results) {
+        Ok(entries) => entries,
+        Err(e) => return fail(e),
+    };
+    let mut would = 0;
+    for e in &entries {
+        let device = crate::output::printable(&e.device_id);
+        match (crate::undo::describe(&e.step), &e.step) {
+            (Some(request), _) => {
+                would += 1;
+                out!("row {} {device}: {request}", e.row);
+            }
+            (None, crate::undo::Step::Skip { reason, .. }) => {
+                out!(
+                    "row {} {device}: skipped: {}",
+                    e.row,
+                    crate::output::printable(reason)
+                );
+            }
+            (None, _) => {}
+        }
+    }
+    note!(
+        "dry run: {would} of {} rows would be undone; nothing was sent",
+        entries.len()
+    );
+    0
 }
 
 /// `preflight`: the report on stdout; exit 0 ready, 1 something would fail, 2 usage or input,

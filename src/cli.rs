@@ -42,6 +42,9 @@ pub enum Command {
     /// Autopilot deployment profiles: list them with the groups each targets (which profile do
     /// the devices get?), or assign one to a group (`profiles assign PROFILE --group G`).
     Profiles(Box<ProfilesArgs>),
+    /// Put back every device RESULTS.csv reports created: delete the assignment, set the tag
+    /// back (unless retagged since), remove the group member; into RESULTS-STEM.undo.csv.
+    Undo(Box<crate::undo::UndoArgs>),
 }
 
 /// Defaults for rows that leave target columns empty, checked by the same parsers as cells so
@@ -306,7 +309,11 @@ fn env_secret(name: &str) -> Option<String> {
 /// The `--tenants` file, its optional keys falling back to `base`. Under `--emulator` a
 /// tenant whose secret variable is not set gets the emulator's placeholder secret, so that
 /// a rehearsal needs no real secrets; everywhere else that is an error.
-fn load_tenants(path: &Path, base: &Config, emulator: bool) -> anyhow::Result<Vec<Tenant>> {
+pub(crate) fn load_tenants(
+    path: &Path,
+    base: &Config,
+    emulator: bool,
+) -> anyhow::Result<Vec<Tenant>> {
     let env = env_secret;
     let tenants = if emulator {
         tenants::load_with(path, base, &|name| env(name).or_else(emulator_secret))?
@@ -317,7 +324,7 @@ fn load_tenants(path: &Path, base: &Config, emulator: bool) -> anyhow::Result<Ve
 }
 
 /// A `--tenants` value that names a file (an empty `AUTOPILOT_BULK_TENANTS` names none).
-fn tenants_path(path: Option<&PathBuf>) -> Option<&Path> {
+pub(crate) fn tenants_path(path: Option<&PathBuf>) -> Option<&Path> {
     path.map(PathBuf::as_path)
         .filter(|p| !p.as_os_str().is_empty())
 }

@@ -17,3 +17,9 @@ pub const DYNAMIC_GROUP: &str = "DynamicGroup";
 pub const STOPPED: &str = "Stopped";
 /// A bug: a row reached a stage that is not its action's.
 pub const INTERNAL: &str = "Internal";
+/// `undo`: the results file's `assignment_id` cannot be an assignment id (never sent).
+pub const INVALID_ASSIGNMENT_ID: &str = "InvalidAssignmentId";
+/// `undo`: the device's group tag is no longer the one the run set: left as it is.
+pub const RETAGGED: &str = "RetaggedSinceRun";
+/// `undo`: the results file does not record what undoing the row needs.
+pub const NOT_RECORDED: &str = "NotRecorded";

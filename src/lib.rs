@@ -33,6 +33,8 @@
 //! - [`preflight`](mod@preflight): before a run, whether the tenant, the app's permission and
 //!   the assignment route will take it: a token's claims, one listing page and one GET on the
 //!   route, no write.
+//! - [`undo`](mod@undo): after a run, put back every device it reports `created` (delete the
+//!   assignment, restore the tag, remove the member), into an undo CSV.
 //! - [`emulator`]: a local Graph stand-in for rehearsals and tests.
 //! - [`app`]: the binary's body: logging, signals, exit codes.
 
@@ -62,6 +64,7 @@ pub mod status;
 pub mod summary;
 pub mod tenants;
 mod throttle;
+pub mod undo;
 
 pub use preflight::preflight;
 pub use run::run;

@@ -1,6 +1,6 @@
 //! The seed's route, once past bearer check, throttle and faults: `POST` and `GET` on
-//! `…/windowsAutopilotDeviceIdentities/{id}/deploymentProfile/assignments`, on the caller's
-//! tenant's store.
+//! `…/windowsAutopilotDeviceIdentities/{id}/deploymentProfile/assignments`, and `DELETE` of
+//! one assignment below it (what `undo` sends), on the caller's tenant's store.
 
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
@@ -81,4 +81,42 @@ pub(crate) fn create(
         body.extend(fields);
     }
     Answer::json(StatusCode::CREATED, Value::Object(body))
+}
+
+/// `DELETE …/assignments/{id}`: 204 when the device held it, 404 when not (an id is matched
+/// without case, as Graph matches keys).
+pub(crate) fn delete(
+    shared: &Shared,
+    data: &mut TenantData,
+    errors: &Errors<'_>,
+    device: &str,
+    id: &str,
+) -> Answer {
+    let device = match shared.device_key(errors, device) {
+        Ok(d) => d,
+        Err(refused) => return refused,
+    };
+    let held = data.store.get_mut(&device);
+    let at = held.as_ref().and_then(|held| {
+        held.iter().position(|a| {
+            a.get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|a| a.eq_ignore_ascii_case(id))
+        })
+    });
+    let (Some(held), Some(at)) = (held, at) else {
+        return errors.answer(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            &format!(
+                "The assignment '{id}' of windowsAutopilotDeviceIdentity '{device}' was not found."
+            ),
+        );
+    };
+    held.remove(at);
+    if held.is_empty() {
+        data.store.remove(&device);
+    }
+    data.stats.assignments_deleted += 1;
+    Answer::json(StatusCode::NO_CONTENT, Value::Null)
 }

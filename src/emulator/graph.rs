@@ -165,7 +165,9 @@ pub(crate) fn single(
 fn count(stats: &mut Stats, target: Target<'_>) {
     let counter = match target {
         // A property update is an Intune enrollment write like an assignment: same window.
-        Target::Assign(_) | Target::UpdateProperties(_) => &mut stats.write_requests,
+        Target::Assign(_) | Target::DeleteAssignment(..) | Target::UpdateProperties(_) => {
+            &mut stats.write_requests
+        }
         Target::ReadAssignments(_) => &mut stats.assignment_reads,
         Target::ListIdentities | Target::ReadIdentity(_) => &mut stats.identity_reads,
         Target::ListProfiles
@@ -198,6 +200,9 @@ fn execute(
             assignments::create(shared, data, errors, device, content_type, body)
         }
         Target::ReadAssignments(device) => assignments::read(shared, data, errors, device),
+        Target::DeleteAssignment(device, id) => {
+            assignments::delete(shared, data, errors, device, id)
+        }
         Target::UpdateProperties(device) => {
             properties::update(shared, data, errors, device, content_type, body)
         }

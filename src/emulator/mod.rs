@@ -247,6 +247,8 @@ pub struct Stats {
     /// Inner `$batch` answers by status code.
     pub inner_requests_by_status: BTreeMap<String, u64>,
     pub assignments_created: u64,
+    /// Assignments deleted (`DELETE …/deploymentProfile/assignments/{id}` answered 204).
+    pub assignments_deleted: u64,
     /// `updateDeviceProperties` requests that set a `groupTag` (answered 204).
     pub group_tags_set: u64,
     /// Devices holding more than one assignment.
@@ -258,8 +260,8 @@ pub struct Stats {
     pub violations: u64,
     /// 429 answers, top-level and inner.
     pub throttled: u64,
-    /// Write POSTs (assignments and `updateDeviceProperties`) that reached the throttle
-    /// (inner batch POSTs each count; 429s too).
+    /// Intune writes (assignment POSTs and DELETEs, `updateDeviceProperties`) that reached the
+    /// throttle (inner batch requests each count; 429s too).
     pub write_requests: u64,
     /// Assignment GETs (reconciling reads) that reached the throttle.
     pub assignment_reads: u64,

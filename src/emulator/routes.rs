@@ -11,6 +11,8 @@ use super::throttle::Bucket;
 pub(crate) enum Route<'a> {
     /// `/deviceManagement/windowsAutopilotDeviceIdentities/{id}/deploymentProfile/assignments`
     Assignments(&'a str),
+    /// `/deviceManagement/windowsAutopilotDeviceIdentities/{id}/deploymentProfile/assignments/{aid}`
+    Assignment(&'a str, &'a str),
     /// `/deviceManagement/windowsAutopilotDeviceIdentities/{id}/updateDeviceProperties`
     UpdateDeviceProperties(&'a str),
     /// `/deviceManagement/windowsAutopilotDeviceIdentities`
@@ -82,6 +84,11 @@ pub(crate) fn route(path: &str) -> Route<'_> {
         {
             Route::Assignments(id)
         }
+        [d, s, id, dp, a, aid]
+            if identities(d, s) && is(dp, "deploymentProfile") && is(a, "assignments") =>
+        {
+            Route::Assignment(id, aid)
+        }
         [d, s] if profiles(d, s) => Route::Profiles,
         [d, s, id] if profiles(d, s) => Route::Profile(id),
         [d, s, id, a] if profiles(d, s) && is(a, "assignments") => Route::ProfileAssignments(id),
@@ -116,6 +123,8 @@ pub(crate) fn starts_outage(route: &Route<'_>, method: &Method) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Target<'a> {
     Assign(&'a str),
+    /// `DELETE` of one assignment: the device, the assignment id.
+    DeleteAssignment(&'a str, &'a str),
     UpdateProperties(&'a str),
     ReadAssignments(&'a str),
     ListIdentities,
@@ -155,6 +164,7 @@ impl Target<'_> {
         matches!(
             self,
             Target::Assign(_)
+                | Target::DeleteAssignment(..)
                 | Target::UpdateProperties(_)
                 | Target::AssignProfile(_)
                 | Target::BindMembers(_)
@@ -191,6 +201,7 @@ pub(crate) fn target<'a>(
     match route {
         Route::Assignments(device) if post => Ok(Target::Assign(device)),
         Route::Assignments(device) if get => Ok(Target::ReadAssignments(device)),
+        Route::Assignment(device, id) if delete => Ok(Target::DeleteAssignment(device, id)),
         Route::UpdateDeviceProperties(device) if post => Ok(Target::UpdateProperties(device)),
         Route::Identities if get => Ok(Target::ListIdentities),
         Route::Identity(id) if get => Ok(Target::ReadIdentity(id)),

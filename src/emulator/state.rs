@@ -300,6 +300,7 @@ impl Stats {
             requests_by_status,
             inner_requests_by_status,
             assignments_created,
+            assignments_deleted,
             group_tags_set,
             duplicate_devices,
             devices_with_assignments,
@@ -335,6 +336,7 @@ impl Stats {
                 .or_default() += n;
         }
         self.assignments_created += assignments_created;
+        self.assignments_deleted += assignments_deleted;
         self.group_tags_set += group_tags_set;
         self.duplicate_devices += duplicate_devices;
         self.devices_with_assignments += devices_with_assignments;

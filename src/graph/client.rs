@@ -253,6 +253,41 @@ impl GraphClient {
             .attempt(crid, answer::no_content)
     }
 
+    /// DELETE one assignment of a device (`undo`); any 2xx (Graph answers 204) removed it.
+    /// An id that cannot be one path segment is refused unsent.
+    pub async fn delete_assignment(
+        &self,
+        token: &Arc<str>,
+        device: Uuid,
+        assignment: &str,
+    ) -> Attempt<()> {
+        let crid = Uuid::new_v4().to_string();
+        if !super::request::is_assignment_id(assignment) {
+            return unsent(
+                Failure::Permanent(ErrorInfo {
+                    code: crate::codes::INVALID_ASSIGNMENT_ID.into(),
+                    message: format!("{assignment:.100?} is not an assignment id"),
+                }),
+                crid,
+            );
+        }
+        let request = Request::DeleteAssignment {
+            device,
+            assignment: assignment.to_string(),
+        };
+        self.send(token, request, &crid)
+            .await
+            .attempt(crid, answer::no_content)
+    }
+
+    /// DELETE a directory object's membership of a group (`undo`); any 2xx removed it.
+    pub async fn remove_member(&self, token: &Arc<str>, group: Uuid, member: Uuid) -> Attempt<()> {
+        let crid = Uuid::new_v4().to_string();
+        self.send(token, Request::RemoveMember { group, member }, &crid)
+            .await
+            .attempt(crid, answer::no_content)
+    }
+
     /// GET a page of the tenant's Autopilot deployment profiles with their assignments.
     pub async fn profiles(
         &self,
@@ -357,6 +392,9 @@ impl GraphClient {
                 };
                 let body = request.body().unwrap_or_default();
                 self.http.request(method, url).json(&body)
+            }
+            Request::DeleteAssignment { .. } | Request::RemoveMember { .. } => {
+                self.http.delete(url)
             }
             _ => self.http.get(url),
         };

@@ -41,6 +41,21 @@ pub(crate) enum Request {
     AssignProfile { profile: String, group: Uuid },
     /// The groups of this display name (several groups may share one).
     GroupsNamed { name: String },
+    /// Delete one assignment of a device (`undo`); `assignment` is checked by
+    /// [`is_assignment_id`] first, so that it is one path segment.
+    DeleteAssignment { device: Uuid, assignment: String },
+    /// Remove one directory object from a group (`undo`).
+    RemoveMember { group: Uuid, member: Uuid },
+}
+
+/// Whether `id` can stand in a path as one assignment id: letters, digits, `-`, `_` and `.`,
+/// not starting with `.` (so never `..`). An id from a results file is data, not a path.
+pub(crate) fn is_assignment_id(id: &str) -> bool {
+    !id.is_empty()
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 const PROFILES: &str = "/deviceManagement/windowsAutopilotDeploymentProfiles";
@@ -55,6 +70,7 @@ impl Request {
             | Request::UpdateDeviceProperties { .. }
             | Request::AssignProfile { .. } => "POST",
             Request::AddMembers { .. } => "PATCH",
+            Request::DeleteAssignment { .. } | Request::RemoveMember { .. } => "DELETE",
             _ => "GET",
         }
     }
@@ -101,6 +117,12 @@ impl Request {
                 "/groups/{group}/members/microsoft.graph.device?$select=id,deviceId&$top={DIRECTORY_PAGE}"
             ),
             Request::AddMembers { group, .. } => format!("/groups/{group}"),
+            Request::DeleteAssignment { device, assignment } => {
+                format!("{IDENTITIES}/{device}/deploymentProfile/assignments/{assignment}")
+            }
+            Request::RemoveMember { group, member } => {
+                format!("/groups/{group}/members/{member}/$ref")
+            }
             Request::Profiles { page: None } => format!("{PROFILES}?$expand=assignments"),
             Request::AssignProfile { profile, .. } => {
                 let profile: String =
@@ -124,6 +146,7 @@ impl Request {
             Request::Post { device, .. }
             | Request::List { device, .. }
             | Request::UpdateDeviceProperties { device, .. }
+            | Request::DeleteAssignment { device, .. }
             | Request::Identity { device } => Some(*device),
             _ => None,
         }

@@ -21,7 +21,7 @@ pub use writer::ResultsWriter;
 
 /// The results columns, in contract order. Columns are only ever added at the end: a results
 /// file of an earlier version (its first [`HEADER_V1`] columns) is still read and continued.
-pub const HEADER: [&str; 14] = [
+pub const HEADER: [&str; 19] = [
     "row",
     "device_id",
     "status",
@@ -36,10 +36,50 @@ pub const HEADER: [&str; 14] = [
     "finished_at",
     "serial_number",
     "tenant",
+    "action",
+    "group_tag",
+    "previous_group_tag",
+    "group_id",
+    "member_id",
 ];
 
 /// The columns results files had before `serial_number`.
 pub const HEADER_V1: usize = 12;
+
+/// The columns results files had before `action` and what `undo` reads (`group_tag` to
+/// `member_id`).
+pub const HEADER_V2: usize = 14;
+
+/// What a `created` row changed, as `undo` needs it to put it back: the last columns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing beyond `assignment_id`, or not known.
+    #[default]
+    None,
+    /// A tag run set `set` on a device that carried `previous` (empty: no tag). Recorded only
+    /// when the tag before the run is known.
+    Tag { set: String, previous: String },
+    /// A group run added directory object `member` to `group`.
+    Member { group: uuid::Uuid, member: String },
+}
+
+impl Change {
+    /// The cells `group_tag`, `previous_group_tag`, `group_id`, `member_id`.
+    pub fn cells(&self) -> [String; 4] {
+        match self {
+            Change::None => Default::default(),
+            Change::Tag { set, previous } => {
+                [set.clone(), previous.clone(), String::new(), String::new()]
+            }
+            Change::Member { group, member } => [
+                String::new(),
+                String::new(),
+                group.to_string(),
+                member.clone(),
+            ],
+        }
+    }
+}
 
 /// What happened to a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,6 +139,8 @@ pub struct RowResult {
     pub serial_number: Option<String>,
     /// With `--tenants`: the tenant the row belongs to (as the input names it).
     pub tenant: Option<String>,
+    /// What the row changed, for `undo`.
+    pub change: Change,
 }
 
 impl RowResult {
@@ -119,6 +161,7 @@ impl RowResult {
             finished_at: SystemTime::now(),
             serial_number: None,
             tenant: None,
+            change: Change::None,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
-use super::{HEADER, HEADER_V1, OutputError, Status};
+use super::{HEADER, HEADER_V1, HEADER_V2, OutputError, Status};
 
 /// What an earlier run recorded for one row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +29,8 @@ pub struct PriorResults {
     pub has_repeats: bool,
     /// Columns of the file: an earlier version's files have fewer, and are continued so.
     pub columns: usize,
+    /// The `--action` the file's lines record (files of an earlier version record none).
+    pub action: Option<String>,
 }
 
 /// Fingerprint a serial-number cell the same way for the input and the results file (0 for
@@ -105,6 +107,10 @@ pub fn read_prior(path: &Path) -> Result<PriorResults, OutputError> {
                     serial: record.get(HEADER_V1).map_or(0, serial_fingerprint),
                     status,
                 };
+                let action = record.get(HEADER_V2).filter(|a| !a.is_empty());
+                if let (None, Some(a)) = (&prior.action, action) {
+                    prior.action = Some(a.to_string());
+                }
                 if prior.rows.insert(row, p).is_some() {
                     prior.has_repeats = true;
                 }

@@ -13,6 +13,8 @@ pub struct ResultsWriter {
     /// Columns written per line: all of [`HEADER`], or fewer when continuing a file an earlier
     /// version wrote, so that every line of one file has the same width.
     columns: usize,
+    /// The run's `--action`, written on every line (what `undo` and `--resume` check).
+    action: &'static str,
 }
 
 impl ResultsWriter {
@@ -47,6 +49,7 @@ impl ResultsWriter {
             path: path.to_path_buf(),
             writer: csv::Writer::from_writer(file),
             columns: HEADER.len(),
+            action: "",
         };
         w.write_fields(HEADER)?;
         Ok(w)
@@ -72,7 +75,14 @@ impl ResultsWriter {
             path: path.to_path_buf(),
             writer: csv::Writer::from_writer(file),
             columns: columns.clamp(1, HEADER.len()),
+            action: "",
         })
+    }
+
+    /// Write `action` in the `action` column of every line.
+    pub fn for_action(mut self, action: crate::action::Action) -> Self {
+        self.action = action.as_str();
+        self
     }
 
     fn write_fields<I, T>(&mut self, fields: I) -> Result<(), OutputError>
@@ -124,9 +134,15 @@ impl ResultsWriter {
             humantime::format_rfc3339_millis(r.finished_at).to_string(),
             opt(&r.serial_number),
             opt(&r.tenant),
+            self.action.to_string(),
         ];
+        let [tag, previous, group, member] = r.change.cells();
+        let fields = fields
+            .into_iter()
+            .chain([tag, previous].map(|t| neutralize(&t).into_owned()))
+            .chain([group, member]);
         let columns = self.columns;
-        self.write_fields(&fields[..columns])
+        self.write_fields(fields.take(columns))
     }
 }
 

@@ -107,7 +107,13 @@ pub fn spawn_reader(
                             match lane.memberships.decide(device, group) {
                                 Membership::Member => {
                                     // A member the journal names was added by an earlier run.
-                                    let r = member(&job, device, journaled);
+                                    let mut r = member(&job, device, journaled);
+                                    if let Some(oid) = lane.memberships.object(device) {
+                                        r.change = crate::output::Change::Member {
+                                            group,
+                                            member: oid.to_string(),
+                                        };
+                                    }
                                     results.blocking_send(r).is_ok()
                                 }
                                 Membership::Failed(e) => {

@@ -20,7 +20,7 @@ use crate::budget::{Budget, Pause};
 use crate::graph::answer::{Attempt, ErrorInfo, Failure};
 use crate::graph::client::GraphClient;
 use crate::halt::Halt;
-use crate::output::{Journal, RowResult, Status};
+use crate::output::{Change, Journal, RowResult, Status};
 
 use super::groups::{Memberships, group_members};
 use super::lane::LaneRx;
@@ -298,6 +298,13 @@ fn finish(m: &Member, status: Status, error: Option<ErrorInfo>, last: &Attempt<(
         finished_at: SystemTime::now(),
         serial_number: job.device.serial().map(str::to_string),
         tenant: job.tenant.clone(),
+        change: job
+            .work
+            .group()
+            .map_or(Change::None, |group| Change::Member {
+                group,
+                member: m.oid.clone(),
+            }),
     }
 }
 

@@ -44,6 +44,8 @@ use crate::output::{Journal, OutputError, ResultsWriter, Status};
 use crate::progress::Progress;
 use crate::summary::{Outcome, ResolutionSummary, Summary};
 
+pub use tenants::DIRECTORY_RATE;
+
 use dispatch::{LaneWork, ReaderCounts, ReaderLane};
 use plan::Resume;
 use tenants::{Prepared, TenantRun};
@@ -267,6 +269,7 @@ async fn flow(
     let mut group_lanes = Vec::new();
     for (t, prepared) in f.tenants.iter().zip(f.prepared) {
         let (tx, rx) = lane::lane(config.tenant_queue, spill.clone());
+        let tags = prepared.tags.clone();
         reader_lanes.push(ReaderLane {
             key: t.key.clone(),
             resolved: prepared.resolved,
@@ -294,6 +297,7 @@ async fn flow(
                 journal: f.journal.clone(),
                 halt: f.halt.clone(),
                 reconciliations: Default::default(),
+                tags,
             }),
             seats: t.seats.clone(),
             report_stop: spill.is_some(),

@@ -122,7 +122,8 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
         source,
     };
     if !(config.resume && config.output.exists()) {
-        let writer = ResultsWriter::create(&config.output, config.overwrite || config.resume)?;
+        let writer = ResultsWriter::create(&config.output, config.overwrite || config.resume)?
+            .for_action(config.defaults.action);
         // A journal left beside a missing results file names rows an earlier run may have
         // sent: they are read back before any POST. Only --overwrite starts from nothing.
         let (journal, started) =
@@ -149,7 +150,7 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
         });
     }
     let prior = crate::output::read_prior(&config.output)?;
-    if config.defaults.tenants.is_some() && prior.columns < crate::output::HEADER.len() {
+    if config.defaults.tenants.is_some() && prior.columns < crate::output::HEADER_V2 {
         return Err(RunError::Output(OutputError::Resume {
             path: config.output.clone(),
             reason: "it was written by an earlier version without the tenant column; finish \
@@ -157,12 +158,24 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
                 .into(),
         }));
     }
+    let wanted = config.defaults.action.as_str();
+    if let Some(earlier) = prior.action.as_deref().filter(|a| *a != wanted) {
+        return Err(RunError::Output(OutputError::Resume {
+            path: config.output.clone(),
+            reason: format!(
+                "it records a run with --action {}, not --action {wanted}: resume it with \
+                 --action {0}, or start a new results file with -o",
+                crate::output::printable(earlier)
+            ),
+        }));
+    }
     let survey = survey(config, &prior)?;
     let writer = if prior.valid_len == 0 {
         ResultsWriter::create(&config.output, true)?
     } else {
         ResultsWriter::append(&config.output, prior.valid_len, prior.columns)?
-    };
+    }
+    .for_action(config.defaults.action);
     let (journal, started) = Journal::open(&config.output, false).map_err(journal_err)?;
     tracing::info!(
         done = prior.rows.len(),

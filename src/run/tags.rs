@@ -18,6 +18,8 @@ use super::resolve::normalize;
 #[derive(Debug, Default)]
 pub struct Tags {
     held: HashMap<Uuid, String>,
+    /// The listing was read: a device it did not show with a tag carried none.
+    read: bool,
 }
 
 impl Tags {
@@ -41,7 +43,14 @@ impl Tags {
                 held.insert(id, tag);
             }
         }
-        Self { held }
+        Self { held, read: true }
+    }
+
+    /// The tag `device` carried before the run (empty: none); `None` when the listing could
+    /// not be read, so it is not known.
+    pub fn previous(&self, device: Uuid) -> Option<String> {
+        self.read
+            .then(|| self.held.get(&device).cloned().unwrap_or_default())
     }
 
     /// Whether `device` already carries `tag` (see [`crate::action::tag::carries`]).

@@ -16,7 +16,7 @@ use crate::graph::answer::Attempt;
 use crate::graph::client::GraphClient;
 use crate::halt::Halt;
 use crate::input::Job;
-use crate::output::{Journal, RowResult};
+use crate::output::{Change, Journal, RowResult};
 
 use super::row::{Finish, Next, Request, RowState};
 use super::seats::Seats;
@@ -29,6 +29,8 @@ pub struct Workers {
     /// The run's own stop (a journal that cannot be written stops every tenant).
     pub halt: Arc<Halt>,
     pub reconciliations: AtomicU64,
+    /// The tags devices carried before the run (tag runs): recorded with each row for `undo`.
+    pub tags: Arc<super::tags::Tags>,
 }
 
 /// A row on its way to a worker.
@@ -69,6 +71,22 @@ impl Workers {
         let unfinished = |row: &RowState, last: Option<Attempt<()>>| Unfinished {
             attempts: row.attempts(),
             last,
+        };
+        let change = match &job.work {
+            Work::Tag(set) => {
+                self.tags
+                    .previous(device)
+                    .map_or(Change::None, |previous| Change::Tag {
+                        set: set.clone(),
+                        previous,
+                    })
+            }
+            Work::Assign(_) | Work::Group(_) => Change::None,
+        };
+        let result = |finish, last: &Attempt<()>, attempts| {
+            let mut r = result(job, device, finish, last, attempts, started);
+            r.change = change.clone();
+            r
         };
         let mut seat = seats.take().await;
         loop {
@@ -135,13 +153,13 @@ impl Workers {
                         request_id: None,
                         client_request_id: String::new(),
                     };
-                    return Ok(result(job, device, finish, &last, row.attempts(), started));
+                    return Ok(result(finish, &last, row.attempts()));
                 }
             };
             tracing::debug!(row = job.row, status = ?last.http_status, request_id = ?last.request_id, next = ?next, "answered");
             match next {
                 Next::Finish(finish) => {
-                    return Ok(result(job, device, finish, &last, row.attempts(), started));
+                    return Ok(result(finish, &last, row.attempts()));
                 }
                 Next::Refresh { why } => budget.token_refused(&token, &why).await,
                 Next::Again(delay) => {
@@ -181,5 +199,6 @@ fn result(
         finished_at: SystemTime::now(),
         serial_number: job.device.serial().map(str::to_string),
         tenant: job.tenant.clone(),
+        change: Change::None,
     }
 }

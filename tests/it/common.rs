@@ -54,7 +54,12 @@ pub fn read_results(path: &Path) -> Vec<ResultLine> {
             "duration_ms",
             "finished_at",
             "serial_number",
-            "tenant"
+            "tenant",
+            "action",
+            "group_tag",
+            "previous_group_tag",
+            "group_id",
+            "member_id"
         ]
     );
     rdr.records()

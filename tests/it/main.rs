@@ -31,3 +31,4 @@ mod status_tenants;
 mod tag;
 mod tenants;
 mod tenants_file;
+mod undo;

@@ -365,7 +365,7 @@ async fn a_landed_row_without_a_tenant_is_refused_with_tenants() {
     // A single-tenant line appended to the tenants run's results: whose is it?
     let mut text = std::fs::read_to_string(&f.results).unwrap();
     text.push_str(&format!(
-        "99,{},created,201,a,1,,,,,5,2026-01-01T00:00:00Z,,\n",
+        "99,{},created,201,a,1,,,,,5,2026-01-01T00:00:00Z,,,assign,,,,\n",
         device(42)
     ));
     std::fs::write(&f.results, text).unwrap();

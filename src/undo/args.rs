@@ -1,0 +1,72 @@
+//! `undo`'s command line, validated into an [`UndoConfig`].
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::UndoConfig;
+use crate::cli::{GraphArgs, NO_CREDENTIALS, load_tenants, tenants_path};
+use crate::config::Config;
+
+#[derive(Debug, Args)]
+pub struct UndoArgs {
+    /// The results CSV of the run to undo.
+    pub results: PathBuf,
+    /// Undo CSV [default: RESULTS-STEM.undo.csv beside the results].
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Continue an interrupted undo: rows its undo file reports finished are left, failed
+    /// ones done again.
+    #[arg(long, conflicts_with = "overwrite")]
+    pub resume: bool,
+    /// Replace an existing undo file.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Show what would be undone, row by row; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Rows in flight at most.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Machine-readable end-of-undo summary.
+    #[arg(long, value_name = "PATH")]
+    pub summary_json: Option<PathBuf>,
+    #[command(flatten)]
+    pub graph: GraphArgs,
+    /// The tenants file of the `run --tenants` that wrote RESULTS.csv: each row is undone in
+    /// the tenant its `tenant` column names.
+    #[arg(long, env = "AUTOPILOT_BULK_TENANTS", value_name = "FILE")]
+    pub tenants: Option<PathBuf>,
+    /// Only errors on stderr; no progress.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail on stderr (-vv for per-request lines).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl UndoArgs {
+    /// Credentials and `--tenants` as for `run` (a dry run needs neither).
+    pub fn to_config(&self) -> anyhow::Result<UndoConfig> {
+        let mut graph = Config::new(&self.results, PathBuf::new());
+        self.graph.apply(&mut graph);
+        let tenants = tenants_path(self.tenants.as_ref());
+        if let Some(path) = tenants {
+            graph.tenants = load_tenants(path, &graph, false)?;
+        }
+        match self.graph.credentials()? {
+            Some(credentials) => graph.credentials = credentials,
+            None if tenants.is_some() || self.dry_run => {}
+            None => anyhow::bail!(NO_CREDENTIALS),
+        }
+        let mut config = UndoConfig::new(&self.results, graph);
+        if let Some(output) = &self.output {
+            config.output = output.clone();
+        }
+        config.resume = self.resume;
+        config.overwrite = self.overwrite;
+        config.concurrency = usize::from(self.concurrency);
+        config.progress = !self.quiet;
+        Ok(config)
+    }
+}
