@@ -188,14 +188,6 @@ fn lenient_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, 
     Ok(v.as_u64())
 }
 
-/// The assignments a 200 lists. `None` for other statuses.
-pub(crate) fn listed(
-    status: StatusCode,
-    body: &[u8],
-) -> Option<Result<Page<ReturnedAssignment>, Failure>> {
-    page(status, body)
-}
-
 /// One page of a listing, from a 200. `None` for other statuses.
 pub(crate) fn page<T: serde::de::DeserializeOwned>(
     status: StatusCode,
@@ -420,7 +412,7 @@ mod tests {
             if let Some(Ok(id)) = created_id(status, &body) {
                 prop_assert!(!id.trim().is_empty());
             }
-            let _ = listed(status, &body);
+            let _ = page::<ReturnedAssignment>(status, &body);
             let _ = page::<Identity>(status, &body);
             let _ = one::<Identity>(status, &body);
             let raw = Raw::Answer { status, headers, body };
@@ -527,9 +519,9 @@ mod tests {
         }
         assert_eq!(created_id(StatusCode::CONFLICT, b"{}"), None);
         assert!(
-            matches!(listed(StatusCode::OK, br#"{"value":[]}"#), Some(Ok(p)) if p.value.is_empty() && p.next_link.is_none())
+            matches!(page::<ReturnedAssignment>(StatusCode::OK, br#"{"value":[]}"#), Some(Ok(p)) if p.value.is_empty() && p.next_link.is_none())
         );
-        let paged = listed(
+        let paged = page::<ReturnedAssignment>(
             StatusCode::OK,
             br#"{"value":[],"@odata.nextLink":"https://graph.microsoft.com/beta/x?$skiptoken=2"}"#,
         );
@@ -537,7 +529,7 @@ mod tests {
             matches!(paged, Some(Ok(p)) if p.next_link.as_deref() == Some("https://graph.microsoft.com/beta/x?$skiptoken=2"))
         );
         assert!(matches!(
-            listed(StatusCode::OK, b"nope"),
+            page::<ReturnedAssignment>(StatusCode::OK, b"nope"),
             Some(Err(Failure::Retry {
                 ambiguous: false,
                 ..

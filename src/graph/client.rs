@@ -122,14 +122,8 @@ impl GraphClient {
         device: Uuid,
         page: Option<&str>,
     ) -> Attempt<Page<ReturnedAssignment>> {
-        let crid = Uuid::new_v4().to_string();
-        let page = match page.map(|link| self.below_base(link)).transpose() {
-            Ok(page) => page,
-            Err(failure) => return unsent(failure, crid),
-        };
-        self.send(token, Request::List { device, page }, &crid)
+        self.page_of(token, page, |page| Request::List { device, page })
             .await
-            .attempt(crid, answer::listed)
     }
 
     /// GET one page of the tenant's Autopilot identities: the first (`top` per page) when
@@ -140,14 +134,8 @@ impl GraphClient {
         top: u32,
         page: Option<&str>,
     ) -> Attempt<Page<Identity>> {
-        let crid = Uuid::new_v4().to_string();
-        let page = match page.map(|link| self.below_base(link)).transpose() {
-            Ok(page) => page,
-            Err(failure) => return unsent(failure, crid),
-        };
-        self.send(token, Request::Identities { top, page }, &crid)
+        self.page_of(token, page, |page| Request::Identities { top, page })
             .await
-            .attempt(crid, answer::page)
     }
 
     /// GET the identities whose serial number contains `serial` (one page: a serial is in few
@@ -193,14 +181,8 @@ impl GraphClient {
         token: &Arc<str>,
         page: Option<&str>,
     ) -> Attempt<Page<DirectoryDevice>> {
-        let crid = Uuid::new_v4().to_string();
-        let page = match page.map(|link| self.below_base(link)).transpose() {
-            Ok(page) => page,
-            Err(failure) => return unsent(failure, crid),
-        };
-        self.send(token, Request::Devices { page }, &crid)
+        self.page_of(token, page, |page| Request::Devices { page })
             .await
-            .attempt(crid, answer::page)
     }
 
     /// GET the directory device whose `deviceId` is `device_id` (none or one).
@@ -230,14 +212,8 @@ impl GraphClient {
         group: Uuid,
         page: Option<&str>,
     ) -> Attempt<Page<DirectoryDevice>> {
-        let crid = Uuid::new_v4().to_string();
-        let page = match page.map(|link| self.below_base(link)).transpose() {
-            Ok(page) => page,
-            Err(failure) => return unsent(failure, crid),
-        };
-        self.send(token, Request::Members { group, page }, &crid)
+        self.page_of(token, page, |page| Request::Members { group, page })
             .await
-            .attempt(crid, answer::page)
     }
 
     /// PATCH a group with up to 20 member refs; any 2xx (Graph answers 204) adds them all.
@@ -294,14 +270,8 @@ impl GraphClient {
         token: &Arc<str>,
         page: Option<&str>,
     ) -> Attempt<Page<DeploymentProfile>> {
-        let crid = Uuid::new_v4().to_string();
-        let page = match page.map(|link| self.below_base(link)).transpose() {
-            Ok(page) => page,
-            Err(failure) => return unsent(failure, crid),
-        };
-        self.send(token, Request::Profiles { page }, &crid)
+        self.page_of(token, page, |page| Request::Profiles { page })
             .await
-            .attempt(crid, answer::page)
     }
 
     /// Assign `profile` to `group`; success is the assignment's answer (any 2xx).
@@ -332,6 +302,24 @@ impl GraphClient {
             name: name.to_string(),
         };
         self.send(token, request, &crid)
+            .await
+            .attempt(crid, answer::page)
+    }
+
+    /// One page of a listing: the first (`page` is `None`), or the `@odata.nextLink` a
+    /// previous page gave, which is followed only below the Graph base URL.
+    async fn page_of<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &Arc<str>,
+        page: Option<&str>,
+        request: impl FnOnce(Option<String>) -> Request,
+    ) -> Attempt<Page<T>> {
+        let crid = Uuid::new_v4().to_string();
+        let page = match page.map(|link| self.below_base(link)).transpose() {
+            Ok(page) => page,
+            Err(failure) => return unsent(failure, crid),
+        };
+        self.send(token, request(page), &crid)
             .await
             .attempt(crid, answer::page)
     }
