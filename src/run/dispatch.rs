@@ -22,12 +22,15 @@ use super::resolve::{Resolution, Resolved};
 use super::seats::Seats;
 use super::tags::Tags;
 use super::worker::{Unfinished, WorkItem, Workers};
+use super::writer::Tally;
 
 /// What the reader saw.
 #[derive(Debug, Default)]
 pub struct ReaderCounts {
     /// Rows an earlier run already finished (`--resume`).
     pub skipped: u64,
+    /// The skipped rows by the status the earlier run reported, and by tenant.
+    pub earlier: Tally,
     /// Rows an earlier run reported that this run does again.
     pub redone: u64,
     /// The whole input was read.
@@ -71,14 +74,18 @@ pub fn spawn_reader(
             .collect();
         for item in reader {
             let parsed = item?;
-            let device = match &parsed {
-                Parsed::Job(job) => job.device.id(),
-                Parsed::Invalid(_) => None,
+            let (device, tenant) = match &parsed {
+                Parsed::Job(job) => (job.device.id(), job.tenant.as_deref()),
+                Parsed::Invalid(i) => (None, Some(i.tenant.as_str()).filter(|t| !t.is_empty())),
             };
-            let RowPlan::Do { reconcile, redo } = resume.decide(parsed.row(), device) else {
-                counts.skipped += 1;
-                progress.advance(1);
-                continue;
+            let (reconcile, redo) = match resume.decide(parsed.row(), device) {
+                RowPlan::Do { reconcile, redo } => (reconcile, redo),
+                RowPlan::Skip(status) => {
+                    counts.skipped += 1;
+                    counts.earlier.add(status, tenant);
+                    progress.advance(1);
+                    continue;
+                }
             };
             counts.redone += u64::from(redo);
             let sent = match parsed {

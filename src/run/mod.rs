@@ -135,7 +135,7 @@ async fn stages(
         .iter()
         .filter_map(|t| {
             let key = t.key.as_deref()?;
-            Some(t.summary(key, tally.tenant(key)))
+            Some(t.summary(key, tally.tenant(key), counts.earlier.tenant(key)))
         })
         .collect();
     Ok(Summary {
@@ -143,6 +143,7 @@ async fn stages(
         output: config.output.clone(),
         rows: tally.rows,
         skipped: counts.skipped,
+        earlier: counts.earlier.counts(),
         created: tally.count(Status::Created),
         existing: tally.count(Status::Existing),
         failed: tally.count(Status::Failed),

@@ -59,8 +59,8 @@ pub struct Resume {
 /// What to do with one input row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowPlan {
-    /// An earlier run finished it: not reported again.
-    Skip,
+    /// An earlier run finished it, with this status: not reported again.
+    Skip(Status),
     /// Do it. `reconcile`: an earlier run may have sent it (it started, or reported it failed),
     /// so look with a GET before any POST. `redo`: the results file reports it already.
     Do { reconcile: bool, redo: bool },
@@ -93,7 +93,7 @@ impl Resume {
     pub fn decide(&self, row: u64, device: Option<Uuid>) -> RowPlan {
         let earlier = self.prior.get(&row);
         match earlier {
-            Some(p) if finished(p, self.retry_invalid) => RowPlan::Skip,
+            Some(p) if finished(p, self.retry_invalid) => RowPlan::Skip(p.status),
             Some(_) => RowPlan::Do {
                 reconcile: true,
                 redo: true,
@@ -414,14 +414,14 @@ mod tests {
             retry_invalid: false,
             has_repeats: false,
         };
-        assert_eq!(resume.decide_row(1), RowPlan::Skip);
-        assert_eq!(resume.decide_row(2), RowPlan::Skip);
+        assert_eq!(resume.decide_row(1), RowPlan::Skip(Status::Created));
+        assert_eq!(resume.decide_row(2), RowPlan::Skip(Status::Existing));
         let redo = RowPlan::Do {
             reconcile: true,
             redo: true,
         };
         assert_eq!(resume.decide_row(3), redo);
-        assert_eq!(resume.decide_row(4), RowPlan::Skip);
+        assert_eq!(resume.decide_row(4), RowPlan::Skip(Status::Invalid));
         assert_eq!(
             resume.decide_row(5),
             RowPlan::Do {

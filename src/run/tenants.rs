@@ -14,7 +14,7 @@ use crate::graph::MAX_BATCH;
 use crate::graph::client::GraphClient;
 use crate::halt::Halt;
 use crate::progress::Progress;
-use crate::summary::TenantSummary;
+use crate::summary::{Counts, TenantSummary};
 
 use super::RunError;
 use super::groups::{self, Memberships};
@@ -163,15 +163,15 @@ impl TenantRun {
     }
 
     /// What the tenant did, for the summary; `rows` are its rows by status.
-    pub fn summary(&self, key: &str, rows: [u64; 4]) -> TenantSummary {
+    pub fn summary(&self, key: &str, rows: Counts, earlier: Counts) -> TenantSummary {
         let stats = self.stats();
-        let [created, existing, failed, invalid] = rows;
         TenantSummary {
             tenant: key.to_string(),
-            created,
-            existing,
-            failed,
-            invalid,
+            created: rows.created,
+            existing: rows.existing,
+            failed: rows.failed,
+            invalid: rows.invalid,
+            earlier,
             requests: stats.requests,
             throttled_responses: stats.throttled,
             throttled_time: stats.throttled_time,
