@@ -300,6 +300,16 @@ pub struct Identity {
     pub azure_ad_device_id: Option<String>,
 }
 
+impl Identity {
+    /// The listing shows the device holding no deployment profile assignment at all: a POST
+    /// for it cannot duplicate one.
+    pub fn not_assigned(&self) -> bool {
+        self.assignment_status
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("notAssigned"))
+    }
+}
+
 /// An Entra directory device: its object `id` (what a group's member is) and its `deviceId`
 /// (what an Autopilot identity's `azureAdDeviceId` names).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

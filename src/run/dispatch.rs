@@ -11,10 +11,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::graph::answer::ErrorInfo;
-use crate::input::{InputError, InputReader, Job, Parsed};
+use crate::input::{Action, InputError, InputReader, Job, Parsed};
 use crate::output::{RowResult, Status};
 use crate::progress::Progress;
 
+use super::assigned::Assigned;
 use super::groups::{Membership, Memberships};
 use super::lane::{LaneRx, LaneTx};
 use super::plan::{Resume, RowPlan};
@@ -52,6 +53,7 @@ pub struct ReaderLane {
     pub resolved: Arc<Resolved>,
     pub tags: Arc<Tags>,
     pub memberships: Arc<Memberships>,
+    pub assigned: Arc<Assigned>,
     pub queue: LaneTx,
 }
 
@@ -99,53 +101,9 @@ pub fn spawn_reader(
                         }
                         continue;
                     };
-                    match lane.resolved.device(&job) {
-                        Resolution::Device(device)
-                            if job
-                                .work
-                                .group_tag()
-                                .is_some_and(|t| lane.tags.carries(device, t)) =>
-                        {
-                            results.blocking_send(tagged(&job, device)).is_ok()
-                        }
-                        Resolution::Device(device) if job.work.group().is_some() => {
-                            let group = job.work.group().unwrap_or_default();
-                            let journaled = reconcile || resume.started_device(device);
-                            match lane.memberships.decide(device, group) {
-                                Membership::Member => {
-                                    // A member the journal names was added by an earlier run.
-                                    let r = member(&job, device, journaled);
-                                    results.blocking_send(r).is_ok()
-                                }
-                                Membership::Failed(e) => {
-                                    let mut r = failed(&job, e);
-                                    r.device_id = device.to_string();
-                                    results.blocking_send(r).is_ok()
-                                }
-                                Membership::Add(_) => {
-                                    let item = WorkItem {
-                                        job,
-                                        device,
-                                        reconcile: journaled,
-                                    };
-                                    lane.queue.send(item).map_err(ReadStop::Spill)?
-                                }
-                            }
-                        }
-                        Resolution::Device(device) => {
-                            // A serial's device may be one the journal names.
-                            let reconcile = reconcile || resume.started_device(device);
-                            let item = WorkItem {
-                                job,
-                                device,
-                                reconcile,
-                            };
-                            lane.queue.send(item).map_err(ReadStop::Spill)?
-                        }
-                        Resolution::Failed(e) => results.blocking_send(failed(&job, e)).is_ok(),
-                        Resolution::Invalid(reason) => {
-                            results.blocking_send(invalid(&job, reason)).is_ok()
-                        }
+                    match decide(lane, job, reconcile, &resume) {
+                        Decided::Done(r) => results.blocking_send(r).is_ok(),
+                        Decided::Send(item) => lane.queue.send(item).map_err(ReadStop::Spill)?,
                     }
                 }
                 Parsed::Invalid(i) => {
@@ -162,6 +120,60 @@ pub fn spawn_reader(
         counts.finished = true;
         Ok(counts)
     })
+}
+
+/// What the reader does with a valid row: finish it at once (done already, unresolvable,
+/// a member already) or send it to its tenant's workers. `plan` asks the same question.
+pub enum Decided {
+    Done(RowResult),
+    Send(WorkItem),
+}
+
+/// The reader's decision for `job` of `lane`'s tenant, from what was read before the run.
+/// `reconcile`: the resume says an earlier run may have sent it.
+pub fn decide(lane: &ReaderLane, job: Job, reconcile: bool, resume: &Resume) -> Decided {
+    match lane.resolved.device(&job) {
+        Resolution::Device(device)
+            if job
+                .work
+                .group_tag()
+                .is_some_and(|t| lane.tags.carries(device, t)) =>
+        {
+            Decided::Done(tagged(&job, device))
+        }
+        Resolution::Device(device) if job.work.group().is_some() => {
+            let group = job.work.group().unwrap_or_default();
+            let journaled = reconcile || resume.started_device(device);
+            match lane.memberships.decide(device, group) {
+                // A member the journal names was added by an earlier run.
+                Membership::Member => Decided::Done(member(&job, device, journaled)),
+                Membership::Failed(e) => {
+                    let mut r = failed(&job, e);
+                    r.device_id = device.to_string();
+                    Decided::Done(r)
+                }
+                Membership::Add(_) => Decided::Send(WorkItem {
+                    job,
+                    device,
+                    reconcile: journaled,
+                }),
+            }
+        }
+        Resolution::Device(device) => {
+            // A serial's device may be one the journal names; an assign row reads its
+            // device first unless the listing showed it unassigned.
+            let reconcile = reconcile
+                || resume.started_device(device)
+                || (job.work.action() == Action::Assign && lane.assigned.must_look(device));
+            Decided::Send(WorkItem {
+                job,
+                device,
+                reconcile,
+            })
+        }
+        Resolution::Failed(e) => Decided::Done(failed(&job, e)),
+        Resolution::Invalid(reason) => Decided::Done(invalid(&job, reason)),
+    }
 }
 
 /// A tag row whose device already carries its tag: `existing`, with no write sent.

@@ -13,6 +13,7 @@
 //! [`Summary::aborted`], with every finished row on disk (with several tenants, it ends only
 //! that tenant, whose remaining rows are reported `failed`).
 
+mod assigned;
 mod dispatch;
 mod group_lane;
 mod groups;
@@ -273,6 +274,7 @@ async fn flow(
             resolved: prepared.resolved,
             tags: prepared.tags,
             memberships: prepared.memberships.clone(),
+            assigned: prepared.assigned,
             queue: tx,
         });
         if let Some((budget, graph)) = &t.directory {

@@ -134,7 +134,10 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
             );
         }
         // Serial numbers need a first pass to learn which to resolve; it counts the rows too.
-        let survey = if reader.has_serial_numbers() || config.defaults.action != Action::Assign {
+        let survey = if reader.has_serial_numbers()
+            || config.defaults.action != Action::Assign
+            || config.read_before_write
+        {
             Some(survey(config, &PriorResults::default())?)
         } else {
             None
@@ -283,7 +286,7 @@ fn survey(config: &Config, prior: &PriorResults) -> Result<Survey, RunError> {
             if let Some(serial) = job.device.serial() {
                 wanted.serials.insert(normalize(serial));
             }
-            if job.work.action() != Action::Assign
+            if (job.work.action() != Action::Assign || config.read_before_write)
                 && let Some(id) = job.device.id()
             {
                 wanted.ids.insert(id);

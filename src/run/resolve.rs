@@ -39,6 +39,8 @@ pub struct Resolved {
     pub requests: u64,
     /// The listing or a lookup failed: every serial row fails with this.
     failure: Option<ErrorInfo>,
+    /// Holders the read showed holding no profile assignment (`notAssigned`).
+    unassigned: HashSet<Uuid>,
 }
 
 /// What a row's device resolves to.
@@ -55,11 +57,17 @@ impl Resolved {
     /// Index the identities that hold a wanted serial (exact match, case and spaces ignored).
     pub fn new(wanted: &HashSet<String>, identities: impl IntoIterator<Item = Identity>) -> Self {
         let mut holders: HashMap<String, Vec<String>> = HashMap::new();
+        let mut unassigned = HashSet::new();
         for identity in identities {
             let Some(serial) = identity.serial_number.as_deref().map(normalize) else {
                 continue;
             };
             if wanted.contains(&serial) {
+                if identity.not_assigned()
+                    && let Ok(id) = Uuid::parse_str(&identity.id)
+                {
+                    unassigned.insert(id);
+                }
                 let ids = holders.entry(serial).or_default();
                 if !ids.iter().any(|id| id.eq_ignore_ascii_case(&identity.id)) {
                     ids.push(identity.id);
@@ -70,7 +78,13 @@ impl Resolved {
             holders,
             requests: 0,
             failure: None,
+            unassigned,
         }
+    }
+
+    /// Devices holding a wanted serial that the read showed `notAssigned`.
+    pub fn unassigned(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.unassigned.iter().copied()
     }
 
     fn failed(error: ErrorInfo) -> Self {

@@ -17,6 +17,7 @@ mod faults;
 mod group;
 mod hostile_input;
 mod hostile_servers;
+mod nightly;
 mod outage;
 mod planted_files;
 mod preflight;

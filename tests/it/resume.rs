@@ -313,7 +313,9 @@ fn summary_json_has_the_documented_fields() {
     assert_eq!(v["exit_code"], 0);
     assert_eq!(v["rows"]["created"], 6);
     assert_eq!(v["rows"]["failed"], 0);
-    assert_eq!(v["requests"], 6);
+    // Each row reads its device before its write (few rows: one GET each, no listing).
+    assert_eq!(v["requests"], 12);
+    assert_eq!(v["reconciliations"], 6);
     assert_eq!(v["throttled_responses"], 0);
     assert_eq!(v["configured_rate"], "100/20s");
     for field in [
