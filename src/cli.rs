@@ -42,6 +42,9 @@ pub enum Command {
     /// Autopilot deployment profiles: list them with the groups each targets (which profile do
     /// the devices get?), or assign one to a group (`profiles assign PROFILE --group G`).
     Profiles(Box<ProfilesArgs>),
+    /// Read what `run` would write, skip or fail for every row of INPUT.csv, with the same
+    /// reads and the same flags, and write nothing to the tenant: a plan CSV and the counts.
+    Plan(Box<crate::plan::PlanArgs>),
 }
 
 /// Defaults for rows that leave target columns empty, checked by the same parsers as cells so
@@ -305,7 +308,11 @@ impl RunArgs {
 /// The `--tenants` file, its optional keys falling back to `base`. Under `--emulator` a
 /// tenant whose secret variable is not set gets the emulator's placeholder secret, so that
 /// a rehearsal needs no real secrets; everywhere else that is an error.
-fn load_tenants(path: &Path, base: &Config, emulator: bool) -> anyhow::Result<Vec<Tenant>> {
+pub(crate) fn load_tenants(
+    path: &Path,
+    base: &Config,
+    emulator: bool,
+) -> anyhow::Result<Vec<Tenant>> {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let tenants = if emulator {
         tenants::load_with(path, base, &|name| env(name).or_else(emulator_secret))?

@@ -50,11 +50,16 @@ pub enum ReadStop {
 /// What the reader needs of one tenant: where its rows go, and what was read before the run.
 pub struct ReaderLane {
     pub key: Option<String>,
+    pub known: Known,
+    pub queue: LaneTx,
+}
+
+/// What was read of one tenant before the first write.
+pub struct Known {
     pub resolved: Arc<Resolved>,
     pub tags: Arc<Tags>,
     pub memberships: Arc<Memberships>,
     pub assigned: Arc<Assigned>,
-    pub queue: LaneTx,
 }
 
 /// The reader, on a blocking thread: valid rows to their tenant's queue, invalid and
@@ -101,7 +106,7 @@ pub fn spawn_reader(
                         }
                         continue;
                     };
-                    match decide(lane, job, reconcile, &resume) {
+                    match decide(&lane.known, job, reconcile, &resume) {
                         Decided::Done(r) => results.blocking_send(r).is_ok(),
                         Decided::Send(item) => lane.queue.send(item).map_err(ReadStop::Spill)?,
                     }
@@ -129,9 +134,9 @@ pub enum Decided {
     Send(WorkItem),
 }
 
-/// The reader's decision for `job` of `lane`'s tenant, from what was read before the run.
+/// The reader's decision for `job`, from what was read of its tenant before the run.
 /// `reconcile`: the resume says an earlier run may have sent it.
-pub fn decide(lane: &ReaderLane, job: Job, reconcile: bool, resume: &Resume) -> Decided {
+pub fn decide(lane: &Known, job: Job, reconcile: bool, resume: &Resume) -> Decided {
     match lane.resolved.device(&job) {
         Resolution::Device(device)
             if job

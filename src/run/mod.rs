@@ -19,6 +19,7 @@ mod group_lane;
 mod groups;
 mod lane;
 mod plan;
+pub mod preview;
 mod resolve;
 mod row;
 mod seats;
@@ -271,10 +272,12 @@ async fn flow(
         let (tx, rx) = lane::lane(config.tenant_queue, spill.clone());
         reader_lanes.push(ReaderLane {
             key: t.key.clone(),
-            resolved: prepared.resolved,
-            tags: prepared.tags,
-            memberships: prepared.memberships.clone(),
-            assigned: prepared.assigned,
+            known: dispatch::Known {
+                resolved: prepared.resolved,
+                tags: prepared.tags,
+                memberships: prepared.memberships.clone(),
+                assigned: prepared.assigned,
+            },
             queue: tx,
         });
         if let Some((budget, graph)) = &t.directory {

@@ -191,6 +191,11 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
     })
 }
 
+/// What the input's rows name, by tenant, for a run that has no results file yet (`plan`).
+pub fn wanted(config: &Config) -> Result<HashMap<Option<String>, Wanted>, RunError> {
+    Ok(survey(config, &PriorResults::default())?.wanted)
+}
+
 /// Refuse a results, journal or lock path that is the input itself, however spelled (a
 /// relative path, `..`, a symlink, a hard link): `--overwrite` would destroy the input, and
 /// the run would read its own results back as rows.

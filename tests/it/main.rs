@@ -19,6 +19,7 @@ mod hostile_input;
 mod hostile_servers;
 mod nightly;
 mod outage;
+mod plan;
 mod planted_files;
 mod preflight;
 mod properties;
