@@ -54,6 +54,10 @@ pub fn main(cli: Cli) -> ExitCode {
             init_logging(args.quiet, args.verbose, LogFormat::Text);
             ExitCode::from(undo_command(&args))
         }
+        Command::Plan(args) => {
+            init_logging(args.quiet, args.verbose, LogFormat::Text);
+            ExitCode::from(plan_command(&args))
+        }
         Command::Preflight(args) => {
             // Failures are in the report: the log would only repeat them.
             init_logging(true, 0, LogFormat::Text);
@@ -544,6 +548,58 @@ fn preflight_command(args: &PreflightArgs) -> u8 {
                 report.exit_code()
             }
             Err(e) => fail(e),
+        };
+        if let Some(emulator) = emulator {
+            emulator.shutdown().await;
+        }
+        code
+    })
+}
+
+/// `plan`: the counts on stdout, the plan file beside the input; exit codes as `run`'s.
+fn plan_command(args: &crate::plan::PlanArgs) -> u8 {
+    // Checked before anything starts, so a bad flag is exit 2 at once.
+    let first = match args.to_config(None) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("{e:#}")),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        cancel_on_signal(shutdown.clone(), None);
+        let emulator = if args.emulator {
+            // A rehearsal of a tenants file: the emulator stands in for each of its tenants.
+            let tenants = first
+                .tenants
+                .iter()
+                .filter_map(|t| t.credentials.tenant_id().map(str::to_string))
+                .collect();
+            let devices = args.emulator_devices.as_deref();
+            match start_emulator(Some(&args.input), devices, tenants).await {
+                Ok(e) => Some(e),
+                Err(message) => return fail(message),
+            }
+        } else {
+            None
+        };
+        let code = match args.to_config(emulator.as_ref()) {
+            Err(e) => fail(format!("{e:#}")),
+            Ok(config) => match crate::run::preview::plan(config, shutdown).await {
+                Ok(report) => {
+                    let _ = write!(std::io::stdout(), "{}", crate::plan::render(&report));
+                    if let Some(reason) = &report.aborted {
+                        note!(
+                            "autopilot-bulk: aborted: {}",
+                            crate::output::printable(reason)
+                        );
+                    }
+                    report.exit_code()
+                }
+                Err(e) => fail(e),
+            },
         };
         if let Some(emulator) = emulator {
             emulator.shutdown().await;

@@ -45,6 +45,9 @@ pub enum Command {
     /// Put back every device RESULTS.csv reports created: delete the assignment, set the tag
     /// back (unless retagged since), remove the group member; into RESULTS-STEM.undo.csv.
     Undo(Box<crate::undo::UndoArgs>),
+    /// Read what `run` would write, skip or fail for every row of INPUT.csv, with the same
+    /// reads and the same flags, and write nothing to the tenant: a plan CSV and the counts.
+    Plan(Box<crate::plan::PlanArgs>),
 }
 
 /// Defaults for rows that leave target columns empty, checked by the same parsers as cells so
@@ -191,6 +194,14 @@ pub struct RunArgs {
     /// Validate every row and show the first request bodies; send nothing, write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Write without first reading whether the device already holds the assignment. By
+    /// default a run reads before it writes, so a rerun over the same or a changed export
+    /// writes only what is missing: one identity listing (⌈identities ÷ 100⌉ reads) tells
+    /// which devices hold no assignment, and each other device costs one read (an identical
+    /// assignment is `existing`, no write). Blind, every row is one write: for a first
+    /// migration into a tenant known to be empty; a device already assigned gets a duplicate.
+    #[arg(long)]
+    pub no_read_before_write: bool,
     /// Write a machine-readable end-of-run summary (JSON) here.
     #[arg(long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
@@ -265,6 +276,7 @@ impl RunArgs {
         config.overwrite = self.overwrite;
         config.resume = self.resume;
         config.retry_invalid = self.retry_invalid;
+        config.read_before_write = !self.no_read_before_write;
         config.delimiter = self.defaults.delimiter;
         config.defaults = self.defaults.to_defaults();
         config.concurrency = self.concurrency.map_or(4, |n| n as usize);

@@ -222,6 +222,9 @@ pub struct Config {
     pub resume: bool,
     /// With `resume`: also redo rows reported `invalid` (after the input was fixed).
     pub retry_invalid: bool,
+    /// Before a row's first write, read whether the device already holds what the row asks
+    /// (assign: an identical assignment); such rows are `existing` with no write.
+    pub read_before_write: bool,
     /// After a stop (Ctrl-C), how long rows in flight may take to finish before they are
     /// left to the next `--resume` (the journal names them).
     pub shutdown_grace: Duration,
@@ -275,6 +278,7 @@ impl Config {
             overwrite: false,
             resume: false,
             retry_invalid: false,
+            read_before_write: true,
             shutdown_grace: Duration::from_secs(3),
             delimiter: None,
             defaults: RowDefaults::default(),

@@ -55,6 +55,7 @@ mod jsonish;
 pub mod listing;
 pub mod lock;
 pub mod output;
+pub mod plan;
 pub mod preflight;
 pub mod profiles;
 mod progress;

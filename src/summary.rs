@@ -18,6 +18,10 @@ pub struct Summary {
     pub rows: u64,
     /// Rows skipped because an earlier run already reported them (`--resume`).
     pub skipped: u64,
+    /// The skipped rows by the status an earlier run reported: with this run's counts below
+    /// they make the whole results file, which the exit code describes.
+    pub earlier: Counts,
+    /// This run's rows by status (see [`Summary::whole_file`] for the file's).
     pub created: u64,
     pub existing: u64,
     pub failed: u64,
@@ -69,14 +73,54 @@ impl Outcome {
     }
 }
 
-/// One tenant of a `--tenants` run.
-#[derive(Debug, Clone)]
-pub struct TenantSummary {
-    pub tenant: String,
+/// Rows by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
     pub created: u64,
     pub existing: u64,
     pub failed: u64,
     pub invalid: u64,
+}
+
+impl Counts {
+    /// Both counts together.
+    pub fn plus(self, o: Counts) -> Counts {
+        Counts {
+            created: self.created + o.created,
+            existing: self.existing + o.existing,
+            failed: self.failed + o.failed,
+            invalid: self.invalid + o.invalid,
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "created": self.created,
+            "existing": self.existing,
+            "failed": self.failed,
+            "invalid": self.invalid,
+        })
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "created {} · existing {} · failed {} · invalid {}",
+            self.created, self.existing, self.failed, self.invalid
+        )
+    }
+}
+
+/// One tenant of a `--tenants` run.
+#[derive(Debug, Clone)]
+pub struct TenantSummary {
+    pub tenant: String,
+    /// This run's rows of the tenant by status.
+    pub created: u64,
+    pub existing: u64,
+    pub failed: u64,
+    pub invalid: u64,
+    /// The tenant's rows an earlier run finished (`--resume`), by status.
+    pub earlier: Counts,
     pub requests: u64,
     pub throttled_responses: u64,
     pub throttled_time: Duration,
@@ -89,6 +133,17 @@ pub struct TenantSummary {
 }
 
 impl TenantSummary {
+    /// The tenant's rows in the whole results file: this run's and the earlier runs'.
+    pub fn whole_file(&self) -> Counts {
+        let this_run = Counts {
+            created: self.created,
+            existing: self.existing,
+            failed: self.failed,
+            invalid: self.invalid,
+        };
+        this_run.plus(self.earlier)
+    }
+
     fn outcome(&self) -> &'static str {
         if self.aborted.is_some() {
             "aborted"
@@ -127,21 +182,41 @@ impl Summary {
         }
     }
 
-    /// The exit code contract: 0 all created/existing, 1 some failed or invalid, 3 aborted,
-    /// 130 interrupted.
+    /// This run's rows by status.
+    pub fn this_run(&self) -> Counts {
+        Counts {
+            created: self.created,
+            existing: self.existing,
+            failed: self.failed,
+            invalid: self.invalid,
+        }
+    }
+
+    /// Every row of the results file (each row's last line) by status: this run's and the
+    /// rows earlier runs finished. A nightly `--resume` is judged by the file, not the night.
+    pub fn whole_file(&self) -> Counts {
+        self.this_run().plus(self.earlier)
+    }
+
+    /// The exit code contract: 0 all created/existing, 1 some failed or invalid in the whole
+    /// results file (an earlier run's `invalid` rows too), 3 aborted, 130 interrupted.
     pub fn exit_code(&self) -> u8 {
+        let file = self.whole_file();
         match self.outcome {
             Outcome::Aborted(_) => 3,
             Outcome::Interrupted => 130,
-            Outcome::Completed if self.failed > 0 || self.invalid > 0 => 1,
+            Outcome::Completed if file.failed > 0 || file.invalid > 0 => 1,
             Outcome::Completed => 0,
         }
     }
 }
 
 /// The machine-readable summary (`--summary-json`). Field names are a contract for
-/// schedulers and monitoring: add fields, never rename or remove them.
+/// schedulers and monitoring: add fields, never rename or remove them. `rows.created` ..
+/// `rows.invalid` count the whole results file; `rows.earlier` the part earlier runs
+/// finished (`rows.skipped`), `rows.this_run` the rest (`rows.reported`).
 pub fn summary_json(s: &Summary, exit_code: u8) -> serde_json::Value {
+    let file = s.whole_file();
     let time = |t: std::time::SystemTime| humantime::format_rfc3339_millis(t).to_string();
     serde_json::json!({
         "schema": 1,
@@ -156,10 +231,12 @@ pub fn summary_json(s: &Summary, exit_code: u8) -> serde_json::Value {
         "rows": {
             "reported": s.rows,
             "skipped": s.skipped,
-            "created": s.created,
-            "existing": s.existing,
-            "failed": s.failed,
-            "invalid": s.invalid,
+            "created": file.created,
+            "existing": file.existing,
+            "failed": file.failed,
+            "invalid": file.invalid,
+            "earlier": s.earlier.json(),
+            "this_run": s.this_run().json(),
         },
         "errors_by_code": s.by_error_code,
         "requests": s.requests,
@@ -184,14 +261,16 @@ pub fn summary_json(s: &Summary, exit_code: u8) -> serde_json::Value {
 
 /// One tenant's part of the summary JSON.
 fn tenant_json(t: &TenantSummary) -> serde_json::Value {
+    let file = t.whole_file();
     serde_json::json!({
         "outcome": t.outcome(),
         "aborted_reason": t.aborted,
         "rows": {
-            "created": t.created,
-            "existing": t.existing,
-            "failed": t.failed,
-            "invalid": t.invalid,
+            "created": file.created,
+            "existing": file.existing,
+            "failed": file.failed,
+            "invalid": file.invalid,
+            "earlier": t.earlier.json(),
         },
         "requests": t.requests,
         "throttled_responses": t.throttled_responses,
@@ -235,13 +314,17 @@ pub fn render_summary(s: &Summary) -> String {
         s.elapsed.as_secs_f64()
     );
     if s.skipped > 0 {
-        let _ = writeln!(out, "  skipped {} rows an earlier run finished", s.skipped);
+        let _ = writeln!(
+            out,
+            "  skipped {} rows an earlier run finished: {}",
+            s.skipped,
+            s.earlier.line()
+        );
+        let _ = writeln!(out, "  this run: {}", s.this_run().line());
+        let _ = writeln!(out, "  whole results file: {}", s.whole_file().line());
+    } else {
+        let _ = writeln!(out, "  {}", s.whole_file().line());
     }
-    let _ = writeln!(
-        out,
-        "  created {} · existing {} · failed {} · invalid {}",
-        s.created, s.existing, s.failed, s.invalid
-    );
     if !s.by_error_code.is_empty() {
         let codes: Vec<String> = s
             .by_error_code
@@ -280,13 +363,9 @@ pub fn render_summary(s: &Summary) -> String {
     for t in &s.tenants {
         let _ = writeln!(
             out,
-            "  tenant {}: created {} · existing {} · failed {} · invalid {} · requests {} · \
-             429s {} · pace {} · {}",
+            "  tenant {}: {} · requests {} · 429s {} · pace {} · {}",
             t.tenant,
-            t.created,
-            t.existing,
-            t.failed,
-            t.invalid,
+            t.whole_file().line(),
             t.requests,
             t.throttled_responses,
             t.final_rate,

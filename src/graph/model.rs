@@ -308,6 +308,14 @@ impl Identity {
             .and_then(|a| Uuid::parse_str(a.trim()).ok())
             .filter(|a| !a.is_nil())
     }
+
+    /// The listing shows the device holding no deployment profile assignment at all: a POST
+    /// for it cannot duplicate one.
+    pub fn not_assigned(&self) -> bool {
+        self.assignment_status
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("notAssigned"))
+    }
 }
 
 /// An Entra directory device: its object `id` (what a group's member is) and its `deviceId`

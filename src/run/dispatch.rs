@@ -11,10 +11,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::graph::answer::ErrorInfo;
-use crate::input::{InputError, InputReader, Job, Parsed};
+use crate::input::{Action, InputError, InputReader, Job, Parsed};
 use crate::output::{RowResult, Status};
 use crate::progress::Progress;
 
+use super::assigned::Assigned;
 use super::groups::{Membership, Memberships};
 use super::lane::{LaneRx, LaneTx};
 use super::plan::{Resume, RowPlan};
@@ -22,12 +23,15 @@ use super::resolve::{Resolution, Resolved};
 use super::seats::Seats;
 use super::tags::Tags;
 use super::worker::{Unfinished, WorkItem, Workers};
+use super::writer::Tally;
 
 /// What the reader saw.
 #[derive(Debug, Default)]
 pub struct ReaderCounts {
     /// Rows an earlier run already finished (`--resume`).
     pub skipped: u64,
+    /// The skipped rows by the status the earlier run reported, and by tenant.
+    pub earlier: Tally,
     /// Rows an earlier run reported that this run does again.
     pub redone: u64,
     /// The whole input was read.
@@ -46,10 +50,16 @@ pub enum ReadStop {
 /// What the reader needs of one tenant: where its rows go, and what was read before the run.
 pub struct ReaderLane {
     pub key: Option<String>,
+    pub known: Known,
+    pub queue: LaneTx,
+}
+
+/// What was read of one tenant before the first write.
+pub struct Known {
     pub resolved: Arc<Resolved>,
     pub tags: Arc<Tags>,
     pub memberships: Arc<Memberships>,
-    pub queue: LaneTx,
+    pub assigned: Arc<Assigned>,
 }
 
 /// The reader, on a blocking thread: valid rows to their tenant's queue, invalid and
@@ -71,14 +81,18 @@ pub fn spawn_reader(
             .collect();
         for item in reader {
             let parsed = item?;
-            let device = match &parsed {
-                Parsed::Job(job) => job.device.id(),
-                Parsed::Invalid(_) => None,
+            let (device, tenant) = match &parsed {
+                Parsed::Job(job) => (job.device.id(), job.tenant.as_deref()),
+                Parsed::Invalid(i) => (None, Some(i.tenant.as_str()).filter(|t| !t.is_empty())),
             };
-            let RowPlan::Do { reconcile, redo } = resume.decide(parsed.row(), device) else {
-                counts.skipped += 1;
-                progress.advance(1);
-                continue;
+            let (reconcile, redo) = match resume.decide(parsed.row(), device) {
+                RowPlan::Do { reconcile, redo } => (reconcile, redo),
+                RowPlan::Skip(status) => {
+                    counts.skipped += 1;
+                    counts.earlier.add(status, tenant);
+                    progress.advance(1);
+                    continue;
+                }
             };
             counts.redone += u64::from(redo);
             let sent = match parsed {
@@ -92,59 +106,9 @@ pub fn spawn_reader(
                         }
                         continue;
                     };
-                    match lane.resolved.device(&job) {
-                        Resolution::Device(device)
-                            if job
-                                .work
-                                .group_tag()
-                                .is_some_and(|t| lane.tags.carries(device, t)) =>
-                        {
-                            results.blocking_send(tagged(&job, device)).is_ok()
-                        }
-                        Resolution::Device(device) if job.work.group().is_some() => {
-                            let group = job.work.group().unwrap_or_default();
-                            let journaled = reconcile || resume.started_device(device);
-                            match lane.memberships.decide(device, group) {
-                                Membership::Member => {
-                                    // A member the journal names was added by an earlier run.
-                                    let mut r = member(&job, device, journaled);
-                                    if let Some(oid) = lane.memberships.object(device) {
-                                        r.change = crate::output::Change::Member {
-                                            group,
-                                            member: oid.to_string(),
-                                        };
-                                    }
-                                    results.blocking_send(r).is_ok()
-                                }
-                                Membership::Failed(e) => {
-                                    let mut r = failed(&job, e);
-                                    r.device_id = device.to_string();
-                                    results.blocking_send(r).is_ok()
-                                }
-                                Membership::Add(_) => {
-                                    let item = WorkItem {
-                                        job,
-                                        device,
-                                        reconcile: journaled,
-                                    };
-                                    lane.queue.send(item).map_err(ReadStop::Spill)?
-                                }
-                            }
-                        }
-                        Resolution::Device(device) => {
-                            // A serial's device may be one the journal names.
-                            let reconcile = reconcile || resume.started_device(device);
-                            let item = WorkItem {
-                                job,
-                                device,
-                                reconcile,
-                            };
-                            lane.queue.send(item).map_err(ReadStop::Spill)?
-                        }
-                        Resolution::Failed(e) => results.blocking_send(failed(&job, e)).is_ok(),
-                        Resolution::Invalid(reason) => {
-                            results.blocking_send(invalid(&job, reason)).is_ok()
-                        }
+                    match decide(&lane.known, job, reconcile, &resume) {
+                        Decided::Done(r) => results.blocking_send(r).is_ok(),
+                        Decided::Send(item) => lane.queue.send(item).map_err(ReadStop::Spill)?,
                     }
                 }
                 Parsed::Invalid(i) => {
@@ -161,6 +125,69 @@ pub fn spawn_reader(
         counts.finished = true;
         Ok(counts)
     })
+}
+
+/// What the reader does with a valid row: finish it at once (done already, unresolvable,
+/// a member already) or send it to its tenant's workers. `plan` asks the same question.
+pub enum Decided {
+    Done(RowResult),
+    Send(WorkItem),
+}
+
+/// The reader's decision for `job`, from what was read of its tenant before the run.
+/// `reconcile`: the resume says an earlier run may have sent it.
+pub fn decide(lane: &Known, job: Job, reconcile: bool, resume: &Resume) -> Decided {
+    match lane.resolved.device(&job) {
+        Resolution::Device(device)
+            if job
+                .work
+                .group_tag()
+                .is_some_and(|t| lane.tags.carries(device, t)) =>
+        {
+            Decided::Done(tagged(&job, device))
+        }
+        Resolution::Device(device) if job.work.group().is_some() => {
+            let group = job.work.group().unwrap_or_default();
+            let journaled = reconcile || resume.started_device(device);
+            match lane.memberships.decide(device, group) {
+                // A member the journal names was added by an earlier run.
+                Membership::Member => {
+                    let mut r = member(&job, device, journaled);
+                    if let Some(oid) = lane.memberships.object(device) {
+                        r.change = crate::output::Change::Member {
+                            group,
+                            member: oid.to_string(),
+                        };
+                    }
+                    Decided::Done(r)
+                }
+                Membership::Failed(e) => {
+                    let mut r = failed(&job, e);
+                    r.device_id = device.to_string();
+                    Decided::Done(r)
+                }
+                Membership::Add(_) => Decided::Send(WorkItem {
+                    job,
+                    device,
+                    reconcile: journaled,
+                }),
+            }
+        }
+        Resolution::Device(device) => {
+            // A serial's device may be one the journal names; an assign row reads its
+            // device first unless the listing showed it unassigned.
+            let reconcile = reconcile
+                || resume.started_device(device)
+                || (job.work.action() == Action::Assign && lane.assigned.must_look(device));
+            Decided::Send(WorkItem {
+                job,
+                device,
+                reconcile,
+            })
+        }
+        Resolution::Failed(e) => Decided::Done(failed(&job, e)),
+        Resolution::Invalid(reason) => Decided::Done(invalid(&job, reason)),
+    }
 }
 
 /// A tag row whose device already carries its tag: `existing`, with no write sent.

@@ -13,11 +13,13 @@
 //! [`Summary::aborted`], with every finished row on disk (with several tenants, it ends only
 //! that tenant, whose remaining rows are reported `failed`).
 
+mod assigned;
 mod dispatch;
 mod group_lane;
 mod groups;
 mod lane;
 mod plan;
+pub mod preview;
 mod resolve;
 mod row;
 mod seats;
@@ -137,7 +139,7 @@ async fn stages(
         .iter()
         .filter_map(|t| {
             let key = t.key.as_deref()?;
-            Some(t.summary(key, tally.tenant(key)))
+            Some(t.summary(key, tally.tenant(key), counts.earlier.tenant(key)))
         })
         .collect();
     Ok(Summary {
@@ -145,6 +147,7 @@ async fn stages(
         output: config.output.clone(),
         rows: tally.rows,
         skipped: counts.skipped,
+        earlier: counts.earlier.counts(),
         created: tally.count(Status::Created),
         existing: tally.count(Status::Existing),
         failed: tally.count(Status::Failed),
@@ -272,9 +275,12 @@ async fn flow(
         let tags = prepared.tags.clone();
         reader_lanes.push(ReaderLane {
             key: t.key.clone(),
-            resolved: prepared.resolved,
-            tags: prepared.tags,
-            memberships: prepared.memberships.clone(),
+            known: dispatch::Known {
+                resolved: prepared.resolved,
+                tags: prepared.tags,
+                memberships: prepared.memberships.clone(),
+                assigned: prepared.assigned,
+            },
             queue: tx,
         });
         if let Some((budget, graph)) = &t.directory {

@@ -59,8 +59,8 @@ pub struct Resume {
 /// What to do with one input row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowPlan {
-    /// An earlier run finished it: not reported again.
-    Skip,
+    /// An earlier run finished it, with this status: not reported again.
+    Skip(Status),
     /// Do it. `reconcile`: an earlier run may have sent it (it started, or reported it failed),
     /// so look with a GET before any POST. `redo`: the results file reports it already.
     Do { reconcile: bool, redo: bool },
@@ -93,7 +93,7 @@ impl Resume {
     pub fn decide(&self, row: u64, device: Option<Uuid>) -> RowPlan {
         let earlier = self.prior.get(&row);
         match earlier {
-            Some(p) if finished(p, self.retry_invalid) => RowPlan::Skip,
+            Some(p) if finished(p, self.retry_invalid) => RowPlan::Skip(p.status),
             Some(_) => RowPlan::Do {
                 reconcile: true,
                 redo: true,
@@ -135,7 +135,10 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
             );
         }
         // Serial numbers need a first pass to learn which to resolve; it counts the rows too.
-        let survey = if reader.has_serial_numbers() || config.defaults.action != Action::Assign {
+        let survey = if reader.has_serial_numbers()
+            || config.defaults.action != Action::Assign
+            || config.read_before_write
+        {
             Some(survey(config, &PriorResults::default())?)
         } else {
             None
@@ -199,6 +202,11 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
         rows: Some(survey.rows),
         wanted: survey.wanted,
     })
+}
+
+/// What the input's rows name, by tenant, for a run that has no results file yet (`plan`).
+pub fn wanted(config: &Config) -> Result<HashMap<Option<String>, Wanted>, RunError> {
+    Ok(survey(config, &PriorResults::default())?.wanted)
 }
 
 /// Refuse a results, journal or lock path that is the input itself, however spelled (a
@@ -296,7 +304,7 @@ fn survey(config: &Config, prior: &PriorResults) -> Result<Survey, RunError> {
             if let Some(serial) = job.device.serial() {
                 wanted.serials.insert(normalize(serial));
             }
-            if job.work.action() != Action::Assign
+            if (job.work.action() != Action::Assign || config.read_before_write)
                 && let Some(id) = job.device.id()
             {
                 wanted.ids.insert(id);
@@ -427,14 +435,14 @@ mod tests {
             retry_invalid: false,
             has_repeats: false,
         };
-        assert_eq!(resume.decide_row(1), RowPlan::Skip);
-        assert_eq!(resume.decide_row(2), RowPlan::Skip);
+        assert_eq!(resume.decide_row(1), RowPlan::Skip(Status::Created));
+        assert_eq!(resume.decide_row(2), RowPlan::Skip(Status::Existing));
         let redo = RowPlan::Do {
             reconcile: true,
             redo: true,
         };
         assert_eq!(resume.decide_row(3), redo);
-        assert_eq!(resume.decide_row(4), RowPlan::Skip);
+        assert_eq!(resume.decide_row(4), RowPlan::Skip(Status::Invalid));
         assert_eq!(
             resume.decide_row(5),
             RowPlan::Do {

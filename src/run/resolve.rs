@@ -42,6 +42,8 @@ pub struct Resolved {
     pub requests: u64,
     /// The listing or a lookup failed: every serial row fails with this.
     failure: Option<ErrorInfo>,
+    /// Holders the read showed holding no profile assignment (`notAssigned`).
+    unassigned: HashSet<Uuid>,
 }
 
 /// What a row's device resolves to.
@@ -59,6 +61,7 @@ impl Resolved {
     pub fn new(wanted: &HashSet<String>, identities: impl IntoIterator<Item = Identity>) -> Self {
         let mut holders: HashMap<String, Vec<String>> = HashMap::new();
         let mut azure = HashMap::new();
+        let mut unassigned = HashSet::new();
         for identity in identities {
             let Some(serial) = identity.serial_number.as_deref().map(normalize) else {
                 continue;
@@ -66,6 +69,9 @@ impl Resolved {
             if wanted.contains(&serial) {
                 if let Ok(id) = Uuid::parse_str(&identity.id) {
                     azure.insert(id, identity.azure_device_id());
+                    if identity.not_assigned() {
+                        unassigned.insert(id);
+                    }
                 }
                 let ids = holders.entry(serial).or_default();
                 if !ids.iter().any(|id| id.eq_ignore_ascii_case(&identity.id)) {
@@ -78,7 +84,13 @@ impl Resolved {
             azure,
             requests: 0,
             failure: None,
+            unassigned,
         }
+    }
+
+    /// Devices holding a wanted serial that the read showed `notAssigned`.
+    pub fn unassigned(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.unassigned.iter().copied()
     }
 
     fn failed(error: ErrorInfo) -> Self {

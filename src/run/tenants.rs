@@ -14,9 +14,10 @@ use crate::graph::MAX_BATCH;
 use crate::graph::client::GraphClient;
 use crate::halt::Halt;
 use crate::progress::Progress;
-use crate::summary::TenantSummary;
+use crate::summary::{Counts, TenantSummary};
 
 use super::RunError;
+use super::assigned::{self, Assigned};
 use super::groups::{self, Memberships};
 use super::plan::Wanted;
 use super::resolve::{self, Resolved};
@@ -47,6 +48,8 @@ pub struct Prepared {
     pub tags: Arc<Tags>,
     /// Group runs: the devices' directory objects and the groups' members.
     pub memberships: Arc<Memberships>,
+    /// Assign runs: which devices are read before their POST.
+    pub assigned: Arc<Assigned>,
     /// Serial numbers wanted, and found.
     pub serials: (u64, u64),
 }
@@ -114,6 +117,12 @@ impl TenantRun {
         } else {
             Tags::default()
         };
+        let assigned = match self.config.defaults.action {
+            Action::Assign if self.config.read_before_write => {
+                assigned::read(&wanted.ids, &resolved, &self.graph, &self.budget).await
+            }
+            _ => Assigned::blind(),
+        };
         let memberships = match &self.directory {
             Some((directory, graph)) => {
                 let wanted = groups::Wanted {
@@ -128,6 +137,7 @@ impl TenantRun {
         };
         Prepared {
             memberships: Arc::new(memberships),
+            assigned: Arc::new(assigned),
             serials: (wanted.serials.len() as u64, resolved.found() as u64),
             resolved: Arc::new(resolved),
             tags: Arc::new(tags),
@@ -168,15 +178,15 @@ impl TenantRun {
     }
 
     /// What the tenant did, for the summary; `rows` are its rows by status.
-    pub fn summary(&self, key: &str, rows: [u64; 4]) -> TenantSummary {
+    pub fn summary(&self, key: &str, rows: Counts, earlier: Counts) -> TenantSummary {
         let stats = self.stats();
-        let [created, existing, failed, invalid] = rows;
         TenantSummary {
             tenant: key.to_string(),
-            created,
-            existing,
-            failed,
-            invalid,
+            created: rows.created,
+            existing: rows.existing,
+            failed: rows.failed,
+            invalid: rows.invalid,
+            earlier,
             requests: stats.requests,
             throttled_responses: stats.throttled,
             throttled_time: stats.throttled_time,

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use crate::halt::Halt;
 use crate::output::{OutputError, ResultsWriter, RowResult, Status};
 use crate::progress::Progress;
+use crate::summary::Counts;
 
 /// What the writer counted.
 #[derive(Debug, Default)]
@@ -24,16 +25,38 @@ impl Tally {
         self.by_status.get(&s).copied().unwrap_or(0)
     }
 
-    /// A tenant's rows: created, existing, failed, invalid.
-    pub fn tenant(&self, key: &str) -> [u64; 4] {
-        let by = self.by_tenant.get(key);
-        [
-            Status::Created,
-            Status::Existing,
-            Status::Failed,
-            Status::Invalid,
-        ]
-        .map(|s| by.and_then(|b| b.get(&s)).copied().unwrap_or(0))
+    /// All rows by status.
+    pub fn counts(&self) -> Counts {
+        counts(Some(&self.by_status))
+    }
+
+    /// A tenant's rows by status.
+    pub fn tenant(&self, key: &str) -> Counts {
+        counts(self.by_tenant.get(key))
+    }
+
+    /// Count one row of `status`, of `tenant` when the run has several.
+    pub fn add(&mut self, status: Status, tenant: Option<&str>) {
+        self.rows += 1;
+        *self.by_status.entry(status).or_default() += 1;
+        if let Some(t) = tenant {
+            *self
+                .by_tenant
+                .entry(t.to_string())
+                .or_default()
+                .entry(status)
+                .or_default() += 1;
+        }
+    }
+}
+
+fn counts(by: Option<&BTreeMap<Status, u64>>) -> Counts {
+    let n = |s| by.and_then(|b| b.get(&s)).copied().unwrap_or(0);
+    Counts {
+        created: n(Status::Created),
+        existing: n(Status::Existing),
+        failed: n(Status::Failed),
+        invalid: n(Status::Invalid),
     }
 }
 
@@ -52,16 +75,7 @@ pub async fn write_results(
             halt.abort(format!("{e}; --resume continues from what was written"));
             return Err(e);
         }
-        tally.rows += 1;
-        *tally.by_status.entry(r.status).or_default() += 1;
-        if let Some(t) = &r.tenant {
-            *tally
-                .by_tenant
-                .entry(t.clone())
-                .or_default()
-                .entry(r.status)
-                .or_default() += 1;
-        }
+        tally.add(r.status, r.tenant.as_deref());
         if r.status == Status::Failed {
             let code = r.error_code.clone().unwrap_or_else(|| "Unknown".into());
             *tally.by_error_code.entry(code).or_default() += 1;

@@ -197,7 +197,9 @@ async fn a_403_storm_trips_the_breaker_after_about_ten_rows() {
     .await
     .unwrap();
     let (_dir, path) = input(&group_rows(500));
-    let config = config_for(&emulator, &path, rate(1000, 1000));
+    let mut config = config_for(&emulator, &path, rate(1000, 1000));
+    // Forbidden writes, each row's first request: no read before it.
+    config.read_before_write = false;
     let output = config.output.clone();
     let summary = run(config).await;
 
@@ -713,6 +715,8 @@ async fn one_row_against_rotating_graph(
     let (_dir, path) = input(&group_rows(1));
     let mut config = config_for(&emulator, &path, rate(1000, 1000));
     config.graph_url = graph;
+    // The stand-in serves the write alone: this test is about writing, not reading first.
+    config.read_before_write = false;
     let output = config.output.clone();
     let summary = run(config).await;
     emulator.shutdown().await;

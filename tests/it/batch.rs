@@ -22,6 +22,8 @@ async fn batched_run_reports_like_an_unbatched_one() {
     let mut config = config_for(&emulator, &path, rate(1000, 1000));
     config.batch = true;
     config.concurrency = 2;
+    // Counts envelopes of writes alone: no read before them.
+    config.read_before_write = false;
     let output = config.output.clone();
     let summary = run(config).await;
     let results = read_results(&output);

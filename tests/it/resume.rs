@@ -313,7 +313,9 @@ fn summary_json_has_the_documented_fields() {
     assert_eq!(v["exit_code"], 0);
     assert_eq!(v["rows"]["created"], 6);
     assert_eq!(v["rows"]["failed"], 0);
-    assert_eq!(v["requests"], 6);
+    // Each row reads its device before its write (few rows: one GET each, no listing).
+    assert_eq!(v["requests"], 12);
+    assert_eq!(v["reconciliations"], 6);
     assert_eq!(v["throttled_responses"], 0);
     assert_eq!(v["configured_rate"], "100/20s");
     for field in [
@@ -428,6 +430,81 @@ async fn a_row_inserted_after_a_crash_does_not_hide_a_row_in_flight() {
     assert_eq!((second.skipped, second.created, second.existing), (2, 1, 3));
     let lines = read_results(&config.output);
     assert_each_row_once(&lines, 6);
+    assert_ids_match_emulator(&lines, &emulator);
+    emulator.shutdown().await;
+}
+
+/// Wait (polling the file, bounded) until `path` holds at least `n` result lines.
+async fn until_lines(path: &std::path::Path, n: usize) {
+    for _ in 0..4000 {
+        let lines = std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
+        if lines > n {
+            return; // the header, then n results
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("{} never held {n} results", path.display());
+}
+
+/// A nightly wrapper reads the exit code: a `--resume` after a kill -9 over a file holding
+/// an earlier run's `invalid` rows exits 1, and the summary counts the whole file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_after_sigkill_reports_the_whole_file_and_its_earlier_invalid_rows() {
+    let emulator = Emulator::start(emulator_config(rate(1000, 1000)))
+        .await
+        .unwrap();
+    // Six invalid rows first: the reader reports them before any worker's row.
+    let mut csv = String::from("device_id,target_type,group_id\n");
+    for i in 0..6 {
+        csv.push_str(&format!("bogus-{i},group,\n"));
+    }
+    csv.push_str(group_rows(120).split_once('\n').unwrap().1);
+    let (dir, path) = input(&csv);
+    let results = dir.path().join("devices.results.csv");
+    let summary = dir.path().join("summary.json");
+    let mut child = bin_against(&emulator)
+        .arg("run")
+        .args([path.to_str().unwrap(), "-q", "--rate", "40/1s"])
+        .spawn()
+        .unwrap();
+    until_lines(&results, 20).await;
+    child.kill().unwrap(); // SIGKILL: no summary, no cleanup
+    let (code, _) = wait(child).await;
+    assert_eq!(code, None, "the run ended before it was killed");
+    let on_disk = read_results(&results).len() as u64;
+
+    let child = bin_against(&emulator)
+        .arg("run")
+        .args([
+            path.to_str().unwrap(),
+            "-q",
+            "--rate",
+            "1000/1s",
+            "--resume",
+        ])
+        .arg("--summary-json")
+        .arg(&summary)
+        .spawn()
+        .unwrap();
+    let (code, stderr) = wait(child).await;
+    assert_eq!(code, Some(1), "the file holds invalid rows: {stderr}");
+    assert!(stderr.contains("whole results file: "), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let rows = &v["rows"];
+    assert_eq!(v["exit_code"], 1);
+    assert_eq!(rows["invalid"], 6, "{v}");
+    assert_eq!(rows["earlier"]["invalid"], 6, "{v}");
+    assert_eq!(rows["this_run"]["invalid"], 0, "{v}");
+    let n = |f: &str| rows[f].as_u64().unwrap();
+    assert_eq!(n("created") + n("existing"), 120, "{v}");
+    assert_eq!(n("skipped") + n("reported"), 126, "{v}");
+    assert!(n("skipped") >= 20 && n("skipped") <= on_disk, "{v}");
+    let earlier = &rows["earlier"];
+    let e = |f: &str| earlier[f].as_u64().unwrap();
+    assert_eq!(e("created") + e("existing") + e("invalid"), n("skipped"));
+    let lines = read_results(&results);
+    assert_each_row_once(&lines, 126);
+    assert_eq!(lines.iter().filter(|l| l.status == "invalid").count(), 6);
     assert_ids_match_emulator(&lines, &emulator);
     emulator.shutdown().await;
 }

@@ -66,7 +66,9 @@ async fn throttled_run(mode: RetryAfterMode) {
     .await
     .unwrap();
     let (_dir, path) = input(&group_rows(30));
-    let config = config_for(&emulator, &path, rate(20, 1000));
+    let mut config = config_for(&emulator, &path, rate(20, 1000));
+    // Writes only: the service's write window is what this test throttles.
+    config.read_before_write = false;
     let output = config.output.clone();
     let summary = run(config).await;
     let results = read_results(&output);

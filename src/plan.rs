@@ -1,0 +1,88 @@
+//! `plan INPUT.csv`: the command line of [`crate::run::preview`], and its counts as printed.
+//! The same flags as `run` for what a row does and where it goes (action, targets, tenants,
+//! credentials, rates), none of `run`'s about results files.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::cli::{DefaultArgs, GraphArgs};
+use crate::config::Config;
+use crate::emulator::Emulator;
+use crate::run::preview::{PlanReport, Would};
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The input CSV `run` would take.
+    pub input: PathBuf,
+    /// The plan CSV, replaced if it exists [default: <input stem>.plan.csv beside the input].
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub graph: GraphArgs,
+    /// TOML file of customer tenants, as for `run`: each row is planned in its tenant.
+    #[arg(long, env = "AUTOPILOT_BULK_TENANTS", value_name = "FILE")]
+    pub tenants: Option<PathBuf>,
+    /// Plan against the in-process emulator; no credentials needed.
+    #[arg(long)]
+    pub emulator: bool,
+    /// Device list for the in-process emulator (one id a line) [default:
+    /// emulator-devices.txt beside the input, when present].
+    #[arg(long, value_name = "PATH", requires = "emulator")]
+    pub emulator_devices: Option<PathBuf>,
+    #[command(flatten)]
+    pub defaults: DefaultArgs,
+    /// Only errors on stderr.
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail on stderr (-vv for per-request lines).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// `<input stem>.plan.csv` beside the input.
+pub fn default_plan_path(input: &std::path::Path) -> PathBuf {
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "input".into());
+    input.with_file_name(format!("{stem}.plan.csv"))
+}
+
+impl PlanArgs {
+    /// The configuration `run` would have with these flags; credentials as for `run` (none
+    /// with the in-process `emulator`).
+    pub fn to_config(&self, emulator: Option<&Emulator>) -> anyhow::Result<Config> {
+        let output = self
+            .output
+            .clone()
+            .unwrap_or_else(|| default_plan_path(&self.input));
+        let mut config = Config::new(&self.input, output);
+        config.delimiter = self.defaults.delimiter;
+        config.defaults = self.defaults.to_defaults();
+        self.graph.apply(&mut config);
+        let tenants = self
+            .tenants
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty());
+        if let Some(path) = tenants {
+            config.tenants = crate::cli::load_tenants(path, &config, self.emulator)?;
+        }
+        self.graph
+            .connect_to(&mut config, emulator, self.emulator)?;
+        Ok(config)
+    }
+}
+
+/// The counts per `would`, as printed on stdout.
+pub fn render(report: &PlanReport) -> String {
+    let n = |w| report.count(w);
+    format!(
+        "plan: write {} · skip {} · fail {} · invalid {}\n  plan file: {}\n",
+        n(Would::Write),
+        n(Would::Skip),
+        n(Would::Fail),
+        n(Would::Invalid),
+        report.path.display()
+    )
+}

@@ -1,0 +1,175 @@
+//! Nightly runs converge: the same export every night, a little changed (rows reordered, some
+//! gone, new ones in the middle), with `--overwrite` on the same results file, writes only
+//! what is missing: devices already holding the row's assignment (or tag) are `existing`.
+
+use crate::common;
+
+use std::collections::HashSet;
+
+use autopilot_bulk::config::Config;
+use autopilot_bulk::emulator::{Emulator, EmulatorConfig};
+use autopilot_bulk::input::Action;
+use common::*;
+
+/// A tenant of `n` identities (the ones an export names and more), listed 100 to a page.
+async fn tenant(n: u32) -> Emulator {
+    Emulator::start(EmulatorConfig {
+        devices: Some((0..n).map(device).collect::<HashSet<_>>()),
+        page_size: 100,
+        ..emulator_config(rate(100_000, 1000))
+    })
+    .await
+    .unwrap()
+}
+
+/// Night 1's export: devices 0..300.
+fn night_1() -> Vec<u32> {
+    (0..300).collect()
+}
+
+/// Night 2's: night 1's shuffled (a fixed permutation), 25 gone, 50 new in the middle.
+fn night_2() -> Vec<u32> {
+    let mut kept: Vec<u32> = (0..300).filter(|i| i % 12 != 5).collect();
+    assert_eq!(kept.len(), 275);
+    let len = kept.len();
+    kept = (0..len).map(|k| kept[(k * 97) % len]).collect(); // 97 is prime to 275
+    let (head, tail) = kept.split_at(140);
+    [head, &(300..350).collect::<Vec<_>>(), tail].concat()
+}
+
+fn export(devices: &[u32], column: &str, cell: &str) -> String {
+    let mut csv = format!("device_id,{column}\n");
+    for &i in devices {
+        csv.push_str(&format!("{},{cell}\n", device(i)));
+    }
+    csv
+}
+
+/// Night 1, then night 2 over the changed export with `--overwrite` on the same results
+/// file: night 2's summary and what the emulator counted during it.
+async fn two_nights(
+    emulator: &Emulator,
+    column: &str,
+    cell: &str,
+    setup: impl Fn(&mut Config),
+) -> (
+    autopilot_bulk::Summary,
+    autopilot_bulk::emulator::Stats,
+    Config,
+) {
+    let (_dir, path) = input(&export(&night_1(), column, cell));
+    let mut config = config_for(emulator, &path, rate(100_000, 1000));
+    setup(&mut config);
+    let first = run(config.clone()).await;
+    assert_eq!((first.created, first.exit_code()), (300, 0), "{first:?}");
+    std::fs::write(&path, export(&night_2(), column, cell)).unwrap();
+    let before = emulator.stats();
+    config.overwrite = true;
+    let second = run(config.clone()).await;
+    let mut during = emulator.stats();
+    during.write_requests -= before.write_requests;
+    during.assignment_reads -= before.assignment_reads;
+    during.identity_reads -= before.identity_reads;
+    // The results file is night 2's alone, one line per row.
+    let lines = read_results(&config.output);
+    assert_each_row_once(&lines, 325);
+    for line in &lines {
+        let new = u32::from_str_radix(&line.device_id[..8], 16).unwrap() >= 300;
+        let want = if new { "created" } else { "existing" };
+        assert_eq!(line.status, want, "{line:?}");
+    }
+    std::mem::forget(_dir); // the caller may still read the results
+    (second, during, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn night_2_assigns_only_the_new_devices_and_finds_the_others_existing() {
+    let emulator = tenant(400).await;
+    let csv = "target_type,group_id";
+    let cell = format!("group,{GROUP}");
+    let (second, during, config) = two_nights(&emulator, csv, &cell, |_| {}).await;
+    assert_eq!(
+        (
+            second.existing,
+            second.created,
+            second.failed,
+            second.exit_code()
+        ),
+        (275, 50, 0, 0),
+        "{second:?}"
+    );
+    let stats = emulator.stats();
+    assert_eq!(stats.duplicate_devices, 0);
+    assert_eq!(stats.assignments_created, 350);
+    // One write per new device; one read per device the listing showed assigned; the
+    // listing's 4 pages (400 identities, 100 a page), and no per-device read for the new.
+    assert_eq!(during.write_requests, 50);
+    assert_eq!(during.assignment_reads, 275);
+    assert_eq!(during.identity_reads, 4);
+    // Each row reports the one assignment its device holds (the gone devices keep theirs).
+    let held = emulator.assignments();
+    for line in read_results(&config.output) {
+        let ids = &held[&line.device_id.to_lowercase()];
+        assert_eq!(ids, &vec![line.assignment_id.clone()], "{line:?}");
+    }
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blind_night_2_duplicates_what_night_1_assigned() {
+    // What --no-read-before-write costs on a tenant that is not empty: the old rows again.
+    let emulator = tenant(400).await;
+    let (_dir, path) = input(&export(
+        &night_1()[..40],
+        "target_type,group_id",
+        &format!("group,{GROUP}"),
+    ));
+    let mut config = config_for(&emulator, &path, rate(100_000, 1000));
+    config.read_before_write = false;
+    assert_eq!(run(config.clone()).await.created, 40);
+    config.overwrite = true;
+    let second = run(config.clone()).await;
+    assert_eq!(second.created, 40);
+    let stats = emulator.stats();
+    assert_eq!(stats.duplicate_devices, 40);
+    assert_eq!(stats.assignment_reads + stats.identity_reads, 0);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_rows_are_read_one_by_one_without_the_listing() {
+    let emulator = tenant(400).await;
+    let (_dir, path) = input(&export(
+        &night_1()[..10],
+        "target_type,group_id",
+        &format!("group,{GROUP}"),
+    ));
+    let config = config_for(&emulator, &path, rate(100_000, 1000));
+    assert_eq!(run(config.clone()).await.created, 10);
+    let mut again = config.clone();
+    again.overwrite = true;
+    let second = run(again).await;
+    assert_eq!((second.existing, second.created), (10, 0));
+    let stats = emulator.stats();
+    // Ten reads before night 1's ten writes, ten on night 2; never a listing page.
+    assert_eq!((stats.identity_reads, stats.assignment_reads), (0, 20));
+    assert_eq!(stats.duplicate_devices, 0);
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn night_2_tags_only_the_new_devices() {
+    let emulator = tenant(400).await;
+    let (second, during, _config) = two_nights(&emulator, "group_tag", "Kiosk", |c| {
+        c.defaults.action = Action::Tag;
+    })
+    .await;
+    assert_eq!(
+        (second.existing, second.created, second.exit_code()),
+        (275, 50, 0),
+        "{second:?}"
+    );
+    assert_eq!(during.write_requests, 50);
+    assert_eq!(emulator.stats().group_tags_set, 350);
+    emulator.shutdown().await;
+}
