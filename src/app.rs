@@ -433,7 +433,7 @@ fn status_command(args: &StatusArgs) -> u8 {
 }
 
 /// `undo`: the undo file, the summary on stderr; exit codes as `run`'s.
-fn undo_command(args: &crate::undo::UndoArgs) -> u8 {
+fn undo_command(args: &crate::cli::UndoArgs) -> u8 {
     let summary_path = args.summary_json.clone();
     let config = match args.to_config() {
         Ok(c) => c,
@@ -557,7 +557,7 @@ fn preflight_command(args: &PreflightArgs) -> u8 {
 }
 
 /// `plan`: the counts on stdout, the plan file beside the input; exit codes as `run`'s.
-fn plan_command(args: &crate::plan::PlanArgs) -> u8 {
+fn plan_command(args: &crate::cli::PlanArgs) -> u8 {
     // Checked before anything starts, so a bad flag is exit 2 at once.
     let first = match args.to_config(None) {
         Ok(c) => c,
@@ -589,7 +589,11 @@ fn plan_command(args: &crate::plan::PlanArgs) -> u8 {
             Err(e) => fail(format!("{e:#}")),
             Ok(config) => match crate::run::preview::plan(config, shutdown).await {
                 Ok(report) => {
-                    let _ = write!(std::io::stdout(), "{}", crate::plan::render(&report));
+                    let _ = write!(
+                        std::io::stdout(),
+                        "{}",
+                        crate::run::preview::render(&report)
+                    );
                     if let Some(reason) = &report.aborted {
                         note!(
                             "autopilot-bulk: aborted: {}",

@@ -55,7 +55,6 @@ mod jsonish;
 pub mod listing;
 pub mod lock;
 pub mod output;
-pub mod plan;
 pub mod preflight;
 pub mod profiles;
 mod progress;

@@ -329,3 +329,16 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
         _ => false,
     }
 }
+
+/// The counts per `would`, as printed on stdout.
+pub fn render(report: &PlanReport) -> String {
+    let n = |w| report.count(w);
+    format!(
+        "plan: write {} · skip {} · fail {} · invalid {}\n  plan file: {}\n",
+        n(Would::Write),
+        n(Would::Skip),
+        n(Would::Fail),
+        n(Would::Invalid),
+        report.path.display()
+    )
+}

@@ -11,7 +11,6 @@
 //! per tenant (and the directory's for members), Ctrl-C finishing rows in flight. The rows are
 //! few and each is one or two requests, so a bounded loop stands in for the run's pipeline.
 
-mod args;
 mod sheet;
 mod source;
 mod step;
@@ -29,7 +28,6 @@ use crate::halt::Halt;
 use crate::lock::{LockError, RunLock};
 use crate::output::{Journal, OutputError};
 
-pub use args::UndoArgs;
 pub use sheet::{HEADER, UndoStatus};
 pub use source::{Entry, Step};
 

@@ -1,15 +1,14 @@
-//! `plan INPUT.csv`: the command line of [`crate::run::preview`], and its counts as printed.
-//! The same flags as `run` for what a row does and where it goes (action, targets, tenants,
-//! credentials, rates), none of `run`'s about results files.
+//! `plan INPUT.csv`: the command line of [`crate::run::preview`]. The same flags as `run` for
+//! what a row does and where it goes (action, targets, tenants, credentials, rates), none of
+//! `run`'s about results files.
 
 use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::cli::{DefaultArgs, GraphArgs};
+use super::{DefaultArgs, GraphArgs};
 use crate::config::Config;
 use crate::emulator::Emulator;
-use crate::run::preview::{PlanReport, Would};
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
@@ -66,23 +65,10 @@ impl PlanArgs {
             .as_deref()
             .filter(|p| !p.as_os_str().is_empty());
         if let Some(path) = tenants {
-            config.tenants = crate::cli::load_tenants(path, &config, self.emulator)?;
+            config.tenants = super::load_tenants(path, &config, self.emulator)?;
         }
         self.graph
             .connect_to(&mut config, emulator, self.emulator)?;
         Ok(config)
     }
-}
-
-/// The counts per `would`, as printed on stdout.
-pub fn render(report: &PlanReport) -> String {
-    let n = |w| report.count(w);
-    format!(
-        "plan: write {} · skip {} · fail {} · invalid {}\n  plan file: {}\n",
-        n(Would::Write),
-        n(Would::Skip),
-        n(Would::Fail),
-        n(Would::Invalid),
-        report.path.display()
-    )
 }

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::UndoConfig;
-use crate::cli::{GraphArgs, NO_CREDENTIALS, load_tenants, tenants_path};
+use super::{GraphArgs, NO_CREDENTIALS, load_tenants, tenants_path};
 use crate::config::Config;
+use crate::undo::UndoConfig;
 
 #[derive(Debug, Args)]
 pub struct UndoArgs {
