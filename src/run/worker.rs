@@ -11,12 +11,13 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::action::Work;
-use crate::budget::Budget;
+use crate::budget::{Budget, Permit};
 use crate::graph::answer::Attempt;
 use crate::graph::client::GraphClient;
 use crate::halt::Halt;
 use crate::input::Job;
 use crate::output::{Change, Journal, RowResult};
+use crate::retry::RowRetry;
 
 use super::row::{Finish, Next, Request, RowState};
 use super::seats::Seats;
@@ -108,53 +109,12 @@ impl Workers {
                 journaled = true;
             }
             row.sending(&token);
-            let next_last = match (row.request(), &job.work) {
-                (Request::Post, Work::Tag(tag)) => {
-                    let a = self.graph.set_group_tag(&token, device, tag).await;
-                    let pause = budget.settle(permit, &a, &mut retry, row.attempts());
-                    Some((row.tagged(&a, pause, &token), a.meta()))
-                }
-                (Request::Reconcile { .. }, Work::Tag(tag)) => {
-                    self.reconciliations.fetch_add(1, Ordering::Relaxed);
-                    let a = self.graph.identity(&token, device).await;
-                    let pause = budget.settle(permit, &a, &mut retry, row.attempts());
-                    Some((row.read_back(&a, tag, pause, &token), a.meta()))
-                }
-                (Request::Post, Work::Assign(assignment)) => {
-                    let a = self.graph.post(&token, device, assignment).await;
-                    let pause = budget.settle(permit, &a, &mut retry, row.attempts());
-                    Some((row.posted(&a, pause, &token), a.meta()))
-                }
-                (Request::Reconcile { page }, Work::Assign(assignment)) => {
-                    self.reconciliations.fetch_add(1, Ordering::Relaxed);
-                    let page = page.map(str::to_string);
-                    let a = self.graph.list(&token, device, page.as_deref()).await;
-                    let pause = budget.settle(permit, &a, &mut retry, row.attempts());
-                    Some((row.listed(&a, assignment, pause, &token), a.meta()))
-                }
-                (_, Work::Group(_)) => None,
-            };
-            let (next, last) = match next_last {
-                Some(done) => done,
+            let Some((next, last)) = self
+                .send(&mut row, &job.work, device, &token, permit, &mut retry)
+                .await
+            else {
                 // Group rows are added in twenties by the tenant's group lane, never here.
-                None => {
-                    let error = crate::graph::answer::ErrorInfo {
-                        code: crate::codes::INTERNAL.into(),
-                        message: "a group row reached the one-row worker".into(),
-                    };
-                    let finish = Finish {
-                        status: crate::output::Status::Failed,
-                        assignment_id: None,
-                        error: Some(error),
-                    };
-                    let last = Attempt {
-                        result: Ok(()),
-                        http_status: None,
-                        request_id: None,
-                        client_request_id: String::new(),
-                    };
-                    return Ok(result(finish, &last, row.attempts()));
-                }
+                return Ok(result(internal_error(), &no_answer(), row.attempts()));
             };
             tracing::debug!(row = job.row, status = ?last.http_status, request_id = ?last.request_id, next = ?next, "answered");
             match next {
@@ -173,6 +133,70 @@ impl Workers {
             }
             sent = Some(last);
         }
+    }
+}
+
+impl Workers {
+    /// The request the row's state asks for, for its action, and what follows its answer.
+    /// `None` for an action this worker does not send (a group row).
+    async fn send(
+        &self,
+        row: &mut RowState,
+        work: &Work,
+        device: Uuid,
+        token: &Arc<str>,
+        permit: Permit,
+        retry: &mut RowRetry,
+    ) -> Option<(Next, Attempt<()>)> {
+        let budget = &self.budget;
+        match (row.request(), work) {
+            (Request::Post, Work::Tag(tag)) => {
+                let a = self.graph.set_group_tag(token, device, tag).await;
+                let pause = budget.settle(permit, &a, retry, row.attempts());
+                Some((row.tagged(&a, pause, token), a.meta()))
+            }
+            (Request::Reconcile { .. }, Work::Tag(tag)) => {
+                self.reconciliations.fetch_add(1, Ordering::Relaxed);
+                let a = self.graph.identity(token, device).await;
+                let pause = budget.settle(permit, &a, retry, row.attempts());
+                Some((row.read_back(&a, tag, pause, token), a.meta()))
+            }
+            (Request::Post, Work::Assign(assignment)) => {
+                let a = self.graph.post(token, device, assignment).await;
+                let pause = budget.settle(permit, &a, retry, row.attempts());
+                Some((row.posted(&a, pause, token), a.meta()))
+            }
+            (Request::Reconcile { page }, Work::Assign(assignment)) => {
+                self.reconciliations.fetch_add(1, Ordering::Relaxed);
+                let page = page.map(str::to_string);
+                let a = self.graph.list(token, device, page.as_deref()).await;
+                let pause = budget.settle(permit, &a, retry, row.attempts());
+                Some((row.listed(&a, assignment, pause, token), a.meta()))
+            }
+            (_, Work::Group(_)) => None,
+        }
+    }
+}
+
+/// A row that reached a stage that is not its action's: a bug, reported as data.
+fn internal_error() -> Finish {
+    Finish {
+        status: crate::output::Status::Failed,
+        assignment_id: None,
+        error: Some(crate::graph::answer::ErrorInfo {
+            code: crate::codes::INTERNAL.into(),
+            message: "a group row reached the one-row worker".into(),
+        }),
+    }
+}
+
+/// The answer of a request never sent.
+fn no_answer() -> Attempt<()> {
+    Attempt {
+        result: Ok(()),
+        http_status: None,
+        request_id: None,
+        client_request_id: String::new(),
     }
 }
 
