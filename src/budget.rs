@@ -101,7 +101,8 @@ struct Silence {
 /// dropped unsent, it frees its slot at once.
 #[derive(Debug)]
 pub struct Permit {
-    slot: Slot,
+    /// A write's window slot; a read takes none.
+    slot: Option<Slot>,
     sent: tokio::time::Instant,
 }
 
@@ -257,10 +258,37 @@ impl Budget {
             biased;
             _ = self.halt.stopped() => None,
             slot = admitted => Some(Permit {
-                slot,
+                slot: Some(slot),
                 sent: tokio::time::Instant::now(),
             }),
         }
+    }
+
+    /// Leave to send one read (a listing page, a reconciling or pre-write GET): the gate open
+    /// and a cell of the request quota, never a write slot. Intune allows 100 writes but 1,000
+    /// requests of any kind per 20 s: a read spent from the write window is a write lost.
+    pub async fn admit_read(&self) -> Option<Permit> {
+        let admitted = async {
+            self.quota.until_ready().await;
+            self.window.gate().wait().await;
+        };
+        // After a throttle episode or during an outage (also one that began while this read
+        // waited at the gate), reads go one probe at a time through the window, as writes do.
+        if self.window.probing() {
+            return self.admit().await;
+        }
+        tokio::select! {
+            biased;
+            _ = self.halt.stopped() => return None,
+            () = admitted => {}
+        }
+        if self.window.probing() {
+            return self.admit().await;
+        }
+        Some(Permit {
+            slot: None,
+            sent: tokio::time::Instant::now(),
+        })
     }
 
     /// A valid token. `None`: authentication failed and this budget has stopped.
@@ -301,13 +329,16 @@ impl Budget {
             _ => None,
         };
         let throttled = attempt.http_status == Some(429);
-        permit.slot.answered(match attempt.http_status {
-            Some(429) => Answer::Throttled {
-                retry_after: retry_after.flatten(),
-            },
-            Some(s) if s < 500 => Answer::Accepted,
-            _ => Answer::Other,
-        });
+        // Only writes teach the write window; a read's 429 still closes the gate below.
+        if let Some(slot) = permit.slot {
+            slot.answered(match attempt.http_status {
+                Some(429) => Answer::Throttled {
+                    retry_after: retry_after.flatten(),
+                },
+                Some(s) if s < 500 => Answer::Accepted,
+                _ => Answer::Other,
+            });
+        }
         self.observe_transport(attempt);
         let outage = self
             .faults
@@ -521,6 +552,48 @@ mod tests {
     async fn settle(b: &Budget, status: u16, retry_after: Option<u64>) -> Pause {
         let permit = b.admit().await.expect("admitted");
         b.settle(permit, &answer(status, retry_after), &mut b.start_row(), 1)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_take_no_write_slot_and_writes_wait_for_theirs() {
+        let b = budget(); // 100 writes per 1 s, 1,000 requests per 20 s
+        let start = tokio::time::Instant::now();
+        // A full window of writes, answered: the write window is full for a second.
+        for _ in 0..100 {
+            assert_eq!(settle(&b, 201, None).await, Pause::None);
+        }
+        // 500 reads still go at once: they spend the request quota, not write slots.
+        for _ in 0..500 {
+            let permit = b.admit_read().await.expect("admitted");
+            b.settle(permit, &answer(200, None), &mut b.start_row(), 1);
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "a read waited for a write slot"
+        );
+        // The next write waits for the window.
+        let _ = b.admit().await.expect("admitted");
+        assert!(
+            start.elapsed() >= Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn during_an_outage_reads_go_one_probe_at_a_time_too() {
+        let b = budget();
+        for _ in 0..10 {
+            let _ = settle(&b, 503, Some(1)).await;
+        }
+        assert!(b.window.probing(), "ten faults in a row are an outage");
+        let probe = b.admit_read().await.expect("admitted");
+        // While the probe is out, another read waits for it.
+        let second = tokio::time::timeout(Duration::from_secs(60), b.admit_read()).await;
+        assert!(second.is_err(), "a second read went out beside the probe");
+        b.settle(probe, &answer(200, None), &mut b.start_row(), 1);
+        assert!(!b.window.probing(), "an answer ends the outage");
     }
 
     #[tokio::test(start_paused = true)]

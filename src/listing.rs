@@ -168,8 +168,27 @@ where
     }
 }
 
-/// One read through the budget, retried as the budget decides; a 401 earns one fresh token.
+/// One read through the budget (a request-quota cell, no write slot), retried as the budget
+/// decides; a 401 earns one fresh token.
 pub async fn read<T, F, Fut>(budget: &Budget, send: F) -> Result<T, ReadError>
+where
+    F: Fn(Arc<str>) -> Fut,
+    Fut: Future<Output = Attempt<T>>,
+{
+    request(budget, send, false).await
+}
+
+/// One write sent alone (not a row's: `profiles assign`), retried as [`read`] is, through a
+/// write slot.
+pub async fn write<T, F, Fut>(budget: &Budget, send: F) -> Result<T, ReadError>
+where
+    F: Fn(Arc<str>) -> Fut,
+    Fut: Future<Output = Attempt<T>>,
+{
+    request(budget, send, true).await
+}
+
+async fn request<T, F, Fut>(budget: &Budget, send: F, write: bool) -> Result<T, ReadError>
 where
     F: Fn(Arc<str>) -> Fut,
     Fut: Future<Output = Attempt<T>>,
@@ -178,7 +197,12 @@ where
     let mut attempts = 0;
     let mut refreshed = false;
     loop {
-        let permit = budget.admit().await.ok_or(ReadError::Stopped)?;
+        let permit = if write {
+            budget.admit().await
+        } else {
+            budget.admit_read().await
+        };
+        let permit = permit.ok_or(ReadError::Stopped)?;
         let token = budget.token().await.ok_or(ReadError::Stopped)?;
         attempts += 1;
         let attempt = send(token.clone()).await;

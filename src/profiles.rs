@@ -68,7 +68,7 @@ pub async fn profiles(
             }
             let graph = &c.graph;
             let id = profile.id.as_str();
-            listing::read(&c.budget, |token| async move {
+            listing::write(&c.budget, |token| async move {
                 graph.assign_profile(&token, id, group).await
             })
             .await

@@ -17,7 +17,8 @@ It serves just enough of Graph for a bulk assignment run:
 * `POST .../windowsAutopilotDeviceIdentities/{id}/deploymentProfile/assignments` -> 201, or 429
   with Graph's error body and, per `--retry-after`, a `Retry-After` in whole seconds, none, or
   either at random (`mixed`);
-* `GET` on the same path -> the device's assignments (also counted by the limiter);
+* `GET` on the same path -> the device's assignments: a read, counted in the any-request
+  window (ten times `--limit`, which every write takes a place in too), never the write one;
 * `GET /_sim/stats` -> counters: requests, throttled, violations (requests that arrived while a
   stated Retry-After was still running, past `--grace-ms` for requests already in flight),
   duplicates (devices assigned more than once), assigned_devices (devices holding at least
@@ -269,14 +270,26 @@ class Sim:
             return "drop"
         return None
 
-    def admit(self):
-        """Count one request; None if accepted, else the Retry-After header value (or "")."""
+    def admit(self, write=True):
+        """Count one request; None if accepted, else the Retry-After header value (or "").
+        A write takes a place in the write window and in the any-request window (ten times
+        larger); a read (a device's assignments GET) only in the latter."""
         with self.lock:
             now = time.monotonic()
             self.stats["requests"] += 1
+            if not write:
+                self.stats["assignment_reads"] += 1
+                allowed, wait = self.intune_reads.hit(now)
+                if allowed:
+                    return None
+                self.stats["read_throttled"] += 1
+                return "" if self.retry_after == "none" else str(max(1, int(wait + 0.999)))
             if now < self.blocked_until and now > self.blocked_since + self.grace:
                 self.stats["violations"] += 1
             allowed, wait = self.limiter.hit(now)
+            any_allowed, any_wait = self.intune_reads.hit(now)
+            if allowed and not any_allowed:
+                allowed, wait = False, any_wait
             if self.trace:
                 self.trace.write(f"{now - self.t0:.4f} {'ok' if allowed else '429'}\n")
                 self.trace.flush()
@@ -412,7 +425,7 @@ def make_handler(sim):
             time.sleep(sim.latency)
             if in_outage:
                 return self.unavailable(device)
-            verdict = sim.admit()
+            verdict = sim.admit(write=method != "GET")
             if verdict is not None:
                 return self.throttled(verdict)
             fault = sim.fault(method, device, roll)

@@ -163,7 +163,11 @@ impl Throttle {
     pub(crate) fn write(&mut self, bucket: Bucket, tenant: &str, now: Instant) -> Verdict {
         let grace = self.grace;
         let t = self.windows(bucket, tenant);
-        let over = t.writes.hit(now);
+        // The read window is Graph's "any request" bucket: a write takes a place in both.
+        let over = match (t.writes.hit(now), t.reads.hit(now)) {
+            (Some(w), Some(r)) => Some(w.max(r)),
+            (w, r) => w.or(r),
+        };
         let early = t.promise.and_then(|p| {
             (now < p.until && now.saturating_duration_since(p.first_sent) > grace)
                 .then(|| p.until - now)
@@ -350,6 +354,20 @@ mod tests {
     }
 
     #[test]
+    fn a_write_takes_a_place_in_the_any_request_window_too() {
+        let mut t = Throttle::new(spec(2, 10), spec(1, 3600), Duration::ZERO);
+        let t0 = Instant::now();
+        // 2 writes, then 18 reads fill the 20 any-request places: the 19th read is refused.
+        for _ in 0..2 {
+            assert_eq!(t.write(Intune, "a", t0), Verdict::Allowed);
+        }
+        for _ in 0..18 {
+            assert_eq!(t.read(Intune, "a", t0), Verdict::Allowed);
+        }
+        assert!(matches!(t.read(Intune, "a", t0), Verdict::Throttled { .. }));
+    }
+
+    #[test]
     fn the_directory_has_its_own_windows_and_promises() {
         let mut t = Throttle::new(spec(1, 10), spec(2, 100), Duration::ZERO);
         let t0 = Instant::now();
@@ -370,8 +388,9 @@ mod tests {
                 violation: false
             }
         );
-        // Directory reads get ten times the directory's write room.
-        for _ in 0..20 {
+        // Directory requests of any kind get ten times the write room; the 3 writes (the
+        // refused one too) took 3 of the 20 places.
+        for _ in 0..17 {
             assert_eq!(t.read(Directory, "a", later), Verdict::Allowed);
         }
         assert!(matches!(

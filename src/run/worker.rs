@@ -94,7 +94,12 @@ impl Workers {
             if seat.is_none() {
                 seat = seats.take().await;
             }
-            let Some(permit) = budget.admit().await else {
+            // A reconciling GET is a read: a request-quota cell, never a write slot.
+            let permit = match row.request() {
+                Request::Post => budget.admit().await,
+                Request::Reconcile { .. } => budget.admit_read().await,
+            };
+            let Some(permit) = permit else {
                 return Err(unfinished(&row, sent));
             };
             let Some(token) = budget.token().await else {

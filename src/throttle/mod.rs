@@ -163,6 +163,14 @@ impl Throttle {
         self.inner.lock().outage = true;
     }
 
+    /// After a throttle episode or during an outage the next request goes alone as a probe:
+    /// reads then go through the window too, so that a service still down or still full
+    /// meets one request, not every read at once.
+    pub fn probing(&self) -> bool {
+        let w = self.inner.lock();
+        w.probing || w.outage || w.probe_in_flight
+    }
+
     /// Every window slot is taken: requests wait for the window to move on.
     pub fn at_limit(&self) -> bool {
         self.inner.slots.available_permits() == 0

@@ -1,7 +1,7 @@
 //! The files under `deploy/` (systemd units, the Kubernetes CronJob, the Dockerfile): they
 //! parse, keep the properties a scheduled per-tenant run relies on (one run at a time,
-//! `--resume` with persistent results, secrets from the scheduler's secret store, non-root),
-//! and use only flags `run` has.
+//! `--overwrite` over each night's export with persistent results, secrets from the
+//! scheduler's secret store, non-root), and use only flags `run` has.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -92,7 +92,8 @@ fn the_service_template_runs_one_tenant_resumably_without_a_secret_in_it() {
     let exec = unit.one("Service", "ExecStart");
     let words: Vec<&str> = exec.split_whitespace().collect();
     assert_eq!(words[..2], ["/usr/local/bin/autopilot-bulk", "run"]);
-    assert!(words.contains(&"--resume"), "{exec}");
+    // Any night's export, changed or not: read before write, never --resume's same input.
+    assert!(words.contains(&"--overwrite"), "{exec}");
     for flag in ["--output", "--summary-json"] {
         let at = words.iter().position(|w| *w == flag).expect(flag);
         assert!(
@@ -173,7 +174,7 @@ fn the_cronjob_runs_one_at_a_time_resumably_as_non_root() {
 
     let args = strings(&c["args"]);
     assert_eq!(args.first(), Some(&"run"));
-    assert!(args.contains(&"--resume"), "{args:?}");
+    assert!(args.contains(&"--overwrite"), "{args:?}");
 
     // The secret only by reference to a Secret.
     let env = c["env"].as_vec().expect("env");
@@ -185,7 +186,7 @@ fn the_cronjob_runs_one_at_a_time_resumably_as_non_root() {
     let key_ref = &secret["valueFrom"]["secretKeyRef"];
     assert!(key_ref["name"].as_str().is_some() && key_ref["key"].as_str().is_some());
 
-    // Results and summary on the claim's volume, so --resume finds them next time.
+    // Results and summary on the claim's volume: the last night's, and the run lock.
     let claim = kind(&docs, "PersistentVolumeClaim")["metadata"]["name"]
         .as_str()
         .expect("claim name");

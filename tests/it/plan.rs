@@ -229,3 +229,58 @@ fn the_plan_command_prints_counts_writes_the_plan_file_and_exits_as_run() {
     let out = bin().arg("plan").arg(&path).arg("-q").output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_plan_tells_members_devices_without_a_directory_object_and_new_members() {
+    use autopilot_bulk::emulator::Group;
+    const G: &str = "6a1e8c2b-3d4f-4a5b-9c6d-7e8f9a0b1c2d";
+    let emulator = Emulator::start(EmulatorConfig {
+        devices: Some((0..20).map(device).collect()),
+        identities: (0..20)
+            .map(|i| (device(i), format!("SER-{i:05}")))
+            .collect(),
+        groups: vec![Group::assigned(G, "Autopilot devices")],
+        members: (0..5).map(|i| (G.to_string(), device(i))).collect(),
+        not_in_directory: vec![device(5)],
+        ..emulator_config(rate(100_000, 1000))
+    })
+    .await
+    .unwrap();
+    let mut csv = String::from("serial_number\n");
+    for i in 0..10 {
+        csv.push_str(&format!("SER-{i:05}\n"));
+    }
+    let (_dir, path) = input(&csv);
+    let mut config = plan_config(&emulator, &path);
+    config.defaults.action = autopilot_bulk::action::Action::Group;
+    config.defaults.group_id = Some(G.parse().unwrap());
+    let report = plan(config.clone()).await;
+    let counts = [Would::Write, Would::Skip, Would::Fail, Would::Invalid].map(|w| report.count(w));
+    assert_eq!(counts, [4, 5, 1, 0], "{report:?}");
+    assert_eq!(report.exit_code(), 1);
+    let lines = read_plan(&config.output);
+    assert!(lines.iter().all(|l| l.3 == "group"), "{lines:?}");
+    assert!(
+        lines[5].5.contains("DeviceNotInDirectory"),
+        "{:?}",
+        lines[5]
+    );
+    let stats = emulator.stats();
+    assert_eq!((stats.group_writes, stats.members_added), (0, 0));
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_secret_aborts_the_plan_with_exit_3() {
+    let emulator = Emulator::start(EmulatorConfig {
+        client_secret: Some("the-real-one".into()),
+        ..emulator_config(rate(100_000, 1000))
+    })
+    .await
+    .unwrap();
+    let (_dir, path) = input(&group_rows(3));
+    let report = plan(plan_config(&emulator, &path)).await;
+    assert!(report.aborted.is_some(), "{report:?}");
+    assert_eq!(report.exit_code(), 3);
+    emulator.shutdown().await;
+}
