@@ -385,8 +385,48 @@ impl Tenant {
                         ", security"
                     }
                 ));
+                self.profile_check(group, report).await;
             }
             Err(e) => self.failed(report, what, Read::Group(group), status, e),
+        }
+    }
+
+    /// Whether a deployment profile targets `group`: if none does, the devices would join a
+    /// group that gives them no profile.
+    async fn profile_check(&self, group: Uuid, report: &mut Report) {
+        let profiles = match crate::profiles::read_profiles(&self.graph, &self.budget).await {
+            Ok(p) => p,
+            Err(e) => {
+                report.note(format!(
+                    "deployment profiles not read ({e}): which profile the group gives is not \
+                     checked"
+                ));
+                return;
+            }
+        };
+        let targeting: Vec<String> = profiles
+            .iter()
+            .filter(|p| p.groups().contains(&group))
+            .map(|p| {
+                crate::output::printable(p.display_name.as_deref().unwrap_or(&p.id)).into_owned()
+            })
+            .collect();
+        if targeting.is_empty() {
+            report.fail(
+                format!(
+                    "no Autopilot deployment profile targets group {group}: the devices would \
+                     join a group that gives them no profile"
+                ),
+                format!(
+                    "assign one first: `autopilot-bulk profiles` lists them, `autopilot-bulk \
+                     profiles assign PROFILE --group {group}` makes the assignment"
+                ),
+            );
+        } else {
+            report.ok(format!(
+                "deployment profile {} targets the group",
+                targeting.join(", ")
+            ));
         }
     }
 

@@ -300,3 +300,63 @@ fn the_samples_group_rehearsal_adds_every_found_device_in_two_writes() {
     let lines = read_results(&dir.path().join("AutopilotHWID.results.csv"));
     assert_eq!(by_status(&lines, "created").len(), 29);
 }
+
+/// `preflight --action group`: the group is read (assigned, not dynamic), the token holds the
+/// directory permissions, and a deployment profile must target the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_for_a_group_run_checks_the_group_and_its_profile() {
+    let check = |emulator: &Emulator, group: &str| {
+        let (dir, path) = input(&format!("device_id,group_id\n{},{group}\n", device(1)));
+        let mut graph = config_for(emulator, &path, rate(1000, 1000));
+        graph.defaults.action = Action::Group;
+        let config = autopilot_bulk::preflight::PreflightConfig {
+            input: Some(path),
+            graph,
+        };
+        async move {
+            let report = autopilot_bulk::preflight(config, Default::default())
+                .await
+                .unwrap();
+            drop(dir);
+            (report.exit_code(), report.render())
+        }
+    };
+    let emulator = Emulator::start(EmulatorConfig {
+        profiles: vec![Profile {
+            id: PROFILE.into(),
+            display_name: "Kiosk profile".into(),
+            assigned_to: vec![ProfileTarget::Group(G.into())],
+        }],
+        ..tenant(5)
+    })
+    .await
+    .unwrap();
+    let (code, text) = check(&emulator, G).await;
+    assert_eq!(code, 0, "{text}");
+    for expected in [
+        "permission GroupMember.ReadWrite.All granted",
+        "permission Device.Read.All granted",
+        "(assigned, security)",
+        "deployment profile Kiosk profile targets the group",
+        &format!("PATCH {}/groups/{G}", emulator.graph_url()),
+        "members@odata.bind",
+    ] {
+        assert!(text.contains(expected), "no {expected:?} in:\n{text}");
+    }
+    let (code, text) = check(&emulator, DYNAMIC).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("is a dynamic group"), "{text}");
+    assert_eq!(emulator.stats().group_writes, 0);
+    emulator.shutdown().await;
+
+    // A group no profile targets: the devices would get nothing from it.
+    let bare = Emulator::start(tenant(5)).await.unwrap();
+    let (code, text) = check(&bare, G).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("no Autopilot deployment profile targets group"),
+        "{text}"
+    );
+    assert!(text.contains("profiles assign"), "{text}");
+    bare.shutdown().await;
+}
