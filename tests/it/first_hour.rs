@@ -46,3 +46,59 @@ async fn a_secret_from_the_environment_loses_its_trailing_newline() {
     );
     emulator.shutdown().await;
 }
+
+/// The README's cron line reads a plain `KEY=VALUE` file (the systemd `EnvironmentFile=`
+/// format) with `set -a`, so that what it sets reaches the binary; without `set -a` it would
+/// export nothing (`no credentials`, exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cron_recipe_exports_a_plain_environment_file() {
+    let emulator = Emulator::start(EmulatorConfig {
+        client_secret: Some("from-the-file".into()),
+        ..emulator_config(rate(1000, 1000))
+    })
+    .await
+    .unwrap();
+    let (dir, path) = input(&group_rows(2));
+    let env = dir.path().join("autopilot-bulk.env");
+    std::fs::write(
+        &env,
+        "AZURE_TENANT_ID=contoso\nAZURE_CLIENT_ID=app\nAZURE_CLIENT_SECRET=from-the-file\n",
+    )
+    .unwrap();
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_autopilot-bulk"));
+    let line = |prefix: &str| {
+        format!(
+            "{prefix}. '{}' && {}{} run '{}' -q --overwrite --graph-url {} --authority-url {}",
+            env.display(),
+            if prefix.is_empty() { "" } else { "set +a && " },
+            binary.display(),
+            path.display(),
+            emulator.graph_url(),
+            emulator.authority_url()
+        )
+    };
+    let sh = |script: String| async move {
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("sh")
+                .args(["-c", &script])
+                .env_remove("AZURE_TENANT_ID")
+                .env_remove("AZURE_CLIENT_ID")
+                .env_remove("AZURE_CLIENT_SECRET")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        (out.status.code(), text(&out.stderr))
+    };
+    let (code, stderr) = sh(line("set -a && ")).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = sh(line("")).await;
+    assert_eq!(
+        code,
+        Some(2),
+        "without set -a nothing is exported: {stderr}"
+    );
+    assert!(stderr.contains("no credentials"), "{stderr}");
+    emulator.shutdown().await;
+}
