@@ -360,3 +360,39 @@ async fn preflight_for_a_group_run_checks_the_group_and_its_profile() {
     assert!(text.contains("profiles assign"), "{text}");
     bare.shutdown().await;
 }
+
+/// `status` reads a group run's results as an assign run's: each device's profile status from
+/// the identity listing, which turns assigned once the device is in a group the profile targets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_a_group_runs_devices_as_assigned_through_the_groups_profile() {
+    let emulator = Emulator::start(EmulatorConfig {
+        profiles: vec![Profile {
+            id: PROFILE.into(),
+            display_name: "Kiosk profile".into(),
+            assigned_to: vec![ProfileTarget::Group(G.into())],
+        }],
+        assign_delay: std::time::Duration::ZERO,
+        ..tenant(6)
+    })
+    .await
+    .unwrap();
+    let mut csv = String::from("serial_number\n");
+    for i in 0..4 {
+        csv.push_str(&format!("{}\n", serial(i)));
+    }
+    let (_dir, config) = group_config(&emulator, &csv);
+    let results = config.output.clone();
+    let graph = config.clone();
+    assert_eq!(run(config).await.created, 4);
+    let status = autopilot_bulk::status::StatusConfig::new(&results, graph);
+    let report = autopilot_bulk::status(status, Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.rows, report.assigned),
+        (4, 4),
+        "{:?}",
+        report.counts
+    );
+    emulator.shutdown().await;
+}
