@@ -158,6 +158,15 @@ impl Credentials {
         }
     }
 
+    /// The app these credentials sign in as, when they name one.
+    pub fn client_id(&self) -> Option<&str> {
+        match self {
+            Credentials::ClientSecret { client_id, .. }
+            | Credentials::Certificate { client_id, .. } => Some(client_id),
+            Credentials::None | Credentials::StaticToken(_) => None,
+        }
+    }
+
     /// Any secret works against the emulator; these only name the run in its logs.
     pub fn for_emulator() -> Self {
         Credentials::ClientSecret {

@@ -60,6 +60,20 @@ pub enum TenantsError {
         first: String,
         second: String,
     },
+    /// Two keys sign in to one tenant as one app: each would get its own throttle budget
+    /// against the one Graph budget they share, and a device under both keys would be two rows.
+    #[error(
+        "tenants file {}: {} and {} are the same tenant ({tenant_id}) and app: Graph throttles \
+         them as one, so they would overrun its budget and a device under both would be written \
+         twice; keep one table",
+        path.display(), Table(first), Table(second)
+    )]
+    SameTenant {
+        path: PathBuf,
+        first: String,
+        second: String,
+        tenant_id: String,
+    },
 }
 
 /// Where in the file, 1-based, for a person opening it in an editor.
@@ -164,9 +178,34 @@ pub fn load_with(
                 second: key,
             });
         }
-        tenants.push(ctx.resolve(key, entry)?);
+        let tenant = ctx.resolve(key, entry)?;
+        if let Some(first) = tenants.iter().find(|t| same_tenant_and_app(t, &tenant)) {
+            return Err(TenantsError::SameTenant {
+                path: path.to_path_buf(),
+                first: first.key.clone(),
+                second: tenant.key,
+                tenant_id: first
+                    .credentials
+                    .tenant_id()
+                    .unwrap_or_default()
+                    .to_string(),
+            });
+        }
+        tenants.push(tenant);
     }
     Ok(tenants)
+}
+
+/// Whether two tenants sign in to the same tenant as the same app at the same authority (tenant
+/// and app ids compared ignoring case, as Entra ID does).
+fn same_tenant_and_app(a: &Tenant, b: &Tenant) -> bool {
+    let same = |x: Option<&str>, y: Option<&str>| match (x, y) {
+        (Some(x), Some(y)) => x.trim().eq_ignore_ascii_case(y.trim()),
+        _ => false,
+    };
+    same(a.credentials.tenant_id(), b.credentials.tenant_id())
+        && same(a.credentials.client_id(), b.credentials.client_id())
+        && a.authority_url.trim_end_matches('/') == b.authority_url.trim_end_matches('/')
 }
 
 /// One `[tenants.KEY]` table as written. Values stay untyped TOML with their place in the file,
@@ -791,6 +830,34 @@ mod tests {
             let m = error(text, &[]);
             contains_all(&m, &["no tenant", "[tenants.NAME]"]);
         }
+    }
+
+    #[test]
+    fn two_keys_of_one_tenant_and_app_are_refused_naming_both() {
+        let same = format!(
+            "{}[tenants.second]\ntenant_id = \"CONTOSO.onmicrosoft.com\"\nclient_id = \"{ID}\"\n\
+             client_secret_env = \"SECRET_second\"\n",
+            secret_tenant("contoso", "")
+        );
+        let env = [("SECRET_contoso", "s1"), ("SECRET_second", "s2")];
+        let m = error(&same, &env);
+        contains_all(
+            &m,
+            &[
+                "[tenants.contoso]",
+                "[tenants.second]",
+                "contoso.onmicrosoft.com",
+                "same tenant",
+            ],
+        );
+        assert!(!m.contains("s1") && !m.contains("s2"), "{m}");
+        // The same tenant as another app is another budget: accepted.
+        let other_app = same.replacen(
+            &format!("client_id = \"{ID}\"\nclient_secret_env = \"SECRET_second\""),
+            "client_id = \"11111111-2222-4333-8444-555555555555\"\nclient_secret_env = \"SECRET_second\"",
+            1,
+        );
+        assert_eq!(load_text(&other_app, &env).map(|t| t.len()).ok(), Some(2));
     }
 
     #[test]
