@@ -19,7 +19,8 @@ pub struct StatusArgs {
     /// Status CSV [default: RESULTS-STEM.status.csv beside the results].
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
-    /// Replace an existing status file.
+    /// Replace an existing status file (with --watch it is replaced anyway: every reading
+    /// replaces the last, so an existing one is only an earlier reading).
     #[arg(long)]
     pub overwrite: bool,
     /// Read again every --interval until every device is assigned or --timeout passes.
@@ -120,7 +121,7 @@ impl StatusArgs {
         if let Some(output) = &self.output {
             config.output = output.clone();
         }
-        config.overwrite = self.overwrite;
+        config.overwrite = self.overwrite || self.watch;
         config.watch = self.watch.then_some(Watch {
             interval: self.interval,
             timeout: self.timeout,

@@ -102,3 +102,48 @@ async fn the_cron_recipe_exports_a_plain_environment_file() {
     assert!(stderr.contains("no credentials"), "{stderr}");
     emulator.shutdown().await;
 }
+
+/// `status --watch` replaces its status file at every reading, so an existing one (the last
+/// watch's) is not refused; a single reading still refuses it without --overwrite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_takes_over_an_existing_status_file() {
+    let emulator = Emulator::start(EmulatorConfig {
+        assign_delay: std::time::Duration::ZERO,
+        devices: Some((0..3).map(device).collect()),
+        ..emulator_config(rate(1000, 1000))
+    })
+    .await
+    .unwrap();
+    let (dir, path) = input(&group_rows(3));
+    let config = config_for(&emulator, &path, rate(1000, 1000));
+    let results = config.output.clone();
+    assert_eq!(run(config).await.created, 3);
+    let sheet = dir.path().join("devices.results.status.csv");
+    std::fs::write(&sheet, "an earlier reading\n").unwrap();
+    let status = |extra: &[&str]| {
+        let mut cmd = bin();
+        cmd.arg("status")
+            .arg(&results)
+            .args(extra)
+            .args(["-q", "--graph-url", &emulator.graph_url()])
+            .args(["--authority-url", &emulator.authority_url()])
+            .env("AZURE_TENANT_ID", "contoso")
+            .env("AZURE_CLIENT_ID", "app")
+            .env("AZURE_CLIENT_SECRET", "any");
+        async move {
+            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap();
+            (out.status.code(), text(&out.stderr))
+        }
+    };
+    let (code, stderr) = status(&[]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("already exists"), "{stderr}");
+    let (code, stderr) = status(&["--watch", "--interval", "50ms", "--timeout", "60s"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let written = std::fs::read_to_string(&sheet).unwrap();
+    assert!(!written.contains("an earlier reading"), "{written}");
+    assert_eq!(written.lines().count(), 4, "{written}");
+    emulator.shutdown().await;
+}
