@@ -19,7 +19,8 @@
 //! - [`run`](mod@run): the run as stages: planning and resuming, a budget per tenant, serial
 //!   numbers resolved to identity ids, what devices already hold (tags, group memberships), the
 //!   reader and a queue per tenant, the workers with each row's state machine (group rows:
-//!   twenty to a request), and the writer.
+//!   twenty to a request), and the writer; `plan` (`run::preview`) answers per row from the
+//!   same stages without a write.
 //! - `budget`: what one Graph tenant lends the run: `auth` tokens, the `throttle` window
 //!   and gate, a request quota, the `retry` policy and the circuit breaker. It alone decides
 //!   pauses.
