@@ -383,12 +383,32 @@ impl GraphArgs {
         if emulator_wanted {
             return Ok(());
         }
+        if !config.tenants.is_empty() {
+            // Each tenant of the file brings its own: the single-tenant ones, left in a
+            // scheduler's environment, are not read (as validate and --dry-run never did).
+            if self.single_tenant_credentials_given() {
+                tracing::warn!(
+                    "with --tenants, each tenant's credentials come from the tenants file: the \
+                     single-tenant credentials in the environment or flags are ignored"
+                );
+            }
+            return Ok(());
+        }
         match self.credentials()? {
             Some(credentials) => config.credentials = credentials,
-            None if !config.tenants.is_empty() => {}
             None => anyhow::bail!("{NO_CREDENTIALS}; or use --emulator"),
         }
         Ok(())
+    }
+
+    /// Whether a single-tenant credential is set (flag or environment), without reading it.
+    fn single_tenant_credentials_given(&self) -> bool {
+        let set = |name: &str| env_secret(name).is_some();
+        self.client_secret_file.is_some()
+            || self.access_token_file.is_some()
+            || self.certificate.is_some()
+            || set("AZURE_CLIENT_SECRET")
+            || set("GRAPH_ACCESS_TOKEN")
     }
 
     /// Set what these flags decide in `config`: pace, timeouts, cloud and URLs (credentials are

@@ -75,12 +75,12 @@ pub(crate) async fn handle(
             )
         }
     };
-    if answer.drop {
-        if let Some(Extension(conn)) = conn {
-            // The connection task drops the connection (and this future) on this signal.
-            conn.drop_connection();
-            std::future::pending::<()>().await;
-        }
+    if answer.drop
+        && let Some(Extension(conn)) = conn
+    {
+        // The connection task drops the connection (and this future) on this signal.
+        conn.drop_connection();
+        std::future::pending::<()>().await;
     }
     attributed(answer.into_response(), Some(caller))
 }

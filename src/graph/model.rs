@@ -264,14 +264,12 @@ impl GraphError {
 /// Unwrap Intune's JSON-inside-`message`; any other text is returned trimmed.
 pub fn unwrap_intune_message(message: &str) -> String {
     let trimmed = message.trim();
-    if trimmed.starts_with('{') {
-        if let Ok(serde_json::Value::Object(map)) = serde_json::from_str(trimmed) {
-            if let Some(serde_json::Value::String(m)) =
-                map.get("Message").or_else(|| map.get("message"))
-            {
-                return m.trim().to_string();
-            }
-        }
+    if trimmed.starts_with('{')
+        && let Ok(serde_json::Value::Object(map)) = serde_json::from_str(trimmed)
+        && let Some(serde_json::Value::String(m)) =
+            map.get("Message").or_else(|| map.get("message"))
+    {
+        return m.trim().to_string();
     }
     trimmed.to_string()
 }

@@ -117,10 +117,10 @@ impl Journal {
             notified.as_mut().enable();
             let batch = {
                 let mut g = self.group();
-                if let Some((failed, e)) = &g.failed {
-                    if *failed >= generation {
-                        return Err(std::io::Error::other(e.clone()));
-                    }
+                if let Some((failed, e)) = &g.failed
+                    && *failed >= generation
+                {
+                    return Err(std::io::Error::other(e.clone()));
                 }
                 if g.done >= generation {
                     return Ok(());

@@ -73,10 +73,10 @@ pub async fn read(
     let wanted: HashSet<Uuid> = landed.iter().map(|l| l.device).collect();
     let mut found: HashMap<Uuid, Identity> = HashMap::new();
     let keep = |identity: Identity| {
-        if let Ok(id) = Uuid::try_parse(identity.id.trim()) {
-            if wanted.contains(&id) {
-                found.insert(id, identity);
-            }
+        if let Ok(id) = Uuid::try_parse(identity.id.trim())
+            && wanted.contains(&id)
+        {
+            found.insert(id, identity);
         }
     };
     let listed = each_identity(graph, budget, keep, on_page).await?;

@@ -236,3 +236,34 @@ async fn under_the_emulator_tenants_go_to_it_and_a_missing_secret_is_a_placehold
     assert_eq!(config.tenants[0].authority_url, emulator.authority_url());
     emulator.shutdown().await;
 }
+
+/// A scheduler's environment left with a single-tenant secret (and no tenant id) does not stop
+/// a `--tenants` run: each tenant's credentials come from the file, as `validate` and
+/// `--dry-run` already assumed; the left-over is named in one warning, never echoed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_left_over_single_tenant_secret_is_ignored_with_tenants() {
+    let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let case = Case::new();
+    case.file("contoso.secret", &format!("{SECRET}\n"));
+    let tenants = case.file(
+        "tenants.toml",
+        &contoso(&format!(
+            "client_secret_file = \"contoso.secret\"\ngraph_url = \"{}\"\nauthority_url = \"{}\"\n",
+            emulator.graph_url(),
+            emulator.authority_url()
+        )),
+    );
+    let mut cmd = case.run(&tenants, &[]);
+    cmd.env("AZURE_CLIENT_SECRET", "left-over-from-another-job")
+        .env_remove("AZURE_TENANT_ID")
+        .env_remove("AZURE_CLIENT_ID");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("single-tenant credentials"), "{stderr}");
+    assert!(!stderr.contains("left-over-from-another-job"), "{stderr}");
+    assert_eq!(emulator.stats().assignments_created, 1);
+    emulator.shutdown().await;
+}
