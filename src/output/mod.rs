@@ -18,6 +18,7 @@ mod writer;
 pub use journal::{Journal, Started};
 pub use prior::{Prior, PriorResults, compact, device_fingerprint, read_prior, serial_fingerprint};
 pub use writer::ResultsWriter;
+pub(crate) use writer::create_file;
 
 /// The results columns, in contract order. Columns are only ever added at the end: a results
 /// file of an earlier version (its first [`HEADER_V1`] columns) is still read and continued.

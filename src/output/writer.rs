@@ -17,34 +17,40 @@ pub struct ResultsWriter {
     action: &'static str,
 }
 
+/// Create a file the tool writes from scratch (a results or undo file): an existing one is
+/// refused, and left untouched, unless `overwrite`; a directory is named as such.
+pub(crate) fn create_file(path: &Path, overwrite: bool) -> Result<File, OutputError> {
+    let mut opts = OpenOptions::new();
+    opts.write(true);
+    if overwrite {
+        opts.create(true).truncate(true);
+    } else {
+        // create_new is atomic: no window between "does it exist" and "create".
+        opts.create_new(true);
+    }
+    if path.is_dir() {
+        return Err(OutputError::Create {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("it is a directory: name a file with -o"),
+        });
+    }
+    opts.open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            OutputError::Exists(path.to_path_buf())
+        } else {
+            OutputError::Create {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })
+}
+
 impl ResultsWriter {
     /// Create the results file and write the header. An existing file is refused (and left
     /// untouched) unless `overwrite`.
     pub fn create(path: &Path, overwrite: bool) -> Result<Self, OutputError> {
-        let mut opts = OpenOptions::new();
-        opts.write(true);
-        if overwrite {
-            opts.create(true).truncate(true);
-        } else {
-            // create_new is atomic: no window between "does it exist" and "create".
-            opts.create_new(true);
-        }
-        if path.is_dir() {
-            return Err(OutputError::Create {
-                path: path.to_path_buf(),
-                source: std::io::Error::other("it is a directory: name a file with -o"),
-            });
-        }
-        let file = opts.open(path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::AlreadyExists {
-                OutputError::Exists(path.to_path_buf())
-            } else {
-                OutputError::Create {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            }
-        })?;
+        let file = create_file(path, overwrite)?;
         let mut w = Self {
             path: path.to_path_buf(),
             writer: csv::Writer::from_writer(file),

@@ -84,23 +84,7 @@ pub struct Sheet {
 impl Sheet {
     /// Create the undo file with its header; an existing one is refused unless `overwrite`.
     pub fn create(path: &Path, overwrite: bool) -> Result<Sheet, OutputError> {
-        let mut opts = OpenOptions::new();
-        opts.write(true);
-        if overwrite {
-            opts.create(true).truncate(true);
-        } else {
-            opts.create_new(true);
-        }
-        let file = opts.open(path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::AlreadyExists {
-                OutputError::Exists(path.to_path_buf())
-            } else {
-                OutputError::Create {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            }
-        })?;
+        let file = crate::output::create_file(path, overwrite)?;
         let mut sheet = Sheet {
             path: path.to_path_buf(),
             writer: csv::Writer::from_writer(file),
