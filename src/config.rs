@@ -1,6 +1,6 @@
 //! Run configuration: clouds and their hosts, and the `COUNT/DURATION` rate notation.
 //!
-//! Kept apart from `cli.rs` so that tests and the library API build a [`Config`] directly,
+//! Kept apart from `cli` so that tests and the library API build a [`Config`] directly,
 //! without going through clap.
 
 use std::fmt;

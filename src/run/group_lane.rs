@@ -26,9 +26,9 @@ use super::groups::{Memberships, group_members};
 use super::lane::LaneRx;
 use super::worker::WorkItem;
 
-/// Requests in flight at most per tenant: enough that latency is not the limit (at 200 ms, 8
-/// in flight made 500 writes take 12 s of a budget that admits them at once), few enough for
-/// Entra's per-10-second resource units (32 at 200 ms is 1,600 writes per 10 s).
+/// Requests in flight at most per tenant: enough that latency is not the limit (the directory's
+/// window admits 500 writes at once; at 200 ms each, 32 in flight send them in about 3 s), few
+/// enough for Entra's per-10-second resource units (32 at 200 ms is 1,600 writes per 10 s).
 const IN_FLIGHT: usize = 32;
 
 /// What a tenant's group writes share.
