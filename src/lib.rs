@@ -34,6 +34,9 @@
 //! - [`preflight`](mod@preflight): before a run, whether the tenant, the app's permission and
 //!   the assignment route will take it: a token's claims, one listing page and one GET on the
 //!   route, no write.
+//! - [`import`](mod@import): before a run, register devices by hardware hash (batched import,
+//!   the records polled, one sync, the listing read until they appear), into an import CSV
+//!   that `run` takes as input.
 //! - [`undo`](mod@undo): after a run, put back every device it reports `created` (delete the
 //!   assignment, restore the tag, remove the member), into an undo CSV.
 //! - [`emulator`]: a local Graph stand-in for rehearsals and tests.
@@ -50,6 +53,7 @@ mod connect;
 pub mod emulator;
 pub mod graph;
 mod halt;
+pub mod import;
 pub mod input;
 #[cfg(test)]
 mod jsonish;

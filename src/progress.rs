@@ -112,6 +112,12 @@ impl Progress {
         self.bar.tick();
     }
 
+    /// A command's own message (what it is doing now).
+    pub fn message(&self, msg: String) {
+        self.bar.set_message(msg);
+        self.bar.tick();
+    }
+
     pub fn finish(&self) {
         self.bar.finish_and_clear();
         *active_bar() = None;

@@ -1,4 +1,4 @@
-//! The bodies of the commands beside `run`: `status`, `undo`, `preflight`, `plan` and
+//! The bodies of the commands beside `run`: `status`, `undo`, `preflight`, `plan`, `import` and
 //! `profiles`, each turning its flags into a configuration, running it and mapping the outcome
 //! to an exit code.
 
@@ -95,6 +95,63 @@ pub(super) fn undo_command(args: &crate::cli::UndoArgs) -> u8 {
                 fail(message)
             }
         }
+    })
+}
+
+/// `import`: the import file, the summary on stderr; exit codes as `run`'s.
+pub(super) fn import_command(args: &crate::cli::ImportArgs) -> u8 {
+    let summary_path = args.summary_json.clone();
+    let refused = |message: String| {
+        let json = crate::summary::error_json(&message, EXIT_USAGE);
+        write_summary_json(summary_path.as_deref(), &json);
+        fail(message)
+    };
+    // Checked before anything starts, so a bad flag is exit 2 at once.
+    let first = match args.to_config(None) {
+        Ok(c) => c,
+        Err(e) => return refused(format!("{e:#}")),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        cancel_on_signal(shutdown.clone(), summary_path.clone());
+        let emulator = if args.emulator {
+            let tenants = first
+                .graph
+                .tenants
+                .iter()
+                .filter_map(|t| t.credentials.tenant_id().map(str::to_string))
+                .collect();
+            let devices = args.emulator_devices.as_deref();
+            match start_emulator(Some(&args.input), devices, tenants).await {
+                Ok(e) => Some(e),
+                Err(message) => return refused(message),
+            }
+        } else {
+            None
+        };
+        let code = match args.to_config(emulator.as_ref()) {
+            Err(e) => refused(format!("{e:#}")),
+            Ok(config) => match crate::import::import(config, shutdown).await {
+                Ok(summary) => {
+                    let _ = write!(std::io::stderr(), "{}", summary.render());
+                    let code = summary.exit_code();
+                    if summary.outcome != crate::import::ImportOutcome::Completed {
+                        note!("  to continue: {}", resume_command());
+                    }
+                    write_summary_json(summary_path.as_deref(), &summary.json(code));
+                    code
+                }
+                Err(e) => refused(e.to_string()),
+            },
+        };
+        if let Some(emulator) = emulator {
+            emulator.shutdown().await;
+        }
+        code
     })
 }
 

@@ -62,6 +62,10 @@ pub fn main(cli: Cli) -> ExitCode {
             init_logging(args.quiet, args.verbose, LogFormat::Text);
             ExitCode::from(plan_command(&args))
         }
+        Command::Import(args) => {
+            init_logging(args.quiet, args.verbose, LogFormat::Text);
+            ExitCode::from(commands::import_command(&args))
+        }
         Command::Preflight(args) => {
             // Failures are in the report: the log would only repeat them.
             init_logging(true, 0, LogFormat::Text);

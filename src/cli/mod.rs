@@ -2,10 +2,12 @@
 //! Nothing here does work: `main.rs` hands the result to the library. `plan` and `undo` have
 //! their flags in their own files; the flags they share with `run` are here.
 
+mod import;
 mod plan;
 mod reads;
 mod undo;
 
+pub use import::ImportArgs;
 pub use plan::{PlanArgs, default_plan_path};
 pub use reads::{
     PreflightArgs, ProfileAssignArgs, ProfilesArgs, ProfilesSub, ProfilesTarget, StatusArgs,
@@ -57,6 +59,10 @@ pub enum Command {
     /// Read what `run` would write, skip or fail for every row of INPUT.csv, with the same
     /// reads and the same flags, and write nothing to the tenant: a plan CSV and the counts.
     Plan(Box<plan::PlanArgs>),
+    /// Register devices with Autopilot from a hardware-hash CSV (Get-WindowsAutopilotInfo's):
+    /// batched imports, the records watched until processed, one sync, the identity listing
+    /// read until they appear; into INPUT-STEM.import.csv, which `run` takes as input.
+    Import(Box<import::ImportArgs>),
 }
 
 /// Defaults for rows that leave target columns empty, checked by the same parsers as cells so
@@ -108,7 +114,7 @@ impl DefaultArgs {
     }
 }
 
-fn parse_delimiter(s: &str) -> Result<u8, String> {
+pub(super) fn parse_delimiter(s: &str) -> Result<u8, String> {
     match s {
         "," | "comma" => Ok(b','),
         ";" | "semicolon" => Ok(b';'),

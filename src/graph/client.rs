@@ -12,9 +12,11 @@ use uuid::Uuid;
 use super::answer::{self, Attempt, ErrorInfo, Failure, Page, Raw, transport_failure};
 use super::batch::{self, MAX_BATCH, Seat};
 use super::model::{
-    Assignment, DeploymentProfile, DirectoryDevice, DirectoryGroup, Identity, ReturnedAssignment,
+    Assignment, AutopilotSettings, DeploymentProfile, DirectoryDevice, DirectoryGroup, Identity,
+    ImportRecord, ImportedBatch, ImportedIdentity, ReturnedAssignment, SyncAnswer,
 };
 use super::request::Request;
+use reqwest::StatusCode;
 
 /// The one HTTP client of a run (Graph and the token endpoint share its pool).
 pub fn http_client(
@@ -306,6 +308,96 @@ impl GraphClient {
             .attempt(crid, answer::page)
     }
 
+    /// Register `records` in one request; success is the records created, in request order.
+    pub async fn import(
+        &self,
+        token: &Arc<str>,
+        records: Vec<ImportRecord>,
+    ) -> Attempt<Vec<ImportedIdentity>> {
+        let crid = Uuid::new_v4().to_string();
+        self.send(token, Request::Import { records }, &crid)
+            .await
+            .attempt(crid, |status, body| {
+                answer::one::<ImportedBatch>(
+                    if status.is_success() {
+                        StatusCode::OK
+                    } else {
+                        status
+                    },
+                    body,
+                )
+                .map(|r| r.map(|b| b.value))
+            })
+    }
+
+    /// Register one record; success is the record created.
+    pub async fn import_one(
+        &self,
+        token: &Arc<str>,
+        record: ImportRecord,
+    ) -> Attempt<ImportedIdentity> {
+        let crid = Uuid::new_v4().to_string();
+        self.send(token, Request::ImportOne { record }, &crid)
+            .await
+            .attempt(crid, |status, body| {
+                let ok = if status.is_success() {
+                    StatusCode::OK
+                } else {
+                    status
+                };
+                answer::one(ok, body)
+            })
+    }
+
+    /// GET a page of the tenant's import records (first, or the next link a page gave).
+    pub async fn imported(
+        &self,
+        token: &Arc<str>,
+        page: Option<&str>,
+    ) -> Attempt<Page<ImportedIdentity>> {
+        self.page_of(token, page, |page| Request::ImportedIdentities { page })
+            .await
+    }
+
+    /// GET one import record.
+    pub async fn imported_one(&self, token: &Arc<str>, id: Uuid) -> Attempt<ImportedIdentity> {
+        let crid = Uuid::new_v4().to_string();
+        self.send(token, Request::ImportedIdentity { id }, &crid)
+            .await
+            .attempt(crid, answer::one)
+    }
+
+    /// DELETE one import record; any 2xx deleted it.
+    pub async fn delete_imported(&self, token: &Arc<str>, id: Uuid) -> Attempt<()> {
+        let crid = Uuid::new_v4().to_string();
+        self.send(token, Request::DeleteImported { id }, &crid)
+            .await
+            .attempt(crid, answer::no_content)
+    }
+
+    /// POST the Autopilot sync. Its refusals are answers, not failures: 409 (a sync is
+    /// running) and 429 (one ran in the last ten minutes) say when to ask again, and are not
+    /// the app's throttle.
+    pub async fn sync(&self, token: &Arc<str>) -> Attempt<SyncAnswer> {
+        let crid = Uuid::new_v4().to_string();
+        self.send(token, Request::Sync, &crid)
+            .await
+            .attempt(crid, |status, _| match status.as_u16() {
+                200..=299 => Some(Ok(SyncAnswer::Started)),
+                409 => Some(Ok(SyncAnswer::Running)),
+                429 => Some(Ok(SyncAnswer::TooSoon)),
+                _ => None,
+            })
+    }
+
+    /// GET the tenant's Autopilot settings (when it last synced).
+    pub async fn autopilot_settings(&self, token: &Arc<str>) -> Attempt<AutopilotSettings> {
+        let crid = Uuid::new_v4().to_string();
+        self.send(token, Request::AutopilotSettings, &crid)
+            .await
+            .attempt(crid, answer::one)
+    }
+
     /// One page of a listing: the first (`page` is `None`), or the `@odata.nextLink` a
     /// previous page gave, which is followed only below the Graph base URL.
     async fn page_of<T: serde::de::DeserializeOwned>(
@@ -373,7 +465,10 @@ impl GraphClient {
             Request::Post { body, .. } => self.http.post(url).json(body),
             Request::UpdateDeviceProperties { .. }
             | Request::AddMembers { .. }
-            | Request::AssignProfile { .. } => {
+            | Request::AssignProfile { .. }
+            | Request::Import { .. }
+            | Request::ImportOne { .. }
+            | Request::Sync => {
                 let method = match request.method() {
                     "PATCH" => reqwest::Method::PATCH,
                     _ => reqwest::Method::POST,
@@ -381,9 +476,9 @@ impl GraphClient {
                 let body = request.body().unwrap_or_default();
                 self.http.request(method, url).json(&body)
             }
-            Request::DeleteAssignment { .. } | Request::RemoveMember { .. } => {
-                self.http.delete(url)
-            }
+            Request::DeleteAssignment { .. }
+            | Request::RemoveMember { .. }
+            | Request::DeleteImported { .. } => self.http.delete(url),
             _ => self.http.get(url),
         };
         let sent = builder

@@ -528,3 +528,119 @@ mod tests {
         assert_eq!(unwrap_intune_message("{not json"), "{not json");
     }
 }
+
+/// One device to register, as `importedWindowsAutopilotDeviceIdentities/import` takes it.
+/// The hash is only ever serialized into a request body: never logged, never in a results
+/// file (its `Debug` leaves it out).
+#[derive(Clone, Serialize)]
+pub struct ImportRecord {
+    #[serde(rename = "@odata.type")]
+    pub odata_type: &'static str,
+    #[serde(rename = "serialNumber")]
+    pub serial_number: String,
+    #[serde(rename = "productKey")]
+    pub product_key: String,
+    #[serde(rename = "hardwareIdentifier")]
+    pub hardware_identifier: String,
+    #[serde(rename = "groupTag")]
+    pub group_tag: String,
+    #[serde(rename = "assignedUserPrincipalName")]
+    pub assigned_user: String,
+}
+
+impl std::fmt::Debug for ImportRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportRecord")
+            .field("serial_number", &self.serial_number)
+            .field("hardware_identifier", &"<hidden>")
+            .finish_non_exhaustive()
+    }
+}
+
+pub const IMPORTED_ODATA_TYPE: &str = "#microsoft.graph.importedWindowsAutopilotDeviceIdentity";
+
+/// An import record as Graph answers it (the hash is not read back).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ImportedIdentity {
+    #[serde(default)]
+    pub id: String,
+    #[serde(rename = "serialNumber", default)]
+    pub serial_number: Option<String>,
+    #[serde(default)]
+    pub state: Option<ImportState>,
+}
+
+/// `importedWindowsAutopilotDeviceIdentityState`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ImportState {
+    /// `unknown`, `pending`, `partial`, `complete`, `error`.
+    #[serde(rename = "deviceImportStatus", default)]
+    pub status: Option<String>,
+    /// The identity id the device is registered as, once `complete`.
+    #[serde(rename = "deviceRegistrationId", default)]
+    pub registration_id: Option<String>,
+    #[serde(rename = "deviceErrorCode", default)]
+    pub error_code: Option<i64>,
+    #[serde(rename = "deviceErrorName", default)]
+    pub error_name: Option<String>,
+}
+
+/// How far the service has got with one import record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportProgress {
+    /// Still being processed (`pending`, `partial`, or `unknown` without an error code).
+    Pending,
+    /// Registered with the Autopilot service; listed after the next sync.
+    Complete,
+    /// Refused: Graph's error code and name. A record can sit at `unknown` with an error code
+    /// (808): the code, not the word, decides.
+    Error { code: i64, name: String },
+}
+
+impl ImportedIdentity {
+    pub fn progress(&self) -> ImportProgress {
+        let state = self.state.clone().unwrap_or_default();
+        let code = state.error_code.unwrap_or(0);
+        let status = state.status.unwrap_or_default().to_ascii_lowercase();
+        if code != 0 || status == "error" {
+            return ImportProgress::Error {
+                code,
+                name: state.error_name.unwrap_or_default(),
+            };
+        }
+        if status == "complete" {
+            ImportProgress::Complete
+        } else {
+            ImportProgress::Pending
+        }
+    }
+}
+
+/// The tenant's Autopilot settings: when it last synced with the Autopilot service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct AutopilotSettings {
+    #[serde(rename = "lastSyncDateTime", default)]
+    pub last_sync: Option<String>,
+    #[serde(rename = "lastManualSyncTriggerDateTime", default)]
+    pub last_manual_sync: Option<String>,
+    #[serde(rename = "syncStatus", default)]
+    pub sync_status: Option<String>,
+}
+
+/// The answer of `importedWindowsAutopilotDeviceIdentities/import`: the records created.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ImportedBatch {
+    #[serde(default)]
+    pub value: Vec<ImportedIdentity>,
+}
+
+/// What the Autopilot sync request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncAnswer {
+    /// Accepted (204): a sync runs now.
+    Started,
+    /// 409: a sync is already running.
+    Running,
+    /// 429: a sync ran in the last ten minutes (the service's rule, not the app's throttle).
+    TooSoon,
+}

@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::model::Assignment;
+use super::model::{Assignment, ImportRecord};
 
 const IDENTITIES: &str = "/deviceManagement/windowsAutopilotDeviceIdentities";
 
@@ -46,7 +46,23 @@ pub(crate) enum Request {
     DeleteAssignment { device: Uuid, assignment: String },
     /// Remove one directory object from a group (`undo`).
     RemoveMember { group: Uuid, member: Uuid },
+    /// Register devices by hardware hash, several to a request.
+    Import { records: Vec<ImportRecord> },
+    /// Register one device by hardware hash (when a batch is refused).
+    ImportOne { record: ImportRecord },
+    /// A page of the tenant's import records: the first, or a later one.
+    ImportedIdentities { page: Option<String> },
+    /// One import record (`id` is a GUID: checked by the caller).
+    ImportedIdentity { id: Uuid },
+    /// Delete one import record (the device stays registered).
+    DeleteImported { id: Uuid },
+    /// Ask the Autopilot service to sync: registered devices then appear in the listing.
+    Sync,
+    /// The tenant's Autopilot settings (its last sync).
+    AutopilotSettings,
 }
+
+const IMPORTED: &str = "/deviceManagement/importedWindowsAutopilotDeviceIdentities";
 
 /// Whether `id` can stand in a path as one assignment id: letters, digits, `-`, `_` and `.`,
 /// not starting with `.` (so never `..`). An id from a results file is data, not a path.
@@ -68,9 +84,14 @@ impl Request {
         match self {
             Request::Post { .. }
             | Request::UpdateDeviceProperties { .. }
-            | Request::AssignProfile { .. } => "POST",
+            | Request::AssignProfile { .. }
+            | Request::Import { .. }
+            | Request::ImportOne { .. }
+            | Request::Sync => "POST",
             Request::AddMembers { .. } => "PATCH",
-            Request::DeleteAssignment { .. } | Request::RemoveMember { .. } => "DELETE",
+            Request::DeleteAssignment { .. }
+            | Request::RemoveMember { .. }
+            | Request::DeleteImported { .. } => "DELETE",
             _ => "GET",
         }
     }
@@ -88,7 +109,16 @@ impl Request {
             | Request::Profiles { page: Some(page) }
             | Request::Members {
                 page: Some(page), ..
-            } => page.clone(),
+            }
+            | Request::ImportedIdentities { page: Some(page) } => page.clone(),
+            Request::Import { .. } => format!("{IMPORTED}/import"),
+            Request::ImportOne { .. } => IMPORTED.to_string(),
+            Request::ImportedIdentities { page: None } => format!("{IMPORTED}?$top=100"),
+            Request::ImportedIdentity { id } | Request::DeleteImported { id } => {
+                format!("{IMPORTED}/{id}")
+            }
+            Request::Sync => "/deviceManagement/windowsAutopilotSettings/sync".into(),
+            Request::AutopilotSettings => "/deviceManagement/windowsAutopilotSettings".into(),
             Request::Post { device, .. } | Request::List { device, .. } => {
                 format!("{IDENTITIES}/{device}/deploymentProfile/assignments")
             }
@@ -161,6 +191,10 @@ impl Request {
             Request::AddMembers { refs, .. } => {
                 Some(serde_json::json!({ "members@odata.bind": refs }))
             }
+            Request::Import { records } => Some(serde_json::json!({
+                "importedWindowsAutopilotDeviceIdentities": records,
+            })),
+            Request::ImportOne { record } => serde_json::to_value(record).ok(),
             Request::AssignProfile { group, .. } => Some(serde_json::json!({
                 "@odata.type": "#microsoft.graph.windowsAutopilotDeploymentProfileAssignment",
                 "target": {

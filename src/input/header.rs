@@ -15,15 +15,15 @@ const MAX_UNKNOWN_LISTED: usize = 20;
 
 /// What the first bytes of the file say, before the csv parser reads them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Sniffed {
+pub(crate) struct Sniffed {
     /// Bytes of BOM to skip: csv positions start after it.
-    pub(super) bom_len: u64,
-    pub(super) delimiter: u8,
+    pub(crate) bom_len: u64,
+    pub(crate) delimiter: u8,
 }
 
 /// Judge the start of the file (one buffer's worth): refuse an empty or non-text file, note a
 /// BOM, and pick the delimiter unless `delimiter` overrides detection.
-pub(super) fn sniff(start: &[u8], delimiter: Option<u8>) -> Result<Sniffed, String> {
+pub(crate) fn sniff(start: &[u8], delimiter: Option<u8>) -> Result<Sniffed, String> {
     let bom = start.starts_with(BOM);
     let body = if bom { &start[BOM.len()..] } else { start };
     if body.iter().all(|b| b.is_ascii_whitespace()) {

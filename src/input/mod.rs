@@ -15,6 +15,7 @@ mod cells;
 mod columns;
 mod dedupe;
 mod header;
+pub(crate) use header::sniff;
 mod recover;
 
 use std::fs::File;

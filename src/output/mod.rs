@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 mod journal;
 mod prior;
+pub mod sheet;
 mod writer;
 
 pub use journal::{Journal, Started};

@@ -2,8 +2,7 @@
 //! leaves every finished row on disk), and read back for `--resume`.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use crate::output::{OutputError, neutralize};
@@ -76,58 +75,25 @@ pub struct UndoLine {
 }
 
 /// Owns the undo file.
-pub struct Sheet {
-    path: PathBuf,
-    writer: csv::Writer<File>,
-}
+pub struct Sheet(crate::output::sheet::Sheet);
 
 impl Sheet {
     /// Create the undo file with its header; an existing one is refused unless `overwrite`.
     pub fn create(path: &Path, overwrite: bool) -> Result<Sheet, OutputError> {
-        let file = crate::output::create_file(path, overwrite)?;
-        let mut sheet = Sheet {
-            path: path.to_path_buf(),
-            writer: csv::Writer::from_writer(file),
-        };
-        sheet.fields(HEADER)?;
-        Ok(sheet)
+        crate::output::sheet::Sheet::create(path, overwrite, &HEADER).map(Sheet)
     }
 
     /// Continue an undo file (`--resume`), cut back to `valid_len` bytes (a torn last line
     /// goes).
     pub fn append(path: &Path, valid_len: u64) -> Result<Sheet, OutputError> {
-        let err = |source| OutputError::Create {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = OpenOptions::new().write(true).open(path).map_err(err)?;
-        file.set_len(valid_len).map_err(err)?;
-        let file = OpenOptions::new().append(true).open(path).map_err(err)?;
-        Ok(Sheet {
-            path: path.to_path_buf(),
-            writer: csv::Writer::from_writer(file),
-        })
-    }
-
-    fn fields<I, T>(&mut self, fields: I) -> Result<(), OutputError>
-    where
-        I: IntoIterator<Item = T>,
-        T: AsRef<[u8]>,
-    {
-        self.writer
-            .write_record(fields)
-            .and_then(|()| self.writer.flush().map_err(csv::Error::from))
-            .map_err(|source| OutputError::Write {
-                path: self.path.clone(),
-                source,
-            })
+        crate::output::sheet::Sheet::append(path, valid_len).map(Sheet)
     }
 
     /// Write one line and flush it.
     pub fn write(&mut self, l: &UndoLine) -> Result<(), OutputError> {
         let text = |s: &str| neutralize(s).into_owned();
         let opt = |o: &Option<String>| text(o.as_deref().unwrap_or(""));
-        self.fields([
+        self.0.fields([
             l.row.to_string(),
             text(&l.device_id),
             text(&l.serial_number),
@@ -166,40 +132,17 @@ impl Earlier {
 /// Read an undo file for `--resume`; a torn last line is cut, anything else not an undo line
 /// is an error.
 pub fn read_earlier(path: &Path) -> Result<Earlier, OutputError> {
-    let err = |reason: String| OutputError::Resume {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let mut earlier = Earlier::default();
-    if complete == 0 {
-        return Ok(earlier);
-    }
-    let mut rdr = csv::Reader::from_reader(&bytes[..complete]);
-    let headers = rdr.headers().map_err(|e| err(e.to_string()))?;
-    if headers.iter().collect::<Vec<_>>() != HEADER {
-        return Err(err("the first line is not the undo file's header".into()));
-    }
-    earlier.valid_len = rdr.position().byte();
-    let mut record = csv::StringRecord::new();
-    loop {
-        match rdr.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => return Err(err(e.to_string())),
-        }
+    let (rows, repeats) = (&mut earlier.rows, &mut earlier.has_repeats);
+    earlier.valid_len = crate::output::sheet::read_back(path, &HEADER, "undo file", |record| {
         let row = record.get(0).and_then(|r| r.parse::<u64>().ok());
         let status = record.get(4).and_then(UndoStatus::parse);
         let (Some(row), Some(status)) = (row, status) else {
-            return Err(err(format!(
-                "line {} is not an undo line",
-                record.position().map_or(0, csv::Position::line)
-            )));
+            return false;
         };
-        earlier.has_repeats |= earlier.rows.insert(row, status).is_some();
-        earlier.valid_len = rdr.position().byte();
-    }
+        *repeats |= rows.insert(row, status).is_some();
+        true
+    })?;
     Ok(earlier)
 }
 
