@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{
-    EmulatorConfig, Group, Limit, Outage, Profile, ProfileTarget, RetryAfterMode,
-    read_device_identities,
+    EmulatorConfig, Group, ImportRecordState, Limit, Outage, Profile, ProfileTarget,
+    RetryAfterMode, read_device_identities,
 };
 
 #[derive(Debug, Args)]
@@ -144,6 +144,33 @@ pub struct EmulateArgs {
     /// comma-separated group ids or `all-devices`. Without any, any GUID is a profile.
     #[arg(long = "profile", value_name = "ID=NAME[:TARGETS]", value_parser = parse_profile)]
     pub profile: Vec<Profile>,
+    /// Most records one hardware-hash import call takes; more are refused 400.
+    #[arg(long, default_value_t = 500, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub import_batch_limit: u32,
+    /// How long an import record stays `pending` before it is processed.
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub import_delay: Duration,
+    /// Import records of this serial end with this error code (repeatable): 806
+    /// ZtdDeviceAlreadyAssigned, 808 (left `unknown`: the device is another tenant's), or any
+    /// other code.
+    #[arg(long = "import-error", value_name = "SERIAL=CODE", value_parser = parse_import_error)]
+    pub import_error: Vec<(String, u16)>,
+    /// An import record another run left, present from the start (repeatable); STATE is
+    /// `complete` (the default: it registers at the next sync) or `error` (806).
+    #[arg(long = "import-record", value_name = "SERIAL[=STATE]", value_parser = parse_import_record)]
+    pub import_record: Vec<(String, ImportRecordState)>,
+    /// Least time between two accepted Autopilot syncs; one sooner is refused 429 without
+    /// Retry-After.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub sync_interval: Duration,
+    /// How long an accepted sync runs (another meanwhile is 409) before it registers the
+    /// records complete when it started.
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub sync_duration: Duration,
+    /// A sync already happened this long before start (a sync within --sync-interval of it
+    /// is refused 429).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub last_sync_ago: Option<Duration>,
 }
 
 /// A tenant name the token URL can carry: one path segment, not empty.
@@ -231,6 +258,43 @@ fn parse_profile(s: &str) -> Result<Profile, String> {
     })
 }
 
+/// A serial as the import flags take it: not blank.
+fn serial(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("expected a serial number".into());
+    }
+    Ok(s.to_string())
+}
+
+/// `SERIAL=CODE`, CODE a positive number; split at the last `=` (a serial may hold one).
+fn parse_import_error(s: &str) -> Result<(String, u16), String> {
+    let (serial_part, code) = s
+        .rsplit_once('=')
+        .ok_or_else(|| "expected SERIAL=CODE".to_string())?;
+    let code: u16 = code
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&c| c > 0)
+        .ok_or_else(|| format!("{code:?} is not an error code (e.g. 806 or 808)"))?;
+    Ok((serial(serial_part)?, code))
+}
+
+/// `SERIAL[=STATE]`, STATE `complete` or `error`.
+fn parse_import_record(s: &str) -> Result<(String, ImportRecordState), String> {
+    let (serial_part, state) = match s.rsplit_once('=') {
+        Some((serial, state)) => (serial, Some(state.trim().to_ascii_lowercase())),
+        None => (s, None),
+    };
+    let state = match state.as_deref() {
+        None | Some("complete") => ImportRecordState::Complete,
+        Some("error") => ImportRecordState::Error,
+        Some(other) => return Err(format!("{other:?} is not a state (complete or error)")),
+    };
+    Ok((serial(serial_part)?, state))
+}
+
 fn parse_probability(s: &str) -> Result<f64, String> {
     let p: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
     if (0.0..=1.0).contains(&p) {
@@ -296,6 +360,13 @@ impl EmulateArgs {
             not_in_directory: self.not_in_directory.clone(),
             no_device_id: self.no_device_id.clone(),
             profiles: self.profile.clone(),
+            import_batch_limit: self.import_batch_limit as usize,
+            import_delay: self.import_delay,
+            import_errors: self.import_error.clone(),
+            import_records: self.import_record.clone(),
+            sync_interval: self.sync_interval,
+            sync_duration: self.sync_duration,
+            last_sync_ago: self.last_sync_ago,
         })
     }
 }
@@ -318,6 +389,24 @@ mod tests {
 
     const G: &str = "5e7e0c2a-3b1d-4c8e-9f6a-0d1c2b3a4f5e";
     const P: &str = "0f0f0f0f-0000-4000-8000-000000000001";
+
+    #[test]
+    fn import_flags_parse() {
+        assert_eq!(parse_import_error("PF-1=808"), Ok(("PF-1".into(), 808)));
+        assert_eq!(parse_import_error("A=B=806"), Ok(("A=B".into(), 806)));
+        assert!(parse_import_error("PF-1").is_err());
+        assert!(parse_import_error("PF-1=0").is_err());
+        assert!(parse_import_error("=806").is_err());
+        assert_eq!(
+            parse_import_record(" PF-2 "),
+            Ok(("PF-2".into(), ImportRecordState::Complete))
+        );
+        assert_eq!(
+            parse_import_record("PF-2=Error"),
+            Ok(("PF-2".into(), ImportRecordState::Error))
+        );
+        assert!(parse_import_record("PF-2=pending").is_err());
+    }
 
     #[test]
     fn groups_members_and_profiles_parse() {

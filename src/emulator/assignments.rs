@@ -24,7 +24,7 @@ pub(crate) fn read(
     errors: &Errors<'_>,
     device: &str,
 ) -> Answer {
-    let device = match shared.device_key(errors, device) {
+    let device = match shared.device_key(data, errors, device) {
         Ok(d) => d,
         Err(refused) => return refused,
     };
@@ -44,7 +44,7 @@ pub(crate) fn create(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Answer {
-    let device = match shared.device_key(errors, device) {
+    let device = match shared.device_key(data, errors, device) {
         Ok(d) => d,
         Err(refused) => return refused,
     };
@@ -92,7 +92,7 @@ pub(crate) fn delete(
     device: &str,
     id: &str,
 ) -> Answer {
-    let device = match shared.device_key(errors, device) {
+    let device = match shared.device_key(data, errors, device) {
         Ok(d) => d,
         Err(refused) => return refused,
     };

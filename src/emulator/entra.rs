@@ -89,7 +89,7 @@ pub(crate) struct DeviceObject {
 }
 
 impl DeviceObject {
-    fn of(identity: &str, serial: &str) -> Option<Self> {
+    pub(crate) fn of(identity: &str, serial: &str) -> Option<Self> {
         Some(Self {
             id: directory_object_id(identity)?,
             device_id: azure_ad_device_id(identity)?,

@@ -23,7 +23,9 @@ use super::faults::Fault;
 use super::routes::{self, Refusal, Route, Target};
 use super::state::{Caller, Inner, Shared, TenantData};
 use super::throttle::{Bucket, Verdict, retry_after};
-use super::{Stats, assignments, devices, groups, identities, members, profiles, properties};
+use super::{
+    Stats, assignments, devices, groups, identities, members, profiles, properties, records, sync,
+};
 
 pub(crate) fn method_not_allowed(
     shared: &Shared,
@@ -155,6 +157,8 @@ pub(crate) fn single(
     if let Some(answer) = injected(shared, data, &errors, fault) {
         return answer;
     }
+    // Records processed and syncs ended since the last request take effect first.
+    sync::settle(shared, data, now);
     let query = path.split_once('?').map_or("", |(_, q)| q);
     let mut answer = execute(shared, data, &errors, target, query, content_type, body);
     answer.drop = fault == Fault::Drop;
@@ -179,7 +183,13 @@ fn count(stats: &mut Stats, target: Target<'_>) {
         | Target::ReadGroup(_)
         | Target::ListMembers(..) => &mut stats.directory_reads,
         Target::BindMembers(_) | Target::AddMember(_) => &mut stats.group_writes,
-        Target::RemoveMember(..) => return,
+        Target::ImportRecords | Target::CreateRecord => &mut stats.import_requests,
+        Target::ListRecords | Target::ReadRecord(_) => &mut stats.import_reads,
+        // Counted by outcome (`import_records_deleted`, `syncs`, `syncs_refused`).
+        Target::RemoveMember(..)
+        | Target::DeleteRecord(_)
+        | Target::SyncAutopilot
+        | Target::ReadAutopilotSettings => return,
     };
     *counter += 1;
 }
@@ -212,13 +222,20 @@ fn execute(
         Target::ReadProfile(id) => profiles::get(shared, data, errors, id, query),
         Target::ReadProfileAssignments(id) => profiles::assignments(shared, data, errors, id),
         Target::AssignProfile(id) => profiles::assign(shared, data, errors, id, content_type, body),
-        Target::ListDevices => devices::list(shared, errors, query),
+        Target::ListDevices => devices::list(shared, data, errors, query),
         Target::ListGroups => groups::list(shared, errors, query),
         Target::ReadGroup(id) => groups::get(shared, errors, id, query),
         Target::ListMembers(id, cast) => groups::members(shared, data, errors, id, cast, query),
         Target::BindMembers(id) => members::bind(shared, data, errors, id, content_type, body),
         Target::AddMember(id) => members::add(shared, data, errors, id, content_type, body),
         Target::RemoveMember(id, member) => members::remove(shared, data, errors, id, member),
+        Target::ImportRecords => records::import(shared, data, errors, content_type, body),
+        Target::CreateRecord => records::create(shared, data, errors, content_type, body),
+        Target::ListRecords => records::list(shared, data, errors, query),
+        Target::ReadRecord(id) => records::get(data, errors, id),
+        Target::DeleteRecord(id) => records::delete(data, errors, id),
+        Target::SyncAutopilot => sync::trigger(shared, data, errors),
+        Target::ReadAutopilotSettings => sync::settings(data, errors),
     }
 }
 

@@ -6,8 +6,8 @@
 //! `$skiptoken` (and the query's other options). Two switches rehearse Graph's known
 //! failures: any `$select` answering 500, and page 2 repeating page 1's next link.
 //!
-//! Every tenant lists the same identities; their profile status and properties are the
-//! caller's tenant's own.
+//! Every tenant lists the same configured identities, then those its own syncs registered
+//! from import records; their profile status and properties are the caller's tenant's own.
 
 use tokio::time::Instant;
 
@@ -17,6 +17,7 @@ use serde_json::{Map, Value, json};
 use super::directory::{Entry, assignment_status, properties, render};
 use super::envelope::{Answer, Ctx, Errors};
 use super::odata::{self, Query};
+use super::registered;
 use super::state::{Shared, TenantData};
 use super::validate::is_guid;
 
@@ -41,6 +42,7 @@ pub(crate) fn list(
         .directory
         .entries()
         .iter()
+        .chain(data.registered.entries())
         .filter(|e| {
             q.serial
                 .as_deref()
@@ -100,7 +102,7 @@ pub(crate) fn get(
             ),
         );
     }
-    let Some(entry) = shared.directory.get(&id.to_ascii_lowercase()) else {
+    let Some(entry) = registered::identity(shared, data, &id.to_ascii_lowercase()) else {
         return errors.answer(
             StatusCode::NOT_FOUND,
             "ResourceNotFound",
@@ -145,6 +147,16 @@ fn identity(
     for (name, value) in &mut props {
         if matches!(*name, "azureActiveDirectoryDeviceId" | "azureAdDeviceId") {
             *value = device_id.clone();
+        }
+    }
+    if let Some(imported) = data.registered.imported(&entry.id) {
+        for (name, value) in &mut props {
+            match *name {
+                "groupTag" => *value = json!(imported.group_tag),
+                "productKey" => *value = json!(imported.product_key),
+                "userPrincipalName" => *value = json!(imported.upn),
+                _ => {}
+            }
         }
     }
     if let Some(updated) = data.updated.get(&entry.id) {

@@ -20,6 +20,7 @@ use super::entra::Group;
 use super::envelope::{Answer, Errors};
 use super::groups::{does_not_exist, invalid_id, lookup};
 use super::profiles;
+use super::registered;
 use super::state::{Shared, TenantData};
 use super::validate::{self, is_guid};
 
@@ -200,12 +201,9 @@ fn add_all(
         .filter(|o| !named.insert(o.as_str()) || held.is_some_and(|m| m.contains(o)))
         .count();
     data.stats.duplicate_member_attempts += duplicates as u64;
-    let unknown = objects.iter().find(|o| {
-        shared
-            .entra
-            .device_by_object_id(o, &shared.directory)
-            .is_none()
-    });
+    let unknown = objects
+        .iter()
+        .find(|o| registered::device_by_object_id(shared, data, o).is_none());
     if let Some(unknown) = unknown {
         let code = if missing == StatusCode::NOT_FOUND {
             "Request_ResourceNotFound"

@@ -47,15 +47,19 @@ mod graph;
 mod groups;
 mod identities;
 mod ids;
+mod imports;
 mod limit;
 mod members;
 mod odata;
 mod outage;
 mod profiles;
 mod properties;
+mod records;
+mod registered;
 mod routes;
 mod server;
 mod state;
+mod sync;
 mod throttle;
 mod tokens;
 mod validate;
@@ -188,6 +192,33 @@ pub struct EmulatorConfig {
     /// Autopilot deployment profiles with their first assignments. Empty: any GUID names a
     /// profile (with none assigned at start).
     pub profiles: Vec<Profile>,
+    /// Most records one hardware-hash import call takes (Intune's documented batch is 500).
+    pub import_batch_limit: usize,
+    /// How long an import record stays `pending` before it is processed (default 1 s).
+    pub import_delay: Duration,
+    /// Serial → the error code its import records end with (806, 808 (left at `unknown`), or
+    /// any other), to rehearse the failures a real tenant gives. Serials compare ignoring case.
+    pub import_errors: Vec<(String, u16)>,
+    /// Import records of another run, present in every tenant from the start (serial, state):
+    /// a client must leave them alone (`foreign_records_deleted`).
+    pub import_records: Vec<(String, ImportRecordState)>,
+    /// Least time between two accepted Autopilot syncs (Intune: 10 minutes).
+    pub sync_interval: Duration,
+    /// How long an accepted sync runs before it registers the completed records.
+    pub sync_duration: Duration,
+    /// A sync already happened this long before start, so that a sync right away may meet
+    /// the interval's 429.
+    pub last_sync_ago: Option<Duration>,
+}
+
+/// The state an `EmulatorConfig::import_records` record starts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImportRecordState {
+    /// Processed: its device registers at the next sync.
+    #[default]
+    Complete,
+    /// Refused with 806 `ZtdDeviceAlreadyAssigned`.
+    Error,
 }
 
 impl Default for EmulatorConfig {
@@ -225,6 +256,13 @@ impl Default for EmulatorConfig {
             not_in_directory: Vec::new(),
             no_device_id: Vec::new(),
             profiles: Vec::new(),
+            import_batch_limit: 500,
+            import_delay: Duration::from_secs(1),
+            import_errors: Vec::new(),
+            import_records: Vec::new(),
+            sync_interval: Duration::from_secs(600),
+            sync_duration: Duration::from_secs(2),
+            last_sync_ago: None,
         }
     }
 }
@@ -258,7 +296,7 @@ pub struct Stats {
     /// Write requests that came back before a sent Retry-After had passed (beyond the
     /// in-flight grace). Each was answered 429 again.
     pub violations: u64,
-    /// 429 answers, top-level and inner.
+    /// 429 answers of the throttle, top-level and inner (not a sync's 429: `syncs_refused`).
     pub throttled: u64,
     /// Intune writes (assignment POSTs and DELETEs, `updateDeviceProperties`) that reached the
     /// throttle (inner batch requests each count; 429s too).
@@ -299,6 +337,28 @@ pub struct Stats {
     pub profile_requests: u64,
     /// Deployment profile assignments created (`POST …/windowsAutopilotDeploymentProfiles/{id}/assignments`).
     pub profile_assignments_created: u64,
+    /// Hardware-hash import calls (the `import` action and the single-record POST) that
+    /// reached the throttle (429s too).
+    pub import_requests: u64,
+    /// Import records those calls stored.
+    pub records_imported: u64,
+    /// Import record reads (listing pages, single GETs) that reached the throttle.
+    pub import_reads: u64,
+    /// Import records deleted (answered 204), `foreign_records_deleted` among them.
+    pub import_records_deleted: u64,
+    /// Deletes of records another run left ([`EmulatorConfig::import_records`]): a client
+    /// should never make one.
+    pub foreign_records_deleted: u64,
+    /// Autopilot syncs accepted (204).
+    pub syncs: u64,
+    /// Autopilot syncs refused: 409 (one running) and 429 (within the interval). Those 429s
+    /// are the sync's own rule, not the throttle's: not in `throttled` nor `violations`.
+    pub syncs_refused: u64,
+    /// Identities that syncs registered from completed import records.
+    pub devices_registered: u64,
+    /// Serials more than one record was created for through the import routes (derived when
+    /// a snapshot is taken).
+    pub serials_imported_twice: u64,
     /// Configured tenant (as `EmulatorConfig::tenants` spells it) → its own counters, with the
     /// same meanings (its `tenants` is empty). Every configured tenant is listed, from the
     /// start. Absent from the JSON when no tenants are configured, so that the single-tenant
@@ -410,6 +470,13 @@ impl Emulator {
     /// configured tenants every name gives the one shared store.
     pub fn tenant_assignments(&self, tenant: &str) -> Option<Assignments> {
         self.shared.tenant_assignments(tenant)
+    }
+
+    /// The tenant's import records that are not deleted, as (serial, id,
+    /// `deviceImportStatus`), in creation order (those of `import_records` first). `None`:
+    /// every tenant's, tenant by tenant; a tenant the emulator does not accept has none.
+    pub fn import_records(&self, tenant: Option<&str>) -> Vec<(String, String, String)> {
+        self.shared.import_records(tenant)
     }
 
     /// Stop accepting, close open (also keep-alive) connections, and wait for the server task.

@@ -18,7 +18,7 @@ pub(crate) fn update(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Answer {
-    let device = match shared.device_key(errors, device) {
+    let device = match shared.device_key(data, errors, device) {
         Ok(d) => d,
         Err(refused) => return refused,
     };

@@ -19,6 +19,16 @@ pub(crate) enum Route<'a> {
     Identities,
     /// `/deviceManagement/windowsAutopilotDeviceIdentities/{id}`
     Identity(&'a str),
+    /// `/deviceManagement/importedWindowsAutopilotDeviceIdentities`
+    ImportedIdentities,
+    /// `/deviceManagement/importedWindowsAutopilotDeviceIdentities/import`
+    Import,
+    /// `/deviceManagement/importedWindowsAutopilotDeviceIdentities/{id}`
+    ImportedIdentity(&'a str),
+    /// `/deviceManagement/windowsAutopilotSettings`
+    AutopilotSettings,
+    /// `/deviceManagement/windowsAutopilotSettings/sync`
+    AutopilotSync,
     /// `/deviceManagement/windowsAutopilotDeploymentProfiles`
     Profiles,
     /// `/deviceManagement/windowsAutopilotDeploymentProfiles/{id}`
@@ -72,6 +82,8 @@ pub(crate) fn route(path: &str) -> Route<'_> {
     let dm = |dm: &str, set: &str, name: &str| is(dm, "deviceManagement") && is(set, name);
     let identities = |d: &str, s: &str| dm(d, s, "windowsAutopilotDeviceIdentities");
     let profiles = |d: &str, s: &str| dm(d, s, "windowsAutopilotDeploymentProfiles");
+    let imported = |d: &str, s: &str| dm(d, s, "importedWindowsAutopilotDeviceIdentities");
+    let settings = |d: &str, s: &str| dm(d, s, "windowsAutopilotSettings");
     match segments.as_slice() {
         [b] if dollar(b, "batch") => Route::Batch,
         [d, s] if identities(d, s) => Route::Identities,
@@ -89,6 +101,11 @@ pub(crate) fn route(path: &str) -> Route<'_> {
         {
             Route::Assignment(id, aid)
         }
+        [d, s] if imported(d, s) => Route::ImportedIdentities,
+        [d, s, a] if imported(d, s) && is(a, "import") => Route::Import,
+        [d, s, id] if imported(d, s) => Route::ImportedIdentity(id),
+        [d, s] if settings(d, s) => Route::AutopilotSettings,
+        [d, s, a] if settings(d, s) && is(a, "sync") => Route::AutopilotSync,
         [d, s] if profiles(d, s) => Route::Profiles,
         [d, s, id] if profiles(d, s) => Route::Profile(id),
         [d, s, id, a] if profiles(d, s) && is(a, "assignments") => Route::ProfileAssignments(id),
@@ -142,6 +159,15 @@ pub(crate) enum Target<'a> {
     BindMembers(&'a str),
     AddMember(&'a str),
     RemoveMember(&'a str, &'a str),
+    /// The `import` action: a batch of records.
+    ImportRecords,
+    /// `POST` of one import record.
+    CreateRecord,
+    ListRecords,
+    ReadRecord(&'a str),
+    DeleteRecord(&'a str),
+    SyncAutopilot,
+    ReadAutopilotSettings,
 }
 
 impl Target<'_> {
@@ -170,6 +196,10 @@ impl Target<'_> {
                 | Target::BindMembers(_)
                 | Target::AddMember(_)
                 | Target::RemoveMember(..)
+                | Target::ImportRecords
+                | Target::CreateRecord
+                | Target::DeleteRecord(_)
+                | Target::SyncAutopilot
         )
     }
 }
@@ -209,6 +239,13 @@ pub(crate) fn target<'a>(
         Route::Profile(id) if get => Ok(Target::ReadProfile(id)),
         Route::ProfileAssignments(id) if get => Ok(Target::ReadProfileAssignments(id)),
         Route::ProfileAssignments(id) if post => Ok(Target::AssignProfile(id)),
+        Route::Import if post => Ok(Target::ImportRecords),
+        Route::ImportedIdentities if post => Ok(Target::CreateRecord),
+        Route::ImportedIdentities if get => Ok(Target::ListRecords),
+        Route::ImportedIdentity(id) if get => Ok(Target::ReadRecord(id)),
+        Route::ImportedIdentity(id) if delete => Ok(Target::DeleteRecord(id)),
+        Route::AutopilotSync if post => Ok(Target::SyncAutopilot),
+        Route::AutopilotSettings if get => Ok(Target::ReadAutopilotSettings),
         Route::Devices if get => Ok(Target::ListDevices),
         Route::Groups if get => Ok(Target::ListGroups),
         Route::Group(id) if get => Ok(Target::ReadGroup(id)),
@@ -284,6 +321,54 @@ mod tests {
         assert_eq!(
             route("/deviceManagement/windowsAutopilotDeploymentProfiles/p1/assignments"),
             Route::ProfileAssignments("p1")
+        );
+    }
+
+    #[test]
+    fn import_and_sync_routes_are_beta_intune_writes_and_reads() {
+        let t = |path, method: Method, entra_only| target(route(path), &method, path, entra_only);
+        let records = "/deviceManagement/importedWindowsAutopilotDeviceIdentities";
+        let import = format!("{records}/Import");
+        let one = format!("{records}/abc");
+        let sync = "/deviceManagement/windowsAutopilotSettings/sync";
+        fn kind(t: Result<Target<'_>, Refusal>) -> Result<(Target<'_>, Bucket, bool), Refusal> {
+            t.map(|t| (t, t.bucket(), t.is_write()))
+        }
+        assert_eq!(
+            kind(t(&import, Method::POST, false)),
+            Ok((Target::ImportRecords, Bucket::Intune, true))
+        );
+        assert_eq!(
+            kind(t(records, Method::POST, false)),
+            Ok((Target::CreateRecord, Bucket::Intune, true))
+        );
+        assert_eq!(
+            kind(t(&one, Method::GET, false)),
+            Ok((Target::ReadRecord("abc"), Bucket::Intune, false))
+        );
+        assert_eq!(
+            t(&one, Method::DELETE, false),
+            Ok(Target::DeleteRecord("abc"))
+        );
+        assert_eq!(
+            t(&import, Method::GET, false),
+            Err(Refusal::MethodNotAllowed)
+        );
+        assert_eq!(
+            kind(t(sync, Method::POST, false)),
+            Ok((Target::SyncAutopilot, Bucket::Intune, true))
+        );
+        assert_eq!(
+            t(
+                "/deviceManagement/windowsAutopilotSettings",
+                Method::GET,
+                false
+            ),
+            Ok(Target::ReadAutopilotSettings)
+        );
+        assert_eq!(
+            t(sync, Method::POST, true),
+            Err(Refusal::UnknownSegment("deviceManagement".into()))
         );
     }
 

@@ -4,7 +4,7 @@
 //! it, and the work done under it is tiny, so one lock is simpler than many and never the
 //! bottleneck.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use tokio::time::Instant;
@@ -17,7 +17,10 @@ use super::directory::{Assigned, Directory};
 use super::entra::{Entra, EntraData};
 use super::envelope::{Answer, Errors};
 use super::faults::Faults;
+use super::imports::{Imports, serial_key};
 use super::outage::OutageClock;
+use super::registered::Registered;
+use super::sync::{self, SyncState};
 use super::throttle::Throttle;
 use super::validate::is_guid;
 use super::{Assignments, EmulatorConfig, Stats};
@@ -57,6 +60,12 @@ pub(crate) struct TenantData {
     pub updated: HashMap<String, Map<String, Value>>,
     /// The tenant's group members and profile assignments.
     pub entra: EntraData,
+    /// The tenant's hardware-hash import records.
+    pub imports: Imports,
+    /// The identities its syncs registered from those records (its own, unlike the
+    /// configured ones).
+    pub registered: Registered,
+    pub sync: SyncState,
     /// Counters; `duplicate_devices` and `devices_with_assignments` are derived from `store`
     /// when a snapshot is taken.
     pub stats: Stats,
@@ -68,6 +77,7 @@ impl TenantData {
         stats.duplicate_devices = self.store.values().filter(|v| v.len() > 1).count() as u64;
         stats.devices_with_assignments =
             self.store.values().filter(|v| !v.is_empty()).count() as u64;
+        stats.serials_imported_twice = self.imports.serials_imported_twice();
         stats
     }
 
@@ -127,6 +137,10 @@ pub(crate) struct Shared {
     /// `config.tenants` without empty names and case-insensitive repeats (the first spelling
     /// is kept). Empty: any tenant is accepted, and all share one store.
     pub tenants: Vec<String>,
+    /// Serial keys of the configured identities: an import of one ends 806.
+    pub listed_serials: HashSet<String>,
+    /// `config.import_errors` by serial key (the first code given for a serial wins).
+    pub import_errors: HashMap<String, u16>,
     inner: Mutex<Inner>,
 }
 
@@ -152,6 +166,7 @@ impl Shared {
         } else {
             tenants.clone()
         };
+        let (now, wall) = (Instant::now(), std::time::SystemTime::now());
         let inner = Inner {
             tokens: HashMap::new(),
             throttle: Throttle::new(config.limit, config.directory_limit, config.violation_grace),
@@ -169,12 +184,23 @@ impl Shared {
                 .map(|key| {
                     let data = TenantData {
                         entra: entra.first_data(),
+                        imports: Imports::with_foreign(&config.import_records, now),
+                        sync: SyncState::new(&config, now, wall),
                         ..TenantData::default()
                     };
                     (key, data)
                 })
                 .collect(),
         };
+        let listed_serials = directory
+            .entries()
+            .iter()
+            .map(|e| serial_key(&e.serial))
+            .collect();
+        let mut import_errors = HashMap::new();
+        for (serial, code) in &config.import_errors {
+            import_errors.entry(serial_key(serial)).or_insert(*code);
+        }
         Ok(Self {
             config,
             addr,
@@ -182,6 +208,8 @@ impl Shared {
             directory,
             entra,
             tenants,
+            listed_serials,
+            import_errors,
             inner: Mutex::new(inner),
         })
     }
@@ -223,17 +251,24 @@ impl Shared {
     }
 
     /// Whether a device id (lowercase) exists for the assignment routes: any id without a
-    /// `devices` list (the permissive default), else the listed ones and the identities.
-    pub(crate) fn knows(&self, device: &str) -> bool {
-        self.config
-            .devices
-            .as_ref()
-            .is_none_or(|d| d.contains(device) || self.directory.get(device).is_some())
+    /// `devices` list (the permissive default), else the listed ones, the identities and
+    /// those the tenant's syncs registered.
+    pub(crate) fn knows(&self, data: &TenantData, device: &str) -> bool {
+        self.config.devices.as_ref().is_none_or(|d| {
+            d.contains(device)
+                || self.directory.get(device).is_some()
+                || data.registered.get(device).is_some()
+        })
     }
 
     /// The device key of an identity route, lowercased: 400 when it is not a GUID, 404 when
     /// the tenant does not know it, as Graph answers.
-    pub(crate) fn device_key(&self, errors: &Errors<'_>, device: &str) -> Result<String, Answer> {
+    pub(crate) fn device_key(
+        &self,
+        data: &TenantData,
+        errors: &Errors<'_>,
+        device: &str,
+    ) -> Result<String, Answer> {
         if !is_guid(device) {
             return Err(errors.answer(
                 StatusCode::BAD_REQUEST,
@@ -245,7 +280,7 @@ impl Shared {
             ));
         }
         let device = device.to_ascii_lowercase();
-        if !self.knows(&device) {
+        if !self.knows(data, &device) {
             return Err(errors.answer(
                 StatusCode::NOT_FOUND,
                 "ResourceNotFound",
@@ -258,10 +293,13 @@ impl Shared {
     /// Totals over every tenant (and the unattributed counters), with each configured
     /// tenant's own in `tenants`.
     pub(crate) fn stats(&self) -> Stats {
-        let inner = self.lock();
+        let mut inner = self.lock();
         let mut total = inner.unattributed.clone();
         let mut tenants = BTreeMap::new();
-        for (key, data) in &inner.tenants {
+        let now = Instant::now();
+        for (key, data) in &mut inner.tenants {
+            // A sync may have ended since the last request: its registrations count.
+            sync::settle(self, data, now);
             let stats = data.snapshot();
             total.add(&stats);
             if !self.tenants.is_empty() {
@@ -279,6 +317,31 @@ impl Shared {
             data.assignments(&mut all);
         }
         all
+    }
+
+    /// Import records as (serial, id, status): one tenant's, or with `None` every tenant's.
+    pub(crate) fn import_records(&self, tenant: Option<&str>) -> Vec<(String, String, String)> {
+        let key = match tenant {
+            Some(name) => match self.caller(name) {
+                Some(c) => Some(c.data),
+                None => return Vec::new(),
+            },
+            None => None,
+        };
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (k, data) in &mut inner.tenants {
+            if key.as_ref().is_some_and(|key| key != k) {
+                continue;
+            }
+            sync::settle(self, data, now);
+            out.extend(data.imports.live().into_iter().map(|r| {
+                let status = r.status.name().to_string();
+                (r.fields.serial.clone(), r.id.clone(), status)
+            }));
+        }
+        out
     }
 
     /// One tenant's assignments; `None` for a tenant the emulator does not accept.
@@ -324,6 +387,15 @@ impl Stats {
             members_removed,
             profile_requests,
             profile_assignments_created,
+            import_requests,
+            records_imported,
+            import_reads,
+            import_records_deleted,
+            foreign_records_deleted,
+            syncs,
+            syncs_refused,
+            devices_registered,
+            serials_imported_twice,
             tenants: _,
         } = other;
         for (status, n) in requests_by_status {
@@ -360,6 +432,15 @@ impl Stats {
         self.members_removed += members_removed;
         self.profile_requests += profile_requests;
         self.profile_assignments_created += profile_assignments_created;
+        self.import_requests += import_requests;
+        self.records_imported += records_imported;
+        self.import_reads += import_reads;
+        self.import_records_deleted += import_records_deleted;
+        self.foreign_records_deleted += foreign_records_deleted;
+        self.syncs += syncs;
+        self.syncs_refused += syncs_refused;
+        self.devices_registered += devices_registered;
+        self.serials_imported_twice += serials_imported_twice;
     }
 
     /// Count one answer to a top-level request (the `$batch` envelope counts as its own 200).

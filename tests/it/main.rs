@@ -11,6 +11,7 @@ mod credential_files;
 mod deploy;
 mod emulator;
 mod emulator_directory;
+mod emulator_import;
 mod emulator_outage;
 mod emulator_tenants;
 mod faults;

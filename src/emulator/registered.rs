@@ -1,0 +1,122 @@
+//! The identities a tenant's syncs registered from its import records: its own, listed after
+//! the configured ones (which every tenant shares), each with an Entra device object so that
+//! group member writes can take it. The lookups here span both kinds, so that the identity,
+//! assignment, device and member routes treat a registered device like a configured one.
+
+use std::collections::{HashMap, HashSet};
+
+use super::directory::Entry;
+use super::entra::DeviceObject;
+use super::ids::{identity_of_device_id, identity_of_object};
+use super::imports::{Fields, serial_key};
+use super::state::{Shared, TenantData};
+
+/// What the import record gave the identity beyond its serial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Imported {
+    pub group_tag: String,
+    pub product_key: String,
+    pub upn: String,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Registered {
+    entries: Vec<Entry>,
+    /// Parallel to `entries`.
+    imported: Vec<Imported>,
+    index: HashMap<String, usize>,
+    serials: HashSet<String>,
+}
+
+impl Registered {
+    /// Register `id` (lowercase) from a record's fields; `false` when it already was.
+    pub(crate) fn register(&mut self, id: &str, fields: &Fields) -> bool {
+        if self.index.contains_key(id) {
+            return false;
+        }
+        self.index.insert(id.to_string(), self.entries.len());
+        self.entries.push(Entry {
+            id: id.to_string(),
+            serial: fields.serial.clone(),
+        });
+        self.imported.push(Imported {
+            group_tag: fields.group_tag.clone(),
+            product_key: fields.product_key.clone(),
+            upn: fields.upn.clone(),
+        });
+        self.serials.insert(serial_key(&fields.serial));
+        true
+    }
+
+    /// In registration order.
+    pub(crate) fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The identity with this (lowercase) id.
+    pub(crate) fn get(&self, id: &str) -> Option<&Entry> {
+        self.index.get(id).and_then(|&at| self.entries.get(at))
+    }
+
+    pub(crate) fn imported(&self, id: &str) -> Option<&Imported> {
+        self.index.get(id).and_then(|&at| self.imported.get(at))
+    }
+
+    /// Whether a registered identity has this serial key ([`serial_key`]).
+    pub(crate) fn has_serial(&self, key: &str) -> bool {
+        self.serials.contains(key)
+    }
+
+    fn device(&self, identity: &str) -> Option<DeviceObject> {
+        let entry = self.get(identity)?;
+        DeviceObject::of(&entry.id, &entry.serial)
+    }
+
+    /// The registered identities' device objects, in order.
+    pub(crate) fn devices(&self) -> Vec<DeviceObject> {
+        self.entries
+            .iter()
+            .filter_map(|e| DeviceObject::of(&e.id, &e.serial))
+            .collect()
+    }
+}
+
+/// The tenant's identity with this (lowercase) id: configured or registered.
+pub(crate) fn identity<'a>(
+    shared: &'a Shared,
+    data: &'a TenantData,
+    id: &str,
+) -> Option<&'a Entry> {
+    shared.directory.get(id).or_else(|| data.registered.get(id))
+}
+
+/// The device object with this object id (any case): a registered device's, else the
+/// configured directory's.
+pub(crate) fn device_by_object_id(
+    shared: &Shared,
+    data: &TenantData,
+    object_id: &str,
+) -> Option<DeviceObject> {
+    identity_of_object(object_id)
+        .and_then(|id| data.registered.device(&id))
+        .or_else(|| {
+            shared
+                .entra
+                .device_by_object_id(object_id, &shared.directory)
+        })
+}
+
+/// The device object with this `deviceId` (any case), as [`device_by_object_id`].
+pub(crate) fn device_by_device_id(
+    shared: &Shared,
+    data: &TenantData,
+    device_id: &str,
+) -> Option<DeviceObject> {
+    identity_of_device_id(device_id)
+        .and_then(|id| data.registered.device(&id))
+        .or_else(|| {
+            shared
+                .entra
+                .device_by_device_id(device_id, &shared.directory)
+        })
+}
