@@ -91,6 +91,7 @@ impl ImportArgs {
             concurrency: usize::from(self.concurrency),
             timeout: self.timeout,
             keep_records: self.keep_import_records,
+            ..Settings::default()
         };
         config.progress = !self.quiet;
         Ok(config)

@@ -550,7 +550,7 @@ impl Flow<'_> {
             }
             if sync_at.is_some_and(|at| now >= at) {
                 self.shared.phase(self.reach, "syncing");
-                match sync::ask(self.reach).await? {
+                match sync::ask(self.reach, self.shared.settings.sync_interval).await? {
                     Asked::Started => {
                         sync_at = None;
                         synced = Some(Instant::now());
@@ -571,7 +571,9 @@ impl Flow<'_> {
             pause = (pause * 2).min(MAX_POLL * 2);
             self.listing_reading(&mut waiting).await?;
             // Our sync did not list them after the service's interval: ask again (allowed now).
-            if synced.is_some_and(|t| t.elapsed() > sync::INTERVAL) && sync_at.is_none() {
+            if synced.is_some_and(|t| t.elapsed() > self.shared.settings.sync_interval)
+                && sync_at.is_none()
+            {
                 sync_at = Some(Instant::now());
                 synced = None;
             }

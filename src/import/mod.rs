@@ -63,6 +63,9 @@ pub struct Settings {
     pub timeout: Duration,
     /// Leave this run's import records in place instead of deleting them once settled.
     pub keep_records: bool,
+    /// The service's least time between two syncs: Intune's ten minutes (an emulator may be
+    /// told another).
+    pub sync_interval: Duration,
 }
 
 impl Default for Settings {
@@ -72,6 +75,7 @@ impl Default for Settings {
             concurrency: 4,
             timeout: Duration::from_secs(3600),
             keep_records: false,
+            sync_interval: sync::INTERVAL,
         }
     }
 }

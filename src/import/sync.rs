@@ -11,10 +11,6 @@ use crate::graph::model::SyncAnswer;
 
 /// The service's rule: one sync per ten minutes.
 pub const INTERVAL: Duration = Duration::from_secs(600);
-/// How long to wait before asking again while a sync runs.
-const RUNNING: Duration = Duration::from_secs(15);
-/// Wait at least this long before asking again after a 429.
-const AT_LEAST: Duration = Duration::from_secs(15);
 
 /// What asking for a sync gave: started now, or when to ask again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,14 +21,16 @@ pub enum Asked {
 
 /// Ask for one sync. The request takes a read's room, not a write slot: one every ten minutes
 /// costs the write window nothing, and its 429 must not teach the window a throttle.
-pub async fn ask(reach: &Reach) -> Result<Asked, Stopped> {
+/// `interval`: the service's least time between syncs ([`INTERVAL`]); a refused sync is asked
+/// again a fortieth of it later at the soonest (15 s for Intune's).
+pub async fn ask(reach: &Reach, interval: Duration) -> Result<Asked, Stopped> {
     reach.counts.syncs.inc();
     let (budget, graph) = (&reach.budget, &reach.graph);
     let answer = send::read(budget, |t| async move { graph.sync(&t).await }).await;
     match answer {
         Ok(SyncAnswer::Started) => Ok(Asked::Started),
-        Ok(SyncAnswer::Running) => Ok(Asked::AgainIn(RUNNING)),
-        Ok(SyncAnswer::TooSoon) => Ok(Asked::AgainIn(until_allowed(reach).await?)),
+        Ok(SyncAnswer::Running) => Ok(Asked::AgainIn(interval / 40)),
+        Ok(SyncAnswer::TooSoon) => Ok(Asked::AgainIn(until_allowed(reach, interval).await?)),
         Err(None) => Err(Stopped),
         Err(Some(e)) => {
             tracing::warn!(
@@ -51,9 +49,9 @@ pub async fn ask(reach: &Reach) -> Result<Asked, Stopped> {
     }
 }
 
-/// How long until the service takes a sync again: ten minutes after its last manual sync,
-/// by the tenant's settings; a minute when they cannot be read.
-async fn until_allowed(reach: &Reach) -> Result<Duration, Stopped> {
+/// How long until the service takes a sync again: `interval` after its last manual sync, by
+/// the tenant's settings; a tenth of it when they cannot be read.
+async fn until_allowed(reach: &Reach, interval: Duration) -> Result<Duration, Stopped> {
     reach.counts.reads.inc();
     let (budget, graph) = (&reach.budget, &reach.graph);
     let settings = send::read(
@@ -66,19 +64,19 @@ async fn until_allowed(reach: &Reach) -> Result<Duration, Stopped> {
         Err(Some(_)) => None,
         Ok(s) => s.last_manual_sync.as_deref().and_then(parse_time),
     };
-    Ok(wait_after(last, SystemTime::now()))
+    Ok(wait_after(last, SystemTime::now(), interval))
 }
 
-/// Ten minutes (and a little) after `last`, at least [`AT_LEAST`], at most ten minutes.
-fn wait_after(last: Option<SystemTime>, now: SystemTime) -> Duration {
+/// `interval` (and a little) after `last`: at least a fortieth of it, at most all of it.
+fn wait_after(last: Option<SystemTime>, now: SystemTime, interval: Duration) -> Duration {
     let Some(last) = last else {
-        return Duration::from_secs(60);
+        return interval / 10;
     };
-    let allowed = last + INTERVAL + Duration::from_secs(5);
+    let allowed = last + interval + interval / 120;
     allowed
         .duration_since(now)
         .unwrap_or(Duration::ZERO)
-        .clamp(AT_LEAST, INTERVAL)
+        .clamp(interval / 40, interval)
 }
 
 /// An RFC 3339 time as Graph writes it (`2026-12-02T00:10:00.1234567Z`); Graph's "never"
@@ -96,10 +94,11 @@ mod tests {
     fn a_refused_sync_is_asked_again_ten_minutes_after_the_last() {
         let now = SystemTime::now();
         let last = now - Duration::from_secs(240);
-        let wait = wait_after(Some(last), now);
+        let wait = wait_after(Some(last), now, INTERVAL);
         assert_eq!(wait, Duration::from_secs(365));
-        assert_eq!(wait_after(Some(now - INTERVAL * 2), now), AT_LEAST);
-        assert_eq!(wait_after(None, now), Duration::from_secs(60));
+        let long_ago = Some(now - INTERVAL * 2);
+        assert_eq!(wait_after(long_ago, now, INTERVAL), Duration::from_secs(15));
+        assert_eq!(wait_after(None, now, INTERVAL), Duration::from_secs(60));
     }
 
     #[test]
