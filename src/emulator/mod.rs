@@ -20,7 +20,9 @@
 //! profiles and their group assignments), `validate` (body rules), `throttle` (windows per
 //! service and Retry-After), `faults` (seeded faults and latency), `outage` (the timed
 //! whole-service outage), `envelope` (answer shapes), `state` (shared state, the tenants'
-//! stores and counters).
+//! stores and counters), `records` (the hardware-hash import routes), `imports` (import
+//! records and their processing), `sync` (the Autopilot sync that registers them) and
+//! `registered` (the identities a tenant's syncs registered, its own).
 //!
 //! The Entra directory (for `run --action group`): every identity lists an `azureAdDeviceId`
 //! and has a directory device object (see [`azure_ad_device_id`] and [`directory_object_id`]

@@ -120,3 +120,28 @@ pub(crate) fn device_by_device_id(
                 .device_by_device_id(device_id, &shared.directory)
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identity_registers_once_with_its_device() {
+        let id = "00000001-0000-4000-8000-000000000a12";
+        let fields = Fields {
+            serial: " pf-1 ".into(),
+            group_tag: "Kiosk".into(),
+            ..Fields::default()
+        };
+        let mut r = Registered::default();
+        assert!(r.register(id, &fields));
+        assert!(!r.register(id, &fields));
+        assert_eq!(r.entries().len(), 1);
+        assert!(r.has_serial("PF-1"));
+        assert_eq!(r.imported(id).map(|i| i.group_tag.as_str()), Some("Kiosk"));
+        let device = r.devices().pop().unwrap();
+        assert_eq!(r.device(id), Some(device.clone()));
+        assert_eq!(identity_of_object(&device.id).as_deref(), Some(id));
+        assert_eq!(r.get("00000002-0000-4000-8000-000000000a12"), None);
+    }
+}

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use autopilot_bulk::emulator::{EmulatorConfig, ImportRecordState};
-use common::{GROUP, device, header, token_at};
+use common::{GROUP, SEED_BODY, device, header, token_at};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -255,6 +255,15 @@ async fn a_sync_registers_completed_records_then_refuses_409_and_429() {
     );
     let (status, _) = e.get(&format!("{IDENTITIES}/{registration}")).await;
     assert_eq!(status, 200);
+    // Assignable and taggable like a configured identity.
+    let assign = format!("{IDENTITIES}/{registration}/deploymentProfile/assignments");
+    let seed: Value = serde_json::from_str(SEED_BODY).unwrap();
+    assert_eq!(e.send(Method::POST, &assign, Some(seed)).await.0, 201);
+    let tag = format!("{IDENTITIES}/{registration}/updateDeviceProperties");
+    let body = json!({"groupTag": "Lab"});
+    assert_eq!(e.send(Method::POST, &tag, Some(body)).await.0, 204);
+    let (_, one) = e.get(&format!("{IDENTITIES}/{registration}")).await;
+    assert_eq!(one["groupTag"], "Lab");
     // Its Entra device exists: found by deviceId and bound into a group.
     let device_id = listed[1]["azureAdDeviceId"].as_str().unwrap();
     let filter = format!("/devices?$filter=deviceId%20eq%20'{device_id}'");
