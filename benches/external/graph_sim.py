@@ -74,10 +74,39 @@ outage clock as an assignment POST does. Counters: `group_writes`, `members_adde
 `duplicate_member_attempts`, `members_removed`, `directory_requests`,
 `directory_throttled`, `directory_violations`, `profile_assignments_created`.
 
+Hardware-hash import (`beta` only; the wire contract the product and its emulator follow too):
+POST and DELETE spend Intune's write window (an assignment POST's), GETs the any-request one;
+faults and the outage do not apply to these routes.
+
+* `POST .../importedWindowsAutopilotDeviceIdentities/import` with
+  `{"importedWindowsAutopilotDeviceIdentities": [...]}` -> 200, one answer per record, in
+  order (the hash never echoed); 400 for a bad body, more than `--import-batch-limit` records
+  ("too many") or a record without serial or hash (its index named); nothing stored then.
+  `POST .../importedWindowsAutopilotDeviceIdentities` (one record) -> 201. One call, one write.
+* `GET` of the collection (paged as the identity listing), `GET`/`DELETE .../{id}` (404 when
+  unknown or deleted; a delete never unregisters a device).
+* A record is `pending` for `--import-delay`, then, decided in creation order: `error` 802 if
+  its hash is not standard base64 of at least 8 bytes; the `--import-error SERIAL=CODE` code
+  (808 leaves it `unknown`); `error` 806 if the identity listing holds its serial or an
+  earlier record of that serial is `complete`; else `complete` with a new
+  `deviceRegistrationId`.
+* `POST /deviceManagement/windowsAutopilotSettings/sync` -> 204; 409 while one runs
+  (`--sync-duration`); 429 `TooManyRequests` with NO Retry-After within `--sync-interval` of
+  the last accepted one (not a throttle: not in `throttled` nor `violations`). When it has
+  run, every record `complete` at its start becomes an identity (id = its registration id,
+  its serial, group tag, product key, user), listed after the others, with an Entra device.
+  `GET /deviceManagement/windowsAutopilotSettings` -> last sync times and `syncStatus`.
+* Counters: `import_requests`, `records_imported`, `import_reads`, `import_records_deleted`,
+  `foreign_records_deleted` (of `--import-record` records), `syncs`, `syncs_refused`,
+  `devices_registered`, `serials_imported_twice`, `settings_reads`, and
+  `import_span_seconds` (first to last import or settings request).
+
 Standard library apart from `limits`; HTTP/1.1 keep-alive, one thread per connection.
 Usage: graph_sim.py --limit 100/2 --retry-after none [--latency-ms 10] [--port 0]
        [--fault-503 0.05 --fault-503-retry-after 1 --fault-504 0.02 --fault-drop 0.03 --seed 1]
        [--outage-at 4 --outage-for 6] [--directory-limit 3000/150 --identities 1000]
+       [--import-batch-limit 500 --import-delay 1 --import-error SN1=808 --sync-interval 600
+        --sync-duration 2 --last-sync-ago 60 --import-record SN2=complete]
 The first line on stdout is `listening on PORT`.
 """
 
@@ -162,7 +191,8 @@ class Sim:
         self.latency = args.latency_ms / 1000.0
         self.grace = args.grace_ms / 1000.0
         self.rng = random.Random(args.seed)
-        self.lock = threading.Lock()
+        # Reentrant: registering an imported device (under the lock) goes through identity().
+        self.lock = threading.RLock()
         self.assignments = collections.defaultdict(list)
         self.accepted_times = collections.deque()
         self.stats = collections.Counter(max_in_window=0)
@@ -180,6 +210,22 @@ class Sim:
         self.first_post = None
         self.device_blocked_until = {}
         self.sent = collections.Counter()
+        # Hardware-hash import (see the module's doc): records by id in creation order, the
+        # first not yet processed, serials the identity listing holds or a complete record
+        # claims, the imported identities, and the sync's clock (monotonic).
+        self.batch_limit, self.import_delay = args.import_batch_limit, args.import_delay
+        self.import_errors = dict(args.import_error)
+        self.records, self.order, self.unprocessed = {}, [], 0
+        self.listed_serials, self.complete_serials = set(), set()
+        self.imported = {}  # identity id -> its record
+        self.created_serials = collections.Counter()
+        self.sync_interval, self.sync_duration = args.sync_interval, args.sync_duration
+        self.sync_started = None if args.last_sync_ago is None else self.t0 - args.last_sync_ago
+        self.sync_batch, self.sync_done = [], self.sync_started
+        self.import_span = None  # (first, last) import-route request
+        for serial, state in args.import_record:
+            rec = self.new_record({"serialNumber": serial, "hardwareIdentifier": ""}, foreign=True)
+            self.process(rec, 802 if state == "error" else None)
         for i in range(self.identities):
             self.identity(f"{i:08x}-0000-4000-8000-{i:012x}")
 
@@ -192,13 +238,18 @@ class Sim:
         with self.lock:
             if identity not in self.known:
                 self.known[identity] = None
+                self.listed_serials.add(self.serial(identity).upper())
                 self.by_device_id[device_id] = identity
                 self.by_object_id[object_id] = identity
         return device_id, object_id
 
+    def serial(self, identity):
+        rec = self.imported.get(identity)
+        return rec["serial"] if rec else serial_of(identity)
+
     def device(self, identity):
         device_id, object_id = self.identity(identity)
-        return {"id": object_id, "deviceId": device_id, "displayName": serial_of(identity),
+        return {"id": object_id, "deviceId": device_id, "displayName": self.serial(identity),
                 "accountEnabled": True, "operatingSystem": "Windows"}
 
     def admit_bucket(self, bucket, write):
@@ -270,15 +321,16 @@ class Sim:
             return "drop"
         return None
 
-    def admit(self, write=True):
+    def admit(self, write=True, read_kind="assignment_reads"):
         """Count one request; None if accepted, else the Retry-After header value (or "").
         A write takes a place in the write window and in the any-request window (ten times
-        larger); a read (a device's assignments GET) only in the latter."""
+        larger); a read (a device's assignments GET, counted as `read_kind`) only in the
+        latter."""
         with self.lock:
             now = time.monotonic()
             self.stats["requests"] += 1
             if not write:
-                self.stats["assignment_reads"] += 1
+                self.stats[read_kind] += 1
                 allowed, wait = self.intune_reads.hit(now)
                 if allowed:
                     return None
@@ -310,6 +362,115 @@ class Sim:
             seconds = max(1, int(wait + 0.999))
             self.blocked_since, self.blocked_until = now, now + seconds
             return str(seconds)
+
+
+    # Hardware-hash import. Every method below is called with the lock held.
+
+    def new_record(self, body, foreign=False):
+        """Store one import record (validated by the caller); its processing comes later."""
+        rec = {"id": str(uuid.uuid4()), "serial": body["serialNumber"].strip(),
+               "productKey": str(body.get("productKey") or ""), "groupTag": str(body.get("groupTag") or ""),
+               "upn": str(body.get("assignedUserPrincipalName") or ""),
+               "hash": body["hardwareIdentifier"], "stored": time.monotonic(), "state": "pending",
+               "code": 0, "registration": "", "deleted": False, "foreign": foreign, "registered": False}
+        self.records[rec["id"]] = rec
+        self.order.append(rec)
+        if not foreign:
+            self.stats["records_imported"] += 1
+            self.created_serials[rec["serial"].upper()] += 1
+            if self.created_serials[rec["serial"].upper()] == 2:
+                self.stats["serials_imported_twice"] += 1
+        return rec
+
+    def process(self, rec, code):
+        """A pending record's outcome: complete (code None) or the error code."""
+        rec["code"] = code or 0
+        if code is None:
+            rec["state"], rec["registration"] = "complete", str(uuid.uuid4())
+            self.complete_serials.add(rec["serial"].upper())
+        else:
+            rec["state"] = "unknown" if code == 808 else "error"
+
+    def settle(self):
+        """Bring processing and registration up to now: records past `--import-delay` are
+        decided in creation order (so a serial's second record sees its first's outcome), and
+        a finished sync registers the records that were complete when it started."""
+        now = time.monotonic()
+        while self.unprocessed < len(self.order):
+            rec = self.order[self.unprocessed]
+            if rec["state"] != "pending":
+                self.unprocessed += 1
+                continue
+            if now < rec["stored"] + self.import_delay:
+                break
+            serial = rec["serial"].upper()
+            code = None
+            if not valid_hash(rec["hash"]):
+                code = 802
+            elif serial in self.import_errors:
+                code = self.import_errors[serial]
+            elif serial in self.listed_serials or serial in self.complete_serials:
+                code = 806
+            self.process(rec, code)
+            self.unprocessed += 1
+        if self.sync_batch and now >= self.sync_started + self.sync_duration:
+            for rec in self.sync_batch:
+                rec["registered"] = True
+                self.imported[rec["registration"]] = rec
+                self.identity(rec["registration"])
+                self.stats["devices_registered"] += 1
+            self.sync_batch = []
+        if self.sync_started is not None and now >= self.sync_started + self.sync_duration:
+            self.sync_done = self.sync_started + self.sync_duration
+
+    def answer(self, rec):
+        return {"id": rec["id"], "serialNumber": rec["serial"], "productKey": rec["productKey"],
+                "groupTag": rec["groupTag"], "assignedUserPrincipalName": rec["upn"],
+                "hardwareIdentifier": None, "importId": "",
+                "state": {"deviceImportStatus": rec["state"], "deviceRegistrationId": rec["registration"],
+                          "deviceErrorCode": rec["code"], "deviceErrorName": ERROR_NAMES.get(
+                              rec["code"], "UnknownError") if rec["code"] else ""}}
+
+    def sync(self):
+        """A sync request past the throttle: None if accepted, else (status, code, message)."""
+        now = time.monotonic()
+        if self.sync_started is not None and now < self.sync_started + self.sync_duration:
+            self.stats["syncs_refused"] += 1
+            return 409, "Conflict", "A sync is already in progress"
+        if self.sync_started is not None and now < self.sync_started + self.sync_interval:
+            self.stats["syncs_refused"] += 1
+            return 429, "TooManyRequests", "Sync can only be triggered once every 10 minutes"
+        self.stats["syncs"] += 1
+        self.sync_started = now
+        self.sync_batch = [r for r in self.records.values() if r["state"] == "complete" and not r["registered"]]
+        return None
+
+    def settings(self):
+        now = time.monotonic()
+        status = "unknown" if self.sync_started is None else (
+            "inProgress" if now < self.sync_started + self.sync_duration else "completed")
+        return {"id": "sim-autopilot-settings", "lastSyncDateTime": rfc3339(self.sync_done),
+                "lastManualSyncTriggerDateTime": rfc3339(self.sync_started), "syncStatus": status}
+
+
+ERROR_NAMES = {802: "InvalidZtdHardwareHash", 806: "ZtdDeviceAlreadyAssigned",
+               808: "ZtdDeviceAssignedToOtherTenant"}
+
+
+def valid_hash(text):
+    """Standard base64 (padding included) of at least 8 bytes."""
+    try:
+        return len(base64.b64decode(text, validate=True)) >= 8
+    except (ValueError, TypeError):
+        return False
+
+
+def rfc3339(monotonic):
+    """A monotonic instant as UTC RFC 3339, Graph's "0001-01-01T00:00:00Z" for None."""
+    if monotonic is None:
+        return "0001-01-01T00:00:00Z"
+    wall = time.time() - (time.monotonic() - monotonic)
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall))
 
 
 def serial_of(identity):
@@ -491,8 +652,14 @@ def make_handler(sim):
             if not self.headers.get("Authorization", "").startswith("Bearer "):
                 return self.reply(401, {"error": {"code": "InvalidAuthenticationToken", "message": "no token"}})
             low = [p.lower() for p in rest]
+            with sim.lock:
+                sim.settle()
             if low[:2] == ["devicemanagement", "windowsautopilotdeviceidentities"] and version == "beta":
                 return self.identities(method, rest[2:], query)
+            if low[:2] == ["devicemanagement", "importedwindowsautopilotdeviceidentities"] and version == "beta":
+                return self.imports(method, rest[2:], query, raw)
+            if low[:2] == ["devicemanagement", "windowsautopilotsettings"] and version == "beta":
+                return self.autopilot_settings(method, rest[2:])
             if low[:2] == ["devicemanagement", "windowsautopilotdeploymentprofiles"] and version == "beta":
                 return self.profiles(method, rest[2:], query, raw)
             if low[:1] in (["devices"], ["groups"]):
@@ -509,9 +676,14 @@ def make_handler(sim):
                 return self.throttled("1" if sim.retry_after != "none" else "")
             def shown(identity):
                 device_id, _ = sim.identity(identity)
-                return {"id": identity.lower(), "serialNumber": serial_of(identity),
-                        "azureAdDeviceId": device_id, "azureActiveDirectoryDeviceId": device_id,
-                        "deploymentProfileAssignmentStatus": "notAssigned"}
+                shown = {"id": identity.lower(), "serialNumber": sim.serial(identity.lower()),
+                         "azureAdDeviceId": device_id, "azureActiveDirectoryDeviceId": device_id,
+                         "deploymentProfileAssignmentStatus": "notAssigned"}
+                rec = sim.imported.get(identity.lower())
+                if rec:
+                    shown.update(groupTag=rec["groupTag"], productKey=rec["productKey"],
+                                 userPrincipalName=rec["upn"])
+                return shown
             if rest:
                 if not GUID.match(rest[0]):
                     return self.failed(400, "BadRequest", f"Invalid key: '{rest[0]}'")
@@ -669,6 +841,92 @@ def make_handler(sim):
                 return self.reply(201, assignment)
             return self.failed(405, "BadRequest", "method not allowed")
 
+        def intune(self, write, read_kind):
+            """Latency, then Intune's throttle (a write: the write window; a read: the
+            any-request one). True if admitted; else the 429 has been sent."""
+            with sim.lock:
+                now = time.monotonic()
+                sim.import_span = (sim.import_span or (now,))[:1] + (now,)
+            time.sleep(sim.latency)
+            verdict = sim.admit(write=write, read_kind=read_kind)
+            if verdict is not None:
+                self.throttled(verdict)
+                return False
+            return True
+
+        def imports(self, method, rest, query, raw):
+            """importedWindowsAutopilotDeviceIdentities: import, POST one, list, GET, DELETE."""
+            route = "{id}" if len(rest) == 1 and rest[0].lower() != "import" else "/".join(rest).lower()
+            if (method, route) not in (("POST", ""), ("POST", "import"), ("GET", ""), ("GET", "{id}"),
+                                       ("DELETE", "{id}")):
+                return self.failed(405, "BadRequest", "method not allowed")
+            many = route == "import"
+            if method == "POST":
+                with sim.lock:
+                    sim.stats["import_requests"] += 1
+            if not self.intune(method != "GET", "import_reads"):
+                return
+            if method == "POST":
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    return self.failed(400, "BadRequest", "Unable to read JSON request payload.")
+                items = body.get("importedWindowsAutopilotDeviceIdentities") if many and isinstance(body, dict) else [body]
+                if not isinstance(items, list) or not items:
+                    return self.failed(400, "BadRequest", "importedWindowsAutopilotDeviceIdentities: expected a non-empty array")
+                if len(items) > sim.batch_limit:
+                    return self.failed(400, "BadRequest", f"too many records: {len(items)} (at most {sim.batch_limit})")
+                for i, item in enumerate(items):
+                    fields = [item.get(k) if isinstance(item, dict) else None for k in ("serialNumber", "hardwareIdentifier")]
+                    if not all(isinstance(f, str) and f.strip() for f in fields):
+                        return self.failed(400, "BadRequest", f"record {i}: serialNumber and hardwareIdentifier are required")
+                with sim.lock:
+                    answers = [sim.answer(sim.new_record(item)) for item in items]
+                if not many:
+                    return self.reply(201, answers[0])
+                host = self.headers.get("Host", "127.0.0.1")
+                return self.reply(200, {"@odata.context": f"http://{host}/beta/$metadata#Collection("
+                                        "microsoft.graph.importedWindowsAutopilotDeviceIdentity)", "value": answers})
+            if not rest:
+                with sim.lock:
+                    sim.settle()
+                    items = [sim.answer(r) for r in sim.order if not r["deleted"]]
+                body = self.page(items, 1000, "beta/deviceManagement/importedWindowsAutopilotDeviceIdentities", query)
+                if body is None:
+                    return self.failed(400, "BadRequest", "Invalid $top or $skiptoken.")
+                return self.reply(200, body)
+            if not GUID.match(rest[0]):
+                return self.failed(400, "BadRequest", f"Invalid key: '{rest[0]}'")
+            with sim.lock:
+                sim.settle()
+                rec = sim.records.get(rest[0].lower())
+                if rec is None or rec["deleted"]:
+                    return self.failed(404, "ResourceNotFound", f"No importedWindowsAutopilotDeviceIdentity '{rest[0]}'")
+                if method == "GET":
+                    return self.reply(200, sim.answer(rec))
+                rec["deleted"] = True
+                sim.stats["foreign_records_deleted" if rec["foreign"] else "import_records_deleted"] += 1
+            self.send_response(204)
+            self.send_header("request-id", str(uuid.uuid4()))
+            self.end_headers()
+
+        def autopilot_settings(self, method, rest):
+            """windowsAutopilotSettings: GET, and POST .../sync (its own 409/429, no Retry-After)."""
+            if (method, rest) not in (("GET", []), ("POST", ["sync"])):
+                return self.failed(405, "BadRequest", "method not allowed")
+            if not self.intune(method == "POST", "settings_reads"):
+                return
+            with sim.lock:
+                sim.settle()
+                if method == "GET":
+                    return self.reply(200, sim.settings())
+                refused = sim.sync()
+            if refused:
+                return self.failed(*refused)
+            self.send_response(204)
+            self.send_header("request-id", str(uuid.uuid4()))
+            self.end_headers()
+
         def do_PATCH(self):
             self.graph("PATCH")
 
@@ -685,12 +943,29 @@ def make_handler(sim):
         def do_GET(self):
             if self.path == "/_sim/stats":
                 with sim.lock:
+                    sim.settle()
                     stats = dict(sim.stats)
+                    if sim.import_span:
+                        stats["import_span_seconds"] = round(sim.import_span[-1] - sim.import_span[0], 3)
                     stats["assigned_devices"] = sum(1 for v in sim.assignments.values() if v)
                     return self.reply(200, stats)
             self.graph("GET")
 
     return Handler
+
+
+def serial_code(text):
+    serial, _, code = text.partition("=")
+    if not serial or not code.isdigit():
+        raise argparse.ArgumentTypeError(f"expected SERIAL=CODE, got {text!r}")
+    return serial.upper(), int(code)
+
+
+def serial_state(text):
+    serial, _, state = text.partition("=")
+    if not serial or state not in ("", "complete", "error"):
+        raise argparse.ArgumentTypeError(f"expected SERIAL[=complete|error], got {text!r}")
+    return serial, state or "complete"
 
 
 def main():
@@ -721,6 +996,21 @@ def main():
                    help="identities (and their Entra devices) listed from the start")
     p.add_argument("--dynamic-group", action="append", default=[], metavar="ID",
                    help="a dynamic group (member writes refused); any other GUID is assigned")
+    p.add_argument("--import-batch-limit", type=int, default=500, metavar="N",
+                   help="most records one import POST takes (more: 400, nothing stored)")
+    p.add_argument("--import-delay", type=float, default=1.0, metavar="SECONDS",
+                   help="how long a stored import record stays pending")
+    p.add_argument("--import-error", type=serial_code, action="append", default=[],
+                   metavar="SERIAL=CODE", help="that serial's records end in this error (808: unknown)")
+    p.add_argument("--import-record", type=serial_state, action="append", default=[],
+                   metavar="SERIAL[=STATE]", help="a record of another run, there from the start "
+                   "(complete, or error 802); deleting it counts in foreign_records_deleted")
+    p.add_argument("--sync-interval", type=float, default=600.0, metavar="SECONDS",
+                   help="a sync within this long after the last accepted one: 429, no Retry-After")
+    p.add_argument("--sync-duration", type=float, default=2.0, metavar="SECONDS",
+                   help="how long a sync runs (409 meanwhile); it then registers devices")
+    p.add_argument("--last-sync-ago", type=float, default=None, metavar="SECONDS",
+                   help="a sync already started this long before the simulator did")
     args = p.parse_args()
     # A listen backlog of 128, not socketserver's 5: with 5, a client opening a few dozen
     # connections at once has some of them wait a TCP retransmission (200 ms) to be accepted,

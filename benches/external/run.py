@@ -16,13 +16,23 @@ Fault scenarios (`faults-isolated`, `outage-6s`, `outage-6s-retry-after`) use th
 fault injection. Their minimum is for the requests the run SENT, as the simulator counted them
 (retries and read-backs included): (ceil(requests/COUNT) - 1) * DURATION; for an outage, the
 requests answered outside it, plus the outage's length.
+
+`import` (only when named) runs `autopilot-bulk import` over a generated Get-WindowsAutopilotInfo
+CSV of `--hashes N` random ~4 KB hashes against one simulator (window COUNT per `--window`,
+import delay 1 s, sync 2 s) and prints the simulator's requests by kind and the wall time. The
+command does not exist yet: `import_command` below is the one place its command line is built.
+
+    python3 benches/external/run.py import --hashes 1000 [--bin target/release/autopilot-bulk]
 """
 
 import argparse
+import base64
+import csv
 import json
 import math
 import os
 import pathlib
+import random
 import subprocess
 import sys
 import tempfile
@@ -201,6 +211,65 @@ def report_faults(name, faults, proc, wall, summary, stats):
         print(proc.stderr[-2000:], file=sys.stderr)
 
 
+def import_command(binary, hashes, results, summary, base, rate, concurrency):
+    """`autopilot-bulk import`'s command line, mirroring `run`'s (see run()): `-o` the results."""
+    pinned = ["--concurrency", str(concurrency)] if concurrency > 0 else []
+    return [binary, "import", str(hashes), "-o", str(results), "--graph-url", f"{base}/beta",
+            "--authority-url", base, "--rate", rate, *pinned, "-q", "--summary-json", str(summary)]
+
+
+def write_hashes(path, n, seed=1):
+    """A Get-WindowsAutopilotInfo CSV: n serials, random 3,000-byte hashes (4,000 base64 chars)."""
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["Device Serial Number", "Windows Product ID", "Hardware Hash", "Group Tag"])
+        for i in range(n):
+            out.writerow([f"SIM{i:08d}", "", base64.b64encode(rng.randbytes(3000)).decode(), ""])
+
+
+IMPORT_KINDS = ["import_requests", "records_imported", "import_reads", "import_records_deleted",
+                "foreign_records_deleted", "syncs", "syncs_refused", "settings_reads",
+                "devices_registered", "serials_imported_twice", "identity_reads",
+                "directory_requests", "throttled", "read_throttled", "violations"]
+
+
+def run_import(binary, n, concurrency):
+    sim = subprocess.Popen(
+        [sys.executable, str(HERE / "graph_sim.py"), "--limit", f"{COUNT}/{PER:g}",
+         "--retry-after", "seconds", "--latency-ms", str(LATENCY_MS)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{int(sim.stdout.readline().split()[-1])}"
+        with tempfile.TemporaryDirectory() as d:
+            d = pathlib.Path(d)
+            write_hashes(d / "hashes.csv", n)
+            env = dict(os.environ, AZURE_TENANT_ID="sim-tenant", AZURE_CLIENT_ID="sim-client",
+                       AZURE_CLIENT_SECRET="sim-secret")
+            command = import_command(binary, d / "hashes.csv", d / "results.csv", d / "summary.json",
+                                     base, f"{COUNT}/{int(PER * 1000)}ms", concurrency)
+            started = time.monotonic()
+            try:
+                proc = subprocess.run(command, env=env, capture_output=True, text=True)
+            except OSError as e:
+                sys.exit(f"import: cannot run {binary}: {e}")
+            wall = time.monotonic() - started
+            summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else None
+        with urllib.request.urlopen(f"{base}/_sim/stats") as r:
+            stats = json.load(r)
+    finally:
+        sim.terminate()
+        sim.wait()
+    kinds = " · ".join(f"{k} {stats.get(k, 0)}" for k in IMPORT_KINDS)
+    elapsed = f"summary elapsed {summary.get('elapsed_seconds')} s" if summary else "no summary"
+    print(f"{f'import-{n}':<28} exit {proc.returncode} · process {wall:6.2f} s · {elapsed} · "
+          f"import routes {stats.get('import_span_seconds', 0):.2f} s (first to last) · "
+          f"requests {stats.get('requests', 0)}: {kinds}", flush=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-2000:], file=sys.stderr)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("names", nargs="*")
@@ -211,6 +280,7 @@ def main():
     p.add_argument("--window", type=float, default=2.0, help="the service's window, seconds")
     p.add_argument("--latency-ms", type=float, default=10.0)
     p.add_argument("--trace", help="the simulator writes each request's arrival and verdict here")
+    p.add_argument("--hashes", type=int, default=1000, help="rows of the `import` scenario's CSV")
     args = p.parse_args()
     global PER, LATENCY_MS
     PER, LATENCY_MS = args.window, args.latency_ms
@@ -222,6 +292,8 @@ def main():
                     faults[0] if faults else ())
         if not args.names or any(n in "tenants-3" for n in args.names):
             run_tenants(args.bin, 3, args.concurrency)
+        if "import" in args.names:
+            run_import(args.bin, args.hashes, args.concurrency)
 
 
 if __name__ == "__main__":
