@@ -19,6 +19,7 @@ mod first_hour;
 mod group;
 mod hostile_input;
 mod hostile_servers;
+mod import;
 mod nightly;
 mod outage;
 mod plan;

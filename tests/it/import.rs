@@ -1,0 +1,375 @@
+//! `import`: hardware hashes registered end to end against the in-process emulator: batched,
+//! read before write, errors named with advice, one sync, only this run's records deleted,
+//! `--resume` after a stop never importing a device twice, and the import file as `run`'s
+//! input.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use autopilot_bulk::config::{Config, Credentials};
+use autopilot_bulk::emulator::{Emulator, EmulatorConfig, ImportRecordState};
+use autopilot_bulk::import::{ImportConfig, ImportOutcome, ImportStatus, ImportSummary, Settings};
+use tokio_util::sync::CancellationToken;
+
+use crate::common::device;
+
+/// A plausible hash (base64 of 48 bytes) for device `i`.
+fn hash(i: u32) -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = (0..48u32).map(|b| (b * 7 + i) as u8).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn serial(i: u32) -> String {
+    format!("HX{i:05}")
+}
+
+/// A Get-WindowsAutopilotInfo file of devices `0..n` (with a group tag).
+fn hashes(n: u32) -> String {
+    let mut s = String::from("Device Serial Number,Windows Product ID,Hardware Hash,Group Tag\n");
+    for i in 0..n {
+        s.push_str(&format!("{},,{},Kiosk\n", serial(i), hash(i)));
+    }
+    s
+}
+
+fn write_input(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hashes.csv");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+/// Fast processing and syncs, so that a test takes seconds.
+fn emulator_config() -> EmulatorConfig {
+    EmulatorConfig {
+        import_delay: Duration::from_millis(200),
+        sync_duration: Duration::from_millis(300),
+        ..EmulatorConfig::default()
+    }
+}
+
+fn config_for(emulator: &Emulator, input: &Path) -> ImportConfig {
+    let mut graph = Config::new(input, PathBuf::new());
+    graph.graph_url = emulator.graph_url();
+    graph.authority_url = emulator.authority_url();
+    graph.credentials = Credentials::for_emulator();
+    let mut c = ImportConfig::new(input, graph);
+    c.settings = Settings {
+        sync_interval: Duration::from_secs(600),
+        ..Settings::default()
+    };
+    c
+}
+
+async fn import(config: ImportConfig) -> ImportSummary {
+    autopilot_bulk::import::import(config, CancellationToken::new())
+        .await
+        .expect("import starts")
+}
+
+#[derive(Debug, Clone)]
+struct Line {
+    row: u64,
+    serial: String,
+    status: String,
+    device_id: String,
+    error_code: String,
+    error_name: String,
+    error_message: String,
+}
+
+fn read_lines(path: &Path) -> Vec<Line> {
+    let mut rdr = csv::Reader::from_path(path).unwrap();
+    let headers: Vec<String> = rdr.headers().unwrap().iter().map(str::to_string).collect();
+    assert_eq!(headers, autopilot_bulk::import::HEADER);
+    rdr.records()
+        .map(|r| {
+            let r = r.unwrap();
+            Line {
+                row: r[0].parse().unwrap(),
+                serial: r[1].to_string(),
+                status: r[2].to_string(),
+                device_id: r[3].to_string(),
+                error_code: r[5].to_string(),
+                error_name: r[6].to_string(),
+                error_message: r[7].to_string(),
+            }
+        })
+        .collect()
+}
+
+fn by_status(lines: &[Line]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for l in lines {
+        *m.entry(l.status.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// The case: 300 hashes with 5 × 806, 3 × 808, 2 bad hashes, 2 serials twice and 20
+/// already registered; two import records of another run in the tenant.
+#[tokio::test]
+async fn three_hundred_hashes_register_once_each_with_errors_named_and_foreign_records_kept() {
+    let mut text = hashes(296);
+    text.push_str(&format!("{},,not base64!,Kiosk\n", serial(900)));
+    text.push_str(&format!("{},,QUJD,Kiosk\n", serial(901)));
+    text.push_str(&format!("{},,{},Kiosk\n", serial(3), hash(3)));
+    text.push_str(&format!(
+        "{},,{},Kiosk\n",
+        serial(4).to_lowercase(),
+        hash(4)
+    ));
+    let (_dir, input) = write_input(&text);
+    let registered: Vec<(String, String)> = (100..120).map(|i| (device(i), serial(i))).collect();
+    let emulator = Emulator::start(EmulatorConfig {
+        identities: registered.clone(),
+        import_errors: (200..205)
+            .map(|i| (serial(i), 806))
+            .chain((210..213).map(|i| (serial(i), 808)))
+            .collect(),
+        import_records: vec![
+            ("FOREIGN-1".into(), ImportRecordState::Complete),
+            ("FOREIGN-2".into(), ImportRecordState::Error),
+        ],
+        // A window of 1,000 writes a second: the 276 record deletions take no 20-second
+        // windows of the test's time.
+        limit: autopilot_bulk::emulator::Limit::new(1000, Duration::from_secs(1)),
+        ..emulator_config()
+    })
+    .await
+    .unwrap();
+    let mut config = config_for(&emulator, &input);
+    config.graph.rate = crate::common::rate(1000, 1000);
+    let summary = import(config).await;
+    let lines = read_lines(&summary.output);
+    let rows: HashSet<u64> = lines.iter().map(|l| l.row).collect();
+    assert_eq!((lines.len(), rows.len()), (300, 300), "one line a row");
+    let counts = by_status(&lines);
+    assert_eq!(counts.get("registered"), Some(&268), "{counts:?}");
+    assert_eq!(counts.get("existing"), Some(&20));
+    assert_eq!(counts.get("failed"), Some(&8));
+    assert_eq!(counts.get("invalid"), Some(&4));
+    assert_eq!(summary.exit_code(), 1);
+    assert_eq!(summary.outcome, ImportOutcome::Completed);
+    for l in lines.iter().filter(|l| l.status == "existing") {
+        let id = registered
+            .iter()
+            .find(|(_, s)| *s == l.serial)
+            .map(|(d, _)| d);
+        assert_eq!(Some(&l.device_id), id, "{l:?}");
+    }
+    let other_tenant = lines
+        .iter()
+        .filter(|l| l.error_code == "808")
+        .collect::<Vec<_>>();
+    assert_eq!(other_tenant.len(), 3);
+    assert!(
+        other_tenant
+            .iter()
+            .all(|l| l.error_name == "ZtdDeviceAssignedToOtherTenant"
+                && l.error_message.contains("deregistered there"))
+    );
+    assert_eq!(lines.iter().filter(|l| l.error_code == "806").count(), 5);
+    let bad: Vec<&Line> = lines.iter().filter(|l| l.status == "invalid").collect();
+    assert!(
+        bad.iter()
+            .any(|l| l.error_message.contains("also on row 4")),
+        "{bad:?}"
+    );
+    assert!(bad.iter().all(|l| !l.error_message.contains("not base64!")));
+    // Every registered device is an identity the tenant lists, under the id the file gives.
+    let listed: HashSet<String> = lines
+        .iter()
+        .filter(|l| l.status == "registered")
+        .map(|l| l.device_id.to_lowercase())
+        .collect();
+    assert_eq!(listed.len(), 268);
+    let stats = emulator.stats();
+    assert_eq!(
+        stats.devices_registered,
+        268 + 1,
+        "ours and the foreign complete one"
+    );
+    assert_eq!(stats.records_imported, 276);
+    assert_eq!(stats.serials_imported_twice, 0);
+    assert!(
+        stats.import_requests <= 3 + 2,
+        "batched: {}",
+        stats.import_requests
+    );
+    assert_eq!(stats.syncs, 1);
+    assert_eq!((stats.foreign_records_deleted, stats.violations), (0, 0));
+    assert_eq!(stats.import_records_deleted, 276, "ours, refused ones too");
+    let left: Vec<String> = emulator
+        .import_records(None)
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(left, ["FOREIGN-1", "FOREIGN-2"]);
+    assert_eq!(summary.records_deleted, 276);
+    emulator.shutdown().await;
+}
+
+/// A stop with imports sent and not settled leaves the journal; `--resume` finds the records
+/// the stopped run created and watches them: no serial imported twice, each row once.
+#[tokio::test]
+async fn a_resume_after_a_stop_mid_import_imports_no_device_twice() {
+    let (_dir, input) = write_input(&hashes(60));
+    let emulator = Emulator::start(emulator_config()).await.unwrap();
+    let mut config = config_for(&emulator, &input);
+    config.settings.batch = 5;
+    config.settings.concurrency = 1;
+    config.graph.rate = crate::common::rate(4, 1000);
+    let stop = CancellationToken::new();
+    let first = tokio::spawn(autopilot_bulk::import::import(config.clone(), stop.clone()));
+    while emulator.stats().records_imported < 10 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    let stopped = first.await.unwrap().unwrap();
+    assert_eq!(stopped.outcome, ImportOutcome::Interrupted);
+    assert_eq!(stopped.exit_code(), 130);
+    let before = emulator.stats().records_imported;
+    assert!(before < 60, "stopped mid-import: {before}");
+    config.resume = true;
+    config.graph.rate = crate::common::rate(100, 1000);
+    let resumed = import(config).await;
+    assert_eq!(resumed.outcome, ImportOutcome::Completed);
+    let lines = read_lines(&resumed.output);
+    let rows: HashSet<u64> = lines.iter().map(|l| l.row).collect();
+    assert_eq!(
+        (lines.len(), rows.len()),
+        (60, 60),
+        "{:?}",
+        by_status(&lines)
+    );
+    assert!(lines.iter().all(|l| l.status == "registered"));
+    let stats = emulator.stats();
+    assert_eq!(stats.serials_imported_twice, 0);
+    assert_eq!(stats.records_imported, 60);
+    assert_eq!(stats.devices_registered, 60);
+    assert!(
+        emulator.import_records(None).is_empty(),
+        "the stopped run's records too"
+    );
+    assert!(!autopilot_bulk::output::Journal::path_for(&resumed.output).exists());
+    emulator.shutdown().await;
+}
+
+/// A batch over the service's limit is refused whole: it is split until it fits, and still no
+/// device goes twice.
+#[tokio::test]
+async fn a_refused_batch_is_split_until_it_fits() {
+    let (_dir, input) = write_input(&hashes(90));
+    let emulator = Emulator::start(EmulatorConfig {
+        import_batch_limit: 30,
+        ..emulator_config()
+    })
+    .await
+    .unwrap();
+    let summary = import(config_for(&emulator, &input)).await;
+    assert_eq!(summary.count(ImportStatus::Registered), 90);
+    let stats = emulator.stats();
+    // 90 refused, 45 refused, then four of at most 23: seven calls.
+    assert!(stats.import_requests <= 8, "{}", stats.import_requests);
+    assert_eq!(
+        (stats.records_imported, stats.serials_imported_twice),
+        (90, 0)
+    );
+    emulator.shutdown().await;
+}
+
+/// A sync within the service's interval of the last one is refused (429, no Retry-After): the
+/// import waits for the interval from the tenant's last sync time and syncs once; the 429 is
+/// no throttle.
+#[tokio::test]
+async fn a_sync_refused_for_the_interval_is_asked_again_when_allowed() {
+    let (_dir, input) = write_input(&hashes(12));
+    let emulator = Emulator::start(EmulatorConfig {
+        sync_interval: Duration::from_secs(2),
+        last_sync_ago: Some(Duration::from_millis(500)),
+        import_delay: Duration::ZERO,
+        ..emulator_config()
+    })
+    .await
+    .unwrap();
+    let mut config = config_for(&emulator, &input);
+    config.settings.sync_interval = Duration::from_secs(2);
+    let summary = import(config).await;
+    assert_eq!(
+        summary.count(ImportStatus::Registered),
+        12,
+        "{}",
+        summary.render()
+    );
+    let stats = emulator.stats();
+    assert_eq!(stats.syncs, 1);
+    assert!(stats.syncs_refused >= 1);
+    assert_eq!((stats.throttled, stats.violations), (0, 0));
+    assert_eq!(summary.exit_code(), 0);
+    emulator.shutdown().await;
+}
+
+/// `import → run --action group`: the import file is a `run` input as it is.
+#[tokio::test]
+async fn the_import_file_is_the_input_of_a_group_run() {
+    let (_dir, input) = write_input(&hashes(8));
+    let emulator = Emulator::start(emulator_config()).await.unwrap();
+    let summary = import(config_for(&emulator, &input)).await;
+    assert_eq!(summary.count(ImportStatus::Registered), 8);
+    let mut run =
+        crate::common::config_for(&emulator, &summary.output, crate::common::rate(100, 1000));
+    run.defaults.action = autopilot_bulk::input::Action::Group;
+    run.defaults.group_id = Some(crate::common::GROUP.parse().unwrap());
+    let ran = crate::common::run(run).await;
+    assert_eq!(ran.created, 8, "{ran:?}");
+    assert_eq!(emulator.stats().members_added, 8);
+    emulator.shutdown().await;
+}
+
+/// The command line: `import --emulator` writes the import file and its summary.
+#[test]
+fn the_command_imports_into_the_in_process_emulator() {
+    let (dir, input) = write_input(&hashes(3));
+    let summary = dir.path().join("summary.json");
+    let out = crate::common::bin()
+        .args(["import", "-q", "--emulator", "--summary-json"])
+        .arg(&summary)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        crate::common::text(&out.stderr)
+    );
+    let lines = read_lines(&dir.path().join("hashes.import.csv"));
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.status == "registered" && !l.device_id.is_empty())
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(
+        (json["registered"].as_u64(), json["command"].as_str()),
+        (Some(3), Some("import"))
+    );
+    assert_eq!(json["requests"]["sync"].as_u64(), Some(1));
+    let again = crate::common::bin()
+        .args(["import", "-q", "--emulator"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "an existing import file is refused"
+    );
+    assert!(crate::common::text(&again.stderr).contains("hashes.import.csv"));
+}
