@@ -36,9 +36,10 @@ use crate::graph::model::{ImportProgress, ImportedIdentity};
 const SINGLE_READS: usize = 10;
 /// Longest pause between readings of the records and of the listing.
 const MAX_POLL: Duration = Duration::from_secs(30);
-/// Times a batch whose answer was lost is read back and sent again (for the devices it did
-/// not create) before its rows are failed.
-const LOST_ROUNDS: u32 = 3;
+/// Times a request whose answer was lost is followed up (an import read back and sent again
+/// for the devices it did not create, a delete sent again), each after a backoff step,
+/// before giving up on it.
+const LOST_ROUNDS: u32 = 8;
 
 /// A counter of requests of one kind.
 #[derive(Debug, Default)]
@@ -295,6 +296,7 @@ impl Flow<'_> {
         let mut watched = Vec::new();
         let mut todo = vec![rows];
         let mut lost_rounds = 0;
+        let mut backoff = self.reach.budget.start_row();
         while let Some(rows) = todo.pop() {
             let mut attempts = 0;
             let sent = self.send_rows(&rows, &mut attempts).await?;
@@ -322,6 +324,11 @@ impl Flow<'_> {
                 }
                 Sent::Unknown(error) => {
                     lost_rounds += 1;
+                    // Give the service a moment to show what it did before reading it back.
+                    let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(1));
+                    if !self.reach.budget.wait(pause).await {
+                        return Err(Stopped);
+                    }
                     let (found, missing) = self.read_back(rows, &error, lost_rounds).await?;
                     watched.extend(found);
                     if !missing.is_empty() {
@@ -734,7 +741,8 @@ fn unreadable(what: &str, e: &ErrorInfo) -> ErrorInfo {
 }
 
 /// Delete queued records, a few at a time, as the run goes; what cannot be deleted is left
-/// (and counted), never retried blindly.
+/// (and counted). A delete is safe to repeat: one whose answer was lost is sent again, and a
+/// 404 then says the first one did it.
 async fn delete_all(reach: &Reach, rx: mpsc::UnboundedReceiver<Uuid>, concurrency: usize) {
     let queue = futures::stream::unfold(
         rx,
@@ -742,34 +750,54 @@ async fn delete_all(reach: &Reach, rx: mpsc::UnboundedReceiver<Uuid>, concurrenc
     );
     queue
         .for_each_concurrent(concurrency, |id| async move {
-            let (budget, graph, counts) = (&reach.budget, &reach.graph, &reach.counts);
-            let mut attempts = 0;
-            let sent = send::write(budget, &mut attempts, |t| {
-                counts.deletes.inc();
-                async move { graph.delete_imported(&t, id).await }
-            })
-            .await;
-            match sent {
-                Ok(Sent::Done(())) => counts.records_deleted.inc(),
-                Ok(Sent::Refused {
-                    http_status: Some(404),
-                    ..
-                }) => counts.records_deleted.inc(),
-                Ok(Sent::Refused { error, .. } | Sent::Unknown(error)) => {
-                    counts.records_left.inc();
-                    tracing::warn!(
-                        "{}",
-                        crate::connect::named(
-                            reach.key.as_deref(),
-                            format!(
-                                "cannot delete import record {id}: {}: {}",
-                                error.code, error.message
-                            )
-                        )
-                    );
+            match delete_one(reach, id).await {
+                Ok(()) => reach.counts.records_deleted.inc(),
+                Err(why) => {
+                    reach.counts.records_left.inc();
+                    if let Some(e) = why {
+                        let message = format!(
+                            "cannot delete import record {id}: {}: {}",
+                            e.code, e.message
+                        );
+                        let message = crate::connect::named(reach.key.as_deref(), message);
+                        tracing::warn!("{}", crate::output::printable(&message));
+                    }
                 }
-                Err(Stopped) => counts.records_left.inc(),
             }
         })
         .await;
+}
+
+/// One record deleted (or found gone); `Err(None)`: stopped first.
+async fn delete_one(reach: &Reach, id: Uuid) -> Result<(), Option<ErrorInfo>> {
+    let (budget, graph, counts) = (&reach.budget, &reach.graph, &reach.counts);
+    let mut attempts = 0;
+    let mut backoff = budget.start_row();
+    for round in 0..LOST_ROUNDS {
+        if round > 0 {
+            let pause = backoff.next_backoff().unwrap_or(Duration::from_secs(1));
+            if !budget.wait(pause).await {
+                return Err(None);
+            }
+        }
+        let sent = send::write(budget, &mut attempts, |t| {
+            counts.deletes.inc();
+            async move { graph.delete_imported(&t, id).await }
+        })
+        .await
+        .map_err(|Stopped| None)?;
+        match sent {
+            Sent::Done(())
+            | Sent::Refused {
+                http_status: Some(404),
+                ..
+            } => return Ok(()),
+            Sent::Refused { error, .. } => return Err(Some(error)),
+            Sent::Unknown(_) => {}
+        }
+    }
+    Err(Some(ErrorInfo {
+        code: advice::UNKNOWN.into(),
+        message: format!("its answer was lost {LOST_ROUNDS} times"),
+    }))
 }

@@ -373,3 +373,42 @@ fn the_command_imports_into_the_in_process_emulator() {
     );
     assert!(crate::common::text(&again.stderr).contains("hashes.import.csv"));
 }
+
+/// Answers lost after the service acted (dropped connections) and gateway timeouts on every
+/// route: a lost import is read back before anything is sent again, so no device is imported
+/// twice, and every record of the run is still deleted.
+#[tokio::test]
+async fn lost_answers_never_import_a_device_twice() {
+    let (_dir, input) = write_input(&hashes(120));
+    let emulator = Emulator::start(EmulatorConfig {
+        fault_drop: 0.15,
+        fault_504: 0.1,
+        seed: 7,
+        limit: autopilot_bulk::emulator::Limit::new(1000, Duration::from_secs(1)),
+        ..emulator_config()
+    })
+    .await
+    .unwrap();
+    let mut config = config_for(&emulator, &input);
+    config.settings.batch = 10;
+    config.graph.rate = crate::common::rate(1000, 1000);
+    config.graph.request_timeout = Duration::from_secs(5);
+    config.graph.initial_backoff = Duration::from_millis(50);
+    let summary = import(config).await;
+    let stats = emulator.stats();
+    assert!(
+        stats.dropped_connections + stats.faults_504 > 0,
+        "faults were drawn"
+    );
+    assert_eq!(stats.serials_imported_twice, 0);
+    assert_eq!(
+        summary.count(ImportStatus::Registered),
+        120,
+        "{}",
+        summary.render()
+    );
+    let left = emulator.import_records(None);
+    assert!(left.is_empty(), "{left:?} {}", summary.render());
+    assert_eq!(summary.records_left, 0, "{}", summary.render());
+    emulator.shutdown().await;
+}
