@@ -412,3 +412,144 @@ async fn lost_answers_never_import_a_device_twice() {
     assert_eq!(summary.records_left, 0, "{}", summary.render());
     emulator.shutdown().await;
 }
+
+/// `kill -9` with imports in flight, twice, then `--resume`: the journal names every device
+/// sent, the resume finds their records and watches them, and no device is imported twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_sigkill_mid_import_then_resumed_imports_each_device_once() {
+    use std::process::{Command, Stdio};
+    let emulator = Emulator::start(EmulatorConfig {
+        // Requests spend time in flight, so a kill lands between "stored" and "answered".
+        latency: Some(Duration::from_millis(40)),
+        seed: 5,
+        ..emulator_config()
+    })
+    .await
+    .unwrap();
+    let (dir, input) = write_input(&hashes(80));
+    let output = dir.path().join("hashes.import.csv");
+    let spawn = |resume: bool| {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin!("autopilot-bulk"));
+        c.env("AUTOPILOT_BULK_GRAPH_URL", emulator.graph_url())
+            .env("AUTOPILOT_BULK_AUTHORITY_URL", emulator.authority_url())
+            .env("AZURE_TENANT_ID", "contoso")
+            .env("AZURE_CLIENT_ID", "app")
+            .env("AZURE_CLIENT_SECRET", "s3cret")
+            .args(["import", "-q", "--batch-size", "5", "--concurrency", "2"])
+            .arg(&input)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if resume {
+            c.arg("--resume");
+        }
+        c.spawn().unwrap()
+    };
+    for (resume, kill_at) in [(false, 15), (true, 40)] {
+        let mut child = spawn(resume);
+        let mut polls = 0;
+        while emulator.stats().records_imported < kill_at {
+            polls += 1;
+            assert!(polls < 4000, "the emulator never reached {kill_at} records");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        child.kill().unwrap(); // SIGKILL: no cleanup of any kind
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            None,
+            "the import ended before it was killed"
+        );
+    }
+    assert!(emulator.stats().records_imported < 80, "killed mid-import");
+    let child = spawn(true);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let lines = read_lines(&output);
+    let rows: HashSet<u64> = lines.iter().map(|l| l.row).collect();
+    assert_eq!(
+        (lines.len(), rows.len()),
+        (80, 80),
+        "{:?}",
+        by_status(&lines)
+    );
+    assert!(
+        lines.iter().all(|l| l.status == "registered"),
+        "{:?}",
+        by_status(&lines)
+    );
+    let stats = emulator.stats();
+    assert_eq!(stats.serials_imported_twice, 0);
+    assert_eq!((stats.records_imported, stats.devices_registered), (80, 80));
+    assert!(
+        emulator.import_records(None).is_empty(),
+        "every record of the killed runs deleted"
+    );
+    assert!(!stderr.contains("s3cret"));
+    emulator.shutdown().await;
+}
+
+/// `--tenants`: each row imported into the tenant its `tenant` column names, each tenant with
+/// its own import and sync; the import file carries the tenant.
+#[test]
+fn a_tenants_file_imports_each_row_into_its_tenant() {
+    let mut text = String::from("Device Serial Number,Hardware Hash,tenant\n");
+    for i in 0..6 {
+        let tenant = if i % 2 == 0 { "contoso" } else { "fabrikam" };
+        text.push_str(&format!("{},{},{tenant}\n", serial(i), hash(i)));
+    }
+    text.push_str(&format!("{},{},nowhere\n", serial(9), hash(9)));
+    let (dir, input) = write_input(&text);
+    let toml = dir.path().join("tenants.toml");
+    let mut file = String::new();
+    for key in ["contoso", "fabrikam"] {
+        file.push_str(&format!(
+            "[tenants.{key}]\ntenant_id = \"{key}.onmicrosoft.com\"\nclient_id = \
+             \"00000000-0000-0000-0000-000000000000\"\nclient_secret_env = \"SECRET_{key}\"\n\n"
+        ));
+    }
+    std::fs::write(&toml, file).unwrap();
+    let summary = dir.path().join("summary.json");
+    let out = crate::common::bin()
+        .args(["import", "-q", "--emulator", "--tenants"])
+        .arg(&toml)
+        .arg("--summary-json")
+        .arg(&summary)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        crate::common::text(&out.stderr)
+    );
+    let mut rdr = csv::Reader::from_path(dir.path().join("hashes.import.csv")).unwrap();
+    let headers: Vec<String> = rdr.headers().unwrap().iter().map(str::to_string).collect();
+    assert_eq!(headers.last().map(String::as_str), Some("tenant"));
+    let mut by_tenant: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in rdr.records() {
+        let r = r.unwrap();
+        by_tenant
+            .entry(r[10].to_string())
+            .or_default()
+            .push(r[2].to_string());
+    }
+    assert_eq!(by_tenant["contoso"], ["registered"; 3]);
+    assert_eq!(by_tenant["fabrikam"], ["registered"; 3]);
+    assert_eq!(by_tenant["nowhere"], ["invalid"]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(
+        json["requests"]["sync"].as_u64(),
+        Some(2),
+        "one sync a tenant: {json}"
+    );
+}
