@@ -64,6 +64,11 @@ pub struct PreflightArgs {
     /// valid row of INPUT.csv that names it. The single-tenant credentials are then optional.
     #[arg(long, env = "AUTOPILOT_BULK_TENANTS", value_name = "FILE")]
     pub tenants: Option<PathBuf>,
+    /// Check for `import` instead of `run`: INPUT.csv is a hardware-hash file (read and
+    /// counted, nothing of it sent); the import records and the tenant's last Autopilot sync
+    /// are read.
+    #[arg(long)]
+    pub import: bool,
     #[command(flatten)]
     pub defaults: DefaultArgs,
 }
@@ -86,6 +91,7 @@ impl PreflightArgs {
         Ok(PreflightConfig {
             input: self.input.clone(),
             graph,
+            import: self.import,
         })
     }
 }

@@ -352,6 +352,60 @@ impl Tenant {
         }
     }
 
+    /// What `import` reads and writes besides the listing: the import records (how many wait
+    /// there, from earlier imports) and the tenant's Autopilot settings (its last sync: the
+    /// service takes one every ten minutes).
+    pub async fn import_check(&self, report: &mut Report) {
+        let graph = &self.graph;
+        let (result, status) = self
+            .read(|token| async move { graph.imported(&token, None).await })
+            .await;
+        match result {
+            Ok(page) => {
+                let pending = page
+                    .value
+                    .iter()
+                    .filter(|r| r.progress() == crate::graph::model::ImportProgress::Pending)
+                    .count();
+                report.ok(format!(
+                    "import records answer: {} on the first page ({pending} still processing), {}",
+                    page.value.len(),
+                    if page.next_link.is_some() {
+                        "more pages follow"
+                    } else {
+                        "no more pages"
+                    }
+                ));
+            }
+            Err(e) => {
+                let what = "import records".to_string();
+                self.failed(report, what, Read::Listing, status, e);
+                return;
+            }
+        }
+        let (result, _) = self
+            .read(|token| async move { graph.autopilot_settings(&token).await })
+            .await;
+        match result {
+            Ok(s) => {
+                let last = s.last_manual_sync.or(s.last_sync).unwrap_or_default();
+                let never = last.is_empty() || last.starts_with("0001-");
+                report.ok(format!(
+                    "Autopilot sync: last {}, status {} (one sync per ten minutes; `import` \
+                     waits for its turn)",
+                    if never { "never".to_string() } else { last },
+                    s.sync_status.as_deref().unwrap_or("unknown")
+                ));
+            }
+            Err(e) => {
+                report.note(format!(
+                    "Autopilot settings not readable ({e}): `import` asks for its sync and \
+                     waits when refused"
+                ));
+            }
+        }
+    }
+
     /// The group a group run adds devices to: it must exist and take members (assigned, not
     /// dynamic).
     pub async fn group_check(&self, group: Uuid, report: &mut Report) {

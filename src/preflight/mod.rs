@@ -32,6 +32,9 @@ pub struct PreflightConfig {
     /// How to reach the tenant (credentials, cloud, URLs, timeouts, retries), and how to read
     /// the input (delimiter, defaults). Its output and run-only fields are not used.
     pub graph: Config,
+    /// Check for `import`: the input is a hardware-hash file; the import records and the last
+    /// sync are read instead of a device's route.
+    pub import: bool,
 }
 
 /// `preflight` could not start: a configuration or input-file error. Exit code 2.
@@ -43,6 +46,8 @@ pub enum PreflightError {
     Input(#[from] InputError),
     #[error("{} has no valid row: `autopilot-bulk validate` lists what is wrong", .0.display())]
     NoValidRow(PathBuf),
+    #[error(transparent)]
+    Hashes(#[from] crate::import::hashes::HashesError),
 }
 
 /// Run every check against the tenant `config.graph` names, or against each of its `tenants`
@@ -51,6 +56,9 @@ pub async fn preflight(
     config: PreflightConfig,
     shutdown: CancellationToken,
 ) -> Result<Report, PreflightError> {
+    if config.import {
+        return preflight_import(&config, &shutdown).await;
+    }
     if !config.graph.tenants.is_empty() {
         return preflight_tenants(&config, &shutdown).await;
     }
@@ -92,6 +100,72 @@ async fn preflight_tenants(
             .collect(),
         ..Report::default()
     })
+}
+
+/// `preflight --import`: the hash file read (a broken one is exit 2 before anything is sent),
+/// then each tenant's token, listing, import records and last sync.
+async fn preflight_import(
+    config: &PreflightConfig,
+    shutdown: &CancellationToken,
+) -> Result<Report, PreflightError> {
+    let tenants = &config.graph.tenants;
+    let counted = match &config.input {
+        Some(path) => {
+            let (lines, _) = crate::import::hashes::read(path, config.graph.delimiter, tenants)?;
+            let valid = lines
+                .iter()
+                .filter(|l| matches!(l, crate::import::hashes::Line::Row(_)))
+                .count();
+            Some((lines.len(), valid))
+        }
+        None => None,
+    };
+    let check_one = |tenant: checks::Tenant| async move {
+        let mut report = Report::default();
+        if tenant.token_check(&mut report).await {
+            tenant.listing_check(&mut report).await;
+            if !report.auth_failed {
+                tenant.import_check(&mut report).await;
+            }
+        }
+        report
+    };
+    let mut report = if tenants.is_empty() {
+        let tenant = connect(None, config.graph.clone(), shutdown).map_err(PreflightError::Config)?;
+        check_one(tenant).await
+    } else {
+        let connected = tenants
+            .iter()
+            .map(|t| {
+                connect(Some(t), config.graph.for_tenant(t), shutdown)
+                    .map_err(PreflightError::Config)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let reports = join_all(connected.into_iter().map(check_one)).await;
+        Report {
+            tenants: tenants
+                .iter()
+                .zip(reports)
+                .map(|(t, report)| TenantReport {
+                    tenant: t.key.clone(),
+                    report,
+                })
+                .collect(),
+            ..Report::default()
+        }
+    };
+    if let Some((rows, valid)) = counted {
+        let text = format!(
+            "hash file: {rows} rows, {valid} valid (`import` writes the others `invalid`, with \
+             the column named)"
+        );
+        if valid == 0 {
+            report.fail(text, "fix the hash file: no row of it can be imported");
+        } else {
+            report.ok(text);
+        }
+    }
+    Ok(report)
 }
 
 /// The row a tenant's route is checked with.

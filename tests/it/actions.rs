@@ -68,6 +68,7 @@ async fn preflight_for_tags_probes_the_tag_route_and_passes_where_assignments_ar
         let config = PreflightConfig {
             input: Some(path.clone()),
             graph,
+            import: false,
         };
         autopilot_bulk::preflight(config, CancellationToken::new())
     };
@@ -91,6 +92,7 @@ async fn preflight_for_tags_probes_the_tag_route_and_passes_where_assignments_ar
         PreflightConfig {
             input: Some(assign_input.clone()),
             graph,
+            import: false,
         },
         CancellationToken::new(),
     )

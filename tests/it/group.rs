@@ -312,6 +312,7 @@ async fn preflight_for_a_group_run_checks_the_group_and_its_profile() {
         let config = autopilot_bulk::preflight::PreflightConfig {
             input: Some(path),
             graph,
+            import: false,
         };
         async move {
             let report = autopilot_bulk::preflight(config, Default::default())

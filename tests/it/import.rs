@@ -553,3 +553,27 @@ fn a_tenants_file_imports_each_row_into_its_tenant() {
         "one sync a tenant: {json}"
     );
 }
+
+/// `preflight --import`: the hash file counted, the import records and the last sync read;
+/// nothing written.
+#[test]
+fn preflight_for_import_reads_the_records_and_the_last_sync() {
+    let mut text = hashes(4);
+    text.push_str(&format!("{},,nope,\n", serial(50)));
+    let (_dir, input) = write_input(&text);
+    let out = crate::common::bin()
+        .args(["preflight", "--import", "--emulator"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        crate::common::text(&out.stdout),
+        crate::common::text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(all.contains("hash file: 5 rows, 4 valid"), "{all}");
+    assert!(all.contains("import records answer: 0 on the first page"), "{all}");
+    assert!(all.contains("Autopilot sync: last never"), "{all}");
+    assert!(!all.contains("assignment route"), "{all}");
+}

@@ -29,6 +29,7 @@ async fn preflight(emulator: &Emulator, csv: &str) -> Report {
     let config = PreflightConfig {
         input: Some(path),
         graph,
+        import: false,
     };
     autopilot_bulk::preflight(config, CancellationToken::new())
         .await
@@ -307,6 +308,7 @@ async fn each_tenant_is_checked_with_its_own_first_row_and_one_failing_fails_the
     let config = PreflightConfig {
         input: Some(path),
         graph,
+        import: false,
     };
     let report = autopilot_bulk::preflight(config, CancellationToken::new())
         .await
