@@ -91,7 +91,13 @@ struct Watched {
 }
 
 /// Import `rows` into the tenant; the count of rows left without a line (stopped first).
-pub async fn import(reach: &Reach, rows: Vec<HashRow>, shared: &Shared<'_>) -> u64 {
+/// `cleanup`: serials an earlier attempt finished whose records may still be there.
+pub async fn import(
+    reach: &Reach,
+    rows: Vec<HashRow>,
+    cleanup: Vec<String>,
+    shared: &Shared<'_>,
+) -> u64 {
     let total = rows.len() as u64;
     let written = AtomicU64::new(0);
     let (tx, rx) = mpsc::unbounded_channel::<Uuid>();
@@ -102,7 +108,7 @@ pub async fn import(reach: &Reach, rows: Vec<HashRow>, shared: &Shared<'_>) -> u
         deletes: tx,
     };
     let work = async move {
-        let _ = flow.stages(rows).await;
+        let _ = flow.stages(rows, cleanup).await;
         drop(flow); // closes the delete queue
     };
     tokio::join!(work, delete_all(reach, rx, shared.settings.concurrency));
@@ -117,8 +123,11 @@ struct Flow<'a> {
 }
 
 impl Flow<'_> {
-    async fn stages(&self, rows: Vec<HashRow>) -> Result<(), Stopped> {
+    async fn stages(&self, rows: Vec<HashRow>, cleanup: Vec<String>) -> Result<(), Stopped> {
         let deadline = Instant::now() + self.shared.settings.timeout;
+        if rows.is_empty() && cleanup.is_empty() {
+            return Ok(());
+        }
         self.shared
             .phase(self.reach, "reading the identity listing");
         let listed = match self.listed().await? {
@@ -136,7 +145,7 @@ impl Flow<'_> {
                 None => todo.push(r),
             }
         }
-        if todo.is_empty() {
+        if todo.is_empty() && cleanup.is_empty() {
             return Ok(());
         }
         self.shared.phase(self.reach, "reading the import records");
@@ -144,6 +153,13 @@ impl Flow<'_> {
             Ok(records) => records,
             Err(e) => return self.fail_all(todo.iter().map(|r| (r.row, &r.serial)), &e, 0),
         };
+        // Finished devices whose records a stop left behind: this run's, so deleted now.
+        for serial in &cleanup {
+            let found = records.get(&serial.to_lowercase()).into_iter().flatten();
+            for id in found.filter_map(|r| Uuid::parse_str(&r.id).ok()) {
+                self.delete(id);
+            }
+        }
         let (mut watched, fresh) = self.adopt(todo, &records);
         self.shared
             .phase(self.reach, &format!("importing {}", fresh.len()));

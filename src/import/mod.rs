@@ -351,7 +351,7 @@ pub async fn import(
     progress.advance(earlier_done.values().sum());
     let flows = by_tenant.into_iter().filter_map(|(key, rows)| {
         let reach = reaches.get(&key)?;
-        Some(flow::import(reach, rows, &shared))
+        Some(flow::import(reach, rows.todo, rows.cleanup, &shared))
     });
     let unfinished: u64 = futures::future::join_all(flows).await.into_iter().sum();
     progress.finish();
@@ -396,7 +396,17 @@ pub async fn import(
     })
 }
 
-type ByTenant = BTreeMap<Option<String>, Vec<hashes::HashRow>>;
+/// A tenant's share of the hash file.
+#[derive(Debug, Default)]
+struct TenantRows {
+    /// Rows to import, in file order.
+    todo: Vec<hashes::HashRow>,
+    /// Serials an earlier attempt finished and its journal names: their records, if a stop
+    /// came before they were deleted, are deleted now.
+    cleanup: Vec<String>,
+}
+
+type ByTenant = BTreeMap<Option<String>, TenantRows>;
 
 /// Invalid rows written at once; rows an earlier import finished counted, not redone; the
 /// rest grouped by tenant, in file order.
@@ -421,10 +431,19 @@ fn sort(
                     .write(&l)
                     .map_err(|_| ImportError::Config("cannot write the import file".into()))?;
             }
-            hashes::Line::Row(r) => match earlier.finished(&r.serial, r.tenant.as_deref()) {
-                Some((status, _)) => *done.entry(*status).or_default() += 1,
-                None => by_tenant.entry(r.tenant.clone()).or_default().push(r),
-            },
+            hashes::Line::Row(r) => {
+                let rows = by_tenant.entry(r.tenant.clone()).or_default();
+                match earlier.finished(&r.serial, r.tenant.as_deref()) {
+                    Some((status, _)) => {
+                        *done.entry(*status).or_default() += 1;
+                        let key = journal_key(&r.serial, r.tenant.as_deref());
+                        if shared.journaled.contains(&key) {
+                            rows.cleanup.push(r.serial);
+                        }
+                    }
+                    None => rows.todo.push(r),
+                }
+            }
         }
     }
     Ok((by_tenant, done))

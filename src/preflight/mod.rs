@@ -131,7 +131,8 @@ async fn preflight_import(
         report
     };
     let mut report = if tenants.is_empty() {
-        let tenant = connect(None, config.graph.clone(), shutdown).map_err(PreflightError::Config)?;
+        let tenant =
+            connect(None, config.graph.clone(), shutdown).map_err(PreflightError::Config)?;
         check_one(tenant).await
     } else {
         let connected = tenants

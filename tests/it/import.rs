@@ -573,7 +573,43 @@ fn preflight_for_import_reads_the_records_and_the_last_sync() {
     );
     assert_eq!(out.status.code(), Some(0), "{all}");
     assert!(all.contains("hash file: 5 rows, 4 valid"), "{all}");
-    assert!(all.contains("import records answer: 0 on the first page"), "{all}");
+    assert!(
+        all.contains("import records answer: 0 on the first page"),
+        "{all}"
+    );
     assert!(all.contains("Autopilot sync: last never"), "{all}");
     assert!(!all.contains("assignment route"), "{all}");
+}
+
+/// A stop while the run deletes its records (every device already registered): `--resume`
+/// has nothing to import, and deletes the records the stop left.
+#[tokio::test]
+async fn a_resume_deletes_the_records_a_stop_left_behind() {
+    let (_dir, input) = write_input(&hashes(20));
+    let emulator = Emulator::start(emulator_config()).await.unwrap();
+    let mut config = config_for(&emulator, &input);
+    config.settings.concurrency = 1;
+    config.graph.rate = crate::common::rate(4, 1000);
+    let stop = CancellationToken::new();
+    let first = tokio::spawn(autopilot_bulk::import::import(config.clone(), stop.clone()));
+    while emulator.stats().import_records_deleted < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    let stopped = first.await.unwrap().unwrap();
+    assert!(stopped.records_left > 0, "{}", stopped.render());
+    assert!(!emulator.import_records(None).is_empty());
+    config.resume = true;
+    config.graph.rate = crate::common::rate(100, 1000);
+    let resumed = import(config).await;
+    assert_eq!(resumed.earlier.get(&ImportStatus::Registered), Some(&20));
+    assert_eq!(resumed.requests.imports, 0);
+    assert_eq!(resumed.exit_code(), 0);
+    assert!(
+        emulator.import_records(None).is_empty(),
+        "{}",
+        resumed.render()
+    );
+    assert_eq!(emulator.stats().serials_imported_twice, 0);
+    emulator.shutdown().await;
 }
