@@ -262,7 +262,7 @@ def run_import(binary, n, concurrency):
         sim.terminate()
         sim.wait()
     kinds = " · ".join(f"{k} {stats.get(k, 0)}" for k in IMPORT_KINDS)
-    elapsed = f"summary elapsed {summary.get('elapsed_seconds')} s" if summary else "no summary"
+    elapsed = f"summary elapsed {summary.get('elapsed_ms', 0) / 1000:.2f} s" if summary else "no summary"
     print(f"{f'import-{n}':<28} exit {proc.returncode} · process {wall:6.2f} s · {elapsed} · "
           f"import routes {stats.get('import_span_seconds', 0):.2f} s (first to last) · "
           f"requests {stats.get('requests', 0)}: {kinds}", flush=True)
