@@ -12,9 +12,13 @@
 //! reads take the larger read room), Ctrl-C leaving what is in flight to `--resume`.
 
 mod advice;
+mod delete;
 mod flow;
 pub mod hashes;
+mod reach;
+mod reads;
 mod send;
+mod settle;
 pub mod sheet;
 mod sync;
 
@@ -288,7 +292,7 @@ impl Shared<'_> {
     }
 
     /// What a tenant is doing now, on the progress line.
-    fn phase(&self, reach: &flow::Reach, what: &str) {
+    fn phase(&self, reach: &reach::Reach, what: &str) {
         self.progress
             .message(crate::connect::named(reach.key.as_deref(), what));
     }
@@ -370,7 +374,7 @@ pub async fn import(
             tracing::warn!("cannot remove the journal: {e}");
         }
     }
-    let sum = |f: fn(&flow::Counts) -> &flow::Count| {
+    let sum = |f: fn(&reach::Counts) -> &reach::Count| {
         reaches.values().map(|r| f(&r.counts).get()).sum::<u64>()
     };
     Ok(ImportSummary {
@@ -477,7 +481,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Why tenants stopped on their own (a refused token), one after another.
-fn stopped_tenants(reaches: &HashMap<Option<String>, flow::Reach>) -> Option<String> {
+fn stopped_tenants(reaches: &HashMap<Option<String>, reach::Reach>) -> Option<String> {
     let reasons: Vec<String> = reaches
         .iter()
         .filter_map(|(key, r)| {
@@ -494,16 +498,16 @@ fn stopped_tenants(reaches: &HashMap<Option<String>, flow::Reach>) -> Option<Str
 fn connect(
     config: &ImportConfig,
     halt: &Halt,
-) -> Result<HashMap<Option<String>, flow::Reach>, ImportError> {
+) -> Result<HashMap<Option<String>, reach::Reach>, ImportError> {
     let mut reaches = HashMap::new();
     for c in
         crate::connect::connect_all(&config.graph, halt.token()).map_err(ImportError::Config)?
     {
-        let reach = flow::Reach {
+        let reach = reach::Reach {
             key: c.key.clone(),
             budget: c.budget,
             graph: c.graph,
-            counts: flow::Counts::default(),
+            counts: reach::Counts::default(),
         };
         reaches.insert(c.key, reach);
     }

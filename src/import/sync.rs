@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::flow::Reach;
+use super::reach::Reach;
 use super::send::{self, Stopped};
 use crate::graph::model::SyncAnswer;
 
