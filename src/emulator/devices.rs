@@ -9,7 +9,6 @@ use serde_json::Value;
 use super::dirquery::{self, Resource, collection, page, render};
 use super::entra::DeviceObject;
 use super::envelope::{Answer, Errors};
-use super::registered;
 use super::state::{Shared, TenantData};
 
 /// Graph's `microsoft.graph.device`, as far as the emulator holds it.
@@ -35,9 +34,7 @@ pub(crate) fn list(shared: &Shared, data: &TenantData, errors: &Errors<'_>, quer
     let mut listed: Vec<DeviceObject> = shared.entra.devices().to_vec();
     listed.extend(data.registered.devices());
     let all: Vec<DeviceObject> = match &q.filter {
-        Some(("deviceId", id)) => registered::device_by_device_id(shared, data, id)
-            .into_iter()
-            .collect(),
+        Some(("deviceId", id)) => shared.device_by_device_id(data, id).into_iter().collect(),
         Some((_, name)) => listed
             .into_iter()
             .filter(|d| d.display_name.eq_ignore_ascii_case(name))

@@ -10,7 +10,6 @@ use super::devices::DEVICE;
 use super::dirquery::{self, Resource, collection, page, render};
 use super::entra::Group;
 use super::envelope::{Answer, Errors};
-use super::registered;
 use super::state::{Shared, TenantData};
 use super::validate::is_guid;
 
@@ -185,7 +184,7 @@ pub(crate) fn members(
     let (range, next) = page(&q, held.len(), shared.config.directory_page_size);
     let value = held[range]
         .iter()
-        .filter_map(|oid| registered::device_by_object_id(shared, data, oid))
+        .filter_map(|oid| shared.device_by_object_id(data, oid))
         .map(|d| {
             let mut member = Map::new();
             if !cast {

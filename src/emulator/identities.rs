@@ -17,7 +17,6 @@ use serde_json::{Map, Value, json};
 use super::directory::{Entry, assignment_status, properties, render};
 use super::envelope::{Answer, Ctx, Errors};
 use super::odata::{self, Query};
-use super::registered;
 use super::state::{Shared, TenantData};
 use super::validate::is_guid;
 
@@ -102,7 +101,7 @@ pub(crate) fn get(
             ),
         );
     }
-    let Some(entry) = registered::identity(shared, data, &id.to_ascii_lowercase()) else {
+    let Some(entry) = shared.identity(data, &id.to_ascii_lowercase()) else {
         return errors.answer(
             StatusCode::NOT_FOUND,
             "ResourceNotFound",

@@ -20,7 +20,6 @@ use super::entra::Group;
 use super::envelope::{Answer, Errors};
 use super::groups::{does_not_exist, invalid_id, lookup};
 use super::profiles;
-use super::registered;
 use super::state::{Shared, TenantData};
 use super::validate::{self, is_guid};
 
@@ -203,7 +202,7 @@ fn add_all(
     data.stats.duplicate_member_attempts += duplicates as u64;
     let unknown = objects
         .iter()
-        .find(|o| registered::device_by_object_id(shared, data, o).is_none());
+        .find(|o| shared.device_by_object_id(data, o).is_none());
     if let Some(unknown) = unknown {
         let code = if missing == StatusCode::NOT_FOUND {
             "Request_ResourceNotFound"

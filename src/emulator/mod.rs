@@ -62,6 +62,7 @@ mod routes;
 mod server;
 mod state;
 mod sync;
+mod sync_state;
 mod throttle;
 mod tokens;
 mod validate;
@@ -458,7 +459,7 @@ impl Emulator {
 
     /// A snapshot of the counters, the same data as `GET /_emulator/stats`.
     pub fn stats(&self) -> Stats {
-        self.shared.stats()
+        sync::stats(&self.shared)
     }
 
     /// Device id (lowercase) → ids of its assignments, as `GET /_emulator/assignments`. With
@@ -478,7 +479,7 @@ impl Emulator {
     /// `deviceImportStatus`), in creation order (those of `import_records` first). `None`:
     /// every tenant's, tenant by tenant; a tenant the emulator does not accept has none.
     pub fn import_records(&self, tenant: Option<&str>) -> Vec<(String, String, String)> {
-        self.shared.import_records(tenant)
+        sync::import_records(&self.shared, tenant)
     }
 
     /// Stop accepting, close open (also keep-alive) connections, and wait for the server task.

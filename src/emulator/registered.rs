@@ -7,9 +7,9 @@ use std::collections::{HashMap, HashSet};
 
 use super::directory::Entry;
 use super::entra::DeviceObject;
-use super::ids::{identity_of_device_id, identity_of_object};
+#[cfg(test)]
+use super::ids::identity_of_object;
 use super::imports::{Fields, serial_key};
-use super::state::{Shared, TenantData};
 
 /// What the import record gave the identity beyond its serial.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +67,7 @@ impl Registered {
         self.serials.contains(key)
     }
 
-    fn device(&self, identity: &str) -> Option<DeviceObject> {
+    pub(crate) fn device(&self, identity: &str) -> Option<DeviceObject> {
         let entry = self.get(identity)?;
         DeviceObject::of(&entry.id, &entry.serial)
     }
@@ -79,46 +79,6 @@ impl Registered {
             .filter_map(|e| DeviceObject::of(&e.id, &e.serial))
             .collect()
     }
-}
-
-/// The tenant's identity with this (lowercase) id: configured or registered.
-pub(crate) fn identity<'a>(
-    shared: &'a Shared,
-    data: &'a TenantData,
-    id: &str,
-) -> Option<&'a Entry> {
-    shared.directory.get(id).or_else(|| data.registered.get(id))
-}
-
-/// The device object with this object id (any case): a registered device's, else the
-/// configured directory's.
-pub(crate) fn device_by_object_id(
-    shared: &Shared,
-    data: &TenantData,
-    object_id: &str,
-) -> Option<DeviceObject> {
-    identity_of_object(object_id)
-        .and_then(|id| data.registered.device(&id))
-        .or_else(|| {
-            shared
-                .entra
-                .device_by_object_id(object_id, &shared.directory)
-        })
-}
-
-/// The device object with this `deviceId` (any case), as [`device_by_object_id`].
-pub(crate) fn device_by_device_id(
-    shared: &Shared,
-    data: &TenantData,
-    device_id: &str,
-) -> Option<DeviceObject> {
-    identity_of_device_id(device_id)
-        .and_then(|id| data.registered.device(&id))
-        .or_else(|| {
-            shared
-                .entra
-                .device_by_device_id(device_id, &shared.directory)
-        })
 }
 
 #[cfg(test)]

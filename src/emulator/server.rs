@@ -45,7 +45,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Response {
-    axum::Json(shared.stats()).into_response()
+    axum::Json(super::sync::stats(&shared)).into_response()
 }
 
 /// All assignments, or with `?tenant=NAME` one tenant's (404 for a tenant not accepted).

@@ -13,14 +13,16 @@ use serde_json::{Map, Value};
 
 use axum::http::StatusCode;
 
-use super::directory::{Assigned, Directory};
+use super::directory::{Assigned, Directory, Entry};
+use super::entra::DeviceObject;
 use super::entra::{Entra, EntraData};
 use super::envelope::{Answer, Errors};
 use super::faults::Faults;
+use super::ids::{identity_of_device_id, identity_of_object};
 use super::imports::{Imports, serial_key};
 use super::outage::OutageClock;
 use super::registered::Registered;
-use super::sync::{self, SyncState};
+use super::sync_state::SyncState;
 use super::throttle::Throttle;
 use super::validate::is_guid;
 use super::{Assignments, EmulatorConfig, Stats};
@@ -72,7 +74,7 @@ pub(crate) struct TenantData {
 }
 
 impl TenantData {
-    fn snapshot(&self) -> Stats {
+    pub(crate) fn snapshot(&self) -> Stats {
         let mut stats = self.stats.clone();
         stats.duplicate_devices = self.store.values().filter(|v| v.len() > 1).count() as u64;
         stats.devices_with_assignments =
@@ -290,24 +292,34 @@ impl Shared {
         Ok(device)
     }
 
-    /// Totals over every tenant (and the unattributed counters), with each configured
-    /// tenant's own in `tenants`.
-    pub(crate) fn stats(&self) -> Stats {
-        let mut inner = self.lock();
-        let mut total = inner.unattributed.clone();
-        let mut tenants = BTreeMap::new();
-        let now = Instant::now();
-        for (key, data) in &mut inner.tenants {
-            // A sync may have ended since the last request: its registrations count.
-            sync::settle(self, data, now);
-            let stats = data.snapshot();
-            total.add(&stats);
-            if !self.tenants.is_empty() {
-                tenants.insert(key.clone(), stats);
-            }
-        }
-        total.tenants = tenants;
-        total
+    // Lookups across the configured directory and the tenant's registered identities.
+
+    /// The tenant's identity with this (lowercase) id: configured or registered.
+    pub(crate) fn identity<'a>(&'a self, data: &'a TenantData, id: &str) -> Option<&'a Entry> {
+        self.directory.get(id).or_else(|| data.registered.get(id))
+    }
+
+    /// The device object with this object id (any case): a registered device's, else the
+    /// configured directory's.
+    pub(crate) fn device_by_object_id(
+        &self,
+        data: &TenantData,
+        object_id: &str,
+    ) -> Option<DeviceObject> {
+        identity_of_object(object_id)
+            .and_then(|id| data.registered.device(&id))
+            .or_else(|| self.entra.device_by_object_id(object_id, &self.directory))
+    }
+
+    /// The device object with this `deviceId` (any case), as [`device_by_object_id`].
+    pub(crate) fn device_by_device_id(
+        &self,
+        data: &TenantData,
+        device_id: &str,
+    ) -> Option<DeviceObject> {
+        identity_of_device_id(device_id)
+            .and_then(|id| data.registered.device(&id))
+            .or_else(|| self.entra.device_by_device_id(device_id, &self.directory))
     }
 
     /// Every tenant's assignments together (a device id two tenants hold lists both's).
@@ -317,31 +329,6 @@ impl Shared {
             data.assignments(&mut all);
         }
         all
-    }
-
-    /// Import records as (serial, id, status): one tenant's, or with `None` every tenant's.
-    pub(crate) fn import_records(&self, tenant: Option<&str>) -> Vec<(String, String, String)> {
-        let key = match tenant {
-            Some(name) => match self.caller(name) {
-                Some(c) => Some(c.data),
-                None => return Vec::new(),
-            },
-            None => None,
-        };
-        let mut inner = self.lock();
-        let now = Instant::now();
-        let mut out = Vec::new();
-        for (k, data) in &mut inner.tenants {
-            if key.as_ref().is_some_and(|key| key != k) {
-                continue;
-            }
-            sync::settle(self, data, now);
-            out.extend(data.imports.live().into_iter().map(|r| {
-                let status = r.status.name().to_string();
-                (r.fields.serial.clone(), r.id.clone(), status)
-            }));
-        }
-        out
     }
 
     /// One tenant's assignments; `None` for a tenant the emulator does not accept.
@@ -358,7 +345,7 @@ impl Shared {
 impl Stats {
     /// Add `other`'s counters to these (`tenants` aside). Destructured in full so that a new
     /// counter cannot be left out of the totals.
-    fn add(&mut self, other: &Stats) {
+    pub(crate) fn add(&mut self, other: &Stats) {
         let Stats {
             requests_by_status,
             inner_requests_by_status,
@@ -483,7 +470,10 @@ mod tests {
         assert_eq!(s.secret_for("b"), Some("own"));
         assert_eq!(s.secret_for("contoso"), Some("all"));
         assert_eq!(
-            s.stats().tenants.keys().collect::<Vec<_>>(),
+            crate::emulator::sync::stats(&s)
+                .tenants
+                .keys()
+                .collect::<Vec<_>>(),
             ["Contoso", "b"]
         );
     }
@@ -494,6 +484,6 @@ mod tests {
         let (a, b) = (s.caller("A").unwrap(), s.caller("b").unwrap());
         assert_eq!((a.tenant.as_str(), b.tenant.as_str()), ("a", "b"));
         assert_eq!(a.data, b.data);
-        assert!(s.stats().tenants.is_empty());
+        assert!(crate::emulator::sync::stats(&s).tenants.is_empty());
     }
 }

@@ -7,104 +7,69 @@
 //! Everything happens lazily: [`settle`] brings a tenant's records and sync up to "now" in
 //! time order before any request reads them, so the answer is the same whenever it is asked.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::Stats;
 use super::directory::NO_DATE;
 use super::envelope::{Answer, Errors};
 use super::imports::{Imports, Rules};
 use super::state::{Shared, TenantData};
-use super::{EmulatorConfig, Stats};
+use super::sync_state::{Refused, Running};
 
 /// The `id` of the tenant's `windowsAutopilotSettings` (one per tenant in Intune).
 const SETTINGS_ID: &str = "7b2ac4e8-5a0f-4c7e-9f3d-0a1b2c3d4e5f";
 
-/// A sync under way: when it ends, and the records complete when it started.
-#[derive(Debug, Clone)]
-struct Running {
-    ends: Instant,
-    snapshot: Vec<usize>,
+/// Totals over every tenant (and the unattributed counters), with each configured
+/// tenant's own in `tenants`.
+pub(crate) fn stats(shared: &Shared) -> Stats {
+    let mut inner = shared.lock();
+    let mut total = inner.unattributed.clone();
+    let mut tenants = BTreeMap::new();
+    let now = Instant::now();
+    for (key, data) in &mut inner.tenants {
+        // A sync may have ended since the last request: its registrations count.
+        settle(shared, data, now);
+        let stats = data.snapshot();
+        total.add(&stats);
+        if !shared.tenants.is_empty() {
+            tenants.insert(key.clone(), stats);
+        }
+    }
+    total.tenants = tenants;
+    total
 }
 
-/// Why a sync is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refused {
-    /// 409: one is running.
-    Running,
-    /// 429: within the interval of the last accepted one.
-    TooSoon,
-}
-
-/// One tenant's sync history.
-#[derive(Debug, Default)]
-pub(crate) struct SyncState {
-    running: Option<Running>,
-    /// Before this, a sync is refused 429.
-    next_allowed: Option<Instant>,
-    /// Wall clock of the last accepted trigger (`lastManualSyncTriggerDateTime`).
-    triggered: Option<SystemTime>,
-    /// Wall clock the last sync finished (`lastSyncDateTime`).
-    finished: Option<SystemTime>,
-}
-
-impl SyncState {
-    /// The state at start: never synced, or synced `last_sync_ago` before `now`.
-    pub(crate) fn new(config: &EmulatorConfig, now: Instant, wall: SystemTime) -> Self {
-        let Some(ago) = config.last_sync_ago else {
-            return Self::default();
-        };
-        let at = wall.checked_sub(ago).unwrap_or(wall);
-        let wait = config.sync_interval.saturating_sub(ago);
-        Self {
-            running: None,
-            next_allowed: Some(now.checked_add(wait).unwrap_or(now)),
-            triggered: Some(at),
-            finished: Some(at),
+/// Import records as (serial, id, status): one tenant's, or with `None` every tenant's.
+pub(crate) fn import_records(
+    shared: &Shared,
+    tenant: Option<&str>,
+) -> Vec<(String, String, String)> {
+    let key = match tenant {
+        Some(name) => match shared.caller(name) {
+            Some(c) => Some(c.data),
+            None => return Vec::new(),
+        },
+        None => None,
+    };
+    let mut inner = shared.lock();
+    let now = Instant::now();
+    let mut out = Vec::new();
+    for (k, data) in &mut inner.tenants {
+        if key.as_ref().is_some_and(|key| key != k) {
+            continue;
         }
+        settle(shared, data, now);
+        out.extend(data.imports.live().into_iter().map(|r| {
+            let status = r.status.name().to_string();
+            (r.fields.serial.clone(), r.id.clone(), status)
+        }));
     }
-
-    /// Start a sync at `now` registering `snapshot`, unless one runs or it is too soon.
-    fn start(
-        &mut self,
-        now: Instant,
-        wall: SystemTime,
-        config: &EmulatorConfig,
-        snapshot: Vec<usize>,
-    ) -> Result<(), Refused> {
-        if self.running.as_ref().is_some_and(|r| now < r.ends) {
-            return Err(Refused::Running);
-        }
-        if self.next_allowed.is_some_and(|at| now < at) {
-            return Err(Refused::TooSoon);
-        }
-        let after = |d: Duration| now.checked_add(d).unwrap_or(now);
-        self.running = Some(Running {
-            ends: after(config.sync_duration),
-            snapshot,
-        });
-        self.next_allowed = Some(after(config.sync_interval));
-        self.triggered = Some(wall);
-        Ok(())
-    }
-
-    /// The running sync, taken once it has ended by `now`.
-    fn ended(&mut self, now: Instant) -> Option<Running> {
-        if self.running.as_ref().is_some_and(|r| r.ends <= now) {
-            return self.running.take();
-        }
-        None
-    }
-
-    fn status(&self) -> &'static str {
-        match (&self.running, self.finished) {
-            (Some(_), _) => "inProgress",
-            (None, Some(_)) => "completed",
-            (None, None) => "unknown",
-        }
-    }
+    out
 }
 
 /// Bring the tenant's records and sync up to `now`: records due before a sync's end settle
@@ -235,6 +200,8 @@ pub(crate) fn settings(data: &TenantData, errors: &Errors<'_>) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::emulator::EmulatorConfig;
+    use crate::emulator::sync_state::SyncState;
 
     fn config() -> EmulatorConfig {
         EmulatorConfig {
