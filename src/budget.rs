@@ -328,11 +328,14 @@ impl Budget {
             Some(Failure::Retry { retry_after, .. }) => Some(*retry_after),
             _ => None,
         };
-        let throttled = attempt.http_status == Some(429);
+        // A 429 the request's own reading took as its answer (the Autopilot sync's
+        // once-per-ten-minutes rule) is the service speaking of that request, not of the app's
+        // throttle.
+        let throttled = attempt.http_status == Some(429) && attempt.result.is_err();
         // Only writes teach the write window; a read's 429 still closes the gate below.
         if let Some(slot) = permit.slot {
             slot.answered(match attempt.http_status {
-                Some(429) => Answer::Throttled {
+                Some(429) if throttled => Answer::Throttled {
                     retry_after: retry_after.flatten(),
                 },
                 Some(s) if s < 500 => Answer::Accepted,
@@ -579,6 +582,24 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_its_request_took_as_an_answer_is_no_throttle() {
+        let b = budget();
+        let (_, rate, _) = b.pace();
+        // The Autopilot sync's "once per ten minutes": a 429 whose reading is a success.
+        for _ in 0..5 {
+            let permit = b.admit().await.expect("admitted");
+            let mut a = answer(200, None);
+            a.http_status = Some(429);
+            assert_eq!(b.settle(permit, &a, &mut b.start_row(), 1), Pause::None);
+        }
+        assert_eq!(b.stats().throttled, 0);
+        assert_eq!(b.pace(), (None, rate, false), "the pace learned no throttle");
+        // A real 429 does.
+        let _ = settle(&b, 429, None).await;
+        assert_eq!(b.stats().throttled, 1);
     }
 
     #[tokio::test(start_paused = true)]

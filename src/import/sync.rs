@@ -1,12 +1,12 @@
 //! The Autopilot sync: it makes registered devices appear in the identity listing. The service
 //! takes one every ten minutes (429 otherwise, without Retry-After) and none while one runs
-//! (409). Neither refusal is the app's throttle, and neither fails the import: the sync is
-//! asked again when the service will take it, read from the tenant's last sync time.
+//! (409). Neither refusal fails the import: the sync is asked for only when the tenant's last
+//! sync time says the service will take it, and asked again when it will.
 
 use std::time::{Duration, SystemTime};
 
 use super::reach::Reach;
-use super::send::{self, Stopped};
+use super::send::{self, Sent, Stopped};
 use crate::graph::model::SyncAnswer;
 
 /// The service's rule: one sync per ten minutes.
@@ -19,39 +19,54 @@ pub enum Asked {
     AgainIn(Duration),
 }
 
-/// Ask for one sync. The request takes a read's room, not a write slot: one every ten minutes
-/// costs the write window nothing, and its 429 must not teach the window a throttle.
-/// `interval`: the service's least time between syncs ([`INTERVAL`]); a refused sync is asked
-/// again a fortieth of it later at the soonest (15 s for Intune's).
+/// Ask for one sync, when the tenant's settings say the service will take one: a sync is
+/// not even sent within `interval` ([`INTERVAL`]) of the last, so its 429 is rare and, when
+/// it comes, most likely the app's throttle (the sync is a write: it takes a write slot). A
+/// refused sync is asked again when allowed, or a fortieth of the interval later (15 s for
+/// Intune's).
 pub async fn ask(reach: &Reach, interval: Duration) -> Result<Asked, Stopped> {
+    if let Some(wait) = until_allowed(reach, interval).await? {
+        return Ok(Asked::AgainIn(wait));
+    }
     reach.counts.syncs.inc();
     let (budget, graph) = (&reach.budget, &reach.graph);
-    let answer = send::read(budget, |t| async move { graph.sync(&t).await }).await;
-    match answer {
-        Ok(SyncAnswer::Started) => Ok(Asked::Started),
-        Ok(SyncAnswer::Running) => Ok(Asked::AgainIn(interval / 40)),
-        Ok(SyncAnswer::TooSoon) => Ok(Asked::AgainIn(until_allowed(reach, interval).await?)),
-        Err(None) => Err(Stopped),
-        Err(Some(e)) => {
+    let mut attempts = 0;
+    let sent = send::write(
+        budget,
+        &mut attempts,
+        |t| async move { graph.sync(&t).await },
+    )
+    .await?;
+    let soon = interval / 40;
+    match sent {
+        Sent::Done(SyncAnswer::Started) => Ok(Asked::Started),
+        Sent::Done(SyncAnswer::Running) => Ok(Asked::AgainIn(soon)),
+        Sent::Done(SyncAnswer::TooSoon) => Ok(Asked::AgainIn(
+            until_allowed(reach, interval).await?.unwrap_or(soon),
+        )),
+        // It may have started: the listing tells, and a second ask meets 409 or 429.
+        Sent::Unknown(_) => Ok(Asked::AgainIn(soon)),
+        Sent::Refused { error: e, .. } => {
             tracing::warn!(
                 "{}",
                 crate::connect::named(
                     reach.key.as_deref(),
                     format!(
-                        "the Autopilot sync was refused ({}: {}); asking again in a minute",
+                        "the Autopilot sync was refused ({}: {}); asking again in {}",
                         e.code,
-                        crate::output::printable(&e.message)
+                        crate::output::printable(&e.message),
+                        humantime::format_duration(interval / 10)
                     )
                 )
             );
-            Ok(Asked::AgainIn(Duration::from_secs(60)))
+            Ok(Asked::AgainIn(interval / 10))
         }
     }
 }
 
-/// How long until the service takes a sync again: `interval` after its last manual sync, by
-/// the tenant's settings; a tenth of it when they cannot be read.
-async fn until_allowed(reach: &Reach, interval: Duration) -> Result<Duration, Stopped> {
+/// How long until the service takes a sync again, by the tenant's last manual sync: `None`
+/// when it would now (or the settings cannot be read: then the sync's own answer decides).
+async fn until_allowed(reach: &Reach, interval: Duration) -> Result<Option<Duration>, Stopped> {
     reach.counts.reads.inc();
     let (budget, graph) = (&reach.budget, &reach.graph);
     let settings = send::read(
@@ -64,15 +79,19 @@ async fn until_allowed(reach: &Reach, interval: Duration) -> Result<Duration, St
         Err(Some(_)) => None,
         Ok(s) => s.last_manual_sync.as_deref().and_then(parse_time),
     };
-    Ok(wait_after(last, SystemTime::now(), interval))
+    let now = SystemTime::now();
+    Ok(last
+        .filter(|l| now < *l + interval)
+        .map(|l| wait_after(Some(l), now, interval)))
 }
 
-/// `interval` (and a little) after `last`: at least a fortieth of it, at most all of it.
+/// `interval` (and a margin) after `last`: at least a fortieth of it, at most all of it.
 fn wait_after(last: Option<SystemTime>, now: SystemTime, interval: Duration) -> Duration {
     let Some(last) = last else {
         return interval / 10;
     };
-    let allowed = last + interval + interval / 120;
+    // The settings may give whole seconds: a second's margin (5 s for Intune's ten minutes).
+    let allowed = last + interval + (interval / 120).max(Duration::from_secs(1));
     allowed
         .duration_since(now)
         .unwrap_or(Duration::ZERO)
