@@ -234,7 +234,7 @@ IMPORT_KINDS = ["import_requests", "records_imported", "import_reads", "import_r
                 "directory_requests", "throttled", "read_throttled", "violations"]
 
 
-def run_import(binary, n, concurrency):
+def run_import(binary, n, concurrency, keep=False):
     sim = subprocess.Popen(
         [sys.executable, str(HERE / "graph_sim.py"), "--limit", f"{COUNT}/{PER:g}",
          "--retry-after", "seconds", "--latency-ms", str(LATENCY_MS)],
@@ -249,6 +249,8 @@ def run_import(binary, n, concurrency):
                        AZURE_CLIENT_SECRET="sim-secret")
             command = import_command(binary, d / "hashes.csv", d / "results.csv", d / "summary.json",
                                      base, f"{COUNT}/{int(PER * 1000)}ms", concurrency)
+            if keep:
+                command.append("--keep-import-records")
             started = time.monotonic()
             try:
                 proc = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -281,6 +283,8 @@ def main():
     p.add_argument("--latency-ms", type=float, default=10.0)
     p.add_argument("--trace", help="the simulator writes each request's arrival and verdict here")
     p.add_argument("--hashes", type=int, default=1000, help="rows of the `import` scenario's CSV")
+    p.add_argument("--keep-import-records", action="store_true",
+                   help="`import` leaves its records (no deletes)")
     args = p.parse_args()
     global PER, LATENCY_MS
     PER, LATENCY_MS = args.window, args.latency_ms
@@ -293,7 +297,7 @@ def main():
         if not args.names or any(n in "tenants-3" for n in args.names):
             run_tenants(args.bin, 3, args.concurrency)
         if "import" in args.names:
-            run_import(args.bin, args.hashes, args.concurrency)
+            run_import(args.bin, args.hashes, args.concurrency, args.keep_import_records)
 
 
 if __name__ == "__main__":
