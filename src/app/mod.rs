@@ -366,7 +366,7 @@ fn report_rows(
 ) -> u8 {
     if !reader.unknown_columns().is_empty() {
         note!(
-            "autopilot-bulk: warning: ignoring columns that are not input columns: {}",
+            "autopilot-bulk: warning: ignoring columns this run does not read: {}",
             reader.unknown_columns().join(", ")
         );
     }

@@ -69,7 +69,8 @@ pub enum Command {
 /// that a bad flag fails before any row is read.
 #[derive(Debug, Args, Default, Clone)]
 pub struct DefaultArgs {
-    /// Target kind for rows with an empty target_type.
+    /// Target kind for rows with an empty target_type. A row with no group_id, collection_id
+    /// or filter_id needs one (`base` for the filterless base target, never implied).
     #[arg(long, value_name = "KIND", value_parser = TargetKind::parse)]
     pub target_type: Option<TargetKind>,
     #[arg(long, value_name = "GUID", value_parser = crate::input::parse_guid)]

@@ -114,7 +114,7 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
     if !reader.unknown_columns().is_empty() {
         tracing::warn!(
             columns = %reader.unknown_columns().join(", "),
-            "ignoring columns that are not input columns"
+            "ignoring columns this run does not read"
         );
     }
     let journal_err = |source| RunError::Journal {

@@ -27,6 +27,7 @@ mod planted_files;
 mod preflight;
 mod properties;
 mod resume;
+mod row_targets;
 mod run;
 mod run_safety;
 mod serials;
