@@ -9,6 +9,7 @@ mod batch;
 mod cli;
 mod credential_files;
 mod deploy;
+mod dry_run;
 mod emulator;
 mod emulator_directory;
 mod emulator_import;
