@@ -596,7 +596,11 @@ mod tests {
             assert_eq!(b.settle(permit, &a, &mut b.start_row(), 1), Pause::None);
         }
         assert_eq!(b.stats().throttled, 0);
-        assert_eq!(b.pace(), (None, rate, false), "the pace learned no throttle");
+        assert_eq!(
+            b.pace(),
+            (None, rate, false),
+            "the pace learned no throttle"
+        );
         // A real 429 does.
         let _ = settle(&b, 429, None).await;
         assert_eq!(b.stats().throttled, 1);

@@ -183,7 +183,7 @@ fn run_command(args: RunArgs) -> u8 {
         }
     };
     if args.dry_run {
-        return dry_run(&config);
+        return dry_run(&config, args.emulator, summary_path.as_deref());
     }
     let rt = match runtime() {
         Ok(rt) => rt,
@@ -316,10 +316,27 @@ async fn start_emulator(
     Ok(emulator)
 }
 
-/// `run --dry-run`: everything `validate` does, plus the first request bodies as they would be
-/// sent. No network, no results file.
-fn dry_run(config: &crate::config::Config) -> u8 {
+/// `run --dry-run`: everything `run` checks before it sends (credentials loaded, not used;
+/// the results file; the lock: [`crate::run::check_startable`]), everything `validate` does,
+/// and the first request bodies as they would be sent. No network, no results file.
+fn dry_run(
+    config: &crate::config::Config,
+    emulator: bool,
+    summary_path: Option<&std::path::Path>,
+) -> u8 {
     const SHOWN: usize = 3;
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    if let Err(e) = rt.block_on(async { crate::run::check_startable(config, emulator) }) {
+        let message = e.to_string();
+        write_summary_json(
+            summary_path,
+            &crate::summary::error_json(&message, EXIT_USAGE),
+        );
+        return fail(format!("{message} (the run would not start)"));
+    }
     let reader = match InputReader::open(&config.input, config.delimiter, config.row_defaults()) {
         Ok(r) => r,
         Err(e) => return fail(e),
@@ -366,7 +383,7 @@ fn report_rows(
 ) -> u8 {
     if !reader.unknown_columns().is_empty() {
         note!(
-            "autopilot-bulk: warning: ignoring columns that are not input columns: {}",
+            "autopilot-bulk: warning: ignoring columns this run does not read: {}",
             reader.unknown_columns().join(", ")
         );
     }

@@ -28,14 +28,18 @@ pub enum FileError {
 
 impl FileError {
     /// One line naming what the file was given to (`--client-secret-file`, a tenants-file
-    /// key), and the path only when it names something that exists.
+    /// key), and the path only when it names something that exists: a value that names
+    /// nothing may be a secret pasted where its path belongs, whatever the error (no such
+    /// file, a name too long, a folder that cannot be searched).
     pub fn describe(&self, given_to: &str, path: &Path) -> String {
-        match self {
-            FileError::Missing => format!("cannot read the file given to {given_to}: {self}"),
-            _ => format!(
+        let exists = !matches!(self, FileError::Missing) && std::fs::symlink_metadata(path).is_ok();
+        if exists {
+            format!(
                 "cannot read the file given to {given_to} ({}): {self}",
                 path.display()
-            ),
+            )
+        } else {
+            format!("cannot read the file given to {given_to}: {self}")
         }
     }
 }
@@ -149,6 +153,14 @@ mod tests {
             line,
             "cannot read the file given to --client-secret-file: no such file"
         );
+        // A pasted token is longer than a file name may be: not a missing file to the
+        // system, and still not echoed.
+        let token = format!("eyJ0eXAi.{}", "A".repeat(2000));
+        let e = read_secret(Path::new(&token)).unwrap_err();
+        assert!(matches!(e, FileError::Io(_)), "{e:?}");
+        let line = e.describe("--access-token-file", Path::new(&token));
+        assert!(!line.contains("eyJ0eXAi"), "{line}");
+        assert!(line.starts_with("cannot read the file given to --access-token-file: "));
         let e = read_secret(dir.path()).unwrap_err();
         assert!(
             e.describe("--access-token-file", dir.path())

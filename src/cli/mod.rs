@@ -69,7 +69,8 @@ pub enum Command {
 /// that a bad flag fails before any row is read.
 #[derive(Debug, Args, Default, Clone)]
 pub struct DefaultArgs {
-    /// Target kind for rows with an empty target_type.
+    /// Target kind for rows with an empty target_type. A row with no group_id, collection_id
+    /// or filter_id needs one (`base` for the filterless base target, never implied).
     #[arg(long, value_name = "KIND", value_parser = TargetKind::parse)]
     pub target_type: Option<TargetKind>,
     #[arg(long, value_name = "GUID", value_parser = crate::input::parse_guid)]
@@ -206,7 +207,9 @@ pub struct RunArgs {
     /// With --resume: also redo rows reported invalid (after fixing the input).
     #[arg(long, requires = "resume")]
     pub retry_invalid: bool,
-    /// Validate every row and show the first request bodies; send nothing, write nothing.
+    /// Check everything the run checks before sending (credentials loaded but not used, the
+    /// results file, the lock), validate every row and show the first request bodies; send
+    /// nothing, write nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Write without first reading whether the device already holds the assignment. By
@@ -311,10 +314,10 @@ impl RunArgs {
             // A dry run loads it too: it should catch a bad tenants file.
             config.tenants = self.load_tenants(path, &config)?;
         }
-        if !self.dry_run || emulator.is_some() {
-            self.graph
-                .connect_to(&mut config, emulator, self.emulator)?;
-        }
+        // A dry run loads the credentials as the run would (it checks what the run checks);
+        // under --emulator none are needed.
+        self.graph
+            .connect_to(&mut config, emulator, self.emulator)?;
         Ok(config)
     }
 

@@ -330,12 +330,14 @@ fn target<R: Record + ?Sized>(
         .text(Column::CollectionId)?
         .map(|s| with_col(Column::CollectionId, parse_collection_id(s)))
         .transpose()?;
-    let kind = cell_kind.or(defaults.target_type).unwrap_or_else(|| {
-        inferred_kind(
+    let kind = match cell_kind.or(defaults.target_type) {
+        Some(kind) => kind,
+        None => inferred_kind(
             cell_group.or(defaults.group_id).is_some(),
             cell_collection.is_some() || defaults.collection_id.is_some(),
-        )
-    });
+            || Ok(filter(cells, defaults)?.0.is_some()),
+        )?,
+    };
     let group_id = group_for(kind, cell_group, defaults.group_id)?;
     let collection_id = collection_for(kind, cell_collection, defaults.collection_id.as_ref())?;
     let (filter_id, filter_type) = filter(cells, defaults)?;
@@ -348,14 +350,29 @@ fn target<R: Record + ?Sized>(
     })
 }
 
-/// The kind of a row that names none: what its group or collection implies.
-fn inferred_kind(has_group: bool, has_collection: bool) -> TargetKind {
+/// Why a row with no target at all is refused: a base target without a filter reaches every
+/// device the profile applies to, so it is never a default (a serial-only export and a
+/// forgotten `--group-id` would otherwise all be sent as such).
+const NO_TARGET: &str = "no target: give group_id, collection_id, filter_id or --target-type";
+
+/// The kind of a row that names none: what its group, collection or filter implies. A filter
+/// alone is a `base` target with that filter; nothing at all is refused ([`NO_TARGET`]): a
+/// bare `base` target must be asked for (`--target-type base` or a `target_type` cell).
+/// `has_filter` is asked only when there is neither group nor collection, so that a bad
+/// filter cell is still reported where [`target`] reads the filter.
+fn inferred_kind(
+    has_group: bool,
+    has_collection: bool,
+    has_filter: impl FnOnce() -> Result<bool, String>,
+) -> Result<TargetKind, String> {
     if has_group {
-        TargetKind::Group
+        Ok(TargetKind::Group)
     } else if has_collection {
-        TargetKind::ConfigurationManagerCollection
+        Ok(TargetKind::ConfigurationManagerCollection)
+    } else if has_filter()? {
+        Ok(TargetKind::Base)
     } else {
-        TargetKind::Base
+        Err(NO_TARGET.to_string())
     }
 }
 
@@ -513,8 +530,11 @@ mod tests {
         assert!(bad(&[D1, "group", "", "", ""]).contains("group_id is required"));
         let r = bad(&[D1, "", "", "sideways", ""]);
         assert!(r.contains("filter_type") && r.contains("sideways"), "{r}");
-        let r = bad(&[D1, "", "", "", "indirect"]);
+        let r = bad(&[D1, "all_devices", "", "", "indirect"]);
         assert!(r.contains("source") && r.contains("indirect"), "{r}");
+        // No target at all is a reason of its own, not a base target.
+        assert_eq!(bad(&[D1, "", "", "", ""]), NO_TARGET);
+        assert_eq!(bad(&[D1, "", "", "", "policySets"]), NO_TARGET);
         assert!(bad(&[D2, "all_devices", G1, "", ""]).contains("takes no group"));
         assert!(bad(&[D1, "base"]).contains("ragged"));
     }
@@ -548,13 +568,18 @@ mod tests {
         assert_eq!(job.work.group_tag(), Some("Lab"));
         let job = parse(&header, &["SN1", "Kiosk", "", ""], &flag).unwrap();
         assert_eq!(job.work.group_tag(), Some("Kiosk"));
-        // Without the action, the tag column is not read and the row is an assignment.
-        let job = parse(
-            &["device_id", "grouptag"],
-            &[D1, "Kiosk"],
-            &RowDefaults::default(),
-        );
-        assert_eq!(job.unwrap().work.group_tag(), None);
+        // Without the action, the tag column is not read and the row is an assignment, which
+        // needs a target like any other.
+        let header = ["device_id", "grouptag"];
+        let job = parse(&header, &[D1, "Kiosk"], &RowDefaults::default());
+        assert_eq!(reason(job), NO_TARGET);
+        let to_group = RowDefaults {
+            group_id: Some(G1.parse().unwrap()),
+            ..RowDefaults::default()
+        };
+        let job = parse(&header, &[D1, "Kiosk"], &to_group).unwrap();
+        assert_eq!(job.work.group_tag(), None);
+        assert_eq!(job.assignment().unwrap().target.kind, TargetKind::Group);
         assert_eq!(Action::parse(" TAG "), Ok(Action::Tag));
         assert!(Action::parse("label").is_err());
     }
@@ -578,7 +603,11 @@ mod tests {
             "{r}"
         );
         // An ignored column may hold anything.
-        assert!(parse(&header, &[D1.as_bytes(), b"\xFF"], d).is_ok());
+        let to_group = RowDefaults {
+            group_id: Some(G1.parse().unwrap()),
+            ..RowDefaults::default()
+        };
+        assert!(parse(&header, &[D1.as_bytes(), b"\xFF"], &to_group).is_ok());
     }
 
     #[test]
@@ -592,7 +621,17 @@ mod tests {
             kind(&[D1, "", "SMS00001"]),
             Ok(TargetKind::ConfigurationManagerCollection)
         );
-        assert_eq!(kind(&[D1, "", ""]), Ok(TargetKind::Base));
+        // Neither: no target, unless base is asked for (a flag or a cell).
+        assert_eq!(kind(&[D1, "", ""]), Err(NO_TARGET.to_string()));
+        let base = RowDefaults {
+            target_type: Some(TargetKind::Base),
+            ..RowDefaults::default()
+        };
+        let job = parse(&header, &[D1, "", ""], &base).unwrap();
+        assert_eq!(job.assignment().unwrap().target.kind, TargetKind::Base);
+        assert_eq!(job.assignment().unwrap().target.filter_id, None);
+        let job = parse(&["device_id", "target_type"], &[D1, "base"], d).unwrap();
+        assert_eq!(job.assignment().unwrap().target.kind, TargetKind::Base);
         let r = reason(parse(&header, &[D1, G1, "SMS00001"], d));
         assert!(r.contains("takes no collection"), "{r}");
         let r = reason(parse(&header, &[D1, "", "SMS 1"], d));
@@ -622,11 +661,22 @@ mod tests {
             reason(parse(&header, &[D1, "", "exclude"], d)),
             "filter_type exclude needs a filter_id"
         );
-        let job = parse(&header, &[D1, "", "none"], d).unwrap();
+        // `none` names no filter, so it is no target either; with base asked for it is sent.
+        assert_eq!(reason(parse(&header, &[D1, "", "none"], d)), NO_TARGET);
+        let base = RowDefaults {
+            target_type: Some(TargetKind::Base),
+            ..RowDefaults::default()
+        };
+        let job = parse(&header, &[D1, "", "none"], &base).unwrap();
         assert_eq!(
             job.assignment().unwrap().target.filter_type,
             Some(FilterType::None)
         );
+        // A filter alone is a base target with that filter.
+        let job = parse(&header, &[D1, filter, "exclude"], d).unwrap();
+        let target = &job.assignment().unwrap().target;
+        assert_eq!(target.kind, TargetKind::Base);
+        assert_eq!(target.filter_type, Some(FilterType::Exclude));
     }
 
     #[test]

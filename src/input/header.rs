@@ -95,6 +95,20 @@ pub(super) struct Header {
     pub(super) unknown: Vec<String>,
 }
 
+impl Header {
+    /// List `name` among the ignored columns (an input column this run does not read): always
+    /// named, before the count of names past [`MAX_UNKNOWN_LISTED`] if there is one.
+    pub(super) fn ignore(&mut self, name: String) {
+        let at = match self.unknown.last() {
+            Some(last) if self.unknown.len() > MAX_UNKNOWN_LISTED && last.starts_with("… and ") => {
+                self.unknown.len() - 1
+            }
+            _ => self.unknown.len(),
+        };
+        self.unknown.insert(at, name);
+    }
+}
+
 /// Map the header row to contract columns. A repeated column, or neither `device_id` nor
 /// `serial_number`, is refused.
 pub(super) fn read_header(headers: &ByteRecord) -> Result<Header, String> {
@@ -240,6 +254,14 @@ mod tests {
         let h = header(&all).unwrap();
         assert_eq!(h.unknown.len(), MAX_UNKNOWN_LISTED + 1);
         assert_eq!(h.unknown[MAX_UNKNOWN_LISTED], "… and 5 more");
+        // An input column this run does not read is named even past the cap.
+        let mut h = h;
+        h.ignore("Group Tag".into());
+        assert_eq!(h.unknown[MAX_UNKNOWN_LISTED], "Group Tag");
+        assert_eq!(h.unknown.last().map(String::as_str), Some("… and 5 more"));
+        let mut h = header(&["device_id", "notes"]).unwrap();
+        h.ignore("tenant".into());
+        assert_eq!(h.unknown, ["notes", "tenant"]);
     }
 
     #[test]

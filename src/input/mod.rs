@@ -122,7 +122,16 @@ impl InputReader {
             && let Some(i) = header.columns.remove(columns::Column::Tenant)
         {
             // One tenant: the column means nothing, like any other unknown column.
-            header.unknown.push(header.names[i].clone());
+            let name = header.names[i].clone();
+            header.ignore(name);
+        }
+        if defaults.action == Action::Assign
+            && let Some(i) = header.columns.remove(columns::Column::GroupTag)
+        {
+            // An assignment sets no tag: a `Group Tag` column (an export's) is unused, and
+            // said so, lest it be taken for part of the run.
+            let name = format!("{} (read only with --action tag)", header.names[i]);
+            header.ignore(name);
         }
         Ok(Self {
             file: recover::InputFile {
@@ -141,7 +150,8 @@ impl InputReader {
         })
     }
 
-    /// Header names that are not input columns (ignored; the caller warns once).
+    /// Header names this run does not read: not input columns, or input columns of another
+    /// action or of `--tenants` (ignored; the caller warns once).
     pub fn unknown_columns(&self) -> &[String] {
         &self.header.unknown
     }
@@ -306,7 +316,7 @@ mod tests {
              {D1},groups,,,\n\
              {D1},group,,,\n\
              {D1},,,sideways,\n\
-             {D1},,,,indirect\n\
+             {D1},all_devices,,,indirect\n\
              {D2},all_devices,{G1},,\n\
              {D1},base\n"
         );
@@ -327,13 +337,21 @@ mod tests {
 
     #[test]
     fn duplicates_name_the_first_row() {
-        let text = format!("device_id,group_id\n{D1},{G1}\n{D2},{G1}\n{D1},{G1}\n{D1},\n");
+        let text = format!(
+            "device_id,target_type,group_id\n{D1},,{G1}\n{D2},,{G1}\n{D1},,{G1}\n{D1},base,\n\
+             {D1},,\n"
+        );
         let rows = read(text.as_bytes(), RowDefaults::default()).unwrap();
         assert!(matches!(rows[0], Parsed::Job(_)));
         assert!(matches!(rows[1], Parsed::Job(_)));
         assert_eq!(invalid(&rows[2]), "duplicate of row 1");
-        // Same device, other target (base): not a duplicate.
+        // Same device, other target (base, asked for): not a duplicate.
         assert!(matches!(rows[3], Parsed::Job(_)));
+        // No target at all is refused as such, not taken for a base target (row 4's).
+        assert_eq!(
+            invalid(&rows[4]),
+            "no target: give group_id, collection_id, filter_id or --target-type"
+        );
     }
 
     #[test]
@@ -353,6 +371,45 @@ mod tests {
         assert_eq!(a.assignment().unwrap().target.kind, TargetKind::Group);
         assert_eq!(a.assignment().unwrap().source, Source::PolicySets);
         assert_eq!(b.assignment().unwrap().source, Source::Direct);
+    }
+
+    /// An assign run does not read a `Group Tag` column: it is listed with the ignored ones.
+    /// A tag run reads it, and a group tag is then no ignored column.
+    #[test]
+    fn a_group_tag_column_is_ignored_only_where_unused() {
+        let open = |defaults: RowDefaults| {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            write!(
+                f,
+                "Device Serial Number,Group Tag,Hardware Hash\nSN1,Kiosk,AAAA\n"
+            )
+            .unwrap();
+            let r = InputReader::open(f.path(), None, defaults).unwrap();
+            let unknown = r.unknown_columns().to_vec();
+            let rows: Vec<Parsed> = r.collect::<Result<_, _>>().unwrap();
+            (unknown, rows)
+        };
+        let (unknown, rows) = open(RowDefaults {
+            group_id: Some(G1.parse().unwrap()),
+            ..RowDefaults::default()
+        });
+        assert_eq!(
+            unknown,
+            ["Hardware Hash", "Group Tag (read only with --action tag)"]
+        );
+        let Parsed::Job(job) = &rows[0] else {
+            panic!("{rows:?}")
+        };
+        assert_eq!(job.work.group_tag(), None);
+        let (unknown, rows) = open(RowDefaults {
+            action: Action::Tag,
+            ..RowDefaults::default()
+        });
+        assert_eq!(unknown, ["Hardware Hash"]);
+        let Parsed::Job(job) = &rows[0] else {
+            panic!("{rows:?}")
+        };
+        assert_eq!(job.work.group_tag(), Some("Kiosk"));
     }
 
     #[test]

@@ -85,6 +85,34 @@ pub async fn run(mut config: Config, shutdown: CancellationToken) -> Result<Summ
     result
 }
 
+/// Everything [`run`] checks before it reads a row or sends anything, checked without
+/// sending or writing, so that a clean `--dry-run` means the run will start: the results, lock
+/// and journal paths; the lock (taken and let go at once); the results file (an existing one
+/// needs `--overwrite` or `--resume`); `--profile`'s action; and, unless the in-process
+/// emulator is to stand in for the tenant (`emulator`), every tenant's credentials loaded into
+/// the client that would send (a certificate parsed, a plain-http URL refused), none used.
+/// Call it inside the runtime.
+pub fn check_startable(config: &Config, emulator: bool) -> Result<(), RunError> {
+    let mut config = config.clone();
+    config.defaults = config.row_defaults();
+    plan::check_paths(&config)?;
+    let command: Vec<String> = std::env::args().collect();
+    drop(RunLock::acquire(&config.output, &command.join(" "))?);
+    plan::check_results_file(&config)?;
+    if config.profile.is_some() && config.defaults.action != crate::input::Action::Group {
+        return Err(RunError::Config(PROFILE_NEEDS_GROUP.into()));
+    }
+    if !emulator {
+        let halt = Halt::child_of(&CancellationToken::new());
+        drop(tenants::connect_all(&config, &halt)?);
+    }
+    Ok(())
+}
+
+/// Why `--profile` is refused outside a group run.
+const PROFILE_NEEDS_GROUP: &str =
+    "--profile checks the groups of --action group: give --action group";
+
 async fn stages(
     config: &Config,
     shutdown: &CancellationToken,
@@ -216,9 +244,7 @@ async fn check_profile(
     };
     for t in tenants {
         let Some((_, graph)) = &t.directory else {
-            return Err(RunError::Config(
-                "--profile checks the groups of --action group: give --action group".into(),
-            ));
+            return Err(RunError::Config(PROFILE_NEEDS_GROUP.into()));
         };
         let groups = wanted
             .get(&t.key)

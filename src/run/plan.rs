@@ -114,7 +114,7 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
     if !reader.unknown_columns().is_empty() {
         tracing::warn!(
             columns = %reader.unknown_columns().join(", "),
-            "ignoring columns that are not input columns"
+            "ignoring columns this run does not read"
         );
     }
     let journal_err = |source| RunError::Journal {
@@ -152,26 +152,7 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
             wanted: survey.map(|s| s.wanted).unwrap_or_default(),
         });
     }
-    let prior = crate::output::read_prior(&config.output)?;
-    if config.defaults.tenants.is_some() && prior.columns < crate::output::HEADER_V2 {
-        return Err(RunError::Output(OutputError::Resume {
-            path: config.output.clone(),
-            reason: "it was written by an earlier version without the tenant column; finish \
-                     it without --tenants, or start a new results file with -o"
-                .into(),
-        }));
-    }
-    let wanted = config.defaults.action.as_str();
-    if let Some(earlier) = prior.action.as_deref().filter(|a| *a != wanted) {
-        return Err(RunError::Output(OutputError::Resume {
-            path: config.output.clone(),
-            reason: format!(
-                "it records a run with --action {}, not --action {wanted}: resume it with \
-                 --action {0}, or start a new results file with -o",
-                crate::output::printable(earlier)
-            ),
-        }));
-    }
+    let prior = resumable(config)?;
     let survey = survey(config, &prior)?;
     let writer = if prior.valid_len == 0 {
         ResultsWriter::create(&config.output, true)?
@@ -202,6 +183,52 @@ pub fn prepare(config: &Config) -> Result<Plan, RunError> {
         rows: Some(survey.rows),
         wanted: survey.wanted,
     })
+}
+
+/// The results file `--resume` continues, read back: refused when this run cannot continue it
+/// (no tenant column with `--tenants`, another `--action`).
+fn resumable(config: &Config) -> Result<PriorResults, RunError> {
+    let prior = crate::output::read_prior(&config.output)?;
+    if config.defaults.tenants.is_some() && prior.columns < crate::output::HEADER_V2 {
+        return Err(RunError::Output(OutputError::Resume {
+            path: config.output.clone(),
+            reason: "it was written by an earlier version without the tenant column; finish \
+                     it without --tenants, or start a new results file with -o"
+                .into(),
+        }));
+    }
+    let wanted = config.defaults.action.as_str();
+    if let Some(earlier) = prior.action.as_deref().filter(|a| *a != wanted) {
+        return Err(RunError::Output(OutputError::Resume {
+            path: config.output.clone(),
+            reason: format!(
+                "it records a run with --action {}, not --action {wanted}: resume it with \
+                 --action {0}, or start a new results file with -o",
+                crate::output::printable(earlier)
+            ),
+        }));
+    }
+    Ok(prior)
+}
+
+/// What `prepare` refuses about the results file, checked without writing (`--dry-run`): an
+/// existing one needs `--overwrite` or `--resume` (the same refusal as creating it), one to
+/// resume must be one this run can continue, and a directory is no results file.
+pub fn check_results_file(config: &Config) -> Result<(), RunError> {
+    let path = &config.output;
+    if path.is_dir() {
+        return Err(RunError::Output(OutputError::Create {
+            path: path.clone(),
+            source: std::io::Error::other("it is a directory: name a file with -o"),
+        }));
+    }
+    if config.resume && path.exists() {
+        resumable(config).map(drop)
+    } else if config.overwrite || config.resume || std::fs::symlink_metadata(path).is_err() {
+        Ok(())
+    } else {
+        Err(RunError::Output(OutputError::Exists(path.clone())))
+    }
 }
 
 /// What the input's rows name, by tenant, for a run that has no results file yet (`plan`).

@@ -37,6 +37,9 @@ fn a_tag_dry_run_shows_the_update_it_sends_not_an_assignment() {
         .arg(&path)
         .args(["--action", "tag", "--dry-run"])
         .args(["--graph-url", "https://graph.example/beta"])
+        // A dry run loads the credentials the run would use (never sending them).
+        .args(["--tenant-id", "t", "--client-id", "c"])
+        .env("AZURE_CLIENT_SECRET", "s")
         .output()
         .unwrap();
     let stdout = text(&out.stdout);

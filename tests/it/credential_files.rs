@@ -125,3 +125,105 @@ fn a_tenants_file_key_naming_a_device_or_nothing_is_refused_naming_the_key() {
         assert!(!stderr.contains("Zx8Q"), "{stderr}");
     }
 }
+
+/// Values that name no file, as a pasted secret or token would: a short secret, one with a
+/// slash, one below a file, and a token longer than a file name may be (the system answers
+/// "file name too long", not "no such file").
+fn pasted_values(dir: &Path) -> Vec<String> {
+    let file = dir.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    vec![
+        "Qx8~vT3pL.secretvalue".into(),
+        "Qx8~vT3pL/secret.value".into(),
+        format!("{}/Qx8~vT3pL.secretvalue", file.display()),
+        format!("eyJ0eXAiOiJKV1Qi.{}.c2ln", "QUJD".repeat(600)),
+    ]
+}
+
+/// The part of a pasted value that must not be shown (a file's own folder may be).
+fn secret_part(value: &str) -> &str {
+    value.rsplit('/').next().unwrap_or(value)
+}
+
+#[test]
+fn a_pasted_value_is_echoed_neither_on_stderr_nor_in_the_summary() {
+    let scratch = tempfile::tempdir().unwrap();
+    for value in pasted_values(scratch.path()) {
+        for flag in [
+            "--client-secret-file",
+            "--access-token-file",
+            "--certificate",
+        ] {
+            for dry in [false, true] {
+                let (dir, csv) = input(&group_rows(1));
+                let summary = dir.path().join("summary.json");
+                let out = bin()
+                    .arg("run")
+                    .arg(&csv)
+                    .args(["--tenant-id", "t", "--client-id", "c"])
+                    .args(["--graph-url", "http://127.0.0.1:9/beta"])
+                    .arg(flag)
+                    .arg(&value)
+                    .arg("--summary-json")
+                    .arg(&summary)
+                    .args(dry.then_some("--dry-run"))
+                    .output()
+                    .unwrap();
+                let stderr = text(&out.stderr);
+                let json = std::fs::read_to_string(&summary).unwrap();
+                assert_eq!(out.status.code(), Some(2), "{flag} {dry}: {stderr}");
+                assert!(
+                    one_error_line(&stderr).starts_with(&format!(
+                        "autopilot-bulk: error: cannot read the file given to {flag}: "
+                    )),
+                    "{stderr}"
+                );
+                let secret = secret_part(&value);
+                assert!(!stderr.contains(secret), "{flag} echoed: {stderr}");
+                assert!(
+                    !json.contains(secret),
+                    "{flag} echoed in the summary: {json}"
+                );
+                assert!(json.contains(flag), "{json}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_pasted_value_in_a_tenants_file_key_is_not_echoed() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (_input_dir, csv) = input(&group_rows(1));
+    let ids = "tenant_id = \"t\"\nclient_id = \"c\"\n";
+    for value in pasted_values(scratch.path()) {
+        for key in ["client_secret_file", "access_token_file", "certificate"] {
+            let dir = tempfile::tempdir().unwrap();
+            let tenants = dir.path().join("tenants.toml");
+            std::fs::write(&tenants, format!("[tenants.c]\n{ids}{key} = \"{value}\"\n")).unwrap();
+            let summary = dir.path().join("summary.json");
+            let out = bin()
+                .env_remove("AUTOPILOT_BULK_TENANTS")
+                .arg("run")
+                .arg(&csv)
+                .arg("--tenants")
+                .arg(&tenants)
+                .arg("--summary-json")
+                .arg(&summary)
+                .output()
+                .unwrap();
+            let stderr = text(&out.stderr);
+            let json = std::fs::read_to_string(&summary).unwrap();
+            assert_eq!(out.status.code(), Some(2), "{stderr}");
+            assert!(
+                stderr.contains(&format!("cannot read the file given to {key}")),
+                "{stderr}"
+            );
+            let secret = secret_part(&value);
+            assert!(!stderr.contains(secret), "{key} echoed: {stderr}");
+            assert!(
+                !json.contains(secret),
+                "{key} echoed in the summary: {json}"
+            );
+        }
+    }
+}

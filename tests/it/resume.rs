@@ -277,9 +277,11 @@ fn dry_run_shows_bodies_sends_and_writes_nothing() {
         "device_id,filter_id,source,source_id\n{},9a8b7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d,policySets,S1\nnope,,,\n",
         device(1)
     ));
-    let out = Command::new(assert_cmd::cargo::cargo_bin!("autopilot-bulk"))
+    // The credentials are loaded as the run would (a dry run checks what the run checks).
+    let out = crate::common::bin()
         .args(["run", path.to_str().unwrap(), "--dry-run"])
-        .env_remove("AZURE_CLIENT_SECRET")
+        .args(["--tenant-id", "t", "--client-id", "c"])
+        .env("AZURE_CLIENT_SECRET", "s")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

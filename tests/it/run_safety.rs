@@ -295,7 +295,7 @@ fn a_closed_stdout_or_stderr_is_a_quiet_end_of_output() {
     let (dir, csv) = input(&group_rows(4));
     // --dry-run | head -1
     let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("autopilot-bulk"))
-        .args(["run", "--dry-run"])
+        .args(["run", "--dry-run", "--emulator"])
         .arg(&csv)
         .stdout(closed_pipe())
         .output()

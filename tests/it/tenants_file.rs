@@ -24,7 +24,10 @@ impl Case {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(
             dir.path().join("devices.csv"),
-            "device_id,tenant\n00000000-0000-4000-8000-000000000a11,contoso\n",
+            format!(
+                "device_id,tenant,group_id\n00000000-0000-4000-8000-000000000a11,contoso,{}\n",
+                common::GROUP
+            ),
         )
         .expect("write input");
         Self { dir }
