@@ -155,6 +155,9 @@ pub struct Budget {
     refused_in_a_row: AtomicU32,
     unrouted_in_a_row: AtomicU32,
     requests: AtomicU64,
+    /// Requests let go (admitted); `requests` counts those answered. A request dropped
+    /// between the two (stopped mid-flight) may still be carried out.
+    admitted: AtomicU64,
     throttled: AtomicU64,
 }
 
@@ -227,6 +230,7 @@ impl Budget {
             refused_in_a_row: AtomicU32::new(0),
             unrouted_in_a_row: AtomicU32::new(0),
             requests: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
         }
     }
@@ -254,14 +258,24 @@ impl Budget {
             self.window.gate().wait().await;
             slot
         };
-        tokio::select! {
+        let permit = tokio::select! {
             biased;
             _ = self.halt.stopped() => None,
             slot = admitted => Some(Permit {
                 slot: Some(slot),
                 sent: tokio::time::Instant::now(),
             }),
-        }
+        };
+        self.admitted
+            .fetch_add(u64::from(permit.is_some()), Ordering::Relaxed);
+        permit
+    }
+
+    /// Requests let go and never answered: sent when the run stopped (or dropped before their
+    /// answer came). Zero after an orderly stop means nothing of this budget's can land later.
+    pub fn unanswered(&self) -> u64 {
+        let admitted = self.admitted.load(Ordering::Relaxed);
+        admitted.saturating_sub(self.requests.load(Ordering::Relaxed))
     }
 
     /// Leave to send one read (a listing page, a reconciling or pre-write GET): the gate open
@@ -285,6 +299,7 @@ impl Budget {
         if self.window.probing() {
             return self.admit().await;
         }
+        self.admitted.fetch_add(1, Ordering::Relaxed);
         Some(Permit {
             slot: None,
             sent: tokio::time::Instant::now(),

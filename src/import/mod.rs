@@ -25,7 +25,7 @@ mod sync;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -340,6 +340,10 @@ pub async fn import(
             path: Journal::path_for(&config.output),
             source,
         })?;
+    let timeout = config.graph.request_timeout;
+    if let Some(until) = crate::output::may_land_until(&journaled, timeout, SystemTime::now()) {
+        crate::output::wait_for_landing(until, halt.token()).await;
+    }
     let progress = crate::progress::Progress::new(config.progress);
     let rows = lines.len() as u64;
     progress.set_total(rows);
@@ -372,6 +376,11 @@ pub async fn import(
         }
         if let Err(e) = journal.remove() {
             tracing::warn!("cannot remove the journal: {e}");
+        }
+    } else if reaches.values().all(|r| r.budget.unanswered() == 0) {
+        // Stopped with nothing in flight: a resume need not wait for anything to land.
+        if let Err(e) = journal.settled() {
+            tracing::warn!("cannot write the journal: {e}");
         }
     }
     let sum = |f: fn(&reach::Counts) -> &reach::Count| {

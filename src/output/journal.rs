@@ -1,12 +1,15 @@
 //! The intent journal: which rows may have reached the service, synced before their first
-//! request goes out. Each line names the row and its device (`12 0f8fad5b-…`), so that a row
-//! that moved (an edited input) is still known by its device.
+//! request goes out. Each line names the row, its device and when it was written
+//! (`12 0f8fad5b-… 1764633600123`, Unix milliseconds), so that a row that moved (an edited
+//! input) is still known by its device, and a resume knows how recently a request may have
+//! left.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
@@ -15,16 +18,41 @@ use uuid::Uuid;
 pub struct Started {
     pub row: u64,
     pub device: Option<Uuid>,
+    /// When the line was written, just before the row's request left (journals of earlier
+    /// versions have none).
+    pub sent: Option<SystemTime>,
 }
 
 impl Started {
-    /// `row` or `row device`; anything else (a torn last line) is skipped.
+    /// `row`, `row device` or `row device millis`; anything else (a torn last line) is
+    /// skipped.
     fn parse(line: &str) -> Option<Started> {
         let mut parts = line.split_whitespace();
         let row = parts.next()?.parse().ok()?;
         let device = parts.next().and_then(|d| Uuid::parse_str(d).ok());
-        Some(Started { row, device })
+        let sent = parts
+            .next()
+            .and_then(|m| m.parse::<u64>().ok())
+            .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+        Some(Started { row, device, sent })
     }
+}
+
+/// The line a run that stopped in order, every request answered, ends its journal with.
+const SETTLED: &str = "settled";
+
+/// Until when a request of `rows` (journal lines of a stopped run that no result reports) may
+/// still reach the service: the last one's sending plus `timeout`, the longest a request is
+/// worked on. Reading back before then can miss a write that lands after the read. `None`
+/// when that time is past (or no line says when it was sent).
+pub fn may_land_until<'a>(
+    rows: impl IntoIterator<Item = &'a Started>,
+    timeout: Duration,
+    now: SystemTime,
+) -> Option<SystemTime> {
+    let last = rows.into_iter().filter_map(|s| s.sent).max()?;
+    let until = last + timeout;
+    (until > now).then_some(until)
 }
 
 /// The intent journal beside the results file: the rows whose first request may have reached
@@ -76,7 +104,14 @@ impl Journal {
         if !fresh {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut file, &mut text)?;
-            rows.extend(text.lines().filter_map(Started::parse));
+            for line in text.lines() {
+                if line.starts_with(SETTLED) {
+                    // Everything sent before it was answered: nothing of it can land later.
+                    rows.iter_mut().for_each(|s: &mut Started| s.sent = None);
+                } else {
+                    rows.extend(Started::parse(line));
+                }
+            }
         }
         if fresh {
             file.set_len(0)?;
@@ -195,9 +230,12 @@ impl Journal {
         let file = self.file.clone();
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-            let mut text = String::with_capacity(rows.len() * 48);
+            let mut text = String::with_capacity(rows.len() * 64);
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
             for (row, device) in rows {
-                text.push_str(&format!("{row} {device}\n"));
+                text.push_str(&format!("{row} {device} {now}\n"));
             }
             f.write_all(text.as_bytes())?;
             f.sync_data()
@@ -212,6 +250,14 @@ impl Journal {
     #[cfg(test)]
     pub(crate) fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// The run stopped in order with every request answered: no row named so far can still
+    /// land, so a resume need not wait before reading back. Appended and synced.
+    pub fn settled(&self) -> std::io::Result<()> {
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        f.write_all(format!("{SETTLED}\n").as_bytes())?;
+        f.sync_data()
     }
 
     /// The run completed: every row has its line; the journal has served its purpose.
@@ -328,7 +374,8 @@ mod tests {
             Started::parse("12"),
             Some(Started {
                 row: 12,
-                device: None
+                device: None,
+                sent: None,
             })
         );
         let d = dev(5);
@@ -336,10 +383,34 @@ mod tests {
             Started::parse(&format!("5 {d}")),
             Some(Started {
                 row: 5,
-                device: Some(d)
+                device: Some(d),
+                sent: None,
             })
         );
         assert_eq!(Started::parse("torn 1"), None);
+    }
+
+    #[tokio::test]
+    async fn a_line_says_when_it_was_sent_and_a_resume_knows_until_when_it_may_land() {
+        let (dir, j) = journal();
+        let before = SystemTime::now() - Duration::from_millis(1);
+        j.record(1, dev(1)).await.unwrap();
+        let (_, started) = Journal::open(&dir.path().join("r.csv"), false).unwrap();
+        let sent = started[0].sent.expect("the line says when");
+        assert!(sent >= before && sent <= SystemTime::now(), "{sent:?}");
+        let timeout = Duration::from_secs(100);
+        let until = may_land_until(&started, timeout, SystemTime::now());
+        assert_eq!(until, Some(sent + timeout));
+        // Long after: nothing can land any more; an old journal without times never waits.
+        assert_eq!(may_land_until(&started, timeout, sent + timeout * 2), None);
+        let old = [Started::parse("3").unwrap()];
+        assert_eq!(may_land_until(&old, timeout, SystemTime::now()), None);
+        // A run that stopped with every request answered says so: nothing before can land.
+        j.settled().unwrap();
+        j.record(2, dev(2)).await.unwrap();
+        let (_, started) = Journal::open(&dir.path().join("r.csv"), false).unwrap();
+        assert_eq!(started.len(), 2);
+        assert_eq!((started[0].sent, started[1].sent.is_some()), (None, true));
     }
 
     /// Yield until `done` holds; the tasks it waits on run on the runtime's worker threads.

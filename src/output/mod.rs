@@ -16,10 +16,31 @@ mod prior;
 pub mod sheet;
 mod writer;
 
-pub use journal::{Journal, Started};
+pub use journal::{Journal, Started, may_land_until};
 pub use prior::{Prior, PriorResults, compact, device_fingerprint, read_prior, serial_fingerprint};
 pub use writer::ResultsWriter;
 pub(crate) use writer::create_file;
+
+/// Before reading back what a stopped run may have sent: wait until its last request can no
+/// longer land (`until`, from the journal), or the run stops. A read that comes first could
+/// find nothing and send the write again beside the one still on its way.
+pub async fn wait_for_landing(
+    until: std::time::SystemTime,
+    stop: &tokio_util::sync::CancellationToken,
+) {
+    let Ok(wait) = until.duration_since(std::time::SystemTime::now()) else {
+        return;
+    };
+    tracing::warn!(
+        "the stopped run sent its last requests moments ago: waiting {} (the request timeout) \
+         before reading back, so that none of them lands after the read",
+        humantime::format_duration(std::time::Duration::from_secs(wait.as_secs() + 1))
+    );
+    tokio::select! {
+        () = tokio::time::sleep(wait) => {}
+        () = stop.cancelled() => {}
+    }
+}
 
 /// The results columns, in contract order. Columns are only ever added at the end: a results
 /// file of an earlier version (its first [`HEADER_V1`] columns) is still read and continued.

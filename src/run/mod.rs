@@ -138,6 +138,9 @@ async fn stages(
     }
     check_profile(config, &tenants, &plan.wanted).await?;
     let resume = Arc::new(plan.resume);
+    if let Some(until) = resume.may_land_until() {
+        crate::output::wait_for_landing(until, halt.token()).await;
+    }
     // 3. Serial numbers to identity ids, and (tag runs) the tags devices carry.
     let (prepared, resolution) = prepare(&tenants, &mut plan.wanted, progress).await;
     // 4. Rows flow: reader → tenants' workers → writer.
@@ -160,6 +163,14 @@ async fn stages(
     let interrupted = aborted.is_none() && shutdown.is_cancelled();
     if counts.finished && aborted.is_none() && !interrupted {
         plan::complete(config, &resume, counts.redone, &plan.journal)?;
+    } else if tenants.iter().all(|t| {
+        let directory = t.directory.as_ref().map_or(0, |(d, _)| d.unanswered());
+        t.budget.unanswered() + directory == 0
+    }) {
+        // Stopped with nothing in flight: a resume need not wait for anything to land.
+        if let Err(e) = plan.journal.settled() {
+            tracing::warn!("cannot write the journal: {e}");
+        }
     }
     // 6. The summary: totals, and each tenant's share.
     let stats: Vec<_> = tenants.iter().map(|t| t.stats()).collect();

@@ -54,6 +54,8 @@ pub struct Resume {
     retry_invalid: bool,
     /// The results file repeats rows (an earlier resume redid them): fold them at the end.
     has_repeats: bool,
+    /// Until when a request of a row in flight at the stop may still land.
+    may_land_until: Option<std::time::SystemTime>,
 }
 
 /// What to do with one input row.
@@ -74,14 +76,22 @@ fn finished(p: &Prior, retry_invalid: bool) -> bool {
 impl Resume {
     fn new(prior: HashMap<u64, Prior>, started: Vec<Started>, config: &Config) -> Self {
         // Only rows the results do not report were in flight at the stop.
-        let in_flight = started.iter().filter(|s| !prior.contains_key(&s.row));
+        let in_flight = || started.iter().filter(|s| !prior.contains_key(&s.row));
+        let now = std::time::SystemTime::now();
         Self {
-            started_devices: in_flight.filter_map(|s| s.device).collect(),
+            may_land_until: crate::output::may_land_until(in_flight(), config.request_timeout, now),
+            started_devices: in_flight().filter_map(|s| s.device).collect(),
             started: started.iter().map(|s| s.row).collect(),
             prior,
             retry_invalid: config.retry_invalid,
             has_repeats: false,
         }
+    }
+
+    /// Until when a request the stopped run had in flight may still land (see
+    /// [`crate::output::may_land_until`]).
+    pub fn may_land_until(&self) -> Option<std::time::SystemTime> {
+        self.may_land_until
     }
 
     /// The journal names `device` as sent by an earlier run, at whatever row.
@@ -421,6 +431,7 @@ mod tests {
         let started = vec![Started {
             row: 4,
             device: Some(moved),
+            sent: None,
         }];
         let resume = Resume::new(HashMap::new(), started, &Config::new("i", "o"));
         // A row inserted above it: the device is now row 5, row 4 is another device.
@@ -461,6 +472,7 @@ mod tests {
             started_devices: HashSet::from([moved]),
             retry_invalid: false,
             has_repeats: false,
+            may_land_until: None,
         };
         assert_eq!(resume.decide_row(1), RowPlan::Skip(Status::Created));
         assert_eq!(resume.decide_row(2), RowPlan::Skip(Status::Existing));

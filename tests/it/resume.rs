@@ -69,6 +69,9 @@ async fn killed_twice_with_sigkill_then_resumed_assigns_every_device_exactly_onc
             "--concurrency".into(),
             "8".into(),
             "-q".into(),
+            // A resume waits this long after the kill for the dead run's requests to land.
+            "--request-timeout".into(),
+            "3s".into(),
         ];
         if resume {
             a.push("--resume".into());
@@ -156,6 +159,11 @@ async fn stopped_by_a_signal_then_resumed(signal: &str) {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     assert_eq!(json["outcome"], "interrupted", "{json}");
+    // Every request was answered before the exit: the journal says so, and the resume
+    // does not wait for anything to land.
+    let journal = std::fs::read_to_string(autopilot_bulk::output::Journal::path_for(&results))
+        .unwrap();
+    assert_eq!(journal.lines().last(), Some("settled"), "{signal}");
     let done = read_results(&results);
     assert!(
         done.len() >= 20 && done.len() < 120,
@@ -466,7 +474,14 @@ async fn a_resume_after_sigkill_reports_the_whole_file_and_its_earlier_invalid_r
     let summary = dir.path().join("summary.json");
     let mut child = bin_against(&emulator)
         .arg("run")
-        .args([path.to_str().unwrap(), "-q", "--rate", "40/1s"])
+        .args([
+            path.to_str().unwrap(),
+            "-q",
+            "--rate",
+            "40/1s",
+            "--request-timeout",
+            "3s",
+        ])
         .spawn()
         .unwrap();
     until_lines(&results, 20).await;
@@ -483,6 +498,8 @@ async fn a_resume_after_sigkill_reports_the_whole_file_and_its_earlier_invalid_r
             "--rate",
             "1000/1s",
             "--resume",
+            "--request-timeout",
+            "3s",
         ])
         .arg("--summary-json")
         .arg(&summary)

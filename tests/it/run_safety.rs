@@ -152,6 +152,8 @@ async fn a_results_file_that_stops_taking_writes_stops_the_run_and_resume_recove
             .arg(&results)
             // Four rows in flight at most, so "stopped at once" has a tight bound below.
             .args(["-q", "--rate", "1000/1s", "--resume", "--concurrency", "4"])
+            // A resume waits this long for requests the stopped run left unanswered.
+            .args(["--request-timeout", "3s"])
             .args(["--graph-url", &emulator.graph_url()])
             .args(["--authority-url", &emulator.authority_url()])
             .env("AZURE_TENANT_ID", "t")
