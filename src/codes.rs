@@ -23,3 +23,6 @@ pub const INVALID_ASSIGNMENT_ID: &str = "InvalidAssignmentId";
 pub const RETAGGED: &str = "RetaggedSinceRun";
 /// `undo`: the results file does not record what undoing the row needs.
 pub const NOT_RECORDED: &str = "NotRecorded";
+/// A stop because the results file or the journal could not be written (disk full, the
+/// file-size limit): exit 2, what was written kept whole.
+pub const UNWRITABLE: &str = "CannotWrite";

@@ -60,6 +60,10 @@ pub enum Outcome {
     Aborted(String),
     /// Stopped by the caller's shutdown token (Ctrl-C): exit code 130.
     Interrupted,
+    /// Stopped because the results file or the journal could not be written (a full disk,
+    /// the file-size limit), with the reason: exit code 2, as a run that could not start for
+    /// the file; every line on disk is whole, and `--resume` continues.
+    Unwritable(String),
 }
 
 impl Outcome {
@@ -69,6 +73,8 @@ impl Outcome {
             Outcome::Completed => "completed",
             Outcome::Aborted(_) => "aborted",
             Outcome::Interrupted => "interrupted",
+            // The word a run that could not write its file always gave.
+            Outcome::Unwritable(_) => "error",
         }
     }
 }
@@ -177,7 +183,7 @@ impl Summary {
     /// Why the run stopped early, if it was aborted.
     pub fn aborted(&self) -> Option<&str> {
         match &self.outcome {
-            Outcome::Aborted(reason) => Some(reason),
+            Outcome::Aborted(reason) | Outcome::Unwritable(reason) => Some(reason),
             _ => None,
         }
     }
@@ -204,6 +210,7 @@ impl Summary {
         let file = self.whole_file();
         match self.outcome {
             Outcome::Aborted(_) => 3,
+            Outcome::Unwritable(_) => 2,
             Outcome::Interrupted => 130,
             Outcome::Completed if file.failed > 0 || file.invalid > 0 => 1,
             Outcome::Completed => 0,
@@ -378,6 +385,9 @@ pub fn render_summary(s: &Summary) -> String {
     match &s.outcome {
         Outcome::Aborted(reason) => {
             let _ = writeln!(out, "  ABORTED: {}", printable(reason));
+        }
+        Outcome::Unwritable(reason) => {
+            let _ = writeln!(out, "  STOPPED: {}", printable(reason));
         }
         Outcome::Interrupted => {
             let _ = writeln!(

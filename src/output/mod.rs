@@ -21,6 +21,31 @@ pub use prior::{Prior, PriorResults, compact, device_fingerprint, read_prior, se
 pub use writer::ResultsWriter;
 pub(crate) use writer::create_file;
 
+/// Cut a line a failed write left half-written at the end of `path`, so that every line on
+/// disk is whole (a full disk or the file-size limit can stop a write mid-line).
+pub fn cut_torn_tail(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let len = f.metadata()?.len();
+    let tail = len.min(64 * 1024);
+    f.seek(SeekFrom::Start(len - tail))?;
+    let mut buf = Vec::with_capacity(tail as usize);
+    f.read_to_end(&mut buf)?;
+    if buf.last() == Some(&b'\n') || buf.is_empty() {
+        return Ok(());
+    }
+    let keep = match buf.iter().rposition(|&b| b == b'\n') {
+        Some(i) => len - tail + i as u64 + 1,
+        None if tail == len => 0,
+        None => return Ok(()), // a line longer than the tail read: leave it to --resume
+    };
+    f.set_len(keep)?;
+    f.sync_data()
+}
+
 /// Before reading back what a stopped run may have sent: wait until its last request can no
 /// longer land (`until`, from the journal), or the run stops. A read that comes first could
 /// find nothing and send the write again beside the one still on its way.

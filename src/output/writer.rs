@@ -121,6 +121,11 @@ impl ResultsWriter {
         Ok(())
     }
 
+    /// The results file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Write one row and flush it to the operating system.
     pub fn write(&mut self, r: &RowResult) -> Result<(), OutputError> {
         self.check_in_place()?;

@@ -211,7 +211,12 @@ impl Adder {
         for m in batch.iter() {
             // Durably note the intent before the request can reach the service.
             if let Err(e) = self.journal.record(m.item.job.row, m.item.device).await {
-                self.halt.abort(format!("cannot write the journal: {e}"));
+                self.halt.abort_as(
+                    crate::codes::UNWRITABLE,
+                    format!(
+                        "cannot write the journal: {e}; --resume continues from what was written"
+                    ),
+                );
                 return Sent::Stopped;
             }
         }

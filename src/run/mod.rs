@@ -207,6 +207,9 @@ async fn stages(
         finished_at: SystemTime::now(),
         elapsed: started.elapsed(),
         outcome: match (aborted, interrupted) {
+            (Some(reason), _) if halt.code() == Some(crate::codes::UNWRITABLE) => {
+                Outcome::Unwritable(reason)
+            }
             (Some(reason), _) => Outcome::Aborted(reason),
             (None, true) => Outcome::Interrupted,
             (None, false) => Outcome::Completed,

@@ -108,7 +108,10 @@ impl Workers {
             if !journaled {
                 // Durably note the intent before the first request can reach the service.
                 if let Err(e) = self.journal.record(job.row, device).await {
-                    self.halt.abort(format!("cannot write the journal: {e}"));
+                    self.halt.abort_as(
+                    crate::codes::UNWRITABLE,
+                    format!("cannot write the journal: {e}; --resume continues from what was written"),
+                );
                     return Err(unfinished(&row, sent));
                 }
                 journaled = true;

@@ -61,7 +61,8 @@ fn counts(by: Option<&BTreeMap<Status, u64>>) -> Counts {
 }
 
 /// Write every result as it arrives. A write error stops the whole run at once: a row whose
-/// result cannot be recorded must not be followed by more requests.
+/// result cannot be recorded must not be followed by more requests. The line it tore is cut,
+/// so every line on disk is whole, and the counts so far go to the summary.
 pub async fn write_results(
     mut writer: ResultsWriter,
     mut results: mpsc::Receiver<RowResult>,
@@ -72,8 +73,19 @@ pub async fn write_results(
     while let Some(r) = results.recv().await {
         // A row is a few hundred bytes: writing it inline is cheaper than a blocking hop.
         if let Err(e) = writer.write(&r) {
-            halt.abort(format!("{e}; --resume continues from what was written"));
-            return Err(e);
+            let reason = format!("{e}; --resume continues from what was written");
+            halt.abort_as(crate::codes::UNWRITABLE, reason);
+            if matches!(e, OutputError::Gone(_)) {
+                return Err(e);
+            }
+            let path = writer.path().to_path_buf();
+            drop(writer); // its last flush may add to the torn line: cut after it
+            if let Err(cut) = crate::output::cut_torn_tail(&path) {
+                tracing::warn!("cannot cut the torn last line of {}: {cut}", path.display());
+            }
+            // The rest of the rows are not written: drain them so that no sender waits.
+            while results.recv().await.is_some() {}
+            return Ok(tally);
         }
         tally.add(r.status, r.tenant.as_deref());
         if r.status == Status::Failed {

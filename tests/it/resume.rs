@@ -161,8 +161,8 @@ async fn stopped_by_a_signal_then_resumed(signal: &str) {
     assert_eq!(json["outcome"], "interrupted", "{json}");
     // Every request was answered before the exit: the journal says so, and the resume
     // does not wait for anything to land.
-    let journal = std::fs::read_to_string(autopilot_bulk::output::Journal::path_for(&results))
-        .unwrap();
+    let journal =
+        std::fs::read_to_string(autopilot_bulk::output::Journal::path_for(&results)).unwrap();
     assert_eq!(journal.lines().last(), Some("settled"), "{signal}");
     let done = read_results(&results);
     assert!(

@@ -208,11 +208,32 @@ fn the_file_size_limit_is_a_write_error_not_a_kill() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{:?}: {stderr}", out.status);
     assert!(stderr.contains("cannot write results file"), "{stderr}");
-    let written = std::fs::read_to_string(&results).unwrap().lines().count();
+    let text_on_disk = std::fs::read_to_string(&results).unwrap();
+    let written = text_on_disk.lines().count();
     assert!(written < 200, "the limit did not bite");
+    // Every line on disk is whole: the one the limit tore was cut.
+    assert!(
+        text_on_disk.ends_with('\n'),
+        "a torn last line: {text_on_disk:?}"
+    );
+    let lines = read_results(&results);
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     assert_eq!(json["exit_code"], 2, "{json}");
+    assert_eq!(json["outcome"], "error", "{json}");
+    // A summary of what was done, not the could-not-start shape: the rows on disk counted.
+    assert_eq!(
+        json["rows"]["this_run"]["created"],
+        lines.len() as u64,
+        "{json}"
+    );
+    assert!(
+        json["aborted_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot write"),
+        "{json}"
+    );
 }
 
 /// A server that accepts and never answers costs each attempt the request timeout, no more,
