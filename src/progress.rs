@@ -22,7 +22,8 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(wanted: bool) -> Self {
-        let visible = wanted && std::io::stderr().is_terminal();
+        // With JSON on stderr (`--log-format json`) every line is an event: no bar.
+        let visible = wanted && std::io::stderr().is_terminal() && !crate::notes::json();
         let target = if visible {
             ProgressDrawTarget::stderr_with_hz(5)
         } else {
@@ -160,14 +161,20 @@ impl Write for LogLine {
 
 impl Drop for LogLine {
     fn drop(&mut self) {
-        let write = || {
-            let _ = std::io::stderr().lock().write_all(&self.0);
-        };
-        let bar = active_bar().clone();
-        match bar {
-            Some(bar) => bar.suspend(write),
-            None => write(),
-        }
+        write_stderr(&self.0);
+    }
+}
+
+/// Write `bytes` to stderr with the bar (if any) suspended. A closed stderr is a quiet end of
+/// output, never a panic.
+pub(crate) fn write_stderr(bytes: &[u8]) {
+    let write = || {
+        let _ = std::io::stderr().lock().write_all(bytes);
+    };
+    let bar = active_bar().clone();
+    match bar {
+        Some(bar) => bar.suspend(write),
+        None => write(),
     }
 }
 

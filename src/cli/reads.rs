@@ -38,12 +38,16 @@ pub struct StatusArgs {
     /// the tenant its `tenant` column names. The single-tenant credentials are then optional.
     #[arg(long, env = "AUTOPILOT_BULK_TENANTS", value_name = "FILE")]
     pub tenants: Option<PathBuf>,
-    /// Only errors on stderr; no progress.
+    /// Only errors on stderr: no progress, no line per --watch reading, no note on how it
+    /// ended (timed out, stopped, nothing to read: the exit code says it). The counts still go
+    /// to stdout and the status file is written.
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
     /// More detail on stderr (-vv for per-request lines).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    #[arg(long, value_enum, default_value_t = super::LogFormat::Text, help = super::LOG_FORMAT_HELP)]
+    pub log_format: super::LogFormat,
 }
 
 #[derive(Debug, Args)]
