@@ -19,8 +19,9 @@ pub struct StatusArgs {
     /// Status CSV [default: RESULTS-STEM.status.csv beside the results].
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
-    /// Replace an existing status file (with --watch it is replaced anyway: every reading
-    /// replaces the last, so an existing one is only an earlier reading).
+    /// Replace an existing file at the status path that is not a status file. An earlier
+    /// status file is replaced without it, with or without --watch: every reading replaces the
+    /// whole file, so it only held an earlier reading.
     #[arg(long)]
     pub overwrite: bool,
     /// Read again every --interval until every device is assigned or --timeout passes.
@@ -131,7 +132,7 @@ impl StatusArgs {
         if let Some(output) = &self.output {
             config.output = output.clone();
         }
-        config.overwrite = self.overwrite || self.watch;
+        config.overwrite = self.overwrite;
         config.watch = self.watch.then_some(Watch {
             interval: self.interval,
             timeout: self.timeout,
