@@ -96,7 +96,10 @@ async fn quiet_is_errors_only_for_every_command_that_has_it() {
     );
     // A run of milliseconds is a burst inside one window of 100/20s, not a rate.
     assert!(stderr.contains("rate: within one window"), "{stderr}");
-    assert!(!stderr.contains("req/s") && !stderr.contains("in flight"), "{stderr}");
+    assert!(
+        !stderr.contains("req/s") && !stderr.contains("in flight"),
+        "{stderr}"
+    );
 
     let results = dir.path().join("devices.results.csv");
     let results = results.to_str().unwrap();
