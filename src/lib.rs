@@ -59,6 +59,7 @@ pub mod input;
 mod jsonish;
 pub mod listing;
 pub mod lock;
+mod notes;
 pub mod output;
 pub mod preflight;
 pub mod profiles;

@@ -5,5 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    autopilot_bulk::app::main(autopilot_bulk::cli::Cli::parse())
+    match autopilot_bulk::cli::Cli::try_parse() {
+        Ok(cli) => autopilot_bulk::app::main(cli),
+        Err(e) => autopilot_bulk::app::command_line_error(e),
+    }
 }

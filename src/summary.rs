@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::RateSpec;
 // Error codes and abort reasons come from the service: shown printable, never raw.
 use crate::output::printable;
+use crate::progress::pace_words;
 
 /// What a run did, for the summary, `--summary-json` and the exit code.
 #[derive(Debug, Clone)]
@@ -310,6 +311,38 @@ pub fn interrupted_json(reason: &str) -> serde_json::Value {
     })
 }
 
+/// The summary's pace line. A rate is only measured over more than one window of the
+/// configured rate: inside one, a window's writes go out at once by design, and requests over
+/// seconds would read as many times the limit.
+fn rate_line(s: &Summary) -> String {
+    let configured = pace_words(s.configured_rate);
+    let end = format!(
+        "pace at the end {}; up to {} rows at once",
+        pace_words(s.final_rate),
+        s.concurrency
+    );
+    if s.elapsed > s.configured_rate.per {
+        // The windows the run reached into, each a full window's writes: what the limit
+        // allowed in that time (a run of 20.1 s at 100/20s reached two: up to 200 writes).
+        let windows =
+            (s.elapsed.as_secs_f64() / s.configured_rate.per.as_secs_f64()).floor() as u64 + 1;
+        format!(
+            "effective rate {:.2} requests/s over {:.1}s (configured {configured}: {windows} \
+             windows, up to {} writes, in that time; {end})",
+            s.effective_rate(),
+            s.elapsed.as_secs_f64(),
+            u64::from(s.configured_rate.count) * windows,
+        )
+    } else {
+        format!(
+            "rate: within one window ({} requests in {:.1}s; configured {configured}, and a \
+             window's writes may go out at once; {end})",
+            s.requests,
+            s.elapsed.as_secs_f64(),
+        )
+    }
+}
+
 /// The human summary printed on stderr at the end of a run.
 pub fn render_summary(s: &Summary) -> String {
     use std::fmt::Write;
@@ -348,15 +381,7 @@ pub fn render_summary(s: &Summary) -> String {
         s.reconciliations,
         s.throttled_time.as_secs_f64()
     );
-    let _ = writeln!(
-        out,
-        "  effective rate {:.2} req/s (configured {} = {:.2} req/s; pace at the end {}; {} in flight)",
-        s.effective_rate(),
-        s.configured_rate,
-        s.configured_rate.per_second(),
-        s.final_rate,
-        s.concurrency
-    );
+    let _ = writeln!(out, "  {}", rate_line(s));
     if let Some(r) = s.resolution {
         let _ = writeln!(
             out,
@@ -375,7 +400,7 @@ pub fn render_summary(s: &Summary) -> String {
             t.whole_file().line(),
             t.requests,
             t.throttled_responses,
-            t.final_rate,
+            pace_words(t.final_rate),
             t.aborted
                 .as_deref()
                 .map_or("completed".into(), |r| format!("ABORTED: {}", printable(r)))
@@ -398,4 +423,77 @@ pub fn render_summary(s: &Summary) -> String {
         Outcome::Completed => {}
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(requests: u64, elapsed: Duration) -> Summary {
+        let rate = RateSpec::new(100, Duration::from_secs(20));
+        Summary {
+            input: "devices.csv".into(),
+            output: "devices.results.csv".into(),
+            rows: requests,
+            skipped: 0,
+            earlier: Counts::default(),
+            created: requests,
+            existing: 0,
+            failed: 0,
+            invalid: 0,
+            by_error_code: BTreeMap::new(),
+            requests,
+            throttled_responses: 0,
+            reconciliations: 0,
+            throttled_time: Duration::ZERO,
+            final_rate: RateSpec::new(100, Duration::from_millis(20_025)),
+            token_requests: 1,
+            configured_rate: rate,
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: SystemTime::UNIX_EPOCH,
+            elapsed,
+            outcome: Outcome::Completed,
+            resolution: None,
+            concurrency: 16,
+            tenants: Vec::new(),
+        }
+    }
+
+    /// 95 requests in 40 ms is a burst inside one window, not 2375 req/s: no rate is shown.
+    #[test]
+    fn a_run_inside_one_window_shows_no_rate() {
+        let text = render_summary(&summary(95, Duration::from_millis(40)));
+        assert!(
+            !text.contains("req/s") && !text.contains("requests/s"),
+            "{text}"
+        );
+        assert!(!text.contains("2375"), "{text}");
+        assert!(
+            text.contains("within one window (95 requests in 0.0s"),
+            "{text}"
+        );
+        assert!(text.contains("configured 100 writes per 20s"), "{text}");
+        assert!(
+            text.contains("pace at the end 100 writes per 20s;"),
+            "{text}"
+        );
+        assert!(text.contains("up to 16 rows at once"), "{text}");
+        assert!(!text.contains("in flight"), "{text}");
+    }
+
+    #[test]
+    fn a_run_over_more_than_a_window_shows_its_rate() {
+        let text = render_summary(&summary(500, Duration::from_secs(100)));
+        assert!(
+            text.contains(
+                "effective rate 5.00 requests/s over 100.0s (configured 100 writes per 20s: 6 \
+                 windows, up to 600 writes, in that time;"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("within one window"), "{text}");
+        // Exactly one window is still inside it.
+        let text = render_summary(&summary(100, Duration::from_secs(20)));
+        assert!(text.contains("within one window"), "{text}");
+    }
 }

@@ -38,7 +38,9 @@ pub(super) fn status_command(args: &StatusArgs) -> u8 {
             let _ = write!(std::io::stdout(), "{}", report.render());
         }
         if let Some(reason) = &report.aborted {
-            note!("autopilot-bulk: aborted: {reason}");
+            note!("autopilot-bulk: error: aborted: {reason}");
+        } else if args.quiet {
+            // How it ended is the exit code's to say (-q: errors only).
         } else if report.interrupted {
             note!("autopilot-bulk: stopped; the status file holds the last complete reading");
         } else if report.rows == 0 {
@@ -80,12 +82,13 @@ pub(super) fn undo_command(args: &crate::cli::UndoArgs) -> u8 {
         cancel_on_signal(shutdown.clone(), summary_path.clone());
         match crate::undo::undo(config, shutdown).await {
             Ok(summary) => {
-                let _ = write!(std::io::stderr(), "{}", summary.render());
                 let code = summary.exit_code();
+                let json = summary.json(code);
+                crate::notes::summary(&summary.render(), "undo finished", json.clone(), code);
                 if summary.outcome != crate::undo::UndoOutcome::Completed {
                     note!("  to continue: {}", resume_command());
                 }
-                write_summary_json(summary_path.as_deref(), &summary.json(code));
+                write_summary_json(summary_path.as_deref(), &json);
                 code
             }
             Err(e) => {
@@ -137,12 +140,14 @@ pub(super) fn import_command(args: &crate::cli::ImportArgs) -> u8 {
             Err(e) => refused(format!("{e:#}")),
             Ok(config) => match crate::import::import(config, shutdown).await {
                 Ok(summary) => {
-                    let _ = write!(std::io::stderr(), "{}", summary.render());
                     let code = summary.exit_code();
+                    let json = summary.json(code);
+                    let text = summary.render();
+                    crate::notes::summary(&text, "import finished", json.clone(), code);
                     if summary.outcome != crate::import::ImportOutcome::Completed {
                         note!("  to continue: {}", resume_command());
                     }
-                    write_summary_json(summary_path.as_deref(), &summary.json(code));
+                    write_summary_json(summary_path.as_deref(), &json);
                     code
                 }
                 Err(e) => refused(e.to_string()),
@@ -277,7 +282,7 @@ pub(super) fn plan_command(args: &crate::cli::PlanArgs) -> u8 {
                     );
                     if let Some(reason) = &report.aborted {
                         note!(
-                            "autopilot-bulk: aborted: {}",
+                            "autopilot-bulk: error: aborted: {}",
                             crate::output::printable(reason)
                         );
                     }

@@ -10,11 +10,12 @@ use crate::cli::{Cli, Command, LogFormat, RunArgs, ValidateArgs};
 use crate::emulator::{EmulateArgs, Emulator, EmulatorConfig};
 use crate::input::{InputReader, Parsed};
 
-/// A line on stderr. A closed stderr (`… 2>&1 | head -1`) is a quiet end of output, never a
-/// panic: the run goes on and the summary JSON is still written.
+/// A line on stderr (a JSON event with `--log-format json`: [`crate::notes`]). A closed stderr
+/// (`… 2>&1 | head -1`) is a quiet end of output, never a panic: the run goes on and the summary
+/// JSON is still written.
 macro_rules! note {
     ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        crate::notes::line(&format!($($arg)*));
     }};
 }
 
@@ -47,7 +48,7 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::from(emulate_command(&args))
         }
         Command::Status(args) => {
-            init_logging(args.quiet, args.verbose, LogFormat::Text);
+            init_logging(args.quiet, args.verbose, args.log_format);
             ExitCode::from(status_command(&args))
         }
         Command::Profiles(args) => {
@@ -55,15 +56,15 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::from(profiles_command(&args))
         }
         Command::Undo(args) => {
-            init_logging(args.quiet, args.verbose, LogFormat::Text);
+            init_logging(args.quiet, args.verbose, args.log_format);
             ExitCode::from(undo_command(&args))
         }
         Command::Plan(args) => {
-            init_logging(args.quiet, args.verbose, LogFormat::Text);
+            init_logging(args.quiet, args.verbose, args.log_format);
             ExitCode::from(plan_command(&args))
         }
         Command::Import(args) => {
-            init_logging(args.quiet, args.verbose, LogFormat::Text);
+            init_logging(args.quiet, args.verbose, args.log_format);
             ExitCode::from(commands::import_command(&args))
         }
         Command::Preflight(args) => {
@@ -74,7 +75,32 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
+/// A command line clap refuses: its message as clap writes it, or, when the command line asks
+/// for `--log-format json`, as one JSON event (so that even a typo in a unit file reaches the
+/// log shipper as JSON). `--help` and `--version` print as usual.
+pub fn command_line_error(e: clap::Error) -> ExitCode {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let json = args.iter().enumerate().any(|(i, a)| {
+        a == "--log-format=json"
+            || (a == "--log-format" && args.get(i + 1).is_some_and(|v| v == "json"))
+    });
+    if !json || !e.use_stderr() {
+        e.exit();
+    }
+    let message = e.render().to_string();
+    let line = crate::notes::event_json(
+        crate::notes::Level::Error,
+        message.trim_end(),
+        serde_json::Map::new(),
+    );
+    let _ = writeln!(std::io::stderr(), "{line}");
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_USAGE))
+}
+
 fn init_logging(quiet: bool, verbose: u8, format: LogFormat) {
+    crate::notes::set(format == LogFormat::Json, quiet);
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -213,19 +239,14 @@ fn run_command(args: RunArgs) -> u8 {
         };
         let code = match crate::run(config, shutdown).await {
             Ok(summary) => {
-                let _ = write!(
-                    std::io::stderr(),
-                    "{}",
-                    crate::summary::render_summary(&summary)
-                );
                 let code = summary.exit_code();
+                let json = crate::summary::summary_json(&summary, code);
+                let text = crate::summary::render_summary(&summary);
+                crate::notes::summary(&text, "run finished", json.clone(), code);
                 if summary.outcome != crate::summary::Outcome::Completed {
                     note!("  to continue: {}", resume_command());
                 }
-                write_summary_json(
-                    summary_path.as_deref(),
-                    &crate::summary::summary_json(&summary, code),
-                );
+                write_summary_json(summary_path.as_deref(), &json);
                 code
             }
             Err(e) => {

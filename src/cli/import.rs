@@ -62,12 +62,16 @@ pub struct ImportArgs {
     /// registered) [default: emulator-devices.txt beside the input, when present].
     #[arg(long, value_name = "PATH", requires = "emulator")]
     pub emulator_devices: Option<PathBuf>,
-    /// Only errors on stderr; no progress.
+    /// Only errors on stderr: no progress and no end-of-import summary, so that a nightly job
+    /// that went well prints nothing. The counts are in --summary-json and the exit code; an
+    /// import that did not finish still prints its --resume command.
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
     /// More detail on stderr (-vv for per-request lines).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    #[arg(long, value_enum, default_value_t = super::LogFormat::Text, help = super::LOG_FORMAT_HELP)]
+    pub log_format: super::LogFormat,
 }
 
 impl ImportArgs {

@@ -264,16 +264,23 @@ pub struct RunArgs {
     pub emulator_devices: Option<PathBuf>,
     #[command(flatten)]
     pub defaults: DefaultArgs,
-    /// Only errors on stderr; no progress bar.
+    /// Only errors on stderr: no progress bar and no end-of-run summary, so that a nightly job
+    /// that went well prints nothing (cron mails nothing) and one that did not prints why. The
+    /// counts are in --summary-json and the exit code; a run that did not finish still prints
+    /// its --resume command, and --emulator the emulator's counts.
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
     /// More detail on stderr (-vv for per-request lines).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Log line format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, help = LOG_FORMAT_HELP)]
     pub log_format: LogFormat,
 }
+
+/// `--log-format`'s help, the same for every command that has it.
+pub(crate) const LOG_FORMAT_HELP: &str = "Format of every line on stderr: text, or json (one \
+    JSON object a line, as journald and log shippers read it: log events, errors, and the \
+    end-of-run summary as one event carrying the summary JSON's fields; no progress bar)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

@@ -31,12 +31,14 @@ pub struct PlanArgs {
     pub emulator_devices: Option<PathBuf>,
     #[command(flatten)]
     pub defaults: DefaultArgs,
-    /// Only errors on stderr.
+    /// Only errors on stderr. The plan's counts still go to stdout: they are what plan is for.
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
     /// More detail on stderr (-vv for per-request lines).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    #[arg(long, value_enum, default_value_t = super::LogFormat::Text, help = super::LOG_FORMAT_HELP)]
+    pub log_format: super::LogFormat,
 }
 
 /// `<input stem>.plan.csv` beside the input.

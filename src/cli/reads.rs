@@ -19,8 +19,9 @@ pub struct StatusArgs {
     /// Status CSV [default: RESULTS-STEM.status.csv beside the results].
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
-    /// Replace an existing status file (with --watch it is replaced anyway: every reading
-    /// replaces the last, so an existing one is only an earlier reading).
+    /// Replace an existing file at the status path that is not a status file. An earlier
+    /// status file is replaced without it, with or without --watch: every reading replaces the
+    /// whole file, so it only held an earlier reading.
     #[arg(long)]
     pub overwrite: bool,
     /// Read again every --interval until every device is assigned or --timeout passes.
@@ -38,12 +39,16 @@ pub struct StatusArgs {
     /// the tenant its `tenant` column names. The single-tenant credentials are then optional.
     #[arg(long, env = "AUTOPILOT_BULK_TENANTS", value_name = "FILE")]
     pub tenants: Option<PathBuf>,
-    /// Only errors on stderr; no progress.
+    /// Only errors on stderr: no progress, no line per --watch reading, no note on how it
+    /// ended (timed out, stopped, nothing to read: the exit code says it). The counts still go
+    /// to stdout and the status file is written.
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
     /// More detail on stderr (-vv for per-request lines).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    #[arg(long, value_enum, default_value_t = super::LogFormat::Text, help = super::LOG_FORMAT_HELP)]
+    pub log_format: super::LogFormat,
 }
 
 #[derive(Debug, Args)]
@@ -127,7 +132,7 @@ impl StatusArgs {
         if let Some(output) = &self.output {
             config.output = output.clone();
         }
-        config.overwrite = self.overwrite || self.watch;
+        config.overwrite = self.overwrite;
         config.watch = self.watch.then_some(Watch {
             interval: self.interval,
             timeout: self.timeout,

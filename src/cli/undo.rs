@@ -37,12 +37,16 @@ pub struct UndoArgs {
     /// the tenant its `tenant` column names.
     #[arg(long, env = "AUTOPILOT_BULK_TENANTS", value_name = "FILE")]
     pub tenants: Option<PathBuf>,
-    /// Only errors on stderr; no progress.
+    /// Only errors on stderr: no progress and no end-of-undo summary, so that a nightly job
+    /// that went well prints nothing. The counts are in --summary-json and the exit code; an
+    /// undo that did not finish still prints its --resume command.
     #[arg(short, long, conflicts_with = "verbose")]
     pub quiet: bool,
     /// More detail on stderr (-vv for per-request lines).
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    #[arg(long, value_enum, default_value_t = super::LogFormat::Text, help = super::LOG_FORMAT_HELP)]
+    pub log_format: super::LogFormat,
 }
 
 impl UndoArgs {

@@ -57,7 +57,9 @@ pub struct StatusConfig {
     pub results: PathBuf,
     /// The status CSV.
     pub output: PathBuf,
-    /// Replace an existing status file (else it is refused, untouched).
+    /// Replace an existing file at `output` that is not a status file (else it is refused,
+    /// untouched). An earlier status file is replaced either way: every reading replaces the
+    /// whole file, so it only held an earlier reading.
     pub overwrite: bool,
     pub watch: Option<Watch>,
     /// How to reach the tenant: credentials, cloud, URLs, pace, timeouts and retries. Its
@@ -199,8 +201,8 @@ pub enum StatusError {
         more: usize,
     },
     #[error(
-        "status file {} already exists: pass --overwrite to replace it, or -o to write \
-         elsewhere", .0.display()
+        "{} already exists and is not a status file (its first line is not the status \
+         header): pass --overwrite to replace it, or -o to write elsewhere", .0.display()
     )]
     Exists(PathBuf),
     #[error("the status file {} is the results file: choose another -o", .0.display())]
@@ -239,7 +241,7 @@ pub async fn status(
         e => StatusError::Lock(e),
     })?;
     // Checked under the lock: no other status can create it between the check and the write.
-    if !config.overwrite && std::fs::symlink_metadata(output).is_ok() {
+    if !config.overwrite && !sheet::replaceable(output) {
         return Err(StatusError::Exists(output.clone()));
     }
     let landed = results::read_landed(&config.results)?;

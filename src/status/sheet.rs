@@ -50,6 +50,36 @@ fn file_id(_path: &Path) -> Option<(u64, u64)> {
     None
 }
 
+/// Whether a reading may replace what is at `path` without `--overwrite`: nothing, an empty
+/// file, or a status file (an earlier reading: its first line starts with the status header's
+/// first four columns, so files of a version with fewer or more columns count). A symbolic
+/// link, a directory or any other file is not.
+pub fn replaceable(path: &Path) -> bool {
+    use std::io::{BufRead, Read};
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return true;
+    };
+    if !meta.file_type().is_file() {
+        return false;
+    }
+    if meta.len() == 0 {
+        return true;
+    }
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let mut first = Vec::new();
+    if std::io::BufReader::new(file.take(4096))
+        .read_until(b'\n', &mut first)
+        .is_err()
+    {
+        return false;
+    }
+    let first = String::from_utf8_lossy(&first);
+    let columns: Vec<&str> = first.trim_end_matches(['\r', '\n']).split(',').collect();
+    columns.len() >= 4 && columns[..4] == HEADER[..4]
+}
+
 /// Replace the file at `path` with `lines`: written to `<path>.tmp` beside it, synced, renamed
 /// over. The caller holds the file's lock, so the temporary name is its own.
 pub fn write(path: &Path, lines: &[Line]) -> std::io::Result<()> {

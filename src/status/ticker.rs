@@ -1,7 +1,7 @@
 //! What `status` shows while it reads: a bar on a terminal (pages read, then assigned of all
 //! rows), or, under `--watch` without a terminal, one plain line per reading for the log.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -17,7 +17,8 @@ pub struct Ticker {
 
 impl Ticker {
     pub fn new(wanted: bool, watching: bool, rows: u64) -> Self {
-        let terminal = std::io::stderr().is_terminal();
+        // With JSON on stderr there is no bar to draw: a line per reading instead.
+        let terminal = std::io::stderr().is_terminal() && !crate::notes::json();
         let bar = (wanted && terminal).then(|| {
             let bar = ProgressBar::with_draw_target(Some(rows), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
@@ -60,12 +61,11 @@ impl Ticker {
             bar.set_position(reading.assigned);
             bar.set_message(format!("reading {n}: {counts}{next}"));
         } else if self.lines {
-            let _ = writeln!(
-                std::io::stderr(),
+            crate::notes::line(&format!(
                 "autopilot-bulk: status reading {n}: {}/{} assigned ({counts}){next}",
                 reading.assigned,
                 reading.lines.len()
-            );
+            ));
         }
     }
 

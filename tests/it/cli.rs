@@ -68,7 +68,7 @@ fn unreadable_input_is_exit_2_naming_the_file() {
 fn emulator_run_end_to_end_then_existing_results_refused() {
     let (dir, path) = input(&group_rows(12));
     let out = bin()
-        .args(["run", path.to_str().unwrap(), "--emulator", "-q"])
+        .args(["run", path.to_str().unwrap(), "--emulator"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

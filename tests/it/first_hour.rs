@@ -103,10 +103,11 @@ async fn the_cron_recipe_exports_a_plain_environment_file() {
     emulator.shutdown().await;
 }
 
-/// `status --watch` replaces its status file at every reading, so an existing one (the last
-/// watch's) is not refused; a single reading still refuses it without --overwrite.
+/// Every reading replaces the status file whole, so an earlier status file (the last watch's or
+/// the last single reading's) is replaced, with `--watch` and without; a file that is not a
+/// status file (`-o` naming the input by mistake) is refused by both unless `--overwrite`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_watch_takes_over_an_existing_status_file() {
+async fn status_replaces_an_earlier_status_file_and_refuses_any_other() {
     let emulator = Emulator::start(EmulatorConfig {
         assign_delay: std::time::Duration::ZERO,
         devices: Some((0..3).map(device).collect()),
@@ -119,7 +120,11 @@ async fn status_watch_takes_over_an_existing_status_file() {
     let results = config.output.clone();
     assert_eq!(run(config).await.created, 3);
     let sheet = dir.path().join("devices.results.status.csv");
-    std::fs::write(&sheet, "an earlier reading\n").unwrap();
+    let earlier = format!(
+        "{}\n1,{},,pending,,,\n",
+        autopilot_bulk::status::HEADER.join(","),
+        device(0)
+    );
     let status = |extra: &[&str]| {
         let mut cmd = bin();
         cmd.arg("status")
@@ -137,13 +142,27 @@ async fn status_watch_takes_over_an_existing_status_file() {
             (out.status.code(), text(&out.stderr))
         }
     };
-    let (code, stderr) = status(&[]).await;
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("already exists"), "{stderr}");
-    let (code, stderr) = status(&["--watch", "--interval", "50ms", "--timeout", "60s"]).await;
-    assert_eq!(code, Some(0), "{stderr}");
-    let written = std::fs::read_to_string(&sheet).unwrap();
-    assert!(!written.contains("an earlier reading"), "{written}");
-    assert_eq!(written.lines().count(), 4, "{written}");
+    let watch = ["--watch", "--interval", "50ms", "--timeout", "60s"];
+    for extra in [&[][..], &watch[..]] {
+        std::fs::write(&sheet, &earlier).unwrap();
+        let (code, stderr) = status(extra).await;
+        assert_eq!(code, Some(0), "{extra:?}: {stderr}");
+        let written = std::fs::read_to_string(&sheet).unwrap();
+        assert!(!written.contains("pending"), "{extra:?}: {written}");
+        assert_eq!(written.lines().count(), 4, "{extra:?}: {written}");
+    }
+    // The input named as the status file: refused, untouched, with --watch too.
+    let input_text = std::fs::read_to_string(&path).unwrap();
+    for extra in [&[][..], &watch[..]] {
+        let mut args = extra.to_vec();
+        args.extend(["-o", path.to_str().unwrap()]);
+        let (code, stderr) = status(&args).await;
+        assert_eq!(code, Some(2), "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains("is not a status file") && stderr.contains("--overwrite"),
+            "{stderr}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), input_text);
+    }
     emulator.shutdown().await;
 }

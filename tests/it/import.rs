@@ -26,7 +26,7 @@ fn serial(i: u32) -> String {
 }
 
 /// A Get-WindowsAutopilotInfo file of devices `0..n` (with a group tag).
-fn hashes(n: u32) -> String {
+pub(crate) fn hashes(n: u32) -> String {
     let mut s = String::from("Device Serial Number,Windows Product ID,Hardware Hash,Group Tag\n");
     for i in 0..n {
         s.push_str(&format!("{},,{},Kiosk\n", serial(i), hash(i)));

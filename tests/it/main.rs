@@ -31,6 +31,7 @@ mod resume;
 mod row_targets;
 mod run;
 mod run_safety;
+mod screen;
 mod serials;
 mod status;
 mod status_tenants;
