@@ -159,6 +159,8 @@ pub struct Budget {
     /// between the two (stopped mid-flight) may still be carried out.
     admitted: AtomicU64,
     throttled: AtomicU64,
+    /// Where a 429's "come back at" is kept, so that a resume after a kill honours it.
+    gate_kept_in: std::sync::OnceLock<Arc<crate::output::Journal>>,
 }
 
 impl std::fmt::Debug for Budget {
@@ -232,6 +234,7 @@ impl Budget {
             requests: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
+            gate_kept_in: std::sync::OnceLock::new(),
         }
     }
 
@@ -269,6 +272,11 @@ impl Budget {
         self.admitted
             .fetch_add(u64::from(permit.is_some()), Ordering::Relaxed);
         permit
+    }
+
+    /// Keep every "come back at" a 429 gives in `journal` (the run's), from now on.
+    pub fn keep_gate_in(&self, journal: Arc<crate::output::Journal>) {
+        let _ = self.gate_kept_in.set(journal);
     }
 
     /// Requests let go and never answered: sent when the run stopped (or dropped before their
@@ -389,6 +397,9 @@ impl Budget {
         match row.next_delay(attempts, pause) {
             Ok(delay) if throttled => {
                 self.window.gate().close_for(delay);
+                if let Some(journal) = self.gate_kept_in.get() {
+                    journal.keep_gate(std::time::SystemTime::now() + delay);
+                }
                 Pause::Retry(Duration::ZERO)
             }
             Ok(delay) if outage => {

@@ -23,7 +23,7 @@ pub struct Progress {
 impl Progress {
     pub fn new(wanted: bool) -> Self {
         // With JSON on stderr (`--log-format json`) every line is an event: no bar.
-        let visible = wanted && std::io::stderr().is_terminal() && !crate::notes::json();
+        let visible = wanted && std::io::stderr().is_terminal();
         let target = if visible {
             ProgressDrawTarget::stderr_with_hz(5)
         } else {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{GraphArgs, load_tenants, tenants_path};
+use super::{GraphArgs, LogFormat, load_tenants, tenants_path};
 use crate::config::Config;
 use crate::emulator::Emulator;
 use crate::import::{ImportConfig, Settings};
@@ -97,7 +97,8 @@ impl ImportArgs {
             keep_records: self.keep_import_records,
             ..Settings::default()
         };
-        config.progress = !self.quiet;
+        // A bar redrawn between JSON lines would break them: none with --log-format json.
+        config.progress = !self.quiet && self.log_format == LogFormat::Text;
         Ok(config)
     }
 }

@@ -312,7 +312,8 @@ impl RunArgs {
         config.max_attempts = self.max_attempts;
         config.max_retry_time = self.max_retry_time;
         self.graph.apply(&mut config);
-        config.progress = !self.quiet;
+        // A bar redrawn between JSON lines would break them: none with --log-format json.
+        config.progress = !self.quiet && self.log_format == LogFormat::Text;
         let tenants = self
             .tenants
             .as_deref()

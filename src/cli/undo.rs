@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{GraphArgs, NO_CREDENTIALS, load_tenants, tenants_path};
+use super::{GraphArgs, LogFormat, NO_CREDENTIALS, load_tenants, tenants_path};
 use crate::config::Config;
 use crate::undo::UndoConfig;
 
@@ -70,7 +70,8 @@ impl UndoArgs {
         config.resume = self.resume;
         config.overwrite = self.overwrite;
         config.concurrency = usize::from(self.concurrency);
-        config.progress = !self.quiet;
+        // A bar redrawn between JSON lines would break them: none with --log-format json.
+        config.progress = !self.quiet && self.log_format == LogFormat::Text;
         Ok(config)
     }
 }

@@ -340,9 +340,16 @@ pub async fn import(
             path: Journal::path_for(&config.output),
             source,
         })?;
+    let journal = Arc::new(journal);
     let timeout = config.graph.request_timeout;
     if let Some(until) = crate::output::may_land_until(&journaled, timeout, SystemTime::now()) {
         crate::output::wait_for_landing(until, halt.token()).await;
+    }
+    if let Some(at) = journal.come_back_at() {
+        crate::output::wait_for_gate(at, halt.token()).await;
+    }
+    for r in reaches.values() {
+        r.budget.keep_gate_in(journal.clone());
     }
     let progress = crate::progress::Progress::new(config.progress);
     let rows = lines.len() as u64;

@@ -40,6 +40,8 @@ impl Started {
 
 /// The line a run that stopped in order, every request answered, ends its journal with.
 const SETTLED: &str = "settled";
+/// The start of a line keeping a 429's "come back at" (`gate 1764633600123`).
+const GATE: &str = "gate ";
 
 /// Until when a request of `rows` (journal lines of a stopped run that no result reports) may
 /// still reach the service: the last one's sending plus `timeout`, the longest a request is
@@ -66,6 +68,9 @@ pub struct Journal {
     synced: tokio::sync::Notify,
     /// Sync rounds performed: what tells group commit apart from one sync per row.
     syncs: AtomicU64,
+    /// The latest "come back at" a stopped run was told (a 429's Retry-After), as its
+    /// journal kept it: a resume honours it before its first request.
+    come_back_at: Option<SystemTime>,
     /// Test hook: every sync round takes this lock before writing, so a test can hold a round
     /// in flight while more rows arrive.
     #[cfg(test)]
@@ -97,6 +102,7 @@ impl Journal {
     pub fn open(results: &Path, fresh: bool) -> std::io::Result<(Journal, Vec<Started>)> {
         let path = Self::path_for(results);
         let mut rows = Vec::new();
+        let mut come_back_at = None;
         let mut options = OpenOptions::new();
         options.read(true).create(true).append(true).truncate(false);
         // Read through the handle: a symbolic link planted here is refused, never followed.
@@ -105,7 +111,10 @@ impl Journal {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut file, &mut text)?;
             for line in text.lines() {
-                if line.starts_with(SETTLED) {
+                if let Some(ms) = line.strip_prefix(GATE).and_then(|m| m.trim().parse().ok()) {
+                    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+                    come_back_at = come_back_at.max(Some(at));
+                } else if line.starts_with(SETTLED) {
                     // Everything sent before it was answered: nothing of it can land later.
                     rows.iter_mut().for_each(|s: &mut Started| s.sent = None);
                 } else {
@@ -126,6 +135,7 @@ impl Journal {
                 }),
                 synced: tokio::sync::Notify::new(),
                 syncs: AtomicU64::new(0),
+                come_back_at,
                 #[cfg(test)]
                 hold: tokio::sync::Mutex::new(()),
             },
@@ -250,6 +260,24 @@ impl Journal {
     #[cfg(test)]
     pub(crate) fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Keep the service's "come back at" (`until`), so that a run killed while it waits is
+    /// resumed no sooner. Not synced: the page cache outlives a killed process, and a lost
+    /// line costs one early request, not a duplicate.
+    pub fn keep_gate(&self, until: SystemTime) {
+        let ms = until
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = f.write_all(format!("{GATE}{ms}\n").as_bytes()) {
+            tracing::warn!("cannot keep the service's Retry-After in the journal: {e}");
+        }
+    }
+
+    /// The latest "come back at" the journal kept when it was opened, if still ahead.
+    pub fn come_back_at(&self) -> Option<SystemTime> {
+        self.come_back_at.filter(|at| *at > SystemTime::now())
     }
 
     /// The run stopped in order with every request answered: no row named so far can still
@@ -405,6 +433,14 @@ mod tests {
         assert_eq!(may_land_until(&started, timeout, sent + timeout * 2), None);
         let old = [Started::parse("3").unwrap()];
         assert_eq!(may_land_until(&old, timeout, SystemTime::now()), None);
+        // A 429's "come back at" is kept and read back; a past one is no wait.
+        let ahead = SystemTime::now() + Duration::from_secs(30);
+        j.keep_gate(SystemTime::now() - Duration::from_secs(1));
+        j.keep_gate(ahead);
+        let (reopened, started) = Journal::open(&dir.path().join("r.csv"), false).unwrap();
+        assert_eq!(started.len(), 1, "a gate line is no row");
+        let kept = reopened.come_back_at().expect("kept");
+        assert!(kept.duration_since(ahead).unwrap_or_default() < Duration::from_millis(1));
         // A run that stopped with every request answered says so: nothing before can land.
         j.settled().unwrap();
         j.record(2, dev(2)).await.unwrap();

@@ -21,6 +21,23 @@ pub use prior::{Prior, PriorResults, compact, device_fingerprint, read_prior, se
 pub use writer::ResultsWriter;
 pub(crate) use writer::create_file;
 
+/// Before the first request of a resume: wait until the "come back at" the stopped run was
+/// last given (kept in its journal), or the run stops.
+pub async fn wait_for_gate(at: std::time::SystemTime, stop: &tokio_util::sync::CancellationToken) {
+    let Ok(wait) = at.duration_since(std::time::SystemTime::now()) else {
+        return;
+    };
+    tracing::warn!(
+        "the stopped run was told to wait (Retry-After): waiting the {} left before the first \
+         request",
+        humantime::format_duration(std::time::Duration::from_millis(wait.as_millis() as u64))
+    );
+    tokio::select! {
+        () = tokio::time::sleep(wait) => {}
+        () = stop.cancelled() => {}
+    }
+}
+
 /// Cut a line a failed write left half-written at the end of `path`, so that every line on
 /// disk is whole (a full disk or the file-size limit can stop a write mid-line).
 pub fn cut_torn_tail(path: &std::path::Path) -> std::io::Result<()> {

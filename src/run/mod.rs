@@ -141,6 +141,16 @@ async fn stages(
     if let Some(until) = resume.may_land_until() {
         crate::output::wait_for_landing(until, halt.token()).await;
     }
+    // A stopped run's last Retry-After, kept in its journal, is honoured before anything goes.
+    if let Some(at) = plan.journal.come_back_at() {
+        crate::output::wait_for_gate(at, halt.token()).await;
+    }
+    for t in &tenants {
+        t.budget.keep_gate_in(plan.journal.clone());
+        if let Some((d, _)) = &t.directory {
+            d.keep_gate_in(plan.journal.clone());
+        }
+    }
     // 3. Serial numbers to identity ids, and (tag runs) the tags devices carry.
     let (prepared, resolution) = prepare(&tenants, &mut plan.wanted, progress).await;
     // 4. Rows flow: reader → tenants' workers → writer.

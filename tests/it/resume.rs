@@ -522,3 +522,55 @@ async fn a_resume_after_sigkill_reports_the_whole_file_and_its_earlier_invalid_r
     assert_ids_match_emulator(&lines, &emulator);
     emulator.shutdown().await;
 }
+
+/// A run killed while Graph's Retry-After holds it (kept in its journal as it is given): the
+/// resume sends nothing before that time, so the service sees no request come back early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_honours_the_retry_after_the_killed_run_was_given() {
+    // 10 writes per 3 s, with Retry-After: the run's 100/1s meets a 429 in its first second.
+    let emulator = Emulator::start(emulator_config(rate(10, 3000)))
+        .await
+        .unwrap();
+    let (dir, path) = input(&group_rows(40));
+    let results = dir.path().join("devices.results.csv");
+    let args = |resume: bool| {
+        let mut a = vec![
+            "run".to_string(),
+            path.display().to_string(),
+            "--rate".into(),
+            "100/1s".into(),
+            "--request-timeout".into(),
+            "1s".into(),
+        ];
+        if resume {
+            a.push("--resume".into());
+        }
+        a
+    };
+    let mut child = bin_against(&emulator).args(args(false)).spawn().unwrap();
+    let journal = autopilot_bulk::output::Journal::path_for(&results);
+    let kept = || {
+        std::fs::read_to_string(&journal).is_ok_and(|j| j.lines().any(|l| l.starts_with("gate ")))
+    };
+    let mut polls = 0;
+    // Once the run has taken in the 429, its journal keeps the Retry-After.
+    while !kept() {
+        polls += 1;
+        assert!(polls < 4000, "no Retry-After kept: {:?}", emulator.stats());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap(); // SIGKILL while the gate is closed
+    let _ = wait(child).await;
+    let violations = emulator.stats().violations;
+    let child = bin_against(&emulator).args(args(true)).spawn().unwrap();
+    let (code, stderr) = wait(child).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("Retry-After"), "{stderr}");
+    assert_eq!(
+        emulator.stats().violations,
+        violations,
+        "the resume came back early"
+    );
+    assert_each_row_once(&read_results(&results), 40);
+    emulator.shutdown().await;
+}
