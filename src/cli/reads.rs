@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::{DefaultArgs, GraphArgs, LogFormat, NO_CREDENTIALS, load_tenants, tenants_path};
+use super::{DefaultArgs, GraphArgs, NO_CREDENTIALS, load_tenants, tenants_path};
 use crate::config::Config;
 use crate::emulator::Emulator;
 use crate::preflight::PreflightConfig;
@@ -137,8 +137,8 @@ impl StatusArgs {
             interval: self.interval,
             timeout: self.timeout,
         });
-        // A bar redrawn between JSON lines would break them: none with --log-format json.
-        config.progress = !self.quiet && self.log_format == LogFormat::Text;
+        // Not quiet: a bar on a terminal, else (or with JSON logs) a line per reading.
+        config.progress = !self.quiet;
         Ok(config)
     }
 }
