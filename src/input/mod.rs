@@ -195,12 +195,26 @@ impl InputReader {
                         device_id: job.device.id().map(|d| d.to_string()).unwrap_or_default(),
                         serial_number: job.device.serial().unwrap_or_default().to_string(),
                         tenant: job.tenant.clone().unwrap_or_default(),
-                        reason: format!("duplicate of row {first}"),
+                        reason: duplicate_reason(first, &job.work),
                     }),
                     None => Parsed::Job(job),
                 }
             }
         })
+    }
+}
+
+/// Why a row repeats an earlier one. A device takes one group tag a run, so a second tag row
+/// for it is refused whatever its tag: say so, since a different tag conflicts rather than
+/// repeats.
+fn duplicate_reason(first: u64, work: &crate::action::Work) -> String {
+    match work {
+        crate::action::Work::Tag(tag) => format!(
+            "duplicate of row {first}: a device takes one group tag a run; this row's {:?} is \
+             not set (if it differs from row {first}'s, the two rows conflict: keep one)",
+            crate::output::printable(tag)
+        ),
+        _ => format!("duplicate of row {first}"),
     }
 }
 

@@ -134,3 +134,28 @@ async fn the_binarys_preflight_takes_action_tag_without_an_input() {
     assert!(stdout.contains("preflight: ok"), "{stdout}");
     emulator.shutdown().await;
 }
+
+/// Two tag rows for one device: the second is refused, and the reason says a different tag
+/// conflicts (only the first row's tag is set), not merely "duplicate".
+#[test]
+fn a_second_tag_for_a_device_is_named_a_conflict() {
+    let d = crate::common::device(1);
+    let (_dir, input) =
+        crate::common::input(&format!("device_id,group_tag\n{d},Kiosk\n{d},Sales\n"));
+    let out = crate::common::bin()
+        .args(["validate", "--action", "tag"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        crate::common::text(&out.stdout),
+        crate::common::text(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("row 2: duplicate of row 1"), "{text}");
+    assert!(
+        text.contains("\"Sales\" is not set") && text.contains("conflict"),
+        "{text}"
+    );
+}
