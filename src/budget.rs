@@ -172,12 +172,19 @@ impl std::fmt::Debug for Budget {
     }
 }
 
+/// The request quota as a GCRA (governor): a burst of `b` cells, then one each `T`. Any
+/// window of `DURATION` then holds at most `b + DURATION / T` cells, so a burst of the whole
+/// COUNT with its refill beside it would let twice COUNT into one of the service's windows.
+/// A tenth of COUNT as the burst and the rest spread over the window keep every window at
+/// COUNT, at nine tenths of it sustained.
 fn quota(rate: RateSpec) -> Quota {
-    let count = NonZeroU32::new(rate.count).unwrap_or(NonZeroU32::MIN);
-    let period = (rate.per / count.get()).max(Duration::from_nanos(1));
+    let count = rate.count.max(1);
+    let burst = NonZeroU32::new(count / 10).unwrap_or(NonZeroU32::MIN);
+    let refill = (count - burst.get()).max(1);
+    let period = (rate.per / refill).max(Duration::from_nanos(1));
     Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_second(count))
-        .allow_burst(count)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst)
 }
 
 /// The one HTTP client of a run, after refusing to send a bearer token over plain http to
@@ -550,7 +557,9 @@ mod tests {
         .unwrap();
         let limits = Limits {
             rate: RateSpec::new(100, Duration::from_secs(1)),
-            request_rate: RateSpec::new(1000, Duration::from_secs(20)),
+            // Room for a burst of 1,000 (a tenth of the quota): the tests here are of the
+            // write window and the gate, not of the request quota.
+            request_rate: RateSpec::new(10_000, Duration::from_secs(20)),
             adaptive: true,
             retry: RetryPolicy::new(10, Duration::from_secs(900)),
             unreachable_after: Duration::from_secs(60),
@@ -585,7 +594,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn reads_take_no_write_slot_and_writes_wait_for_theirs() {
-        let b = budget(); // 100 writes per 1 s, 1,000 requests per 20 s
+        let b = budget(); // 100 writes per 1 s, 10,000 requests per 20 s
         let start = tokio::time::Instant::now();
         // A full window of writes, answered: the write window is full for a second.
         for _ in 0..100 {
@@ -608,6 +617,24 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[test]
+    fn no_window_of_the_quota_holds_more_than_its_count() {
+        for (count, secs) in [(1000, 20), (100, 20), (10, 1), (3, 1), (1, 1)] {
+            let rate = RateSpec::new(count, Duration::from_secs(secs));
+            let q = quota(rate);
+            // A window opening on a full burst holds it, and the refills due strictly within.
+            let refills = rate.per.as_nanos() / q.replenish_interval().as_nanos();
+            let burst = u128::from(q.burst_size().get());
+            let most = burst + refills - 1;
+            assert!(most <= u128::from(count), "{rate}: {most} in a window");
+            // And the sustained rate is COUNT less the burst: nothing else is given up.
+            assert!(
+                refills + burst >= u128::from(count),
+                "{rate}: {refills} a window"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

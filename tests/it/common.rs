@@ -107,6 +107,9 @@ pub fn config_for(emulator: &Emulator, input: &Path, rate: RateSpec) -> Config {
     c.authority_url = emulator.authority_url();
     c.credentials = autopilot_bulk::config::Credentials::for_emulator();
     c.rate = rate;
+    // Intune's pairing: ten times the write window for requests of any kind (100 writes and
+    // 1,000 requests per 20 s), so that a test's reads keep pace with its writes.
+    c.request_rate = autopilot_bulk::config::RateSpec::new(rate.count.saturating_mul(10), rate.per);
     c.concurrency = 4;
     c
 }
