@@ -44,6 +44,10 @@ pub struct Resolved {
     failure: Option<ErrorInfo>,
     /// Holders the read showed holding no profile assignment (`notAssigned`).
     unassigned: HashSet<Uuid>,
+    /// Each holder's group tag as the read showed it (empty: none).
+    tags: HashMap<Uuid, String>,
+    /// It read the whole listing (not lookups): what it did not show, the tenant lacks.
+    pub whole_listing: bool,
 }
 
 /// What a row's device resolves to.
@@ -62,6 +66,7 @@ impl Resolved {
         let mut holders: HashMap<String, Vec<String>> = HashMap::new();
         let mut azure = HashMap::new();
         let mut unassigned = HashSet::new();
+        let mut tags = HashMap::new();
         for identity in identities {
             let Some(serial) = identity.serial_number.as_deref().map(normalize) else {
                 continue;
@@ -72,6 +77,7 @@ impl Resolved {
                     if identity.not_assigned() {
                         unassigned.insert(id);
                     }
+                    tags.insert(id, identity.group_tag.clone().unwrap_or_default());
                 }
                 let ids = holders.entry(serial).or_default();
                 if !ids.iter().any(|id| id.eq_ignore_ascii_case(&identity.id)) {
@@ -85,7 +91,14 @@ impl Resolved {
             requests: 0,
             failure: None,
             unassigned,
+            tags,
+            whole_listing: false,
         }
+    }
+
+    /// The group tag of every device holding a wanted serial, as the read showed it.
+    pub fn tags(&self) -> &HashMap<Uuid, String> {
+        &self.tags
     }
 
     /// Devices holding a wanted serial that the read showed `notAssigned`.
@@ -214,6 +227,7 @@ async fn listing(
     let listed = listing::each_identity(graph, budget, &mut each, on_page).await?;
     let resolved = Resolved {
         requests: listed.pages,
+        whole_listing: true,
         ..Resolved::new(wanted, holding)
     };
     progress.resolving(

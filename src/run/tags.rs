@@ -46,6 +46,17 @@ impl Tags {
         Self { held, read: true }
     }
 
+    /// The tags a whole-listing read of the serials already showed (`held`: device → tag,
+    /// empty for none): a run whose rows all name serials needs no second pass.
+    pub fn from_resolution(held: &HashMap<Uuid, String>) -> Self {
+        let held = held
+            .iter()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(d, t)| (*d, t.clone()))
+            .collect();
+        Self { held, read: true }
+    }
+
     /// The tag `device` carried before the run (empty: none); `None` when the listing could
     /// not be read, so it is not known.
     pub fn previous(&self, device: Uuid) -> Option<String> {

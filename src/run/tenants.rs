@@ -112,10 +112,15 @@ impl TenantRun {
     /// Resolve the tenant's serial numbers and read its devices' tags, through its budget.
     pub async fn prepare(&self, wanted: &Wanted, progress: &Progress) -> Prepared {
         let resolved = resolve::resolve(&wanted.serials, &self.graph, &self.budget, progress).await;
-        let tags = if self.config.defaults.action == Action::Tag {
-            tags::read(&wanted.ids, &wanted.serials, &self.graph, &self.budget).await
-        } else {
-            Tags::default()
+        let tags = match self.config.defaults.action {
+            // Rows by serial only, resolved through the whole listing: it showed their tags.
+            Action::Tag if wanted.ids.is_empty() && resolved.whole_listing => {
+                Tags::from_resolution(resolved.tags())
+            }
+            Action::Tag => {
+                tags::read(&wanted.ids, &wanted.serials, &self.graph, &self.budget).await
+            }
+            _ => Tags::default(),
         };
         let assigned = match self.config.defaults.action {
             Action::Assign if self.config.read_before_write => {

@@ -159,3 +159,31 @@ fn a_second_tag_for_a_device_is_named_a_conflict() {
         "{text}"
     );
 }
+
+/// A tag run whose rows all name serials reads the listing once: the pass that resolves the
+/// serials shows their tags too. A second night finds every tag set and writes nothing.
+#[tokio::test]
+async fn a_tag_run_by_serial_reads_the_listing_once() {
+    let emulator = Emulator::start(EmulatorConfig {
+        identities: (0..30).map(|i| (device(i), format!("TS-{i}"))).collect(),
+        ..emulator_config(rate(1000, 1000))
+    })
+    .await
+    .unwrap();
+    let mut csv = String::from("serial_number,group_tag\n");
+    for i in 0..30 {
+        csv.push_str(&format!("TS-{i},Kiosk\n"));
+    }
+    let (_dir, path) = input(&csv);
+    let mut config = config_for(&emulator, &path, rate(1000, 1000));
+    config.defaults.action = Action::Tag;
+    let night = run(config.clone()).await;
+    assert_eq!(night.created, 30, "{night:?}");
+    assert_eq!(emulator.stats().identity_reads, 1, "one pass of one page");
+    config.overwrite = true;
+    let again = run(config).await;
+    assert_eq!((again.created, again.existing), (0, 30), "{again:?}");
+    let stats = emulator.stats();
+    assert_eq!((stats.identity_reads, stats.group_tags_set), (2, 30));
+    emulator.shutdown().await;
+}
