@@ -81,8 +81,15 @@ async fn until_allowed(reach: &Reach, interval: Duration) -> Result<Option<Durat
     };
     let now = SystemTime::now();
     Ok(last
-        .filter(|l| now < *l + interval)
+        .filter(|l| now < *l + interval + margin(interval))
         .map(|l| wait_after(Some(l), now, interval)))
+}
+
+/// Beyond the interval, before a sync is asked for: the settings may give whole seconds, so
+/// the last sync may have been up to a second later than they say (5 s for Intune's ten
+/// minutes).
+fn margin(interval: Duration) -> Duration {
+    (interval / 120).max(Duration::from_secs(1))
 }
 
 /// `interval` (and a margin) after `last`: at least a fortieth of it, at most all of it.
@@ -90,8 +97,7 @@ fn wait_after(last: Option<SystemTime>, now: SystemTime, interval: Duration) -> 
     let Some(last) = last else {
         return interval / 10;
     };
-    // The settings may give whole seconds: a second's margin (5 s for Intune's ten minutes).
-    let allowed = last + interval + (interval / 120).max(Duration::from_secs(1));
+    let allowed = last + interval + margin(interval);
     allowed
         .duration_since(now)
         .unwrap_or(Duration::ZERO)
@@ -116,6 +122,9 @@ mod tests {
         let wait = wait_after(Some(last), now, INTERVAL);
         assert_eq!(wait, Duration::from_secs(365));
         let long_ago = Some(now - INTERVAL * 2);
+        // A sync the settings date a moment less than the interval ago is not yet asked for:
+        // whole seconds may hide up to one.
+        assert!(now < (now - INTERVAL) + INTERVAL + margin(INTERVAL));
         assert_eq!(wait_after(long_ago, now, INTERVAL), Duration::from_secs(15));
         assert_eq!(wait_after(None, now, INTERVAL), Duration::from_secs(60));
     }
