@@ -41,8 +41,12 @@ pub async fn ask(reach: &Reach, interval: Duration) -> Result<Asked, Stopped> {
     match sent {
         Sent::Done(SyncAnswer::Started) => Ok(Asked::Started),
         Sent::Done(SyncAnswer::Running) => Ok(Asked::AgainIn(soon)),
+        // Refused though the settings said it would be taken: they lag; a tenth of the
+        // interval (a minute for Intune's), not a fortieth, before asking again.
         Sent::Done(SyncAnswer::TooSoon) => Ok(Asked::AgainIn(
-            until_allowed(reach, interval).await?.unwrap_or(soon),
+            until_allowed(reach, interval)
+                .await?
+                .unwrap_or(interval / 10),
         )),
         // It may have started: the listing tells, and a second ask meets 409 or 429.
         Sent::Unknown(_) => Ok(Asked::AgainIn(soon)),
