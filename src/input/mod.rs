@@ -125,11 +125,11 @@ impl InputReader {
             let name = header.names[i].clone();
             header.ignore(name);
         }
-        if defaults.action == Action::Assign
+        if defaults.action != Action::Tag
             && let Some(i) = header.columns.remove(columns::Column::GroupTag)
         {
-            // An assignment sets no tag: a `Group Tag` column (an export's) is unused, and
-            // said so, lest it be taken for part of the run.
+            // An assignment or a group membership sets no tag: a `Group Tag` column (an
+            // export's) is unused, and said so, lest it be taken for part of the run.
             let name = format!("{} (read only with --action tag)", header.names[i]);
             header.ignore(name);
         }
@@ -424,6 +424,16 @@ mod tests {
             panic!("{rows:?}")
         };
         assert_eq!(job.work.group_tag(), Some("Kiosk"));
+        // A group run adds members: the tag column is unused there too, and said so.
+        let (unknown, _) = open(RowDefaults {
+            action: Action::Group,
+            group_id: Some(G1.parse().unwrap()),
+            ..RowDefaults::default()
+        });
+        assert_eq!(
+            unknown,
+            ["Hardware Hash", "Group Tag (read only with --action tag)"]
+        );
     }
 
     #[test]
