@@ -343,11 +343,17 @@ impl Config {
 
 /// `<input stem>.results.csv` beside the input: the default results path.
 pub fn default_output(input: &std::path::Path) -> PathBuf {
-    let stem = input
+    beside(input, "results")
+}
+
+/// `<stem>.<what>.csv` beside `file`: where each command's own file goes by default
+/// (results, plan, import, undo).
+pub fn beside(file: &std::path::Path, what: &str) -> PathBuf {
+    let stem = file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "input".to_string());
-    input.with_file_name(format!("{stem}.results.csv"))
+    file.with_file_name(format!("{stem}.{what}.csv"))
 }
 
 /// Refuse to send a bearer token over plain http to anything but loopback.

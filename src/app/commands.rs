@@ -122,14 +122,8 @@ pub(super) fn import_command(args: &crate::cli::ImportArgs) -> u8 {
         let shutdown = CancellationToken::new();
         cancel_on_signal(shutdown.clone(), summary_path.clone());
         let emulator = if args.emulator {
-            let tenants = first
-                .graph
-                .tenants
-                .iter()
-                .filter_map(|t| t.credentials.tenant_id().map(str::to_string))
-                .collect();
             let devices = args.emulator_devices.as_deref();
-            match start_emulator(Some(&args.input), devices, tenants).await {
+            match start_emulator(Some(&args.input), devices, &first.graph.tenants).await {
                 Ok(e) => Some(e),
                 Err(message) => return refused(message),
             }
@@ -211,12 +205,8 @@ pub(super) fn preflight_command(args: &PreflightArgs) -> u8 {
             stop.cancel();
         });
         let (config, emulator) = if args.emulator {
-            let started = start_emulator(
-                args.input.as_deref(),
-                args.emulator_devices.as_deref(),
-                Vec::new(),
-            )
-            .await;
+            let started =
+                start_emulator(args.input.as_deref(), args.emulator_devices.as_deref(), &[]).await;
             let e = match started {
                 Ok(e) => e,
                 Err(message) => return fail(message),
@@ -257,14 +247,8 @@ pub(super) fn plan_command(args: &crate::cli::PlanArgs) -> u8 {
         let shutdown = CancellationToken::new();
         cancel_on_signal(shutdown.clone(), None);
         let emulator = if args.emulator {
-            // A rehearsal of a tenants file: the emulator stands in for each of its tenants.
-            let tenants = first
-                .tenants
-                .iter()
-                .filter_map(|t| t.credentials.tenant_id().map(str::to_string))
-                .collect();
             let devices = args.emulator_devices.as_deref();
-            match start_emulator(Some(&args.input), devices, tenants).await {
+            match start_emulator(Some(&args.input), devices, &first.tenants).await {
                 Ok(e) => Some(e),
                 Err(message) => return fail(message),
             }
@@ -309,7 +293,7 @@ pub(super) fn profiles_command(args: &crate::cli::ProfilesArgs) -> u8 {
     };
     rt.block_on(async {
         let emulator = if target.emulator {
-            match start_emulator(None, None, Vec::new()).await {
+            match start_emulator(None, None, &[]).await {
                 Ok(e) => Some(e),
                 Err(message) => return fail(message),
             }

@@ -219,14 +219,8 @@ fn run_command(args: RunArgs) -> u8 {
         let shutdown = CancellationToken::new();
         cancel_on_signal(shutdown.clone(), summary_path.clone());
         let (config, emulator) = if args.emulator {
-            // A rehearsal of a tenants file: the emulator stands in for each of its tenants.
-            let tenants = config
-                .tenants
-                .iter()
-                .filter_map(|t| t.credentials.tenant_id().map(str::to_string))
-                .collect();
             let devices = args.emulator_devices.as_deref();
-            let e = match start_emulator(Some(&args.input), devices, tenants).await {
+            let e = match start_emulator(Some(&args.input), devices, &config.tenants).await {
                 Ok(e) => e,
                 Err(message) => return fail(message),
             };
@@ -298,12 +292,17 @@ fn emulator_line(s: &crate::emulator::Stats) -> String {
 
 /// `--emulator`: the emulator in-process with its defaults (Intune's 100/20s window) and the
 /// device list from `--emulator-devices` or `emulator-devices.txt` beside the input; with
-/// `tenants`, it answers as each of them, with a window, store and counters each.
+/// `tenants` (a tenants file being rehearsed), it answers as each of them, with a window, store
+/// and counters each.
 async fn start_emulator(
     input: Option<&std::path::Path>,
     emulator_devices: Option<&std::path::Path>,
-    tenants: Vec<String>,
+    tenants: &[crate::config::Tenant],
 ) -> Result<Emulator, String> {
+    let tenants: Vec<String> = tenants
+        .iter()
+        .filter_map(|t| t.credentials.tenant_id().map(str::to_string))
+        .collect();
     let devices_path = emulator_devices.map(Into::into).or_else(|| {
         let beside = input?.with_file_name("emulator-devices.txt");
         beside.exists().then_some(beside)

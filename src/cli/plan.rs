@@ -43,11 +43,7 @@ pub struct PlanArgs {
 
 /// `<input stem>.plan.csv` beside the input.
 pub fn default_plan_path(input: &std::path::Path) -> PathBuf {
-    let stem = input
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "input".into());
-    input.with_file_name(format!("{stem}.plan.csv"))
+    crate::config::beside(input, "plan")
 }
 
 impl PlanArgs {

@@ -170,9 +170,8 @@ impl Flow<'_> {
         });
         let recorded = futures::future::join_all(keys.map(|(row, k)| journal.record(row, k))).await;
         if let Some(Err(e)) = recorded.into_iter().find(Result::is_err) {
-            self.shared.halt.abort(format!(
-                "cannot write the journal: {e}; nothing more is sent"
-            ));
+            let reason = format!("cannot write the journal: {e}; nothing more is sent");
+            self.shared.halt.abort_as(crate::codes::UNWRITABLE, reason);
             return Err(Stopped);
         }
         let mut watched = Vec::new();

@@ -100,10 +100,7 @@ impl ImportConfig {
 
 /// `<input stem>.import.csv` beside the input.
 pub fn default_output(input: &Path) -> PathBuf {
-    let stem = input
-        .file_stem()
-        .map_or_else(|| "hashes".into(), |s| s.to_string_lossy().into_owned());
-    input.with_file_name(format!("{stem}.import.csv"))
+    crate::config::beside(input, "import")
 }
 
 /// An import that could not start (nothing was sent), or whose file could not be written.
@@ -124,13 +121,9 @@ pub enum ImportError {
     },
 }
 
-/// How an import ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ImportOutcome {
-    Completed,
-    Aborted(String),
-    Interrupted,
-}
+/// How an import ended: as a run does (completed, aborted, interrupted, or stopped because
+/// its file or journal could not be written).
+pub use crate::summary::Outcome as ImportOutcome;
 
 /// Requests sent, by kind, over every tenant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -171,6 +164,7 @@ impl ImportSummary {
     pub fn exit_code(&self) -> u8 {
         match self.outcome {
             ImportOutcome::Aborted(_) => 3,
+            ImportOutcome::Unwritable(_) => 2,
             ImportOutcome::Interrupted => 130,
             ImportOutcome::Completed
                 if self.count(ImportStatus::Failed) + self.count(ImportStatus::Invalid) > 0 =>
@@ -208,7 +202,7 @@ impl ImportSummary {
             s.push_str(&format!("  {earlier} rows finished by an earlier import\n"));
         }
         match &self.outcome {
-            ImportOutcome::Aborted(reason) => {
+            ImportOutcome::Aborted(reason) | ImportOutcome::Unwritable(reason) => {
                 s.push_str(&format!(
                     "  aborted: {}\n",
                     crate::output::printable(reason)
@@ -222,10 +216,10 @@ impl ImportSummary {
 
     /// `--summary-json`: field names are a contract (add, never rename).
     pub fn json(&self, exit_code: u8) -> serde_json::Value {
-        let (outcome, reason) = match &self.outcome {
-            ImportOutcome::Completed => ("completed", None),
-            ImportOutcome::Aborted(r) => ("aborted", Some(r.clone())),
-            ImportOutcome::Interrupted => ("interrupted", None),
+        let outcome = self.outcome.as_str();
+        let reason = match &self.outcome {
+            ImportOutcome::Aborted(r) | ImportOutcome::Unwritable(r) => Some(r.clone()),
+            _ => None,
         };
         let by = |m: &BTreeMap<ImportStatus, u64>| {
             ImportStatus::ALL
@@ -282,8 +276,8 @@ impl Shared<'_> {
         let mut guard = self.sheet.lock().unwrap_or_else(|p| p.into_inner());
         let (sheet, tally) = &mut *guard;
         if let Err(e) = sheet.write(line) {
-            self.halt
-                .abort(format!("{e}; --resume continues from what was written"));
+            let reason = format!("{e}; --resume continues from what was written");
+            self.halt.abort_as(crate::codes::UNWRITABLE, reason);
             return Err(send::Stopped);
         }
         *tally.entry(line.status).or_default() += 1;
@@ -409,6 +403,9 @@ pub async fn import(
         records_left: sum(|c| &c.records_left),
         elapsed: started.elapsed(),
         outcome: match (aborted, interrupted) {
+            (Some(reason), _) if halt.code() == Some(crate::codes::UNWRITABLE) => {
+                ImportOutcome::Unwritable(reason)
+            }
             (Some(reason), _) => ImportOutcome::Aborted(reason),
             (None, true) => ImportOutcome::Interrupted,
             (None, false) => ImportOutcome::Completed,

@@ -63,10 +63,7 @@ impl UndoConfig {
 
 /// `<results stem>.undo.csv` beside the results file.
 pub fn default_output(results: &Path) -> PathBuf {
-    let stem = results
-        .file_stem()
-        .map_or_else(|| "results".into(), |s| s.to_string_lossy().into_owned());
-    results.with_file_name(format!("{stem}.undo.csv"))
+    crate::config::beside(results, "undo")
 }
 
 /// An undo that could not start (nothing was sent), or whose undo file could not be written.
