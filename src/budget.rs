@@ -394,8 +394,17 @@ impl Budget {
             row.next_backoff()
                 .map(|d| d.min(self.window.probe_interval()))
         };
+        let room = if throttled {
+            self.window.room_in()
+        } else {
+            None
+        };
         let pause = match (retry_after, throttled) {
-            (None, true) => self.window.first_probe_in().or_else(|| capped(row)),
+            (None, true) => self
+                .window
+                .first_probe_in()
+                .or(room)
+                .or_else(|| capped(row)),
             (None, false) if outage => capped(row),
             (ra, _) => ra,
         };

@@ -15,8 +15,9 @@ It serves just enough of Graph for a bulk assignment run:
 
 * `POST {authority}/{tenant}/oauth2/v2.0/token` -> a bearer token (any credentials);
 * `POST .../windowsAutopilotDeviceIdentities/{id}/deploymentProfile/assignments` -> 201, or 429
-  with Graph's error body and, per `--retry-after`, a `Retry-After` in whole seconds, none, or
-  either at random (`mixed`);
+  with Graph's error body and, per `--retry-after`, a `Retry-After` in whole seconds, none,
+  either at random (`mixed`), an HTTP-date (`date`), or any of the three at random
+  (`mixed-date`);
 * `GET` on the same path -> the device's assignments: a read, counted in the any-request
   window (ten times `--limit`, which every write takes a place in too), never the write one;
 * `GET /_sim/stats` -> counters: requests, throttled, violations (requests that arrived while a
@@ -113,7 +114,9 @@ The first line on stdout is `listening on PORT`.
 import argparse
 import base64
 import collections
+import email.utils
 import json
+import math
 import random
 import re
 import socket
@@ -252,6 +255,26 @@ class Sim:
         return {"id": object_id, "deviceId": device_id, "displayName": self.serial(identity),
                 "accountEnabled": True, "operatingSystem": "Windows"}
 
+    def stated(self, wait):
+        """The Retry-After for a request the window refused with `wait` seconds until it has
+        room, per `--retry-after`, and the seconds it tells the client to stay away: whole
+        seconds rounded up, an HTTP-date (whole seconds of the wall clock, rounded up, so the
+        instant named is never before the room), none (""), or per request at random among
+        seconds and none (`mixed`) or all three (`mixed-date`)."""
+        state = self.retry_after
+        if state == "mixed":
+            state = self.rng.choice(["seconds", "none"])
+        elif state == "mixed-date":
+            state = self.rng.choice(["seconds", "none", "date"])
+        if state == "none":
+            return "", 0.0
+        if state == "date":
+            wall = time.time()
+            at = math.ceil(wall + wait)
+            return email.utils.formatdate(at, usegmt=True), at - wall
+        seconds = max(1, int(wait + 0.999))
+        return str(seconds), float(seconds)
+
     def admit_bucket(self, bucket, write):
         """Count one directory request; None if accepted, else the Retry-After value (or "")."""
         with self.lock:
@@ -263,15 +286,10 @@ class Sim:
             if allowed:
                 return None
             self.stats["directory_throttled"] += 1
-            state = self.retry_after
-            if state == "mixed":
-                state = self.rng.choice(["seconds", "none"])
-            if state == "none":
-                return ""
-            seconds = max(1, int(wait + 0.999))
-            if write:
+            header, seconds = self.stated(wait)
+            if write and header:
                 bucket.blocked_since, bucket.blocked_until = now, now + seconds
-            return str(seconds)
+            return header
 
     def arrive(self, method, device, starts_clock=None):
         """At a Graph request's arrival: the per-device Retry-After check, the outage, and this
@@ -335,7 +353,7 @@ class Sim:
                 if allowed:
                     return None
                 self.stats["read_throttled"] += 1
-                return "" if self.retry_after == "none" else str(max(1, int(wait + 0.999)))
+                return self.stated(wait)[0]
             if now < self.blocked_until and now > self.blocked_since + self.grace:
                 self.stats["violations"] += 1
             allowed, wait = self.limiter.hit(now)
@@ -354,14 +372,10 @@ class Sim:
                 )
                 return None
             self.stats["throttled"] += 1
-            state = self.retry_after
-            if state == "mixed":
-                state = self.rng.choice(["seconds", "none"])
-            if state == "none":
-                return ""
-            seconds = max(1, int(wait + 0.999))
-            self.blocked_since, self.blocked_until = now, now + seconds
-            return str(seconds)
+            header, seconds = self.stated(wait)
+            if header:
+                self.blocked_since, self.blocked_until = now, now + seconds
+            return header
 
 
     # Hardware-hash import. Every method below is called with the lock held.
@@ -678,7 +692,8 @@ def make_handler(sim):
                 device_id, _ = sim.identity(identity)
                 shown = {"id": identity.lower(), "serialNumber": sim.serial(identity.lower()),
                          "azureAdDeviceId": device_id, "azureActiveDirectoryDeviceId": device_id,
-                         "deploymentProfileAssignmentStatus": "notAssigned"}
+                         "deploymentProfileAssignmentStatus":
+                             "assignedInSync" if sim.assignments.get(identity.lower()) else "notAssigned"}
                 rec = sim.imported.get(identity.lower())
                 if rec:
                     shown.update(groupTag=rec["groupTag"], productKey=rec["productKey"],
@@ -971,7 +986,7 @@ def serial_state(text):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--limit", default="100/2", help="COUNT/SECONDS of the sliding window")
-    p.add_argument("--retry-after", choices=["none", "seconds", "mixed"], default="none")
+    p.add_argument("--retry-after", choices=["none", "seconds", "mixed", "date", "mixed-date"], default="none")
     p.add_argument("--limiter", choices=["limits", "log"], default="limits")
     p.add_argument("--latency-ms", type=float, default=10.0)
     p.add_argument("--grace-ms", type=float, default=200.0)

@@ -51,6 +51,9 @@ SCENARIOS = [
     ("4x-none", "limits", "none", (200, 0.5)),
     ("4x-seconds", "limits", "seconds", (200, 0.5)),
     ("4x-mixed", "limits", "mixed", (200, 0.5)),
+    ("4x-date", "limits", "date", (200, 0.5)),
+    ("4x-mixed-date", "limits", "mixed-date", (200, 0.5)),
+    ("4x-date-count-throttled", "log", "date", (200, 0.5)),
     ("4x-none-count-throttled", "log", "none", (200, 0.5)),
     ("4x-seconds-count-throttled", "log", "seconds", (200, 0.5)),
     # Faults (simulator flags after the name's tuple): isolated 503s with their own Retry-After,
@@ -67,17 +70,74 @@ ROWS, COUNT, LATENCY_MS = 1000, 100, 10.0
 PER = 2.0
 
 
-def write_input(path):
+def write_input(path, first=0):
     with open(path, "w") as f:
         f.write("device_id,target_type,group_id\n")
-        for i in range(ROWS):
+        for i in range(first, first + ROWS):
             f.write(f"{i:08x}-0000-4000-8000-{i:012x},group,5e7e0c2a-3b1d-4c8e-9f6a-0d1c2b3a4f5e\n")
+
+
+def sim_env(base):
+    return dict(os.environ,
+                AUTOPILOT_BULK_GRAPH_URL=f"{base}/beta",
+                AUTOPILOT_BULK_AUTHORITY_URL=base,
+                AZURE_TENANT_ID="sim-tenant", AZURE_CLIENT_ID="sim-client",
+                AZURE_CLIENT_SECRET="sim-secret")
+
+
+def sim_stats(base):
+    with urllib.request.urlopen(f"{base}/_sim/stats") as r:
+        return json.load(r)
+
+
+def run_back_to_back(binary, retry_after, concurrency, limiter="limits", trace=None):
+    """Two runs of ROWS new devices each on one simulator, the second started the instant the
+    first ended, at the service's own rate: the second meets a window still holding the first
+    one's last requests (the night before, another admin's job, a `--resume` after a stop).
+    Prints the second run's time against its own minimum, and its 429s."""
+    sim = subprocess.Popen(
+        [sys.executable, str(HERE / "graph_sim.py"), "--limit", f"{COUNT}/{PER:g}",
+         "--limiter", limiter, "--retry-after", retry_after, "--latency-ms", str(LATENCY_MS),
+         "--identities", str(2 * ROWS)] + (["--trace", trace] if trace else []),
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{int(sim.stdout.readline().split()[-1])}"
+        pinned = ["--concurrency", str(concurrency)] if concurrency > 0 else []
+        rate = f"{COUNT}/{int(PER * 1000)}ms"
+        summaries, stats = [], []
+        with tempfile.TemporaryDirectory() as d:
+            d = pathlib.Path(d)
+            for night in (1, 2):
+                write_input(d / f"in{night}.csv", first=(night - 1) * ROWS)
+                proc = subprocess.run(
+                    [binary, "run", str(d / f"in{night}.csv"), "--output", str(d / f"out{night}.csv"),
+                     "--rate", rate, "--request-rate", f"{10 * COUNT}/{int(PER * 1000)}ms", *pinned, "-q", "--summary-json", str(d / f"s{night}.json")],
+                    env=sim_env(base), capture_output=True, text=True,
+                )
+                if not (d / f"s{night}.json").exists():
+                    sys.exit(f"back-to-back: no summary (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+                summaries.append(json.loads((d / f"s{night}.json").read_text()))
+                stats.append(sim_stats(base))
+    finally:
+        sim.terminate()
+        sim.wait()
+    minimum = (math.ceil(ROWS / COUNT) - 1) * PER
+    second = summaries[1]["elapsed_seconds"]
+    throttled = stats[1].get("throttled", 0) - stats[0].get("throttled", 0)
+    requests = stats[1].get("requests", 0) - stats[0].get("requests", 0)
+    print(f"{f'back-to-back-{retry_after}' + ('-count-throttled' if limiter == 'log' else ''):<28} "
+          f"first {summaries[0]['elapsed_seconds']:6.2f} s · second {second:6.2f} s / {minimum:.0f} s"
+          f" = {second / minimum:.3f}× · its 429s {throttled}/{requests} · violations "
+          f"{stats[1].get('violations', 0)} · duplicates {stats[1].get('duplicates', 0)} · "
+          f"second's final rate {summaries[1].get('final_rate')}", flush=True)
 
 
 def run(binary, name, limiter, retry_after, rate, concurrency, trace=None, faults=()):
     sim = subprocess.Popen(
         [sys.executable, str(HERE / "graph_sim.py"), "--limit", f"{COUNT}/{PER:g}",
-         "--limiter", limiter, "--retry-after", retry_after, "--latency-ms", str(LATENCY_MS)]
+         "--limiter", limiter, "--retry-after", retry_after, "--latency-ms", str(LATENCY_MS),
+         "--identities", str(2 * ROWS)]
         + (["--trace", trace] if trace else []) + list(faults),
         stdout=subprocess.PIPE, text=True,
     )
@@ -97,7 +157,7 @@ def run(binary, name, limiter, retry_after, rate, concurrency, trace=None, fault
             pinned = ["--concurrency", str(concurrency)] if concurrency > 0 else []
             proc = subprocess.run(
                 [binary, "run", str(d / "in.csv"), "--output", str(d / "out.csv"),
-                 "--rate", rate, *pinned, "-q",
+                 "--rate", rate, "--request-rate", f"{10 * COUNT}/{int(PER * 1000)}ms", *pinned, "-q",
                  "--summary-json", str(d / "summary.json")],
                 env=env, capture_output=True, text=True,
             )
@@ -215,7 +275,7 @@ def import_command(binary, hashes, results, summary, base, rate, concurrency):
     """`autopilot-bulk import`'s command line, mirroring `run`'s (see run()): `-o` the results."""
     pinned = ["--concurrency", str(concurrency)] if concurrency > 0 else []
     return [binary, "import", str(hashes), "-o", str(results), "--graph-url", f"{base}/beta",
-            "--authority-url", base, "--rate", rate, *pinned, "-q", "--summary-json", str(summary)]
+            "--authority-url", base, "--rate", rate, "--request-rate", f"{10 * COUNT}/{int(PER * 1000)}ms", *pinned, "-q", "--summary-json", str(summary)]
 
 
 def write_hashes(path, n, seed=1):
@@ -296,6 +356,10 @@ def main():
                     faults[0] if faults else ())
         if not args.names or any(n in "tenants-3" for n in args.names):
             run_tenants(args.bin, 3, args.concurrency)
+        for ra, limiter in (("none", "limits"), ("seconds", "limits"), ("date", "log")):
+            name = f"back-to-back-{ra}" + ("-count-throttled" if limiter == "log" else "")
+            if not args.names or any(n in name for n in args.names):
+                run_back_to_back(args.bin, ra, args.concurrency, limiter, args.trace)
         if "import" in args.names:
             run_import(args.bin, args.hashes, args.concurrency, args.keep_import_records)
 

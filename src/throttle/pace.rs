@@ -39,6 +39,8 @@ pub(super) struct Window {
     pub(super) debt: u32,
     /// Answer times of accepted requests within the last `hold`.
     pub(super) accepted: std::collections::VecDeque<Instant>,
+    /// Send times of the same requests, in answer order.
+    pub(super) accepted_sent: std::collections::VecDeque<Instant>,
     /// A throttle episode is on: after the gate opens, one probe goes first.
     pub(super) probing: bool,
     /// The service looks down (faults cluster): one request at a time finds out when it is
@@ -76,12 +78,43 @@ pub(super) struct Window {
     pub(super) last_step: Option<u32>,
     /// Steps up may double the count (see [`Inner::step`]) until one proves too far.
     pub(super) doubling: bool,
+    /// A step up is pending until its first request beyond the old count is answered: that
+    /// request goes alone (as a [`Role::Test`], see [`Window::step_role`]), so a window the
+    /// service counts as full at the old count costs one 429, not a burst.
+    pub(super) count_test: bool,
+    /// After a step up's first request was refused: when the service's window, full of this
+    /// run's requests at the old count, frees its first place (the oldest accepted answer plus
+    /// the hold). Without Retry-After, the probe waits for it rather than guessing.
+    pub(super) room_at: Option<Instant>,
     /// No steps up before this instant (set after a throttle, as TCP's ssthresh does).
     pub(super) frozen_until: Option<Instant>,
     pub(super) last_change: Instant,
 }
 
 impl Window {
+    /// A step up is pending (see [`Window::count_test`]): the role of a request that holds a
+    /// slot while `free` others are free, or `None` to wait. Within the old count it goes as
+    /// usual. Beyond it, it is the step's test, and goes only once the service's window
+    /// surely holds the old count of this run's requests: sent within the window (less the
+    /// edge margin), and answered. Sent earlier, in the gap between two bursts, it would fit
+    /// whatever the service's count, and let the whole step follow into a full window.
+    pub(super) fn step_role(&self, free: usize, now: Instant, margin: Duration) -> Option<Role> {
+        let old = self.count.saturating_sub(self.last_step.unwrap_or(0)) as usize;
+        let out = ((self.count + self.debt) as usize).saturating_sub(free);
+        if out <= old {
+            return Some(Role::Normal);
+        }
+        let window = self
+            .search
+            .map_or(self.hold, |s| s.lower)
+            .saturating_sub(margin);
+        let since = now.checked_sub(window.saturating_sub(margin));
+        let surely = since.map_or(0, |since| {
+            self.accepted_sent.iter().filter(|s| **s > since).count()
+        });
+        (surely >= old).then_some(Role::Test)
+    }
+
     /// The `n`th (from 0) of the first episode's answers, accepted and refused together, in
     /// time order; the last one past the end.
     fn episode_entry(&self, n: usize) -> Option<Instant> {
@@ -101,6 +134,7 @@ impl Window {
             hold,
             debt: 0,
             accepted: std::collections::VecDeque::new(),
+            accepted_sent: std::collections::VecDeque::new(),
             probing: false,
             outage: false,
             test_due: None,
@@ -116,6 +150,8 @@ impl Window {
             aftermath: None,
             last_step: None,
             doubling: true,
+            count_test: false,
+            room_at: None,
             frozen_until: None,
             last_change: Instant::now(),
         }
@@ -280,13 +316,14 @@ impl Inner {
     /// episode, the slots of the requests accepted before it come back one measured window
     /// after each was answered, as the service's room does (they were freed after the shorter
     /// configured window, and would otherwise go out at once into a window still full).
-    pub(super) fn observe(&self, answer: Answer, role: Role) -> Vec<Instant> {
+    pub(super) fn observe(&self, answer: Answer, role: Role, sent: Instant) -> Vec<Instant> {
         let mut rehold = Vec::new();
         let now = Instant::now();
         let mut w = self.lock();
         let horizon = now.checked_sub(w.hold).unwrap_or(now);
         while w.accepted.front().is_some_and(|t| *t < horizon) {
             w.accepted.pop_front();
+            w.accepted_sent.pop_front();
         }
         if role != Role::Normal {
             w.probe_in_flight = false;
@@ -298,7 +335,16 @@ impl Inner {
         match answer {
             Answer::Accepted => {
                 w.accepted.push_back(now);
-                if role == Role::Test {
+                w.accepted_sent.push_back(sent);
+                if role == Role::Test && std::mem::take(&mut w.count_test) {
+                    // The step up's first request fit: the rest of the step follows, and a
+                    // doubling doubles again at once (its test waits for the window to hold
+                    // the new count), as TCP's slow start does per round trip.
+                    if w.doubling {
+                        let count = w.count;
+                        self.step_up(&mut w, now, count);
+                    }
+                } else if role == Role::Test {
                     // The shorter hold on trial did not overrun the service's window.
                     if let Some(s) = w.search.as_mut()
                         && let Some(trial) = s.trial.take()
@@ -313,6 +359,7 @@ impl Inner {
                 } else if role == Role::Probe {
                     // The pause is over: the service accepts again.
                     w.probing = false;
+                    w.last_change = now;
                     if let Some(start) = w.episode_start.take() {
                         self.end_first_episode(&mut w, now, start);
                         let hold = w.hold;
@@ -321,8 +368,13 @@ impl Inner {
                             .map(|a| a + hold)
                             .filter(|due| *due > now)
                             .collect();
+                        if self.adaptive && w.search.is_some_and(|s| s.settled()) {
+                            // The count just measured may be a window others had filled: find
+                            // out at once (see [`Inner::step`]).
+                            let count = w.count;
+                            self.step_up(&mut w, now, count);
+                        }
                     }
-                    w.last_change = now;
                 } else if w.probing && !w.measured {
                     // Sent before the first 429 and accepted: part of the measured budget.
                     let count = w.count + 1;
@@ -339,7 +391,7 @@ impl Inner {
                 if !w.probing {
                     w.probing = true;
                     if self.adaptive {
-                        self.throttled(&mut w, now);
+                        self.throttled(&mut w, now, role);
                     }
                     w.last_change = now;
                 }
@@ -363,20 +415,23 @@ impl Inner {
             }
             Answer::Other => {
                 if role == Role::Test && w.search.is_some_and(|s| s.trial.is_some()) {
-                    // No verdict: the next request tests the trial instead.
+                    // No verdict: the next request tests the trial instead (a step's test
+                    // stays pending by itself).
                     w.test_due = Some(now);
                 }
             }
         }
+        // Requests waiting for a step's test learn from every answer whether it may go.
+        let wake = role != Role::Normal || w.count_test;
         drop(w);
-        if role != Role::Normal {
+        if wake {
             self.probe_done.notify_waiters();
         }
         rehold
     }
 
     /// A 429 that starts an episode.
-    fn throttled(&self, w: &mut Window, now: Instant) {
+    fn throttled(&self, w: &mut Window, now: Instant, role: Role) {
         if !w.measured {
             w.episode_start = Some(w.accepted.front().copied().unwrap_or(now));
             w.episode_lower = Duration::ZERO;
@@ -397,21 +452,44 @@ impl Inner {
             w.test_due = None;
             return;
         }
-        if w.aftermath.is_some_and(|a| now < a) {
+        let step_test = role == Role::Test && std::mem::take(&mut w.count_test);
+        if step_test || w.last_step.is_some() {
+            // A step up went too far: the service's window is full of this run's requests,
+            // and has room again when the oldest of them ages out.
+            w.count_test = false;
+            w.room_at = w.accepted.front().map(|a| *a + w.hold);
+        } else if w.aftermath.is_some_and(|a| now < a) {
             // Graph counts throttled requests too: the first window after the first pause may
             // still hold its 429s. Pause and probe again, the count stands.
             return;
         }
         let frozen = w.frozen_until.is_some_and(|f| now < f);
         let count = match w.last_step.take() {
-            Some(step) if !frozen => {
+            Some(step) if !frozen || step_test || w.aftermath.is_some_and(|a| now < a) => {
                 w.doubling = false;
-                w.count.saturating_sub(step)
+                // The window is full of this run's requests: what the service took within it
+                // is its count. A refused test says the old count was already all of it; a
+                // later 429 (the test fitted, the rest of the step did not) may come from an
+                // earlier step of a doubling chain, so the old count proves nothing then.
+                let took = u32::try_from(w.accepted.len()).unwrap_or(u32::MAX);
+                let floor = if step_test {
+                    w.count.saturating_sub(step)
+                } else {
+                    1
+                };
+                took.min(w.count).max(floor)
             }
             _ => (f64::from(w.count) * 0.9) as u32,
         };
         self.set_count(w, count);
         w.frozen_until = Some(now + w.hold * 5);
+    }
+
+    /// After a refused step up and no Retry-After: how long until the window has room (see
+    /// [`Window::room_at`]). Taken once.
+    pub(super) fn room_in(&self, now: Instant) -> Option<Duration> {
+        let at = self.lock().room_at.take()?;
+        Some(at.saturating_duration_since(now))
     }
 
     /// First episode, no Retry-After stated: when the next probe should go. The configured
@@ -483,22 +561,34 @@ impl Inner {
         if w.frozen_until.is_some_and(|f| now < f) || w.count >= self.ceiling {
             return;
         }
-        // More slots only after ten clean windows: the count was measured, and each step too
-        // far costs a pause. But a count measured at a quarter of `--rate` or less may have met
-        // a window others had filled (the run before a `--resume`, another app's burst): it
-        // doubles after each clean window, until a doubling draws a 429.
-        let doubling = w.doubling && w.count.saturating_mul(4) <= self.ceiling;
-        let (wait, step) = if doubling {
+        // A first measurement may have met a window others had filled (the run before a
+        // `--resume`, last night's run, another app's burst): whatever fraction of `--rate` it
+        // measured, the count doubles after each clean window until a doubling draws a 429,
+        // then grows 5 % per ten clean windows. Each step's first request goes alone, so a
+        // step too far costs one 429, and the window it met is this run's own: the pause
+        // lasts until its oldest request ages out.
+        let (wait, step) = if w.doubling {
             (w.hold, w.count)
         } else {
             (w.hold * 10, (w.count / 20).max(1))
         };
         if clean >= wait {
-            let count = w.count + step;
-            self.set_count(w, count);
-            w.last_step = Some(step);
-            w.last_change = now;
+            self.step_up(w, now, step);
         }
+    }
+
+    /// `step` more slots, pending the first request beyond the old count
+    /// ([`Window::count_test`]). Nothing above `--rate`.
+    fn step_up(&self, w: &mut Window, now: Instant, step: u32) {
+        let step = step.min(self.ceiling.saturating_sub(w.count));
+        if step == 0 {
+            return;
+        }
+        let count = w.count + step;
+        self.set_count(w, count);
+        w.last_step = Some(step);
+        w.last_change = now;
+        w.count_test = true;
     }
 }
 

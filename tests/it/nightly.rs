@@ -173,3 +173,45 @@ async fn night_2_tags_only_the_new_devices() {
     assert_eq!(emulator.stats().group_tags_set, 350);
     emulator.shutdown().await;
 }
+
+/// A run started the moment the last one ended meets a service window still full of the last
+/// one's requests: its first 429 comes after next to none were accepted. The count it measured
+/// there must climb back to the service's within a window or two (each step's first request
+/// beyond the old count goes alone), not crawl at 5 % per ten windows for the whole run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_into_a_window_the_last_run_filled_climbs_back_to_the_services_count() {
+    let limit = rate(40, 1000);
+    let emulator = Emulator::start(EmulatorConfig {
+        devices: Some((0..400).map(device).collect::<HashSet<_>>()),
+        ..emulator_config(limit)
+    })
+    .await
+    .unwrap();
+    let night = |first: u32| {
+        let devices: Vec<u32> = (first..first + 200).collect();
+        export(&devices, "target_type,group_id", &format!("group,{GROUP}"))
+    };
+    let (_one, first_input) = input(&night(0));
+    let first = run(config_for(&emulator, &first_input, limit)).await;
+    assert_eq!(first.created, 200, "{first:?}");
+    let (_two, second_input) = input(&night(200));
+    let second = run(config_for(&emulator, &second_input, limit)).await;
+    assert_eq!((second.created, second.exit_code()), (200, 0), "{second:?}");
+    assert!(
+        second.throttled_responses > 0,
+        "the second run did not meet the first one's window: {second:?}"
+    );
+    // Before, the count measured at the first 429 (a handful) doubled once a window up to a
+    // quarter of the rate and then grew 5 % per ten windows: 200 rows ended below 20.
+    assert!(
+        second.final_rate.count >= 36,
+        "the pace did not climb back: {}",
+        second.final_rate
+    );
+    let stats = emulator.stats();
+    assert_eq!(
+        (stats.violations, stats.duplicate_devices),
+        (0, 0),
+        "{stats:?}"
+    );
+}
