@@ -233,6 +233,59 @@ async fn a_403_storm_trips_the_breaker_after_about_ten_rows() {
     emulator.shutdown().await;
 }
 
+/// The rows a tripped breaker's reason says were still out: 0 when it names none.
+fn rows_out_named(reason: &str) -> u64 {
+    reason
+        .split_once("nothing more is sent; ")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .map_or(0, |n| n.parse().expect("a count of rows"))
+}
+
+/// With the adaptive seats (16 rows out at the start), the breaker stops sending at the 10th
+/// refusal in a row: every row Graph answered after it was already out, as many as the reason
+/// says, and each of them is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tripped_breaker_sends_nothing_more_and_names_the_rows_still_out() {
+    for (deny_permission, no_odata_route, status) in [(true, false, "403"), (false, true, "400")] {
+        let emulator = Emulator::start(EmulatorConfig {
+            deny_permission,
+            no_odata_route,
+            ..emulator_config(rate(1000, 1000))
+        })
+        .await
+        .unwrap();
+        let (_dir, path) = input(&group_rows(500));
+        let mut config = config_for(&emulator, &path, rate(1000, 1000));
+        config.read_before_write = false;
+        config.adaptive_concurrency = true;
+        let output = config.output.clone();
+        let summary = run(config).await;
+
+        assert_eq!(summary.exit_code(), 3);
+        let reason = summary.aborted().unwrap();
+        assert!(reason.contains("nothing more is sent"), "{reason}");
+        let out = rows_out_named(reason);
+        let answered = emulator
+            .stats()
+            .requests_by_status
+            .get(status)
+            .copied()
+            .unwrap_or(0);
+        let results = read_results(&output);
+        assert_eq!(
+            results.len() as u64,
+            answered,
+            "every answered row is reported"
+        );
+        assert!(
+            (10..=10 + out).contains(&answered),
+            "{answered} rows answered {status}, the reason names {out} out: {reason}"
+        );
+        eprintln!("breaker ({status}): {answered} rows answered, {out} named as out");
+        emulator.shutdown().await;
+    }
+}
+
 /// A stand-in authority in front of the emulator's: records every token request's form,
 /// answers the first `outages` with 503, then passes requests through.
 async fn recording_authority(
