@@ -605,6 +605,46 @@ async fn the_binary_exits_3_on_a_wrong_secret_and_on_a_refused_static_token() {
     emulator.shutdown().await;
 }
 
+/// A serial run whose token is refused while it resolves the serials: each row and the
+/// summary name the refusal (AADSTS7000215), not a bare "stopped".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serial_run_whose_token_is_refused_names_the_refusal_on_every_row() {
+    let emulator = Emulator::start(EmulatorConfig {
+        client_secret: Some("right".into()),
+        ..emulator_config(rate(1000, 1000))
+    })
+    .await
+    .unwrap();
+    let (dir, path) = input("serial_number\nPF00001\nPF00002\nPF00003\n");
+    let output = dir.path().join("out.csv");
+    let mut cmd = bin();
+    cmd.arg("run")
+        .arg(&path)
+        .arg("-o")
+        .arg(&output)
+        .args(["--group-id", GROUP])
+        .args(["--graph-url", &emulator.graph_url()])
+        .args(["--authority-url", &emulator.authority_url()])
+        .env("AZURE_TENANT_ID", TENANT)
+        .env("AZURE_CLIENT_ID", APP)
+        .env("AZURE_CLIENT_SECRET", "wr0ng-value");
+    let out = run_bin(cmd).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let results = read_results(&output);
+    assert_eq!(results.len(), 3, "{stderr}");
+    for r in &results {
+        assert_eq!(r.error_code, "AuthenticationFailed", "{r:?}");
+        assert!(
+            r.error_message.contains("AADSTS7000215") && !r.error_message.contains("wr0ng"),
+            "{r:?}"
+        );
+    }
+    assert!(stderr.contains("AuthenticationFailed 3"), "{stderr}");
+    assert!(!stderr.contains("Stopped"), "{stderr}");
+    emulator.shutdown().await;
+}
+
 #[test]
 fn plain_http_to_a_remote_host_is_refused_before_connecting() {
     let (_dir, path) = input(&group_rows(3));
