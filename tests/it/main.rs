@@ -18,6 +18,7 @@ mod emulator_tenants;
 mod faults;
 mod first_hour;
 mod group;
+mod help;
 mod hostile_input;
 mod hostile_servers;
 mod import;
