@@ -42,8 +42,31 @@ pub fn command() -> clap::Command {
 
 /// Parse the process's arguments through [`command`].
 pub fn parse() -> Result<Cli, clap::Error> {
-    let matches = command().try_get_matches()?;
+    let matches = command().try_get_matches().map_err(explain)?;
     Cli::from_arg_matches(&matches)
+}
+
+/// A refused command line, with the tip an admin needs where clap's nearest spelling misleads:
+/// `--tenant contoso` is a tenant's id (`--tenant-id`) far more often than a tenants file.
+pub fn explain(mut e: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let tenant = matches!(
+        e.get(ContextKind::InvalidArg),
+        Some(ContextValue::String(arg)) if arg == "--tenant" || arg.starts_with("--tenant=")
+    );
+    if e.kind() == ErrorKind::UnknownArgument && tenant {
+        e.remove(ContextKind::SuggestedArg);
+        e.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![
+                "the tenant's id or domain goes in '--tenant-id' (or AZURE_TENANT_ID); a TOML \
+                 file of many tenants in '--tenants'"
+                    .into(),
+            ]),
+        );
+        e.remove(ContextKind::Usage);
+    }
+    e
 }
 
 fn shorten(cmd: clap::Command) -> clap::Command {
