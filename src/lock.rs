@@ -179,20 +179,25 @@ pub(crate) fn open_no_follow(options: &OpenOptions, path: &Path) -> std::io::Res
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(link());
     }
-    let mut options = options.clone();
+    // Unix closes the window between the check above and the open with O_NOFOLLOW; Windows
+    // has no such flag for files, and creating a symbolic link there takes a privilege (or
+    // developer mode) a planting user rarely has: the check above is what it gets.
     #[cfg(unix)]
-    {
+    let options = {
         use std::os::unix::fs::OpenOptionsExt;
-        // Closes the window between the check above and the open.
+        let mut options = options.clone();
         options.custom_flags(libc::O_NOFOLLOW);
-    }
-    options.open(path).map_err(|e| {
-        #[cfg(unix)]
+        options
+    };
+    let opened = options.open(path);
+    #[cfg(unix)]
+    let opened = opened.map_err(|e| {
         if e.raw_os_error() == Some(libc::ELOOP) {
             return link();
         }
         e
-    })
+    });
+    opened
 }
 
 /// Refuse a results folder that does not exist (named as such: the lock file is only the

@@ -25,6 +25,8 @@ mod import;
 mod nightly;
 mod outage;
 mod plan;
+// Symbolic links, permission bits and flock semantics: unix only.
+#[cfg(unix)]
 mod planted_files;
 mod preflight;
 mod properties;
