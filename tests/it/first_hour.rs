@@ -278,3 +278,107 @@ fn the_emulator_line_counts_the_runs_own_action() {
     assert!(stderr.contains("emulator: 0 group tags set ·"), "{stderr}");
     assert!(!stderr.contains("assignments created"), "{stderr}");
 }
+
+/// The README's four-line rehearsal against a separate `emulate`, line by line, in a copy of
+/// `samples/`: the port is the emulator's own (0, read from its first stdout line, instead of
+/// 8080) and the pace Intune's window made short (so that it takes a second, not twenty); the
+/// second run (with `--overwrite`, as the comment says) finds every row `existing` and writes
+/// nothing.
+#[test]
+fn the_readmes_rehearsal_against_a_separate_emulator_runs_as_written() {
+    use std::io::BufRead;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme
+        .split("### Rehearse against a separate emulator")
+        .nth(1)
+        .expect("the rehearsal section");
+    let block = section
+        .split("```console\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .unwrap();
+    let lines: Vec<&str> = block.lines().collect();
+    assert_eq!(lines.len(), 4, "{block}");
+    let emulate = lines[0].trim_end_matches('&').trim();
+    assert_eq!(
+        emulate,
+        "autopilot-bulk emulate --port 8080 --devices samples/emulator-devices.txt"
+    );
+    let exports: Vec<(String, String)> = lines[1..3]
+        .iter()
+        .flat_map(|l| l.trim_start_matches("export ").split(' '))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(exports.len(), 5, "{exports:?}");
+    let run = lines[3].split('#').next().unwrap().trim();
+    assert_eq!(run, "autopilot-bulk run samples/devices.csv");
+
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples");
+    std::fs::create_dir(&samples).unwrap();
+    for name in ["devices.csv", "emulator-devices.txt"] {
+        std::fs::copy(root.join("samples").join(name), samples.join(name)).unwrap();
+    }
+    let binary = env!("CARGO_BIN_EXE_autopilot-bulk");
+    let mut server = Stopped(
+        std::process::Command::new(binary)
+            .current_dir(dir.path())
+            .args(
+                emulate
+                    .split(' ')
+                    .skip(1)
+                    .map(|w| if w == "8080" { "0" } else { w }),
+            )
+            .args(["--limit", "1000/1s"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut url = String::new();
+    std::io::BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let url = url.trim().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let run = |extra: &[&str]| {
+        let mut cmd = bin();
+        cmd.current_dir(dir.path())
+            .args(run.split(' ').skip(1))
+            .args(["--rate", "1000/1s", "-q"])
+            .args(extra);
+        for (k, v) in &exports {
+            cmd.env(k, v.replace("http://127.0.0.1:8080", &url));
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), text(&out.stderr))
+    };
+    // 146 rows assigned; four invalid and one unknown device on purpose: exit 1.
+    let (code, stderr) = run(&[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let results = read_results(&samples.join("devices.results.csv"));
+    assert_eq!(
+        results.iter().filter(|r| r.status == "created").count(),
+        146
+    );
+    let (code, stderr) = run(&["--overwrite"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let results = read_results(&samples.join("devices.results.csv"));
+    assert_eq!(
+        results.iter().filter(|r| r.status == "existing").count(),
+        146
+    );
+    assert_eq!(results.iter().filter(|r| r.status == "created").count(), 0);
+}
+
+/// A child process stopped when this drops, also when an assertion fails first.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
