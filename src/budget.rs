@@ -477,14 +477,17 @@ impl Budget {
         }
     }
 
-    /// Mark `rows` as out with a request until the guard drops; `None` once the budget has
-    /// stopped, so that a row admitted before a stop is never sent after it.
-    pub fn sending(&self, rows: usize) -> Option<Sending<'_>> {
+    /// Send `permit`'s request for `rows`: they count as out until the guard drops. `None`
+    /// once the budget has stopped, so that a row admitted before a stop is never sent after
+    /// it; the permit is then handed back unsent (it is no request that may still land).
+    pub fn sending(&self, permit: Permit, rows: usize) -> Option<(Permit, Sending<'_>)> {
         if self.halt.is_stopped() {
+            drop(permit);
+            self.admitted.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         self.rows_out.fetch_add(rows, Ordering::Relaxed);
-        Some(Sending { budget: self, rows })
+        Some((permit, Sending { budget: self, rows }))
     }
 
     /// Rows whose request is out now.
@@ -744,6 +747,27 @@ mod tests {
             "{own:?}"
         );
         assert!(b.pace().0.is_some(), "an outage did not close the gate");
+    }
+
+    /// Rows count as out while their request is; after a stop an admitted permit is handed
+    /// back unsent, so nothing counts as a request that may still land.
+    #[tokio::test(start_paused = true)]
+    async fn rows_out_count_while_sent_and_a_stop_hands_an_admitted_permit_back() {
+        let b = budget();
+        let permit = b.admit().await.unwrap();
+        let (permit, out) = b.sending(permit, 20).unwrap();
+        assert_eq!((b.rows_out(), b.unanswered()), (20, 1));
+        drop(out);
+        assert_eq!(b.rows_out(), 0);
+        drop(permit);
+        let permit = b.admit().await.unwrap();
+        b.halt().abort("stopped".into());
+        assert!(b.sending(permit, 1).is_none());
+        assert_eq!(
+            (b.rows_out(), b.unanswered()),
+            (0, 1),
+            "only the first is unanswered"
+        );
     }
 
     #[tokio::test(start_paused = true)]

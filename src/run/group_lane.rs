@@ -228,7 +228,7 @@ impl Adder {
             let Some(token) = self.budget.token().await else {
                 return Sent::Stopped;
             };
-            let Some(out) = self.budget.sending(batch.len()) else {
+            let Some((permit, out)) = self.budget.sending(permit, batch.len()) else {
                 return Sent::Stopped;
             };
             attempts += 1;

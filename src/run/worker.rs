@@ -117,7 +117,7 @@ impl Workers {
                 journaled = true;
             }
             // A stop while this row waited for its token or journal entry: never sent.
-            let Some(out) = budget.sending(1) else {
+            let Some((permit, out)) = budget.sending(permit, 1) else {
                 return Err(unfinished(&row, sent));
             };
             row.sending(&token);
