@@ -9,7 +9,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -106,6 +106,19 @@ pub struct Permit {
     sent: tokio::time::Instant,
 }
 
+/// Rows out with a request, counted by their budget until this drops.
+#[derive(Debug)]
+pub struct Sending<'a> {
+    budget: &'a Budget,
+    rows: usize,
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.budget.rows_out.fetch_sub(self.rows, Ordering::Relaxed);
+    }
+}
+
 /// What a row does after a failed attempt, as the budget decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pause {
@@ -154,6 +167,9 @@ pub struct Budget {
     halt: Halt,
     refused_in_a_row: AtomicU32,
     unrouted_in_a_row: AtomicU32,
+    /// Rows whose request is out now ([`Budget::sending`]): what a tripped breaker still
+    /// reports after it stopped sending.
+    rows_out: AtomicUsize,
     requests: AtomicU64,
     /// Requests let go (admitted); `requests` counts those answered. A request dropped
     /// between the two (stopped mid-flight) may still be carried out.
@@ -238,6 +254,7 @@ impl Budget {
             halt: Halt::child_of(run),
             refused_in_a_row: AtomicU32::new(0),
             unrouted_in_a_row: AtomicU32::new(0),
+            rows_out: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
@@ -469,9 +486,28 @@ impl Budget {
         }
     }
 
+    /// Send `permit`'s request for `rows`: they count as out until the guard drops. `None`
+    /// once the budget has stopped, so that a row admitted before a stop is never sent after
+    /// it; the permit is then handed back unsent (it is no request that may still land).
+    pub fn sending(&self, permit: Permit, rows: usize) -> Option<(Permit, Sending<'_>)> {
+        if self.halt.is_stopped() {
+            drop(permit);
+            self.admitted.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        self.rows_out.fetch_add(rows, Ordering::Relaxed);
+        Some((permit, Sending { budget: self, rows }))
+    }
+
+    /// Rows whose request is out now.
+    pub fn rows_out(&self) -> usize {
+        self.rows_out.load(Ordering::Relaxed)
+    }
+
     /// Count a finished row for the circuit breaker; trip it at [`BREAKER_ROWS`] refusals in
     /// a row (401 after the one refresh, or 403), or as many 400 "No OData route" answers in a
-    /// row. Rows in flight still finish and are written.
+    /// row. From then on nothing more is sent; rows already out still finish and are written,
+    /// and the reason says how many they are.
     pub fn row_finished(&self, r: &RowResult) {
         let failed = r.status == Status::Failed;
         let unrouted = failed && is_no_odata_route(r.http_status, r.error_message.as_deref());
@@ -481,10 +517,11 @@ impl Budget {
             self.halt.abort_as("CircuitBreakerOpen", format!(
                 "circuit breaker: Graph answered {BREAKER_ROWS} rows in a row with 400 {}: {} — \
                  the assignment route is not available in this tenant or cloud (run \
-                 `autopilot-bulk preflight` to check it); nothing more is sent (finished rows \
-                 are in the results file)",
+                 `autopilot-bulk preflight` to check it); {} (finished rows are in the results \
+                 file)",
                 r.error_code.as_deref().unwrap_or("BadRequest"),
-                r.error_message.as_deref().unwrap_or("")
+                r.error_message.as_deref().unwrap_or(""),
+                self.after_trip()
             ));
         }
         let refused = failed && matches!(r.http_status, Some(401 | 403));
@@ -506,10 +543,22 @@ impl Budget {
                 "CircuitBreakerOpen",
                 format!(
                     "circuit breaker: Graph refused {BREAKER_ROWS} rows in a row with {} {code}: \
-                 {message} — {hint}; fix it and rerun (finished rows are in the results file)",
-                    r.http_status.unwrap_or(0)
+                 {message} — {hint}; {}; fix it and rerun (finished rows are in the results file)",
+                    r.http_status.unwrap_or(0),
+                    self.after_trip()
                 ),
             );
+        }
+    }
+
+    /// What a tripped breaker still lets finish: the rows already out.
+    fn after_trip(&self) -> String {
+        match self.rows_out() {
+            0 => "nothing more is sent".into(),
+            n => format!(
+                "nothing more is sent; {n} row(s) already sent when it tripped are reported as \
+                 they answer"
+            ),
         }
     }
 
@@ -707,6 +756,27 @@ mod tests {
             "{own:?}"
         );
         assert!(b.pace().0.is_some(), "an outage did not close the gate");
+    }
+
+    /// Rows count as out while their request is; after a stop an admitted permit is handed
+    /// back unsent, so nothing counts as a request that may still land.
+    #[tokio::test(start_paused = true)]
+    async fn rows_out_count_while_sent_and_a_stop_hands_an_admitted_permit_back() {
+        let b = budget();
+        let permit = b.admit().await.unwrap();
+        let (permit, out) = b.sending(permit, 20).unwrap();
+        assert_eq!((b.rows_out(), b.unanswered()), (20, 1));
+        drop(out);
+        assert_eq!(b.rows_out(), 0);
+        drop(permit);
+        let permit = b.admit().await.unwrap();
+        b.halt().abort("stopped".into());
+        assert!(b.sending(permit, 1).is_none());
+        assert_eq!(
+            (b.rows_out(), b.unanswered()),
+            (0, 1),
+            "only the first is unanswered"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -89,8 +89,9 @@ pub fn survive_file_size_limit() {
     }
 }
 
-/// The first Ctrl-C, SIGTERM or SIGHUP (a closed terminal, a scheduler stopping the job): the
-/// one way the binary and the emulator learn they should stop.
+/// The first Ctrl-C, SIGTERM or SIGHUP (a closed terminal, a scheduler stopping the job; on
+/// Windows Ctrl-C or Ctrl-Break): the one way the binary and the emulator learn they should
+/// stop.
 pub async fn signal() {
     #[cfg(unix)]
     {
@@ -108,6 +109,18 @@ pub async fn signal() {
             _ = hup.recv() => {}
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        // Ctrl-Break as well: what a console's owner (or a task scheduler's stop) may send.
+        let Ok(mut brk) = tokio::signal::windows::ctrl_break() else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = brk.recv() => {}
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
     let _ = tokio::signal::ctrl_c().await;
 }

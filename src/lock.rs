@@ -53,6 +53,12 @@ pub enum LockError {
         folder.display()
     )]
     UnsafeFolder { folder: PathBuf },
+    #[error(
+        "the results folder {} does not exist (or is not a folder): create it, or give -o a \
+         path in a folder that exists (nothing was sent)",
+        folder.display()
+    )]
+    NoFolder { folder: PathBuf },
     #[error("cannot lock {}: {source}", lock.display())]
     Io {
         lock: PathBuf,
@@ -173,44 +179,61 @@ pub(crate) fn open_no_follow(options: &OpenOptions, path: &Path) -> std::io::Res
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(link());
     }
-    let mut options = options.clone();
+    // Unix closes the window between the check above and the open with O_NOFOLLOW; Windows
+    // has no such flag for files, and creating a symbolic link there takes a privilege (or
+    // developer mode) a planting user rarely has: the check above is what it gets.
     #[cfg(unix)]
-    {
+    let options = {
         use std::os::unix::fs::OpenOptionsExt;
-        // Closes the window between the check above and the open.
+        let mut options = options.clone();
         options.custom_flags(libc::O_NOFOLLOW);
-    }
-    options.open(path).map_err(|e| {
-        #[cfg(unix)]
+        options
+    };
+    let opened = options.open(path);
+    #[cfg(unix)]
+    let opened = opened.map_err(|e| {
         if e.raw_os_error() == Some(libc::ELOOP) {
             return link();
         }
         e
-    })
+    });
+    opened
 }
 
-/// Refuse a results folder every user may write to without the sticky bit (unix): anyone
-/// could remove and replace the files the run locks, writes and reads back.
+/// Refuse a results folder that does not exist (named as such: the lock file is only the
+/// first file the run would create there), and one every user may write to without the sticky
+/// bit (unix): anyone could remove and replace the files the run locks, writes and reads back.
 fn check_folder(results: &Path) -> Result<(), LockError> {
+    let folder = match results.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let metadata = match std::fs::metadata(folder) {
+        Ok(m) if m.is_dir() => m,
+        Ok(_) => return Err(missing(folder)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing(folder)),
+        // Another reason (permissions): opening the lock file reports it.
+        Err(_) => return Ok(()),
+    };
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let folder = match results.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        if let Ok(m) = std::fs::metadata(folder) {
-            let mode = m.permissions().mode();
-            if mode & 0o002 != 0 && mode & 0o1000 == 0 {
-                return Err(LockError::UnsafeFolder {
-                    folder: folder.to_path_buf(),
-                });
-            }
+        let mode = metadata.permissions().mode();
+        if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+            return Err(LockError::UnsafeFolder {
+                folder: folder.to_path_buf(),
+            });
         }
     }
     #[cfg(not(unix))]
-    let _ = results;
+    let _ = metadata;
     Ok(())
+}
+
+fn missing(folder: &Path) -> LockError {
+    LockError::NoFolder {
+        folder: folder.to_path_buf(),
+    }
 }
 
 impl Drop for RunLock {

@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    match autopilot_bulk::cli::Cli::try_parse() {
+    match autopilot_bulk::cli::parse() {
         Ok(cli) => autopilot_bulk::app::main(cli),
         Err(e) => autopilot_bulk::app::command_line_error(e),
     }

@@ -130,10 +130,11 @@ pub(super) fn import_command(args: &crate::cli::ImportArgs) -> u8 {
         } else {
             None
         };
-        let code = match args.to_config(emulator.as_ref()) {
+        let code = match args.to_config(emulator.as_ref().map(|e| &e.emulator)) {
             Err(e) => refused(format!("{e:#}")),
             Ok(config) => match crate::import::import(config, shutdown).await {
                 Ok(summary) => {
+                    announce(emulator.as_ref());
                     let code = summary.exit_code();
                     let json = summary.json(code);
                     let text = summary.render();
@@ -147,8 +148,8 @@ pub(super) fn import_command(args: &crate::cli::ImportArgs) -> u8 {
                 Err(e) => refused(e.to_string()),
             },
         };
-        if let Some(emulator) = emulator {
-            emulator.shutdown().await;
+        if let Some(e) = emulator {
+            e.emulator.shutdown().await;
         }
         code
     })
@@ -211,7 +212,7 @@ pub(super) fn preflight_command(args: &PreflightArgs) -> u8 {
                 Ok(e) => e,
                 Err(message) => return fail(message),
             };
-            match args.to_config(Some(&e)) {
+            match args.to_config(Some(&e.emulator)) {
                 Ok(c) => (c, Some(e)),
                 Err(message) => return fail(format!("{message:#}")),
             }
@@ -220,13 +221,14 @@ pub(super) fn preflight_command(args: &PreflightArgs) -> u8 {
         };
         let code = match crate::preflight(config, shutdown).await {
             Ok(report) => {
+                announce(emulator.as_ref());
                 let _ = write!(std::io::stdout(), "{}", report.render());
                 report.exit_code()
             }
             Err(e) => fail(e),
         };
-        if let Some(emulator) = emulator {
-            emulator.shutdown().await;
+        if let Some(e) = emulator {
+            e.emulator.shutdown().await;
         }
         code
     })
@@ -255,10 +257,11 @@ pub(super) fn plan_command(args: &crate::cli::PlanArgs) -> u8 {
         } else {
             None
         };
-        let code = match args.to_config(emulator.as_ref()) {
+        let code = match args.to_config(emulator.as_ref().map(|e| &e.emulator)) {
             Err(e) => fail(format!("{e:#}")),
             Ok(config) => match crate::run::preview::plan(config, shutdown).await {
                 Ok(report) => {
+                    announce(emulator.as_ref());
                     let _ = write!(
                         std::io::stdout(),
                         "{}",
@@ -275,8 +278,8 @@ pub(super) fn plan_command(args: &crate::cli::PlanArgs) -> u8 {
                 Err(e) => fail(e),
             },
         };
-        if let Some(emulator) = emulator {
-            emulator.shutdown().await;
+        if let Some(e) = emulator {
+            e.emulator.shutdown().await;
         }
         code
     })
@@ -300,13 +303,14 @@ pub(super) fn profiles_command(args: &crate::cli::ProfilesArgs) -> u8 {
         } else {
             None
         };
-        let config = match target.to_config(emulator.as_ref()) {
+        let config = match target.to_config(emulator.as_ref().map(|e| &e.emulator)) {
             Ok(c) => c,
             Err(e) => return fail(format!("{e:#}")),
         };
         let code = match crate::profiles::profiles(config, command, CancellationToken::new()).await
         {
             Ok(text) => {
+                announce(emulator.as_ref());
                 let _ = write!(std::io::stdout(), "{text}");
                 0
             }
@@ -316,9 +320,16 @@ pub(super) fn profiles_command(args: &crate::cli::ProfilesArgs) -> u8 {
                 code
             }
         };
-        if let Some(emulator) = emulator {
-            emulator.shutdown().await;
+        if let Some(e) = emulator {
+            e.emulator.shutdown().await;
         }
         code
     })
+}
+
+/// Say which in-process emulator a command that got going used (see [`super::InProcess`]).
+fn announce(emulator: Option<&super::InProcess>) {
+    if let Some(e) = emulator {
+        note!("{}", e.banner);
+    }
 }

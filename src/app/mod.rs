@@ -224,14 +224,28 @@ fn run_command(args: RunArgs) -> u8 {
                 Ok(e) => e,
                 Err(message) => return fail(message),
             };
-            match args.to_config(Some(&e)) {
+            match args.to_config(Some(&e.emulator)) {
                 Ok(c) => (c, Some(e)),
                 Err(message) => return fail(message),
             }
         } else {
             (config, None)
         };
-        let code = match crate::run(config, shutdown).await {
+        let action = config.defaults.action;
+        let started = crate::run(config, shutdown).await;
+        // An early error (nothing sent) is the one line: no emulator lines around it.
+        let emulator = match (emulator, &started) {
+            (Some(e), Ok(_)) => Some(e),
+            (Some(e), Err(_)) => {
+                e.emulator.shutdown().await;
+                None
+            }
+            (None, _) => None,
+        };
+        if let Some(e) = &emulator {
+            note!("{}", e.banner);
+        }
+        let code = match started {
             Ok(summary) => {
                 let code = summary.exit_code();
                 let json = crate::summary::summary_json(&summary, code);
@@ -252,11 +266,11 @@ fn run_command(args: RunArgs) -> u8 {
                 fail(message)
             }
         };
-        if let Some(emulator) = emulator {
+        if let Some(InProcess { emulator, .. }) = emulator {
             let stats = emulator.stats();
-            note!("  emulator: {}", emulator_line(&stats));
+            note!("  emulator: {}", emulator_line(&stats, action));
             for (tenant, s) in &stats.tenants {
-                note!("  emulator tenant {tenant}: {}", emulator_line(s));
+                note!("  emulator tenant {tenant}: {}", emulator_line(s, action));
             }
             emulator.shutdown().await;
         }
@@ -264,30 +278,33 @@ fn run_command(args: RunArgs) -> u8 {
     })
 }
 
-/// What the emulator saw of the run's writes: what the action wrote (assignments, tags or
-/// members), what would be a duplicate, and Retry-After violations.
-fn emulator_line(s: &crate::emulator::Stats) -> String {
-    let mut parts = Vec::new();
-    if s.assignments_created > 0 || (s.group_tags_set == 0 && s.members_added == 0) {
-        parts.push(format!(
+/// What the emulator saw of the run's writes: what the run's `action` wrote (assignments,
+/// tags or members, never another action's zero), what would be a duplicate, and Retry-After
+/// violations.
+fn emulator_line(s: &crate::emulator::Stats, action: crate::input::Action) -> String {
+    use crate::input::Action;
+    let wrote = match action {
+        Action::Assign => format!(
             "{} assignments created · {} devices with more than one",
             s.assignments_created, s.duplicate_devices
-        ));
-    }
-    if s.group_tags_set > 0 {
-        parts.push(format!("{} group tags set", s.group_tags_set));
-    }
-    if s.members_added > 0 || s.group_writes > 0 {
-        parts.push(format!(
+        ),
+        Action::Tag => format!("{} group tags set", s.group_tags_set),
+        Action::Group => format!(
             "{} members added in {} group writes · {} refs already members",
             s.members_added, s.group_writes, s.duplicate_member_attempts
-        ));
-    }
-    parts.push(format!(
-        "{} 429s · {} Retry-After violations",
+        ),
+    };
+    format!(
+        "{wrote} · {} 429s · {} Retry-After violations",
         s.throttled, s.violations
-    ));
-    parts.join(" · ")
+    )
+}
+
+/// The in-process emulator a command started, and the line that says so: printed once the
+/// command got going, never around an error that stopped it before anything was sent.
+pub(super) struct InProcess {
+    pub(super) emulator: Emulator,
+    pub(super) banner: String,
 }
 
 /// `--emulator`: the emulator in-process with its defaults (Intune's 100/20s window) and the
@@ -298,7 +315,7 @@ async fn start_emulator(
     input: Option<&std::path::Path>,
     emulator_devices: Option<&std::path::Path>,
     tenants: &[crate::config::Tenant],
-) -> Result<Emulator, String> {
+) -> Result<InProcess, String> {
     let tenants: Vec<String> = tenants
         .iter()
         .filter_map(|t| t.credentials.tenant_id().map(str::to_string))
@@ -325,15 +342,15 @@ async fn start_emulator(
     let emulator = Emulator::start(config)
         .await
         .map_err(|e| format!("cannot start the emulator: {e}"))?;
-    note!(
-        "autopilot-bulk: running against the in-process emulator at {} (limit {limit}{})",
+    let banner = format!(
+        "autopilot-bulk: ran against the in-process emulator at {} (limit {limit}{})",
         emulator.url(),
         match &devices_path {
             Some(p) => format!(", devices from {}", p.display()),
             None => String::new(),
         }
     );
-    Ok(emulator)
+    Ok(InProcess { emulator, banner })
 }
 
 /// `run --dry-run`: everything `run` checks before it sends (credentials loaded, not used;

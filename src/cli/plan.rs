@@ -15,29 +15,29 @@ pub struct PlanArgs {
     /// The input CSV `run` would take.
     pub input: PathBuf,
     /// The plan CSV, replaced if it exists [default: <input stem>.plan.csv beside the input].
-    #[arg(short, long, value_name = "PATH")]
+    #[arg(help_heading = super::FILES, short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub graph: GraphArgs,
     /// TOML file of customer tenants, as for `run`: each row is planned in its tenant.
-    #[arg(long, env = "AUTOPILOT_BULK_TENANTS", value_name = "FILE")]
+    #[arg(help_heading = super::CREDENTIALS, long, env = "AUTOPILOT_BULK_TENANTS", value_name = "FILE")]
     pub tenants: Option<PathBuf>,
     /// Plan against the in-process emulator; no credentials needed.
-    #[arg(long)]
+    #[arg(help_heading = super::CREDENTIALS, long)]
     pub emulator: bool,
     /// Device list for the in-process emulator (one id a line) [default:
     /// emulator-devices.txt beside the input, when present].
-    #[arg(long, value_name = "PATH", requires = "emulator")]
+    #[arg(help_heading = super::CREDENTIALS, long, value_name = "PATH", requires = "emulator")]
     pub emulator_devices: Option<PathBuf>,
     #[command(flatten)]
     pub defaults: DefaultArgs,
     /// Only errors on stderr. The plan's counts still go to stdout: they are what plan is for.
-    #[arg(short, long, conflicts_with = "verbose")]
+    #[arg(help_heading = super::OUTPUT, short, long, conflicts_with = "verbose")]
     pub quiet: bool,
     /// More detail on stderr (-vv for per-request lines).
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    #[arg(help_heading = super::OUTPUT, short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    #[arg(long, value_enum, default_value_t = super::LogFormat::Text, help = super::LOG_FORMAT_HELP)]
+    #[arg(help_heading = super::OUTPUT, long, value_enum, default_value_t = super::LogFormat::Text, help = super::LOG_FORMAT_HELP)]
     pub log_format: super::LogFormat,
 }
 

@@ -17,37 +17,37 @@ pub struct StatusArgs {
     /// The results CSV of a run.
     pub results: PathBuf,
     /// Status CSV [default: RESULTS-STEM.status.csv beside the results].
-    #[arg(short, long, value_name = "PATH")]
+    #[arg(help_heading = super::FILES, short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
     /// Replace an existing file at the status path that is not a status file. An earlier
     /// status file is replaced without it, with or without --watch: every reading replaces the
     /// whole file, so it only held an earlier reading.
-    #[arg(long)]
+    #[arg(help_heading = super::FILES, long)]
     pub overwrite: bool,
     /// Read again every --interval until every device is assigned or --timeout passes.
-    #[arg(long)]
+    #[arg(help_heading = super::OUTPUT, long)]
     pub watch: bool,
     /// Time between readings with --watch.
-    #[arg(long, default_value = "60s", value_parser = parse_interval, requires = "watch")]
+    #[arg(help_heading = super::PACE, long, default_value = "60s", value_parser = parse_interval, requires = "watch")]
     pub interval: Duration,
     /// Give up watching after this long (exit 1).
-    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, requires = "watch")]
+    #[arg(help_heading = super::PACE, long, default_value = "30m", value_parser = humantime::parse_duration, requires = "watch")]
     pub timeout: Duration,
     #[command(flatten)]
     pub graph: GraphArgs,
     /// The tenants file of the `run --tenants` that wrote RESULTS.csv: each row is read from
     /// the tenant its `tenant` column names. The single-tenant credentials are then optional.
-    #[arg(long, env = "AUTOPILOT_BULK_TENANTS", value_name = "FILE")]
+    #[arg(help_heading = super::CREDENTIALS, long, env = "AUTOPILOT_BULK_TENANTS", value_name = "FILE")]
     pub tenants: Option<PathBuf>,
     /// Only errors on stderr: no progress, no line per --watch reading, no note on how it
     /// ended (timed out, stopped, nothing to read: the exit code says it). The counts still go
     /// to stdout and the status file is written.
-    #[arg(short, long, conflicts_with = "verbose")]
+    #[arg(help_heading = super::OUTPUT, short, long, conflicts_with = "verbose")]
     pub quiet: bool,
     /// More detail on stderr (-vv for per-request lines).
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    #[arg(help_heading = super::OUTPUT, short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    #[arg(long, value_enum, default_value_t = super::LogFormat::Text, help = super::LOG_FORMAT_HELP)]
+    #[arg(help_heading = super::OUTPUT, long, value_enum, default_value_t = super::LogFormat::Text, help = super::LOG_FORMAT_HELP)]
     pub log_format: super::LogFormat,
 }
 
@@ -59,20 +59,20 @@ pub struct PreflightArgs {
     #[command(flatten)]
     pub graph: GraphArgs,
     /// Start the emulator in-process and check against it; no credentials needed.
-    #[arg(long)]
+    #[arg(help_heading = super::CREDENTIALS, long)]
     pub emulator: bool,
     /// Device list for the in-process emulator (one id a line) [default:
     /// emulator-devices.txt beside the input, when present].
-    #[arg(long, value_name = "PATH", requires = "emulator")]
+    #[arg(help_heading = super::CREDENTIALS, long, value_name = "PATH", requires = "emulator")]
     pub emulator_devices: Option<PathBuf>,
     /// TOML file of customer tenants, as for `run`: each tenant is checked, with the first
     /// valid row of INPUT.csv that names it. The single-tenant credentials are then optional.
-    #[arg(long, env = "AUTOPILOT_BULK_TENANTS", value_name = "FILE")]
+    #[arg(help_heading = super::CREDENTIALS, long, env = "AUTOPILOT_BULK_TENANTS", value_name = "FILE")]
     pub tenants: Option<PathBuf>,
     /// Check for `import` instead of `run`: INPUT.csv is a hardware-hash file (read and
     /// counted, nothing of it sent); the import records and the tenant's last Autopilot sync
     /// are read.
-    #[arg(long)]
+    #[arg(help_heading = super::INPUT, long)]
     pub import: bool,
     #[command(flatten)]
     pub defaults: DefaultArgs,
@@ -156,6 +156,7 @@ pub struct ProfilesArgs {
 #[derive(Debug, Subcommand)]
 pub enum ProfilesSub {
     /// Assign PROFILE (id or display name) to a group; nothing is written when it already is.
+    #[command(after_long_help = super::examples::PROFILES_ASSIGN)]
     Assign(ProfileAssignArgs),
 }
 
@@ -164,7 +165,7 @@ pub struct ProfileAssignArgs {
     /// The deployment profile: its id or display name.
     pub profile: String,
     /// The group: its id or display name (a name two groups share is refused).
-    #[arg(long, value_name = "GROUP")]
+    #[arg(help_heading = super::INPUT, long, value_name = "GROUP")]
     pub group: String,
     #[command(flatten)]
     pub target: ProfilesTarget,
@@ -176,7 +177,7 @@ pub struct ProfilesTarget {
     #[command(flatten)]
     pub graph: GraphArgs,
     /// Start the emulator in-process and use it; no credentials needed.
-    #[arg(long)]
+    #[arg(help_heading = super::CREDENTIALS, long)]
     pub emulator: bool,
 }
 

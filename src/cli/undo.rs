@@ -13,39 +13,39 @@ pub struct UndoArgs {
     /// The results CSV of the run to undo.
     pub results: PathBuf,
     /// Undo CSV [default: RESULTS-STEM.undo.csv beside the results].
-    #[arg(short, long, value_name = "PATH")]
+    #[arg(help_heading = super::FILES, short, long, value_name = "PATH")]
     pub output: Option<PathBuf>,
     /// Continue an interrupted undo: rows its undo file reports finished are left, failed
     /// ones done again.
-    #[arg(long, conflicts_with = "overwrite")]
+    #[arg(help_heading = super::FILES, long, conflicts_with = "overwrite")]
     pub resume: bool,
     /// Replace an existing undo file.
-    #[arg(long)]
+    #[arg(help_heading = super::FILES, long)]
     pub overwrite: bool,
     /// Show what would be undone, row by row; send nothing.
-    #[arg(long)]
+    #[arg(help_heading = super::INPUT, long)]
     pub dry_run: bool,
     /// Rows in flight at most.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(help_heading = super::PACE, long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
     /// Machine-readable end-of-undo summary.
-    #[arg(long, value_name = "PATH")]
+    #[arg(help_heading = super::OUTPUT, long, value_name = "PATH")]
     pub summary_json: Option<PathBuf>,
     #[command(flatten)]
     pub graph: GraphArgs,
     /// The tenants file of the `run --tenants` that wrote RESULTS.csv: each row is undone in
     /// the tenant its `tenant` column names.
-    #[arg(long, env = "AUTOPILOT_BULK_TENANTS", value_name = "FILE")]
+    #[arg(help_heading = super::CREDENTIALS, long, env = "AUTOPILOT_BULK_TENANTS", value_name = "FILE")]
     pub tenants: Option<PathBuf>,
     /// Only errors on stderr: no progress and no end-of-undo summary, so that a nightly job
     /// that went well prints nothing. The counts are in --summary-json and the exit code; an
     /// undo that did not finish still prints its --resume command.
-    #[arg(short, long, conflicts_with = "verbose")]
+    #[arg(help_heading = super::OUTPUT, short, long, conflicts_with = "verbose")]
     pub quiet: bool,
     /// More detail on stderr (-vv for per-request lines).
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    #[arg(help_heading = super::OUTPUT, short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    #[arg(long, value_enum, default_value_t = super::LogFormat::Text, help = super::LOG_FORMAT_HELP)]
+    #[arg(help_heading = super::OUTPUT, long, value_enum, default_value_t = super::LogFormat::Text, help = super::LOG_FORMAT_HELP)]
     pub log_format: super::LogFormat,
 }
 

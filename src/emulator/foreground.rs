@@ -142,7 +142,19 @@ async fn shutdown_signal() {
             _ = hup.recv() => {}
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        // Ctrl-Break as well: what a console's owner (or a task scheduler's stop) may send.
+        let Ok(mut brk) = tokio::signal::windows::ctrl_break() else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = brk.recv() => {}
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
     let _ = tokio::signal::ctrl_c().await;
 }
 

@@ -62,7 +62,11 @@ fn detect_delimiter(header_line: &[u8]) -> u8 {
 fn not_text(start: &[u8]) -> Option<String> {
     if start.starts_with(b"\xFF\xFE") || start.starts_with(b"\xFE\xFF") {
         return Some(
-            "the file is UTF-16 text (Excel's \"Unicode Text\"): save it as \"CSV UTF-8\"".into(),
+            "the file is UTF-16 text, as Windows PowerShell 5.1's `Out-File` and `>` write it (and \
+             Excel's \"Unicode Text\"): write it again with `Export-Csv -Encoding UTF8` or \
+             `Out-File -Encoding utf8` (or `Set-Content -Encoding utf8`), or save it from Excel \
+             as \"CSV UTF-8\""
+                .into(),
         );
     }
     if start.contains(&0) {

@@ -228,9 +228,13 @@ impl Adder {
             let Some(token) = self.budget.token().await else {
                 return Sent::Stopped;
             };
+            let Some((permit, out)) = self.budget.sending(permit, batch.len()) else {
+                return Sent::Stopped;
+            };
             attempts += 1;
             batch.iter_mut().for_each(|m| m.attempts += 1);
             let attempt = self.graph.add_members(&token, group, refs.clone()).await;
+            drop(out);
             let pause = self.budget.settle(permit, &attempt, &mut retry, attempts);
             let last = attempt.meta();
             let failure = match attempt.result {

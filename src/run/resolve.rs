@@ -193,14 +193,24 @@ pub async fn resolve(
     };
     match read {
         Ok(resolved) => resolved,
-        Err(e) => Resolved::failed(ErrorInfo {
-            code: match &e {
-                ReadError::PagingLoop(_) => codes::PAGING_LOOP.into(),
-                ReadError::Failed { code, .. } => code.clone(),
-                ReadError::Stopped => "Stopped".into(),
-            },
-            message: format!("resolving serial numbers failed: {e}"),
-        }),
+        Err(e) => Resolved::failed(read_failed(&e, budget.halt())),
+    }
+}
+
+/// Why the serials stayed unresolved, for every row that names one. A stop names its cause
+/// (the token's refusal, a tripped breaker): "stopped" alone tells an admin nothing.
+fn read_failed(e: &ReadError, halt: &crate::halt::Halt) -> ErrorInfo {
+    let (code, why) = match e {
+        ReadError::PagingLoop(_) => (codes::PAGING_LOOP.into(), e.to_string()),
+        ReadError::Failed { code, .. } => (code.clone(), e.to_string()),
+        ReadError::Stopped => (
+            halt.code().unwrap_or("Stopped").into(),
+            halt.reason().unwrap_or_else(|| e.to_string()),
+        ),
+    };
+    ErrorInfo {
+        code,
+        message: format!("resolving serial numbers failed: {why}"),
     }
 }
 

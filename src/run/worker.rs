@@ -116,11 +116,16 @@ impl Workers {
                 }
                 journaled = true;
             }
+            // A stop while this row waited for its token or journal entry: never sent.
+            let Some((permit, out)) = budget.sending(permit, 1) else {
+                return Err(unfinished(&row, sent));
+            };
             row.sending(&token);
-            let Some((next, last)) = self
+            let answered = self
                 .send(&mut row, &job.work, device, &token, permit, &mut retry)
-                .await
-            else {
+                .await;
+            drop(out);
+            let Some((next, last)) = answered else {
                 // Group rows are added in twenties by the tenant's group lane, never here.
                 return Ok(result(internal_error(), &no_answer(), row.attempts()));
             };

@@ -233,6 +233,59 @@ async fn a_403_storm_trips_the_breaker_after_about_ten_rows() {
     emulator.shutdown().await;
 }
 
+/// The rows a tripped breaker's reason says were still out: 0 when it names none.
+fn rows_out_named(reason: &str) -> u64 {
+    reason
+        .split_once("nothing more is sent; ")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .map_or(0, |n| n.parse().expect("a count of rows"))
+}
+
+/// With the adaptive seats (16 rows out at the start), the breaker stops sending at the 10th
+/// refusal in a row: every row Graph answered after it was already out, as many as the reason
+/// says, and each of them is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tripped_breaker_sends_nothing_more_and_names_the_rows_still_out() {
+    for (deny_permission, no_odata_route, status) in [(true, false, "403"), (false, true, "400")] {
+        let emulator = Emulator::start(EmulatorConfig {
+            deny_permission,
+            no_odata_route,
+            ..emulator_config(rate(1000, 1000))
+        })
+        .await
+        .unwrap();
+        let (_dir, path) = input(&group_rows(500));
+        let mut config = config_for(&emulator, &path, rate(1000, 1000));
+        config.read_before_write = false;
+        config.adaptive_concurrency = true;
+        let output = config.output.clone();
+        let summary = run(config).await;
+
+        assert_eq!(summary.exit_code(), 3);
+        let reason = summary.aborted().unwrap();
+        assert!(reason.contains("nothing more is sent"), "{reason}");
+        let out = rows_out_named(reason);
+        let answered = emulator
+            .stats()
+            .requests_by_status
+            .get(status)
+            .copied()
+            .unwrap_or(0);
+        let results = read_results(&output);
+        assert_eq!(
+            results.len() as u64,
+            answered,
+            "every answered row is reported"
+        );
+        assert!(
+            (10..=10 + out).contains(&answered),
+            "{answered} rows answered {status}, the reason names {out} out: {reason}"
+        );
+        eprintln!("breaker ({status}): {answered} rows answered, {out} named as out");
+        emulator.shutdown().await;
+    }
+}
+
 /// A stand-in authority in front of the emulator's: records every token request's form,
 /// answers the first `outages` with 503, then passes requests through.
 async fn recording_authority(
@@ -549,6 +602,46 @@ async fn the_binary_exits_3_on_a_wrong_secret_and_on_a_refused_static_token() {
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("rerun with a fresh token"), "{stderr}");
     assert!(!stderr.contains("stale-token-value"));
+    emulator.shutdown().await;
+}
+
+/// A serial run whose token is refused while it resolves the serials: each row and the
+/// summary name the refusal (AADSTS7000215), not a bare "stopped".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serial_run_whose_token_is_refused_names_the_refusal_on_every_row() {
+    let emulator = Emulator::start(EmulatorConfig {
+        client_secret: Some("right".into()),
+        ..emulator_config(rate(1000, 1000))
+    })
+    .await
+    .unwrap();
+    let (dir, path) = input("serial_number\nPF00001\nPF00002\nPF00003\n");
+    let output = dir.path().join("out.csv");
+    let mut cmd = bin();
+    cmd.arg("run")
+        .arg(&path)
+        .arg("-o")
+        .arg(&output)
+        .args(["--group-id", GROUP])
+        .args(["--graph-url", &emulator.graph_url()])
+        .args(["--authority-url", &emulator.authority_url()])
+        .env("AZURE_TENANT_ID", TENANT)
+        .env("AZURE_CLIENT_ID", APP)
+        .env("AZURE_CLIENT_SECRET", "wr0ng-value");
+    let out = run_bin(cmd).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let results = read_results(&output);
+    assert_eq!(results.len(), 3, "{stderr}");
+    for r in &results {
+        assert_eq!(r.error_code, "AuthenticationFailed", "{r:?}");
+        assert!(
+            r.error_message.contains("AADSTS7000215") && !r.error_message.contains("wr0ng"),
+            "{r:?}"
+        );
+    }
+    assert!(stderr.contains("AuthenticationFailed 3"), "{stderr}");
+    assert!(!stderr.contains("Stopped"), "{stderr}");
     emulator.shutdown().await;
 }
 

@@ -321,3 +321,67 @@ fn every_flag_in_deploy_is_a_run_flag() {
     // The service, the CronJob and the environment example name several flags each.
     assert!(checked >= 10, "only {checked} flags found in {files:?}");
 }
+
+/// The README's fenced block of `lang` whose text contains `marker`.
+fn readme_block(lang: &str, marker: &str) -> String {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let fence = format!("```{lang}\n");
+    readme
+        .split(&fence)
+        .skip(1)
+        .filter_map(|rest| rest.split("\n```").next())
+        .find(|block| block.contains(marker))
+        .unwrap_or_else(|| panic!("no ```{lang} block with {marker} in README.md"))
+        .to_string()
+}
+
+/// The Windows Scheduled Task recipe: one instance at a time, the secret from a file (never in
+/// the task), and its autopilot-bulk command line one that `run` takes: run as written with
+/// `--dry-run` against the in-process emulator in a folder holding the input it names.
+#[test]
+fn the_scheduled_task_recipe_runs_one_instance_with_a_command_line_run_takes() {
+    let recipe = readme_block("powershell", "Register-ScheduledTask");
+    assert!(recipe.contains("-MultipleInstances IgnoreNew"), "{recipe}");
+    assert!(
+        recipe.contains("New-ScheduledTaskTrigger -Daily"),
+        "{recipe}"
+    );
+    assert!(
+        !recipe.contains("AZURE_CLIENT_SECRET"),
+        "the secret stays in a file"
+    );
+    assert!(
+        recipe.contains("-Execute 'C:\\autopilot\\autopilot-bulk.exe'"),
+        "{recipe}"
+    );
+    let argument = recipe
+        .split("-Argument '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("the task's -Argument");
+    let words: Vec<&str> = argument.split_whitespace().collect();
+    assert_eq!(words[..2], ["run", "nightly.csv"], "{argument}");
+    assert!(words.contains(&"--client-secret-file") && words.contains(&"-q"));
+    let known = run_flags();
+    let unknown: Vec<String> = flags(argument).difference(&known).cloned().collect();
+    assert!(unknown.is_empty(), "not run flags: {unknown:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("nightly.csv"), crate::common::group_rows(3)).unwrap();
+    let out = crate::common::bin()
+        .current_dir(dir.path())
+        .args(&words)
+        .args(["--dry-run", "--emulator"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        !dir.path().join("nightly.results.csv").exists(),
+        "a dry run writes no results"
+    );
+}

@@ -18,12 +18,15 @@ mod emulator_tenants;
 mod faults;
 mod first_hour;
 mod group;
+mod help;
 mod hostile_input;
 mod hostile_servers;
 mod import;
 mod nightly;
 mod outage;
 mod plan;
+// Symbolic links, permission bits and flock semantics: unix only.
+#[cfg(unix)]
 mod planted_files;
 mod preflight;
 mod properties;
