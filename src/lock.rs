@@ -103,14 +103,15 @@ impl RunLock {
             lock: self.results.clone(),
             source,
         };
-        // Only a regular file: opening a FIFO would block (the writer reports what it is).
-        match std::fs::metadata(&self.results) {
-            Ok(m) if m.is_file() => {}
+        // Only a regular file: opening a FIFO would block (the writer reports what it is). A
+        // symbolic link is refused by the open, never followed.
+        match std::fs::symlink_metadata(&self.results) {
+            Ok(m) if m.is_file() || m.file_type().is_symlink() => {}
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io(e)),
         }
-        let file = File::open(&self.results).map_err(io)?;
+        let file = open_no_follow(OpenOptions::new().read(true), &self.results).map_err(io)?;
         match FileExt::try_lock(&file) {
             Ok(()) => {
                 self.covered = Some(file);

@@ -49,6 +49,38 @@ fn a_symlink_at_the_lock_or_journal_path_is_refused_and_its_target_untouched() {
     }
 }
 
+/// A link planted at the results path itself: with `--overwrite` it would truncate its target,
+/// with `--resume` append to it. Refused in one line naming the path, exit 2, target untouched.
+#[cfg(unix)]
+#[test]
+fn a_symlink_at_the_results_path_is_refused_and_its_target_untouched() {
+    for extra in [&[][..], &["--overwrite"], &["--resume"]] {
+        let (dir, csv) = input(&group_rows(2));
+        let results = dir.path().join("out.csv");
+        let target = dir.path().join("precious.txt");
+        std::fs::write(&target, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&target, &results).unwrap();
+        let out = run(&csv, &results, extra);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        let refusal: Vec<_> = stderr
+            .lines()
+            .filter(|l| l.contains("symbolic link"))
+            .collect();
+        assert_eq!(refusal.len(), 1, "{extra:?}: {stderr}");
+        assert!(
+            refusal[0].contains(&results.display().to_string()),
+            "{extra:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("emulator: 0 assignments created"),
+            "{extra:?}: {stderr}"
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+        assert!(std::fs::symlink_metadata(&results).unwrap().is_symlink());
+    }
+}
+
 #[cfg(unix)]
 #[test]
 fn a_results_folder_anyone_can_write_is_refused_unless_sticky() {
