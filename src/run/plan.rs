@@ -260,14 +260,6 @@ pub fn check_paths(config: &Config) -> Result<(), RunError> {
         ("lock file", RunLock::path_for(&config.output)),
     ];
     for (what, path) in candidates {
-        // Refused before the results file is created; opening them refuses one planted later.
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(RunError::Config(format!(
-                "the {what} {} is a symbolic link, which is not followed: remove it (nothing \
-                 was sent)",
-                path.display()
-            )));
-        }
         let same = canonical(&path).is_some_and(|p| p == input)
             || (input_id.is_some() && file_id(&path) == input_id);
         if same {
@@ -275,6 +267,14 @@ pub fn check_paths(config: &Config) -> Result<(), RunError> {
                 "the {what} {} is the input file {}: choose another -o",
                 path.display(),
                 config.input.display()
+            )));
+        }
+        // Refused before the results file is created; opening them refuses one planted later.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(RunError::Config(format!(
+                "the {what} {} is a symbolic link, which is not followed: remove it (nothing \
+                 was sent)",
+                path.display()
             )));
         }
     }
