@@ -17,7 +17,10 @@ pub mod sheet;
 mod writer;
 
 pub use journal::{Journal, Started, may_land_until};
-pub use prior::{Prior, PriorResults, compact, device_fingerprint, read_prior, serial_fingerprint};
+pub use prior::{
+    Prior, PriorResults, compact, compacting_path, device_fingerprint, read_prior,
+    serial_fingerprint,
+};
 pub use writer::ResultsWriter;
 pub(crate) use writer::create_file;
 

@@ -397,15 +397,17 @@ fn describe(parsed: &Parsed) -> String {
 }
 
 /// The run completed (every input row has its line): fold rows a resume redid into one line
-/// each, then the journal has served its purpose.
+/// each (the new file locked by `lock` before it replaces the old), then the journal has
+/// served its purpose.
 pub fn complete(
     config: &Config,
     resume: &Resume,
     redone: u64,
     journal: &Journal,
+    lock: &mut RunLock,
 ) -> Result<(), RunError> {
     if resume.has_repeats || redone > 0 {
-        crate::output::compact(&config.output)?;
+        crate::output::compact(&config.output, |tmp| lock.install_results(tmp))?;
     }
     journal.remove().map_err(|source| RunError::Journal {
         path: Journal::path_for(&config.output),
