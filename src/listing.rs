@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::budget::{Budget, Pause};
 use crate::graph::answer::{Attempt, Failure, Page};
@@ -127,7 +128,7 @@ pub async fn each_identity(
     on_page: impl FnMut(Listed),
 ) -> Result<Listed, ReadError> {
     let fetch = |link: Option<String>| async move {
-        read(budget, |token| {
+        read_of(budget, "the identity listing", |token| {
             let link = link.clone();
             async move { graph.identities(&token, PAGE_SIZE, link.as_deref()).await }
         })
@@ -175,7 +176,17 @@ where
     F: Fn(Arc<str>) -> Fut,
     Fut: Future<Output = Attempt<T>>,
 {
-    request(budget, send, false).await
+    request(budget, "a read", send, false).await
+}
+
+/// [`read`], naming what is read (`the identity listing`) in the warning each retry gives and
+/// in the reason it gives up with.
+pub async fn read_of<T, F, Fut>(budget: &Budget, what: &str, send: F) -> Result<T, ReadError>
+where
+    F: Fn(Arc<str>) -> Fut,
+    Fut: Future<Output = Attempt<T>>,
+{
+    request(budget, what, send, false).await
 }
 
 /// One write sent alone (not a row's: `profiles assign`), retried as [`read`] is, through a
@@ -185,15 +196,21 @@ where
     F: Fn(Arc<str>) -> Fut,
     Fut: Future<Output = Attempt<T>>,
 {
-    request(budget, send, true).await
+    request(budget, "a write", send, true).await
 }
 
-async fn request<T, F, Fut>(budget: &Budget, send: F, write: bool) -> Result<T, ReadError>
+async fn request<T, F, Fut>(
+    budget: &Budget,
+    what: &str,
+    send: F,
+    write: bool,
+) -> Result<T, ReadError>
 where
     F: Fn(Arc<str>) -> Fut,
     Fut: Future<Output = Attempt<T>>,
 {
     let mut retry = budget.start_row();
+    let started = tokio::time::Instant::now();
     let mut attempts = 0;
     let mut refreshed = false;
     loop {
@@ -217,9 +234,24 @@ where
                 budget.token_refused(&token, &e.message).await;
             }
             (Failure::Retry { .. }, Pause::Retry(delay)) => {
+                warn_retry(what, attempt.http_status, failure.error(), attempts, delay);
                 if !budget.wait(delay).await {
                     return Err(ReadError::Stopped);
                 }
+            }
+            (Failure::Retry { .. }, Pause::GiveUp(_)) => {
+                let e = failure.error();
+                return Err(ReadError::Failed {
+                    code: e.code.clone(),
+                    message: format!(
+                        "{} (gave up on {what} after {attempts} attempts in {}; --max-attempts \
+                         and --max-retry-time set how long to keep asking)",
+                        e.message,
+                        humantime::format_duration(Duration::from_secs(
+                            started.elapsed().as_secs()
+                        ))
+                    ),
+                });
             }
             _ => {
                 let e = failure.error();
@@ -230,6 +262,27 @@ where
             }
         }
     }
+}
+
+/// What a retried request waits for, one warning a round: without it, a service answering
+/// 500 or garbage looks like a hang for minutes. The service's words are made printable.
+fn warn_retry(
+    what: &str,
+    status: Option<u16>,
+    e: &crate::graph::answer::ErrorInfo,
+    attempts: u32,
+    delay: Duration,
+) {
+    let status = status.map_or_else(|| "no answer".to_string(), |s| format!("HTTP {s}"));
+    tracing::warn!(
+        "{}",
+        crate::output::printable(&format!(
+            "{what}: {status}, {}: {} (attempt {attempts}); asking again in {}",
+            e.code,
+            e.message.chars().take(300).collect::<String>(),
+            humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+        ))
+    );
 }
 
 #[cfg(test)]
