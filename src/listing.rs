@@ -244,8 +244,7 @@ where
                 return Err(ReadError::Failed {
                     code: e.code.clone(),
                     message: format!(
-                        "{} (gave up on {what} after {attempts} attempts in {}; --max-attempts \
-                         and --max-retry-time set how long to keep asking)",
+                        "{} (gave up on {what} after {attempts} attempts in {})",
                         e.message,
                         humantime::format_duration(Duration::from_secs(
                             started.elapsed().as_secs()

@@ -481,3 +481,57 @@ async fn a_logged_service_error_reaches_stderr_without_control_characters() {
         "a forged line:\n{stderr}"
     );
 }
+
+/// The assignment route answering a 200 that is no page (an HTML error page from a proxy):
+/// preflight names that route as what answered, not "the listing" (which answered fine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_names_the_route_that_answered_garbage() {
+    let app = axum::Router::new()
+        .route(
+            LISTING,
+            axum::routing::get(|| async {
+                Json(
+                    serde_json::json!({"value": [{"id": common::device(0), "serialNumber": "S0"}]}),
+                )
+            }),
+        )
+        .route(
+            ROUTE,
+            axum::routing::get(|| async { (StatusCode::OK, "<html>proxy error</html>") }),
+        );
+    let base = common::serve(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    let claims = serde_json::json!({
+        "tid": "t", "appid": "a",
+        "roles": ["DeviceManagementServiceConfig.ReadWrite.All"],
+        "exp": 4_000_000_000u64,
+    });
+    std::fs::write(
+        &token,
+        common::unsigned_jwt(serde_json::json!({"alg": "none"}), claims),
+    )
+    .unwrap();
+    let mut cmd = common::bin();
+    cmd.arg("preflight")
+        .args(["--graph-url", &format!("{base}/beta")])
+        .arg("--access-token-file")
+        .arg(&token);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = common::text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let route = format!(
+        "GET /deviceManagement/windowsAutopilotDeviceIdentities/{}/deploymentProfile/assignments \
+         answered a page that is not the JSON Graph sends",
+        common::device(0)
+    );
+    let failed: Vec<_> = stdout
+        .lines()
+        .filter(|l| l.contains("UnreadableResponse"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{stdout}");
+    assert!(failed[0].contains(&route), "{stdout}");
+    assert!(!failed[0].contains("the listing"), "{stdout}");
+}

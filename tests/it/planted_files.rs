@@ -145,3 +145,32 @@ fn removing_the_lock_file_of_a_running_run_does_not_admit_a_second() {
     first.wait().unwrap();
     let _ = writer.write_all(b"");
 }
+
+/// A journal that cannot be read (not text: a torn disk block, a stray binary) stops a resume
+/// with one line naming it and what to do; doing that (moving it aside) lets the resume go on.
+#[test]
+fn an_unreadable_journal_is_named_with_how_to_continue() {
+    let (dir, csv) = input(&group_rows(3));
+    let results = dir.path().join("out.csv");
+    let out = run(&csv, &results, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let journal = dir.path().join("out.csv.journal");
+    std::fs::write(&journal, b"1,\xff\xfe\x00garbage\n").unwrap();
+    let out = run(&csv, &results, &["--resume"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let named: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.contains(&journal.display().to_string()))
+        .collect();
+    assert_eq!(named.len(), 1, "{stderr}");
+    assert!(
+        named[0].contains("move it aside") && named[0].contains("--resume"),
+        "{stderr}"
+    );
+    assert!(named[0].contains("applied twice"), "{stderr}");
+    std::fs::rename(&journal, dir.path().join("out.csv.journal.unreadable")).unwrap();
+    let out = run(&csv, &results, &["--resume"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(read_results(&results).len(), 3);
+}
