@@ -37,6 +37,9 @@ pub struct Plan {
 pub struct Wanted {
     /// Serial numbers (normalised): resolved to identity ids.
     pub serials: HashSet<String>,
+    /// Each of `serials` as its first row wrote it (trimmed): what a lookup sends, since how
+    /// Graph's `contains` treats case is not documented. Matching stays case-insensitive.
+    pub spelled: HashMap<String, String>,
     /// With `--action tag` or `group`: device ids whose current tags or memberships are read.
     pub ids: HashSet<Uuid>,
     /// With `--action group`: the groups whose members are read.
@@ -337,7 +340,12 @@ fn survey(config: &Config, prior: &PriorResults) -> Result<Survey, RunError> {
         {
             let wanted = survey.wanted.entry(job.tenant.clone()).or_default();
             if let Some(serial) = job.device.serial() {
-                wanted.serials.insert(normalize(serial));
+                let key = normalize(serial);
+                wanted
+                    .spelled
+                    .entry(key.clone())
+                    .or_insert_with(|| serial.trim().to_string());
+                wanted.serials.insert(key);
             }
             if (job.work.action() != Action::Assign || config.read_before_write)
                 && let Some(id) = job.device.id()

@@ -535,3 +535,59 @@ async fn preflight_names_the_route_that_answered_garbage() {
     assert!(failed[0].contains(&route), "{stdout}");
     assert!(!failed[0].contains("the listing"), "{stdout}");
 }
+
+/// A serial is looked up as the row wrote it (how Graph's `contains` treats case is not
+/// documented), and still matched without regard to case: the tenant spells it otherwise.
+#[tokio::test]
+async fn a_serial_is_looked_up_as_written_and_matched_ignoring_case() {
+    let filters = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = filters.clone();
+    let (base, stand) = stand_in(FirstPost::OkWithObject).await;
+    let app = axum::Router::new()
+        .route(
+            LISTING,
+            axum::routing::get(
+                move |Query(q): Query<std::collections::HashMap<String, String>>| async move {
+                    seen.lock().unwrap().extend(q.get("$filter").cloned());
+                    Json(serde_json::json!({"value": [
+                        {"id": common::device(0), "serialNumber": "PFMIXED01"}
+                    ]}))
+                },
+            ),
+        )
+        .fallback(move |req: axum::extract::Request| {
+            // Everything else goes to the assignment stand-in.
+            let base = base.clone();
+            async move {
+                let url = format!("{base}{}", req.uri());
+                let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                let answer = reqwest::Client::new()
+                    .post(url)
+                    .header("Content-Type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
+                (status, answer.bytes().await.unwrap()).into_response()
+            }
+        });
+    let front = common::serve(app).await;
+    let (_dir, csv) = input(&format!(
+        "serial_number,group_id\n PfMixed01 ,{}\n",
+        common::GROUP
+    ));
+    let config = config(&front, &csv);
+    let summary = common::run(config.clone()).await;
+    assert_eq!(
+        filters.lock().unwrap().as_slice(),
+        ["contains(serialNumber,'PfMixed01')"]
+    );
+    let lines = read_results(&config.output);
+    assert_eq!(lines[0].status, "created", "{lines:?}");
+    assert_eq!(lines[0].device_id, common::device(0));
+    assert_eq!(summary.created, 1);
+    assert_eq!(stand.posts.load(Ordering::SeqCst), 1);
+}
