@@ -49,11 +49,21 @@ pub enum ReadError {
     Stopped,
 }
 
+impl ReadError {
+    /// Why, without the words naming the identity listing: for a [`Pager`] of another list.
+    pub fn reason(&self) -> String {
+        match self {
+            ReadError::PagingLoop(why) => why.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Decides, page by page, whether a listing goes on. It ends on the first page without a next
 /// link, on a next link already followed, after [`MAX_BARREN_PAGES`] pages in a row that add
 /// no new identity id, or past a page cap (from `@odata.count` when given, else
 /// [`MAX_PAGES`]). Ids are kept as hashes: a hostile listing costs 8 bytes an id, no more.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Pager {
     followed: HashSet<String>,
     seen: HashSet<u64>,
@@ -61,9 +71,23 @@ pub struct Pager {
     barren: u32,
     pages: u64,
     count: Option<u64>,
+    /// A cap below [`MAX_PAGES`] for a list known to be short (see [`Pager::at_most`]).
+    most: Option<u64>,
 }
 
+/// Pages of one device's deployment profile assignments read at most: a device holds one or
+/// two assignments, which Graph serves on one page.
+pub const MAX_ASSIGNMENT_PAGES: u64 = 100;
+
 impl Pager {
+    /// A pager for a list that cannot rightly take more than `pages` pages.
+    pub fn at_most(pages: u64) -> Pager {
+        Pager {
+            most: Some(pages),
+            ..Pager::default()
+        }
+    }
+
     /// Take in one page read: the ids of its identities, its `@odata.count` and next link.
     /// `Ok(Some(link))`: read that page next; `Ok(None)`: the listing is complete.
     pub fn turn<'a>(
@@ -96,6 +120,10 @@ impl Pager {
         let cap = self.cap();
         if self.pages >= cap {
             return Err(ReadError::PagingLoop(match self.count {
+                _ if self.most == Some(cap) => format!(
+                    "it still names a next page after {} pages, more than such a list holds",
+                    self.pages
+                ),
                 Some(n) if cap < MAX_PAGES => format!(
                     "it still names a next page after {} pages, more than the {n} identities \
                      it counts could fill",
@@ -113,9 +141,9 @@ impl Pager {
     /// Pages the listing may take: a tenant of `n` identities fills at most `n` pages that add
     /// one, and a few barren ones may pass before the loop check stops it.
     fn cap(&self) -> u64 {
-        self.count.map_or(MAX_PAGES, |n| {
-            n.saturating_add(u64::from(MAX_BARREN_PAGES) + 1)
-                .min(MAX_PAGES)
+        let most = self.most.unwrap_or(MAX_PAGES).min(MAX_PAGES);
+        self.count.map_or(most, |n| {
+            n.saturating_add(u64::from(MAX_BARREN_PAGES) + 1).min(most)
         })
     }
 }
@@ -348,7 +376,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        #![proptest_config(ProptestConfig::with_cases(crate::jsonish::cases(64)))]
 
         /// Whatever a server sends, the walk ends (never by the cut-off), within the pages the
         /// distinct ids can justify, and every identity sent reached `each`.

@@ -591,3 +591,65 @@ async fn a_serial_is_looked_up_as_written_and_matched_ignoring_case() {
     assert_eq!(summary.created, 1);
     assert_eq!(stand.posts.load(Ordering::SeqCst), 1);
 }
+
+/// An assignment route whose POST always answers 504 (so every row reconciles) and whose
+/// list never ends: each page names a fresh `$skiptoken`, and holds nothing (`empty`) or a new
+/// assignment of another target. The base URL, and the GETs served.
+async fn endless_assignments(empty: bool) -> (String, Arc<AtomicU32>) {
+    let gets = Arc::new(AtomicU32::new(0));
+    let served = gets.clone();
+    let list = move |headers: axum::http::HeaderMap, uri: axum::http::Uri| {
+        let n = served.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let host = headers
+                .get(axum::http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let value = if empty {
+                vec![]
+            } else {
+                vec![serde_json::json!({
+                    "id": format!("other-{n}"),
+                    "target": {"@odata.type": "#microsoft.graph.groupAssignmentTarget",
+                               "groupId": common::device(9)},
+                })]
+            };
+            Json(serde_json::json!({
+                "value": value,
+                "@odata.nextLink": format!("http://{host}{}?$skiptoken=t{n}", uri.path()),
+            }))
+        }
+    };
+    let app = axum::Router::new().route(
+        ROUTE,
+        axum::routing::post(|| async { StatusCode::GATEWAY_TIMEOUT }).get(list),
+    );
+    (common::serve(app).await, gets)
+}
+
+/// A reconciling read of a device's assignments that would page for ever stops, as the
+/// identity listing does: after five pages that add nothing, or after a cap of pages that each
+/// add something; the row fails saying so, and is never posted blindly.
+#[tokio::test]
+async fn an_endless_assignment_list_stops_the_row_with_a_reason() {
+    for (empty, pages, why) in [
+        (true, 5, "5 pages in a row"),
+        (false, 100, "more than such a list holds"),
+    ] {
+        let (base, gets) = endless_assignments(empty).await;
+        let (_dir, csv) = input(&group_rows(1));
+        let mut config = config(&base, &csv);
+        config.max_attempts = 2;
+        let summary = common::run(config.clone()).await;
+        let lines = read_results(&config.output);
+        assert_eq!(summary.failed, 1, "{summary:?}");
+        assert_eq!(lines[0].error_code, "PagingLoop", "{lines:?}");
+        let message = &lines[0].error_message;
+        assert!(
+            message.contains("the assignment list loops") && message.contains(why),
+            "{message}"
+        );
+        assert_eq!(gets.load(Ordering::SeqCst), pages, "empty: {empty}");
+    }
+}
