@@ -139,11 +139,15 @@ impl Pager {
     }
 
     /// Pages the listing may take: a tenant of `n` identities fills at most `n` pages that add
-    /// one, and a few barren ones may pass before the loop check stops it.
+    /// one, and before each of them and after the last fewer than [`MAX_BARREN_PAGES`] barren
+    /// ones may pass the loop check: `(n + 1) × MAX_BARREN_PAGES` at most. (A cap of `n` plus
+    /// one run of barren pages refused an honest listing with empty pages here and there.)
     fn cap(&self) -> u64 {
         let most = self.most.unwrap_or(MAX_PAGES).min(MAX_PAGES);
         self.count.map_or(most, |n| {
-            n.saturating_add(u64::from(MAX_BARREN_PAGES) + 1).min(most)
+            n.saturating_add(1)
+                .saturating_mul(u64::from(MAX_BARREN_PAGES))
+                .min(most)
         })
     }
 }
@@ -431,6 +435,23 @@ mod tests {
         }
     }
 
+    /// Found by a long proptest run: one identity among seven empty pages, counted, is an
+    /// honest listing (the count bounds pages adding one, not the empty ones between).
+    #[test]
+    fn empty_pages_here_and_there_in_a_counted_listing_are_no_loop() {
+        let mut p = Pager::default();
+        let fresh = |n: u32| Some(format!("https://graph/x?$skiptoken={n}"));
+        for n in 0..7u32 {
+            let ids: &[&str] = if n == 4 { &["a"] } else { &[] };
+            assert_eq!(
+                p.turn(ids.iter().copied(), Some(1), fresh(n)),
+                Ok(fresh(n)),
+                "page {n}"
+            );
+        }
+        assert_eq!(p.turn([], Some(1), None), Ok(None));
+    }
+
     #[test]
     fn each_way_of_looping_is_named() {
         let mut p = Pager::default();
@@ -454,11 +475,11 @@ mod tests {
 
         // A new id every page, but past what the count allows.
         let mut p = Pager::default();
-        let ids: Vec<String> = (0..20).map(|i| i.to_string()).collect();
-        let stopped = (0..20u32)
+        let ids: Vec<String> = (0..40).map(|i| i.to_string()).collect();
+        let stopped = (0..40u32)
             .map(|n| p.turn([ids[n as usize].as_str()], Some(3), fresh(n)))
             .position(|r| r.is_err());
-        assert_eq!(stopped, Some(3 + MAX_BARREN_PAGES as usize));
+        assert_eq!(stopped, Some((3 + 1) * MAX_BARREN_PAGES as usize - 1));
         assert!(p.turn([], None, None).is_ok(), "a page without a link ends");
     }
 }
