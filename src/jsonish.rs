@@ -5,6 +5,15 @@
 use proptest::prelude::*;
 use serde_json::Value;
 
+/// Cases per property: `PROPTEST_CASES` when set (a longer run: `PROPTEST_CASES=20000`),
+/// else `default`, what every test run can afford.
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The keys the answer parsers read, and a few near misses.
 const KEYS: &[&str] = &[
     "error",

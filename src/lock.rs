@@ -109,14 +109,15 @@ impl RunLock {
             lock: self.results.clone(),
             source,
         };
-        // Only a regular file: opening a FIFO would block (the writer reports what it is).
-        match std::fs::metadata(&self.results) {
-            Ok(m) if m.is_file() => {}
+        // Only a regular file: opening a FIFO would block (the writer reports what it is). A
+        // symbolic link is refused by the open, never followed.
+        match std::fs::symlink_metadata(&self.results) {
+            Ok(m) if m.is_file() || m.file_type().is_symlink() => {}
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io(e)),
         }
-        let file = File::open(&self.results).map_err(io)?;
+        let file = open_no_follow(OpenOptions::new().read(true), &self.results).map_err(io)?;
         match FileExt::try_lock(&file) {
             Ok(()) => {
                 self.covered = Some(file);
@@ -127,6 +128,30 @@ impl RunLock {
             }),
             Err(fs4::TryLockError::Error(e)) => Err(io(e)),
         }
+    }
+
+    /// Put `replacement` (a compacted results file this run wrote) in place of the results
+    /// file, locked before it gets there. Renaming over the results file would otherwise leave
+    /// the run's lock on the old file, which nothing names any more: with the lock file
+    /// removed, a second run would find the new results file unlocked and start beside this
+    /// one. The lock file's own lock is on another path and unaffected.
+    pub fn install_results(&mut self, replacement: &Path) -> std::io::Result<()> {
+        let file = open_no_follow(OpenOptions::new().read(true), replacement)?;
+        if cfg!(unix) {
+            FileExt::try_lock(&file).map_err(|e| match e {
+                fs4::TryLockError::WouldBlock => std::io::Error::other(format!(
+                    "{} is locked by another process",
+                    replacement.display()
+                )),
+                fs4::TryLockError::Error(e) => e,
+            })?;
+        }
+        std::fs::rename(replacement, &self.results)?;
+        // The old file goes (and its lock with it) only now that the new one is held.
+        if cfg!(unix) {
+            self.covered = Some(file);
+        }
+        Ok(())
     }
 
     /// Open and lock `<results>.lock`, never through a symbolic link, and make sure the lock
@@ -362,6 +387,45 @@ mod tests {
         let err = crate::output::Journal::open(&results, true).err().unwrap();
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    }
+
+    /// A results file with row 1 twice (a resume redid it): what compaction folds.
+    fn results_with_a_repeat(results: &Path) {
+        use crate::output::{ResultsWriter, RowResult};
+        let mut w = ResultsWriter::create(results, false).unwrap();
+        for (row, why) in [(1, "first"), (2, "only"), (1, "second")] {
+            w.write(&RowResult::invalid(row, "d".into(), why.into()))
+                .unwrap();
+        }
+    }
+
+    /// Compaction renames a new file over the results file at the end of a run: the run must
+    /// hold the new file too. Without that, removing the lock file then admits a second run
+    /// while the first still finishes; and the lock file's own lock still refuses one.
+    #[cfg(unix)]
+    #[test]
+    fn compaction_keeps_the_results_file_locked_and_follows_no_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("r.csv");
+        let mut held = RunLock::acquire(&results, "first").unwrap();
+        results_with_a_repeat(&results);
+        held.cover_results().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "precious\n").unwrap();
+        let tmp = crate::output::compacting_path(&results);
+        std::os::unix::fs::symlink(&target, &tmp).unwrap();
+        crate::output::compact(&results, |tmp| held.install_results(tmp)).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+        assert!(!tmp.exists(), "the compacted file was renamed into place");
+        let text = std::fs::read_to_string(&results).unwrap();
+        assert!(text.contains("second") && !text.contains("first"), "{text}");
+        let err = RunLock::acquire(&results, "second").unwrap_err();
+        assert!(matches!(err, LockError::Held { .. }), "{err}");
+        std::fs::remove_file(RunLock::path_for(&results)).unwrap();
+        let err = RunLock::acquire(&results, "third").unwrap_err();
+        assert!(matches!(err, LockError::ResultsHeld { .. }), "{err}");
+        drop(held);
+        RunLock::acquire(&results, "fourth").expect("free after the first ends");
     }
 
     #[test]

@@ -292,8 +292,11 @@ impl Write for LogLine {
 }
 
 impl Drop for LogLine {
+    /// Whatever a field carried from a server (CR, LF, other control characters), the event
+    /// reaches stderr as one printable line.
     fn drop(&mut self) {
-        write_stderr(&self.0);
+        let line = String::from_utf8_lossy(&self.0);
+        write_stderr(crate::output::printable_log_line(&line).as_bytes());
     }
 }
 

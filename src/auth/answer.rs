@@ -161,7 +161,7 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig {
-            cases: 256,
+            cases: crate::jsonish::cases(256),
             failure_persistence: None,
             ..ProptestConfig::default()
         })]

@@ -194,7 +194,7 @@ impl OAuthSource {
                 error: e @ AuthError::Unavailable(_),
                 retry_after,
             }) => {
-                tracing::warn!(error = %e, "token renewal failed; using the current token and retrying shortly");
+                tracing::warn!(error = %crate::output::printable(&e.to_string()), "token renewal failed; using the current token and retrying shortly");
                 let mut state = self.state();
                 if let Some(c) = state.cached.as_mut() {
                     let now = Instant::now();
@@ -245,7 +245,7 @@ impl OAuthSource {
             let Ok(delay) = retry.next_delay(attempts, failure.retry_after) else {
                 return Err(failure.error);
             };
-            tracing::warn!(attempt = attempts, error = %failure.error, retry_in = ?delay, "token request failed; retrying");
+            tracing::warn!(attempt = attempts, error = %crate::output::printable(&failure.error.to_string()), retry_in = ?delay, "token request failed; retrying");
             tokio::time::sleep(delay).await;
         }
     }

@@ -189,7 +189,18 @@ fn lenient_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, 
 }
 
 /// One page of a listing, from a 200. `None` for other statuses.
+#[cfg(test)]
 pub(crate) fn page<T: serde::de::DeserializeOwned>(
+    status: StatusCode,
+    body: &[u8],
+) -> Option<Result<Page<T>, Failure>> {
+    page_from("the listing", status, body)
+}
+
+/// [`page`], naming the route that answered (`GET /path`) when the answer is not a page: an
+/// assignment route's garbage is not the identity listing's.
+pub(crate) fn page_from<T: serde::de::DeserializeOwned>(
+    route: &str,
     status: StatusCode,
     body: &[u8],
 ) -> Option<Result<Page<T>, Failure>> {
@@ -202,7 +213,7 @@ pub(crate) fn page<T: serde::de::DeserializeOwned>(
             ambiguous: false,
             error: ErrorInfo {
                 code: "UnreadableResponse".into(),
-                message: format!("the listing is not the JSON Graph sends: {e}"),
+                message: format!("{route} answered a page that is not the JSON Graph sends: {e}"),
             },
         }),
     )
@@ -380,7 +391,7 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig {
-            cases: 256,
+            cases: crate::jsonish::cases(256),
             failure_persistence: None,
             ..ProptestConfig::default()
         })]

@@ -151,9 +151,10 @@ impl GraphClient {
         let request = Request::IdentitiesWithSerial {
             serial: serial.to_string(),
         };
+        let route = route(&request);
         self.send(token, request, &crid)
             .await
-            .attempt(crid, answer::page)
+            .attempt(crid, |s, b| answer::page_from(&route, s, b))
     }
 
     /// Set the device's group tag (`updateDeviceProperties`); any 2xx is success (Graph
@@ -194,9 +195,11 @@ impl GraphClient {
         device_id: Uuid,
     ) -> Attempt<Page<DirectoryDevice>> {
         let crid = Uuid::new_v4().to_string();
-        self.send(token, Request::DeviceByDeviceId { device_id }, &crid)
+        let request = Request::DeviceByDeviceId { device_id };
+        let route = route(&request);
+        self.send(token, request, &crid)
             .await
-            .attempt(crid, answer::page)
+            .attempt(crid, |s, b| answer::page_from(&route, s, b))
     }
 
     /// GET one group.
@@ -303,9 +306,10 @@ impl GraphClient {
         let request = Request::GroupsNamed {
             name: name.to_string(),
         };
+        let route = route(&request);
         self.send(token, request, &crid)
             .await
-            .attempt(crid, answer::page)
+            .attempt(crid, |s, b| answer::page_from(&route, s, b))
     }
 
     /// Register `records` in one request; success is the records created, in request order.
@@ -411,9 +415,11 @@ impl GraphClient {
             Ok(page) => page,
             Err(failure) => return unsent(failure, crid),
         };
-        self.send(token, request(page), &crid)
+        let request = request(page);
+        let route = route(&request);
+        self.send(token, request, &crid)
             .await
-            .attempt(crid, answer::page)
+            .attempt(crid, |s, b| answer::page_from(&route, s, b))
     }
 
     /// A next link is followed only below the Graph base URL it came from: the bearer token
@@ -492,4 +498,12 @@ impl GraphClient {
             Err(e) => transport_failure(&e),
         }
     }
+}
+
+/// How a request is named where its answer cannot be read: `GET` and its path, without the
+/// query (a next link's `$skiptoken`, a filter's serial), at most 200 characters.
+fn route(request: &Request) -> String {
+    let path = request.path();
+    let path = path.split('?').next().unwrap_or_default();
+    format!("GET {}", path.chars().take(200).collect::<String>())
 }

@@ -373,7 +373,7 @@ pub async fn import(
     let interrupted = aborted.is_none() && (shutdown.is_cancelled() || unfinished > 0);
     if !interrupted && aborted.is_none() {
         if earlier.lines > 0 {
-            crate::output::compact(&config.output)?;
+            crate::output::compact(&config.output, |tmp| lock.install_results(tmp))?;
         }
         if let Err(e) = journal.remove() {
             tracing::warn!("cannot remove the journal: {e}");

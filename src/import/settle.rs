@@ -54,7 +54,10 @@ impl Flow<'_> {
             let states = match self.states(&watched).await? {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!("{}", self.named(format!("{}: {}", e.code, e.message)));
+                    tracing::warn!(
+                        "{}",
+                        crate::output::printable(&self.named(format!("{}: {}", e.code, e.message)))
+                    );
                     continue;
                 }
             };
@@ -202,7 +205,10 @@ impl Flow<'_> {
         match read {
             Err(crate::listing::ReadError::Stopped) => return Err(Stopped),
             Err(e) => {
-                tracing::warn!("{}", self.named(format!("cannot read the listing: {e}")));
+                tracing::warn!(
+                    "{}",
+                    crate::output::printable(&self.named(format!("cannot read the listing: {e}")))
+                );
             }
             Ok(_) => {}
         }

@@ -91,6 +91,21 @@ struct Group {
     failed: Option<(u64, String)>,
 }
 
+/// `e` (the journal at `path` cannot be opened or read) with what to do about it: the run
+/// cannot know which rows may already have been sent, and says what going on without it costs.
+fn unreadable(path: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(
+        e.kind(),
+        format!(
+            "{e}. It names the rows a stopped run may have sent, to be read back before they \
+             are sent again. To continue, move it aside (mv '{0}' '{0}.unreadable') and run \
+             again with --resume: rows in flight when that run stopped are then sent again \
+             without being read back, so one may be applied twice; nothing was sent",
+            path.display()
+        ),
+    )
+}
+
 impl Journal {
     pub fn path_for(results: &Path) -> PathBuf {
         let mut name = results.as_os_str().to_owned();
@@ -106,10 +121,18 @@ impl Journal {
         let mut options = OpenOptions::new();
         options.read(true).create(true).append(true).truncate(false);
         // Read through the handle: a symbolic link planted here is refused, never followed.
-        let mut file = crate::lock::open_no_follow(&options, &path)?;
+        let mut file = crate::lock::open_no_follow(&options, &path).map_err(|e| {
+            // A planted link's refusal says what to do already.
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                e
+            } else {
+                unreadable(&path, e)
+            }
+        })?;
         if !fresh {
             let mut text = String::new();
-            std::io::Read::read_to_string(&mut file, &mut text)?;
+            std::io::Read::read_to_string(&mut file, &mut text)
+                .map_err(|e| unreadable(&path, e))?;
             for line in text.lines() {
                 if let Some(ms) = line.strip_prefix(GATE).and_then(|m| m.trim().parse().ok()) {
                     let at = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);

@@ -17,7 +17,10 @@ pub mod sheet;
 mod writer;
 
 pub use journal::{Journal, Started, may_land_until};
-pub use prior::{Prior, PriorResults, compact, device_fingerprint, read_prior, serial_fingerprint};
+pub use prior::{
+    Prior, PriorResults, compact, compacting_path, device_fingerprint, read_prior,
+    serial_fingerprint,
+};
 pub use writer::ResultsWriter;
 pub(crate) use writer::create_file;
 
@@ -278,14 +281,33 @@ pub fn neutralize(s: &str) -> Cow<'_, str> {
 /// bidirectional override reorders what is shown. Line breaks and tabs become spaces, the
 /// rest U+FFFD.
 pub fn printable(s: &str) -> Cow<'_, str> {
-    replace_chars(s, |c| match c {
+    replace_chars(s, unprintable)
+}
+
+/// One formatted log event made [`printable`] as a whole, whatever its fields carried: one
+/// line (its final line break kept), no raw control character. ESC is left to the log
+/// formatter, which escapes any in the fields it formats and uses it for colour at a terminal.
+pub fn printable_log_line(s: &str) -> Cow<'_, str> {
+    let body = s.strip_suffix('\n').unwrap_or(s);
+    match replace_chars(body, |c| (c != '\x1b').then(|| unprintable(c)).flatten()) {
+        Cow::Borrowed(_) => Cow::Borrowed(s),
+        Cow::Owned(mut clean) => {
+            clean.push_str(&s[body.len()..]);
+            Cow::Owned(clean)
+        }
+    }
+}
+
+/// What [`printable`] shows instead of `c`, if `c` may not be shown raw.
+fn unprintable(c: char) -> Option<char> {
+    match c {
         '\n' | '\r' | '\t' => Some(' '),
         '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => {
             Some('\u{FFFD}')
         }
         c if c.is_control() => Some('\u{FFFD}'),
         _ => None,
-    })
+    }
 }
 
 /// `s` with each character `replace` maps replaced; borrowed when none is.
@@ -299,6 +321,16 @@ fn replace_chars(s: &str, replace: impl Fn(char) -> Option<char>) -> Cow<'_, str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_line_keeps_its_end_and_the_formatters_escapes_only() {
+        let line = "WARN \x1b[2mx\x1b[0m: bad\r\n✓ forged\u{7}\n";
+        assert_eq!(
+            printable_log_line(line),
+            "WARN \x1b[2mx\x1b[0m: bad  ✓ forged\u{FFFD}\n"
+        );
+        assert!(matches!(printable_log_line("plain\n"), Cow::Borrowed(_)));
+    }
 
     #[test]
     fn printable_text_holds_no_control_or_override_character() {

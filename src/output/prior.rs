@@ -2,8 +2,8 @@
 //! once a resumed run has redone rows.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::path::Path;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
 
 use super::{HEADER, HEADER_V1, HEADER_V2, OutputError, Status};
 
@@ -134,8 +134,34 @@ pub fn read_prior(path: &Path) -> Result<PriorResults, OutputError> {
 }
 
 /// Rewrite a results file so that each row appears once (its last line), after a resume
-/// redid rows. Written to a temporary file and renamed over, so a crash leaves either file.
-pub fn compact(path: &Path) -> Result<(), OutputError> {
+/// redid rows. Written to `<results>.compacting` (created new, never through a link planted
+/// there) and handed to `install` to put in place (the run's lock renames it over the results
+/// file and locks it first: see `RunLock::install_results`), so a crash leaves either file.
+pub fn compact(
+    path: &Path,
+    install: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<(), OutputError> {
+    let io_err = |source: std::io::Error| OutputError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = compacting_path(path);
+    let written = write_compacted(path, &tmp).and_then(|()| install(&tmp).map_err(io_err));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Where [`compact`] writes: beside the results file, named after it.
+pub fn compacting_path(results: &Path) -> PathBuf {
+    let mut name = results.as_os_str().to_owned();
+    name.push(".compacting");
+    PathBuf::from(name)
+}
+
+/// `path`'s last line per row, header first, into a new file at `tmp`, synced.
+fn write_compacted(path: &Path, tmp: &Path) -> Result<(), OutputError> {
     let io_err = |source: std::io::Error| OutputError::Create {
         path: path.to_path_buf(),
         source,
@@ -154,25 +180,28 @@ pub fn compact(path: &Path) -> Result<(), OutputError> {
             }
         }
     }
-    let tmp = path.with_extension("csv.compacting");
-    {
-        let mut rdr = csv::Reader::from_path(path).map_err(csv_err)?;
-        let mut w = csv::Writer::from_writer(File::create(&tmp).map_err(io_err)?);
-        w.write_record(rdr.headers().map_err(csv_err)?)
-            .map_err(csv_err)?;
-        for (i, rec) in rdr.byte_records().enumerate() {
-            let rec = rec.map_err(csv_err)?;
-            let row = std::str::from_utf8(&rec[0])
-                .ok()
-                .and_then(|r| r.parse::<u64>().ok());
-            if row.and_then(|r| last_line.get(&r)) == Some(&i) {
-                w.write_byte_record(&rec).map_err(csv_err)?;
-            }
-        }
-        let file = w.into_inner().map_err(|e| io_err(e.into_error()))?;
-        file.sync_all().map_err(io_err)?;
+    // What a crash left there goes; create_new then never opens a link planted in between.
+    match std::fs::remove_file(tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(e)),
+        _ => {}
     }
-    std::fs::rename(&tmp, path).map_err(io_err)
+    let out = crate::lock::open_no_follow(OpenOptions::new().write(true).create_new(true), tmp)
+        .map_err(io_err)?;
+    let mut rdr = csv::Reader::from_path(path).map_err(csv_err)?;
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(rdr.headers().map_err(csv_err)?)
+        .map_err(csv_err)?;
+    for (i, rec) in rdr.byte_records().enumerate() {
+        let rec = rec.map_err(csv_err)?;
+        let row = std::str::from_utf8(&rec[0])
+            .ok()
+            .and_then(|r| r.parse::<u64>().ok());
+        if row.and_then(|r| last_line.get(&r)) == Some(&i) {
+            w.write_byte_record(&rec).map_err(csv_err)?;
+        }
+    }
+    let file = w.into_inner().map_err(|e| io_err(e.into_error()))?;
+    file.sync_all().map_err(io_err)
 }
 
 #[cfg(test)]
@@ -232,7 +261,7 @@ mod tests {
         let mut rdr = csv::Reader::from_path(&p).unwrap();
         assert_eq!(rdr.records().filter(|r| r.is_ok()).count(), 2);
         assert_eq!(read_prior(&p).unwrap().rows.len(), 2);
-        compact(&p).unwrap();
+        compact(&p, |tmp| std::fs::rename(tmp, &p)).unwrap();
         assert!(
             std::fs::read_to_string(&p)
                 .unwrap()
@@ -261,7 +290,7 @@ mod tests {
             .unwrap();
         drop(w);
         assert!(read_prior(&p).unwrap().has_repeats);
-        compact(&p).unwrap();
+        compact(&p, |tmp| std::fs::rename(tmp, &p)).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(!text.contains("first") && text.contains("second") && text.contains("only"));
         assert!(!read_prior(&p).unwrap().has_repeats);

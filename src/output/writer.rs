@@ -18,7 +18,8 @@ pub struct ResultsWriter {
 }
 
 /// Create a file the tool writes from scratch (a results or undo file): an existing one is
-/// refused, and left untouched, unless `overwrite`; a directory is named as such.
+/// refused, and left untouched, unless `overwrite`; a directory is named as such. A symbolic
+/// link there is refused, never followed: `--overwrite` would truncate whatever it names.
 pub(crate) fn create_file(path: &Path, overwrite: bool) -> Result<File, OutputError> {
     let mut opts = OpenOptions::new();
     opts.write(true);
@@ -34,7 +35,7 @@ pub(crate) fn create_file(path: &Path, overwrite: bool) -> Result<File, OutputEr
             source: std::io::Error::other("it is a directory: name a file with -o"),
         });
     }
-    opts.open(path).map_err(|source| {
+    crate::lock::open_no_follow(&opts, path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::AlreadyExists {
             OutputError::Exists(path.to_path_buf())
         } else {
@@ -68,15 +69,11 @@ impl ResultsWriter {
             path: path.to_path_buf(),
             source,
         };
-        let file = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(create_err)?;
+        // Never through a symbolic link: the cut and the appends would land on its target.
+        let open = |options: &mut OpenOptions| crate::lock::open_no_follow(options, path);
+        let file = open(OpenOptions::new().write(true)).map_err(create_err)?;
         file.set_len(valid_len).map_err(create_err)?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(create_err)?;
+        let file = open(OpenOptions::new().append(true)).map_err(create_err)?;
         Ok(Self {
             path: path.to_path_buf(),
             writer: csv::Writer::from_writer(file),
@@ -161,6 +158,23 @@ impl ResultsWriter {
 mod tests {
     use super::*;
     use crate::output::neutralize;
+
+    /// A link at the path is never written through: not by `--overwrite`'s create, not by a
+    /// resume's append (its cut would truncate the target).
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_at_the_path_is_neither_overwritten_nor_appended_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "precious\n").unwrap();
+        let p = dir.path().join("r.csv");
+        std::os::unix::fs::symlink(&target, &p).unwrap();
+        let err = ResultsWriter::create(&p, true).err().unwrap();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let err = ResultsWriter::append(&p, 0, HEADER.len()).err().unwrap();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    }
 
     #[test]
     fn refuses_existing_file_untouched() {

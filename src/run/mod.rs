@@ -172,7 +172,7 @@ async fn stages(
     let aborted = halt.reason().or_else(|| tenant_aborts(&tenants));
     let interrupted = aborted.is_none() && shutdown.is_cancelled();
     if counts.finished && aborted.is_none() && !interrupted {
-        plan::complete(config, &resume, counts.redone, &plan.journal)?;
+        plan::complete(config, &resume, counts.redone, &plan.journal, &mut lock)?;
     } else if tenants.iter().all(|t| {
         let directory = t.directory.as_ref().map_or(0, |(d, _)| d.unanswered());
         t.budget.unanswered() + directory == 0

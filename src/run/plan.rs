@@ -37,6 +37,9 @@ pub struct Plan {
 pub struct Wanted {
     /// Serial numbers (normalised): resolved to identity ids.
     pub serials: HashSet<String>,
+    /// Each of `serials` as its first row wrote it (trimmed): what a lookup sends, since how
+    /// Graph's `contains` treats case is not documented. Matching stays case-insensitive.
+    pub spelled: HashMap<String, String>,
     /// With `--action tag` or `group`: device ids whose current tags or memberships are read.
     pub ids: HashSet<Uuid>,
     /// With `--action group`: the groups whose members are read.
@@ -260,16 +263,6 @@ pub fn check_paths(config: &Config) -> Result<(), RunError> {
         ("lock file", RunLock::path_for(&config.output)),
     ];
     for (what, path) in candidates {
-        // Refused before the results file is created; opening them refuses one planted later.
-        if what != "results file"
-            && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink())
-        {
-            return Err(RunError::Config(format!(
-                "the {what} {} is a symbolic link, which is not followed: remove it (nothing \
-                 was sent)",
-                path.display()
-            )));
-        }
         let same = canonical(&path).is_some_and(|p| p == input)
             || (input_id.is_some() && file_id(&path) == input_id);
         if same {
@@ -277,6 +270,14 @@ pub fn check_paths(config: &Config) -> Result<(), RunError> {
                 "the {what} {} is the input file {}: choose another -o",
                 path.display(),
                 config.input.display()
+            )));
+        }
+        // Refused before the results file is created; opening them refuses one planted later.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(RunError::Config(format!(
+                "the {what} {} is a symbolic link, which is not followed: remove it (nothing \
+                 was sent)",
+                path.display()
             )));
         }
     }
@@ -339,7 +340,12 @@ fn survey(config: &Config, prior: &PriorResults) -> Result<Survey, RunError> {
         {
             let wanted = survey.wanted.entry(job.tenant.clone()).or_default();
             if let Some(serial) = job.device.serial() {
-                wanted.serials.insert(normalize(serial));
+                let key = normalize(serial);
+                wanted
+                    .spelled
+                    .entry(key.clone())
+                    .or_insert_with(|| serial.trim().to_string());
+                wanted.serials.insert(key);
             }
             if (job.work.action() != Action::Assign || config.read_before_write)
                 && let Some(id) = job.device.id()
@@ -399,15 +405,17 @@ fn describe(parsed: &Parsed) -> String {
 }
 
 /// The run completed (every input row has its line): fold rows a resume redid into one line
-/// each, then the journal has served its purpose.
+/// each (the new file locked by `lock` before it replaces the old), then the journal has
+/// served its purpose.
 pub fn complete(
     config: &Config,
     resume: &Resume,
     redone: u64,
     journal: &Journal,
+    lock: &mut RunLock,
 ) -> Result<(), RunError> {
     if resume.has_repeats || redone > 0 {
-        crate::output::compact(&config.output)?;
+        crate::output::compact(&config.output, |tmp| lock.install_results(tmp))?;
     }
     journal.remove().map_err(|source| RunError::Journal {
         path: Journal::path_for(&config.output),

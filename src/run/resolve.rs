@@ -170,9 +170,11 @@ impl Resolved {
     }
 }
 
-/// Find every wanted serial's identities, through `budget`.
+/// Find every wanted serial's identities, through `budget`. `wanted` is normalised; a lookup
+/// sends the serial as `spelled` holds it (as the row wrote it).
 pub async fn resolve(
     wanted: &HashSet<String>,
+    spelled: &HashMap<String, String>,
     graph: &GraphClient,
     budget: &Budget,
     progress: &Progress,
@@ -187,7 +189,7 @@ pub async fn resolve(
         "resolving serial numbers"
     );
     let read = if by_lookup {
-        lookups(wanted, graph, budget, progress).await
+        lookups(wanted, spelled, graph, budget, progress).await
     } else {
         listing(wanted, graph, budget, progress).await
     };
@@ -251,14 +253,16 @@ async fn listing(
 
 async fn lookups(
     wanted: &HashSet<String>,
+    spelled: &HashMap<String, String>,
     graph: &GraphClient,
     budget: &Budget,
     progress: &Progress,
 ) -> Result<Resolved, ReadError> {
     let mut holding = Vec::new();
     for (i, serial) in wanted.iter().enumerate() {
-        let page = listing::read(budget, |token| async move {
-            graph.identities_with_serial(&token, serial).await
+        let sent = spelled.get(serial).unwrap_or(serial);
+        let page = listing::read_of(budget, "a serial number lookup", |token| async move {
+            graph.identities_with_serial(&token, sent).await
         })
         .await?;
         // `contains` is a substring match: Resolved keeps the exact ones.

@@ -58,10 +58,12 @@ pub struct RowState {
     /// Look before sending: after an ambiguous failure (or when an earlier run may have sent
     /// the row) the POST may have been executed. Never re-POST blindly.
     reconcile: bool,
-    /// The next page of the device's assignments to read, and the pages read so far (a link
-    /// that comes back is a paging loop, never followed twice).
+    /// The next page of the device's assignments to read, and the pager that decides whether
+    /// the list goes on: the bound the identity listing has (a link that comes back, pages
+    /// that add no assignment, more pages than any device holds), so that a looping service
+    /// cannot keep a row reading for ever.
     page: Option<String>,
-    followed: Vec<String>,
+    pager: crate::listing::Pager,
     /// A 401 earns one fresh token per token, not per row: a row that outlives two tokens may
     /// refresh twice, but a 401 on the very token its own refresh brought is final.
     refresh_pending: bool,
@@ -69,10 +71,16 @@ pub struct RowState {
     attempts: u32,
 }
 
+/// The bound on one reconciling read of a device's assignments.
+fn assignment_pager() -> crate::listing::Pager {
+    crate::listing::Pager::at_most(crate::listing::MAX_ASSIGNMENT_PAGES)
+}
+
 impl RowState {
     pub fn new(reconcile: bool) -> Self {
         Self {
             reconcile,
+            pager: assignment_pager(),
             ..Self::default()
         }
     }
@@ -133,23 +141,24 @@ impl RowState {
                 error: None,
             });
         }
-        match &page.next_link {
-            Some(next) if self.followed.contains(next) => Finish::failed(ErrorInfo {
+        let ids = page.value.iter().filter_map(|a| a.id.as_deref());
+        match self.pager.turn(ids, page.count, page.next_link.clone()) {
+            Err(e) => Finish::failed(ErrorInfo {
                 code: codes::PAGING_LOOP.into(),
                 message: format!(
-                    "the assignment list repeats a page it already gave ({next:.200}); not \
-                     followed again, and not assigned blindly"
+                    "the assignment list loops: {}; not followed further, and not assigned \
+                     blindly",
+                    e.reason()
                 ),
             }),
-            Some(next) => {
-                self.followed.push(next.clone());
-                self.page = Some(next.clone());
+            Ok(Some(next)) => {
+                self.page = Some(next);
                 Next::Again(Duration::ZERO)
             }
-            None => {
+            Ok(None) => {
                 self.reconcile = false;
                 self.page = None;
-                self.followed.clear();
+                self.pager = assignment_pager();
                 Next::Again(Duration::ZERO)
             }
         }
@@ -265,6 +274,57 @@ mod tests {
             value,
             next_link: next.map(str::to_string),
             count: None,
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: crate::jsonish::cases(64),
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Whatever pages a service plays (in a cycle: assignment ids from a few, links fresh,
+        /// repeated or absent), a reconciling row leaves the list within the cap: it posts
+        /// (the list ended) or fails naming the loop, never reads on.
+        #[test]
+        fn any_assignment_page_sequence_ends_within_the_cap(
+            pages in proptest::collection::vec(
+                (
+                    proptest::collection::vec(0u8..6, 0..3),
+                    proptest::option::of(0u64..10),
+                    proptest::option::of(0u8..4),
+                ),
+                1..8,
+            )
+        ) {
+            let mut row = RowState::new(true);
+            let mut turns = 0u64;
+            while row.request() != Request::Post {
+                let (ids, count, next) = &pages[turns as usize % pages.len()];
+                turns += 1;
+                proptest::prop_assert!(turns <= crate::listing::MAX_ASSIGNMENT_PAGES, "read on");
+                let value = ids
+                    .iter()
+                    .map(|i| ReturnedAssignment {
+                        id: Some(format!("a{i}")),
+                        target: None,
+                        source: None,
+                        source_id: None,
+                    })
+                    .collect();
+                // 0: a link fresh each turn; else one of three fixed ones (it may come back).
+                let link = next.map(|n| if n == 0 { format!("p{turns}") } else { format!("q{n}") });
+                let answer = Page { value, next_link: link, count: *count };
+                match row.listed(&attempt(Ok(answer)), &wanted(), Pause::None, "t") {
+                    Next::Again(_) => {}
+                    Next::Finish(f) => {
+                        proptest::prop_assert_eq!(f.error.map(|e| e.code), Some("PagingLoop".into()));
+                        break;
+                    }
+                    other => proptest::prop_assert!(false, "{other:?}"),
+                }
+            }
         }
     }
 

@@ -94,7 +94,10 @@ pub async fn read(
             Tags::new(ids, serials, identities)
         }
         Err(e) => {
-            tracing::warn!("cannot read the devices' group tags ({e}); every row is written");
+            tracing::warn!(
+                "cannot read the devices' group tags ({}); every row is written",
+                crate::output::printable(&e.to_string())
+            );
             Tags::default()
         }
     }

@@ -111,7 +111,14 @@ fn rows_in_flight(config: &Config) -> usize {
 impl TenantRun {
     /// Resolve the tenant's serial numbers and read its devices' tags, through its budget.
     pub async fn prepare(&self, wanted: &Wanted, progress: &Progress) -> Prepared {
-        let resolved = resolve::resolve(&wanted.serials, &self.graph, &self.budget, progress).await;
+        let resolved = resolve::resolve(
+            &wanted.serials,
+            &wanted.spelled,
+            &self.graph,
+            &self.budget,
+            progress,
+        )
+        .await;
         let tags = match self.config.defaults.action {
             // Rows by serial only, resolved through the whole listing: it showed their tags.
             Action::Tag if wanted.ids.is_empty() && resolved.whole_listing => {

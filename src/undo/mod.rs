@@ -272,7 +272,7 @@ pub async fn undo(
     let interrupted = aborted.is_none() && shutdown.is_cancelled();
     if unfinished == 0 && aborted.is_none() && !interrupted {
         if earlier.has_repeats || (config.resume && earlier_done < earlier.rows.len() as u64) {
-            crate::output::compact(&config.output)?;
+            crate::output::compact(&config.output, |tmp| lock.install_results(tmp))?;
         }
         if let Err(e) = journal.remove() {
             tracing::warn!("cannot remove the journal: {e}");

@@ -48,6 +48,38 @@ fn a_symlink_at_the_lock_or_journal_path_is_refused_and_its_target_untouched() {
     }
 }
 
+/// A link planted at the results path itself: with `--overwrite` it would truncate its target,
+/// with `--resume` append to it. Refused in one line naming the path, exit 2, target untouched.
+#[cfg(unix)]
+#[test]
+fn a_symlink_at_the_results_path_is_refused_and_its_target_untouched() {
+    for extra in [&[][..], &["--overwrite"], &["--resume"]] {
+        let (dir, csv) = input(&group_rows(2));
+        let results = dir.path().join("out.csv");
+        let target = dir.path().join("precious.txt");
+        std::fs::write(&target, "precious\n").unwrap();
+        std::os::unix::fs::symlink(&target, &results).unwrap();
+        let out = run(&csv, &results, extra);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        let refusal: Vec<_> = stderr
+            .lines()
+            .filter(|l| l.contains("symbolic link"))
+            .collect();
+        assert_eq!(refusal.len(), 1, "{extra:?}: {stderr}");
+        assert!(
+            refusal[0].contains(&results.display().to_string()),
+            "{extra:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("emulator: 0 assignments created"),
+            "{extra:?}: {stderr}"
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+        assert!(std::fs::symlink_metadata(&results).unwrap().is_symlink());
+    }
+}
+
 #[cfg(unix)]
 #[test]
 fn a_results_folder_anyone_can_write_is_refused_unless_sticky() {
@@ -111,4 +143,33 @@ fn removing_the_lock_file_of_a_running_run_does_not_admit_a_second() {
     first.kill().unwrap();
     first.wait().unwrap();
     let _ = writer.write_all(b"");
+}
+
+/// A journal that cannot be read (not text: a torn disk block, a stray binary) stops a resume
+/// with one line naming it and what to do; doing that (moving it aside) lets the resume go on.
+#[test]
+fn an_unreadable_journal_is_named_with_how_to_continue() {
+    let (dir, csv) = input(&group_rows(3));
+    let results = dir.path().join("out.csv");
+    let out = run(&csv, &results, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let journal = dir.path().join("out.csv.journal");
+    std::fs::write(&journal, b"1,\xff\xfe\x00garbage\n").unwrap();
+    let out = run(&csv, &results, &["--resume"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let named: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.contains(&journal.display().to_string()))
+        .collect();
+    assert_eq!(named.len(), 1, "{stderr}");
+    assert!(
+        named[0].contains("move it aside") && named[0].contains("--resume"),
+        "{stderr}"
+    );
+    assert!(named[0].contains("applied twice"), "{stderr}");
+    std::fs::rename(&journal, dir.path().join("out.csv.journal.unreadable")).unwrap();
+    let out = run(&csv, &results, &["--resume"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(read_results(&results).len(), 3);
 }

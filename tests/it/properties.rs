@@ -12,9 +12,13 @@ use uuid::Uuid;
 
 const HEADER: &str = "device_id,target_type,group_id,filter_id,source,source_id\n";
 
+/// 256 cases a property, or `PROPTEST_CASES` when set (a longer run).
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 256,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256),
         failure_persistence: None,
         ..ProptestConfig::default()
     }
