@@ -31,6 +31,11 @@ pub struct PlanArgs {
     pub emulator_devices: Option<PathBuf>,
     #[command(flatten)]
     pub defaults: DefaultArgs,
+    /// With --action group: the deployment profile (id or display name) that must target
+    /// every group the rows name, as for `run`: a plan whose run would be refused for it is
+    /// refused the same way (exit 2), before any row is planned.
+    #[arg(help_heading = super::INPUT, long, value_name = "PROFILE")]
+    pub profile: Option<String>,
     /// Only errors on stderr. The plan's counts still go to stdout: they are what plan is for.
     #[arg(help_heading = super::OUTPUT, short, long, conflicts_with = "verbose")]
     pub quiet: bool,
@@ -57,6 +62,7 @@ impl PlanArgs {
         let mut config = Config::new(&self.input, output);
         config.delimiter = self.defaults.delimiter;
         config.defaults = self.defaults.to_defaults();
+        config.profile = self.profile.clone();
         self.graph.apply(&mut config);
         let tenants = self
             .tenants

@@ -120,9 +120,14 @@ pub async fn plan(mut config: Config, shutdown: CancellationToken) -> Result<Pla
             config.output.display()
         )));
     }
+    if config.profile.is_some() && config.defaults.action != crate::input::Action::Group {
+        return Err(RunError::Config(super::PROFILE_NEEDS_GROUP.into()));
+    }
     let halt = Arc::new(Halt::child_of(&shutdown));
     let tenants = tenants::connect_all(&config, &halt)?;
     let mut wanted = super::plan::wanted(&config)?;
+    // `--profile`: the run would be refused before any write, so the plan is too.
+    super::check_profile(&config, &tenants, &wanted).await?;
     let progress = Arc::new(Progress::new(false));
     let (prepared, _) = super::prepare(&tenants, &mut wanted, &progress).await;
     let known: HashMap<Option<String>, (Known, &TenantRun)> = tenants

@@ -206,10 +206,23 @@ async fn profile_must_target_the_group_before_any_write() {
     assert!(e.to_string().contains("does not target group"), "{e}");
     assert!(e.to_string().contains("profiles assign"), "{e}");
     assert_eq!(emulator.stats().group_writes, 0);
+    // `plan --profile` is refused the same way, before a row is planned.
+    let mut planned = config.clone();
+    planned.output = planned.output.with_extension("plan.csv");
+    let plan = autopilot_bulk::run::preview::plan(planned.clone(), Default::default()).await;
+    let e = plan.expect_err("the plan of a refused run is refused");
+    assert!(e.to_string().contains("does not target group"), "{e}");
+    assert!(!planned.output.exists(), "a plan file was written");
+    planned.profile = Some("kiosk PROFILE".into());
+    let report = autopilot_bulk::run::preview::plan(planned, Default::default())
+        .await
+        .expect("a profile that targets the group plans");
+    assert_eq!(report.exit_code(), 0, "{report:?}");
     config.profile = Some("kiosk PROFILE".into());
     config.overwrite = true;
     let summary = run(config).await;
     assert_eq!(summary.created, 2);
+    assert_eq!(emulator.stats().group_writes, 1);
     emulator.shutdown().await;
 }
 
