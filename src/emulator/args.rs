@@ -105,6 +105,11 @@ pub struct EmulateArgs {
     /// as Graph has been reported to in production.
     #[arg(long)]
     pub no_odata_route: bool,
+    /// An assignment POST becomes visible to reads (and is answered) only this long after it
+    /// was accepted, as a store that replicates: rehearses a resume racing a killed run's
+    /// last requests.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub commit_lag: Option<Duration>,
     /// The roles claim of issued tokens, comma-separated [default:
     /// DeviceManagementServiceConfig.ReadWrite.All,GroupMember.ReadWrite.All,Device.Read.All];
     /// an empty value: none.
@@ -346,6 +351,7 @@ impl EmulateArgs {
             violation_grace: self.violation_grace,
             deny_permission: self.deny_permission,
             no_odata_route: self.no_odata_route,
+            commit_lag: self.commit_lag,
             token_roles: self.token_roles.as_ref().map(|roles| {
                 roles
                     .iter()

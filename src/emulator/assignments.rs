@@ -7,8 +7,9 @@ use serde_json::{Map, Value, json};
 
 use super::directory::Assigned;
 use super::envelope::{Answer, Errors, new_guid};
-use super::state::{Shared, TenantData};
+use super::state::{Landing, Shared, TenantData};
 use super::validate;
+use tokio::time::Instant;
 
 fn context(errors: &Errors<'_>, device: &str) -> String {
     format!(
@@ -70,17 +71,29 @@ pub(crate) fn create(
     ordered.insert("id".into(), json!(id));
     ordered.extend(stored);
     let stored = Value::Object(ordered);
-    data.first_assigned
-        .entry(device.clone())
-        .or_insert_with(Assigned::now);
-    data.store.entry(device).or_default().push(stored.clone());
     data.stats.assignments_created += 1;
+    let lag = shared.config.commit_lag;
+    match lag {
+        Some(lag) => data.landing.push(Landing {
+            due: Instant::now() + lag,
+            device,
+            stored: stored.clone(),
+        }),
+        None => {
+            data.first_assigned
+                .entry(device.clone())
+                .or_insert_with(Assigned::now);
+            data.store.entry(device).or_default().push(stored.clone());
+        }
+    }
     let mut body = Map::new();
     body.insert("@odata.context".into(), json!(format!("{context}/$entity")));
     if let Value::Object(fields) = stored {
         body.extend(fields);
     }
-    Answer::json(StatusCode::CREATED, Value::Object(body))
+    let mut answer = Answer::json(StatusCode::CREATED, Value::Object(body));
+    answer.delay = lag;
+    answer
 }
 
 /// `DELETE …/assignments/{id}`: 204 when the device held it, 404 when not (an id is matched

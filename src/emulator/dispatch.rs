@@ -75,6 +75,9 @@ pub(crate) async fn handle(
             )
         }
     };
+    if let Some(delay) = answer.delay {
+        tokio::time::sleep(delay).await;
+    }
     if answer.drop
         && let Some(Extension(conn)) = conn
     {

@@ -83,6 +83,8 @@ pub(crate) struct Answer {
     pub body: Value,
     /// Drop the connection instead of answering (the request was executed).
     pub drop: bool,
+    /// Answer only after this long (a write that commits after a lag answers once it has).
+    pub delay: Option<std::time::Duration>,
 }
 
 impl Answer {
@@ -92,6 +94,7 @@ impl Answer {
             headers: Vec::new(),
             body,
             drop: false,
+            delay: None,
         }
     }
 

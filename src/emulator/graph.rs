@@ -159,6 +159,7 @@ pub(crate) fn single(
     }
     // Records processed and syncs ended since the last request take effect first.
     sync::settle(shared, data, now);
+    data.land_due(now);
     let query = path.split_once('?').map_or("", |(_, q)| q);
     let mut answer = execute(shared, data, &errors, target, query, content_type, body);
     answer.drop = fault == Fault::Drop;

@@ -168,6 +168,10 @@ pub struct EmulatorConfig {
     /// exists…", as Graph has been reported to in production: rehearses a tenant where the
     /// route `run` needs is not served.
     pub no_odata_route: bool,
+    /// An assignment POST is stored (visible to reads and listings) only this long after it
+    /// was accepted, and answered then: Graph is not read-your-writes, so a read sent while
+    /// another client's POST is in flight may miss it. `None` (the default): at once.
+    pub commit_lag: Option<Duration>,
     /// The `roles` claim of issued tokens; `None`: `DeviceManagementServiceConfig.ReadWrite.All`,
     /// `GroupMember.ReadWrite.All` and `Device.Read.All`.
     /// Rehearses an app registration without the permission (the route itself still answers).
@@ -251,6 +255,7 @@ impl Default for EmulatorConfig {
             violation_grace: Duration::from_millis(250),
             deny_permission: false,
             no_odata_route: false,
+            commit_lag: None,
             token_roles: None,
             directory_limit: Limit::directory(),
             directory_page_size: 100,

@@ -68,27 +68,68 @@ pub(crate) struct TenantData {
     /// configured ones).
     pub registered: Registered,
     pub sync: SyncState,
+    /// Assignments accepted but not stored yet (the `commit_lag`), in acceptance order.
+    pub landing: Vec<Landing>,
     /// Counters; `duplicate_devices` and `devices_with_assignments` are derived from `store`
     /// when a snapshot is taken.
     pub stats: Stats,
 }
 
+/// An assignment on its way into the store.
+#[derive(Debug)]
+pub(crate) struct Landing {
+    pub due: Instant,
+    pub device: String,
+    pub stored: Value,
+}
+
 impl TenantData {
+    /// Store the assignments whose commit lag has passed, as the store would have by `now`.
+    pub(crate) fn land_due(&mut self, now: Instant) {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.landing)
+            .into_iter()
+            .partition(|l| l.due <= now);
+        self.landing = later;
+        for l in due {
+            self.first_assigned
+                .entry(l.device.clone())
+                .or_insert_with(super::directory::Assigned::now);
+            self.store.entry(l.device).or_default().push(l.stored);
+        }
+    }
+
+    /// Device → how many assignments it holds, those still landing included: what the
+    /// tenant will hold once every accepted write is stored.
+    fn held(&self) -> HashMap<&str, usize> {
+        let mut held: HashMap<&str, usize> = HashMap::new();
+        for (device, list) in &self.store {
+            *held.entry(device).or_default() += list.len();
+        }
+        for l in &self.landing {
+            *held.entry(&l.device).or_default() += 1;
+        }
+        held
+    }
+
     pub(crate) fn snapshot(&self) -> Stats {
         let mut stats = self.stats.clone();
-        stats.duplicate_devices = self.store.values().filter(|v| v.len() > 1).count() as u64;
-        stats.devices_with_assignments =
-            self.store.values().filter(|v| !v.is_empty()).count() as u64;
+        let held = self.held();
+        stats.duplicate_devices = held.values().filter(|n| **n > 1).count() as u64;
+        stats.devices_with_assignments = held.values().filter(|n| **n > 0).count() as u64;
         stats.serials_imported_twice = self.imports.serials_imported_twice();
         stats
     }
 
     fn assignments(&self, into: &mut Assignments) {
-        for (device, list) in &self.store {
-            into.entry(device.clone()).or_default().extend(
-                list.iter()
-                    .filter_map(|a| a.get("id").and_then(Value::as_str).map(str::to_string)),
-            );
+        let landing = self.landing.iter().map(|l| (&l.device, &l.stored));
+        let stored = self
+            .store
+            .iter()
+            .flat_map(|(device, list)| list.iter().map(move |a| (device, a)));
+        for (device, a) in stored.chain(landing) {
+            if let Some(id) = a.get("id").and_then(Value::as_str) {
+                into.entry(device.clone()).or_default().push(id.to_string());
+            }
         }
     }
 }

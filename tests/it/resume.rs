@@ -574,3 +574,52 @@ async fn a_resume_honours_the_retry_after_the_killed_run_was_given() {
     assert_each_row_once(&read_results(&results), 40);
     emulator.shutdown().await;
 }
+
+/// A run killed with POSTs in flight, resumed at once, against a store whose writes become
+/// visible only a moment after they are accepted (Graph is not read-your-writes): the resume
+/// must not read back before the dead run's requests can no longer land, or it reads "no
+/// assignment" for them and assigns those devices a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_right_after_sigkill_waits_until_the_dead_runs_posts_have_landed() {
+    let emulator = Emulator::start(EmulatorConfig {
+        commit_lag: Some(Duration::from_millis(1500)),
+        ..emulator_config(rate(1000, 1000))
+    })
+    .await
+    .unwrap();
+    let (dir, path) = input(&group_rows(8));
+    let results = dir.path().join("devices.results.csv");
+    let args = |resume: bool| {
+        let mut a = vec![
+            "run".to_string(),
+            path.display().to_string(),
+            "--rate".into(),
+            "1000/1s".into(),
+            "--concurrency".into(),
+            "8".into(),
+            "--request-timeout".into(),
+            "3s".into(),
+        ];
+        if resume {
+            a.push("--resume".into());
+        }
+        a
+    };
+    let mut child = bin_against(&emulator).args(args(false)).spawn().unwrap();
+    // A POST accepted: stored 1.5 s from now, answered then.
+    until_created(&emulator, 1).await;
+    child.kill().unwrap(); // SIGKILL with every accepted POST still unanswered
+    let _ = wait(child).await;
+    let child = bin_against(&emulator).args(args(true)).spawn().unwrap();
+    let (code, stderr) = wait(child).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("moments ago"),
+        "no wait for landing: {stderr}"
+    );
+    let stats = emulator.stats();
+    assert_eq!(stats.duplicate_devices, 0, "assigned twice: {stats:?}");
+    assert_eq!(stats.devices_with_assignments, 8, "{stats:?}");
+    assert_each_row_once(&read_results(&results), 8);
+    emulator.shutdown().await;
+}
