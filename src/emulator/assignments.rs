@@ -92,7 +92,7 @@ pub(crate) fn create(
         body.extend(fields);
     }
     let mut answer = Answer::json(StatusCode::CREATED, Value::Object(body));
-    answer.delay = lag;
+    answer.delay_ms = lag.map_or(0, |l| u32::try_from(l.as_millis()).unwrap_or(u32::MAX));
     answer
 }
 

@@ -75,8 +75,8 @@ pub(crate) async fn handle(
             )
         }
     };
-    if let Some(delay) = answer.delay {
-        tokio::time::sleep(delay).await;
+    if answer.delay_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(answer.delay_ms.into())).await;
     }
     if answer.drop
         && let Some(Extension(conn)) = conn

@@ -83,8 +83,9 @@ pub(crate) struct Answer {
     pub body: Value,
     /// Drop the connection instead of answering (the request was executed).
     pub drop: bool,
-    /// Answer only after this long (a write that commits after a lag answers once it has).
-    pub delay: Option<std::time::Duration>,
+    /// Answer only after this many milliseconds (a write that commits after a lag answers
+    /// once it has); 0: at once. Milliseconds keep the answer small: it is passed by value.
+    pub delay_ms: u32,
 }
 
 impl Answer {
@@ -94,7 +95,7 @@ impl Answer {
             headers: Vec::new(),
             body,
             drop: false,
-            delay: None,
+            delay_ms: 0,
         }
     }
 
