@@ -382,12 +382,15 @@ mod tests {
     async fn a_stated_retry_after_bounds_the_window_and_a_whole_second_trial_settles_it() {
         // 429 at 0.2 s saying "2": the window ends in (1.2 s, 2.2 s] after the start.
         let t = first_episode(Some(Duration::from_secs(2)), Duration::from_millis(2200)).await;
-        assert_eq!(
-            t.current_rate(),
-            RateSpec::new(100, Duration::from_millis(2200))
-        );
-        // One window later the hold tries 2 s (the whole second in range); its first request
-        // goes alone and, accepted, settles it.
+        let s = t.inner.lock().search.expect("searching");
+        assert_eq!(s.upper - t.inner.margin, Duration::from_millis(2200));
+        // From this window on the hold tries 2 s (the whole second in range); the first
+        // request it paces goes alone and, accepted, settles it.
+        assert_eq!(t.current_rate(), RateSpec::new(100, Duration::from_secs(2)));
+        // "Come back in 2 s" at 0.2 s into a run set for 1 s windows: the room comes after
+        // this run's own requests left, so the 100 measured are the service's, not a floor
+        // others left: no doubling test (its refusal would cost a rounded-up pause).
+        assert!(!t.inner.lock().doubling);
         let test = until_role(&t, Role::Test).await;
         assert_eq!(t.current_rate(), RateSpec::new(100, Duration::from_secs(2)));
         let second = tokio::time::timeout(Duration::from_millis(50), t.acquire()).await;
@@ -408,7 +411,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_throttled_trial_raises_the_lower_bound_and_restores_the_hold() {
         let t = first_episode(None, Duration::from_millis(2700)).await;
-        let upper = t.current_rate().per;
+        let upper = t.inner.lock().search.expect("searching").upper - t.inner.margin;
         // The service's window is really 2.5 s: the whole-second trial (2 s) is throttled.
         let test = until_role(&t, Role::Test).await;
         assert_eq!(t.current_rate().per, Duration::from_secs(2));

@@ -61,6 +61,12 @@ pub(super) struct Window {
     /// First episode only: when its 429s were answered. Graph counts refused requests too, so
     /// each one keeps a place in its window until it has aged out.
     pub(super) episode_refused: Vec<Instant>,
+    /// First episode only: a Retry-After was stated, and whether one named a time (less the
+    /// second it may be rounded up by) before this run's oldest request in the window would
+    /// have left a window of the configured length: then the window held others' requests,
+    /// and the count measured is a floor.
+    pub(super) episode_stated: bool,
+    pub(super) episode_early_room: bool,
     /// The service has throttled before: its budget has been measured once.
     pub(super) measured: bool,
     /// The service has shown that it takes the pace in force: measured, or a whole window's
@@ -143,6 +149,8 @@ impl Window {
             episode_lower: Duration::ZERO,
             episode_accepted: Vec::new(),
             episode_refused: Vec::new(),
+            episode_stated: false,
+            episode_early_room: false,
             measured: false,
             proven: false,
             first_accepted: None,
@@ -368,11 +376,20 @@ impl Inner {
                             .map(|a| a + hold)
                             .filter(|due| *due > now)
                             .collect();
-                        if self.adaptive && w.search.is_some_and(|s| s.settled()) {
-                            // The count just measured may be a window others had filled: find
-                            // out at once (see [`Inner::step`]).
-                            let count = w.count;
-                            self.step_up(&mut w, now, count);
+                        if let Some(mut s) = w.search.filter(|_| self.adaptive) {
+                            if s.settled() && w.doubling {
+                                // The count just measured may be a window others had filled:
+                                // find out at once (see [`Inner::step`]).
+                                let count = w.count;
+                                self.step_up(&mut w, now, count);
+                            } else if let Some(trial) = s.likely_trial(self.margin) {
+                                // A likely window length in range (a stated HTTP-date, rounded
+                                // up to whole seconds, leaves the upper bound up to a second
+                                // long): try it from this window on, not one window later.
+                                // The slots held back above keep the upper bound.
+                                w.search = Some(s);
+                                Self::start_trial(&mut w, now, trial);
+                            }
                         }
                     }
                 } else if w.probing && !w.measured {
@@ -411,6 +428,15 @@ impl Inner {
                         .unwrap_or_default();
                     w.episode_lower = w.episode_lower.max(since).max(stated);
                     w.episode_refused.push(now);
+                    if let Some(ra) = retry_after {
+                        let configured = self.base_hold.saturating_sub(self.margin);
+                        w.episode_stated = true;
+                        // Whole seconds (or an HTTP-date) may name a time up to a second
+                        // after the room: the room came before this run's window was out
+                        // if even a second earlier could have.
+                        let earliest = now + ra.saturating_sub(Duration::from_secs(1));
+                        w.episode_early_room |= earliest < start + configured;
+                    }
                 }
             }
             Answer::Other => {
@@ -437,6 +463,7 @@ impl Inner {
             w.episode_lower = Duration::ZERO;
             w.episode_accepted = w.accepted.iter().copied().collect();
             w.episode_refused.clear();
+            (w.episode_stated, w.episode_early_room) = (false, false);
             let accepted = u32::try_from(w.accepted.len()).unwrap_or(u32::MAX);
             let count = accepted.min(w.count);
             self.set_count(w, count);
@@ -515,6 +542,11 @@ impl Inner {
     fn end_first_episode(&self, w: &mut Window, now: Instant, start: Instant) {
         w.measured = true;
         w.proven = true;
+        // Doubling tests whether the count measured was a window others had filled. A stated
+        // Retry-After says so already: room came back before this run's own requests left
+        // the window, or it did not (then a refused test would cost a pause as long as the
+        // rounded-up Retry-After). Without one, a refused test waits only for the room.
+        w.doubling = !w.episode_stated || w.episode_early_room;
         if !self.adaptive {
             return;
         }
@@ -545,15 +577,10 @@ impl Inner {
         }
         if let Some(s) = w.search.as_mut() {
             if !s.settled() {
-                // Slots answered from now on come back after the trial hold: the first request
-                // they pace meets the service's window at its fullest, and goes alone.
                 let trial = s
                     .likely_trial(self.margin)
                     .unwrap_or((s.lower + s.upper) / 2);
-                s.trial = Some(trial);
-                w.hold = trial;
-                w.test_due = Some(now + trial);
-                w.last_change = now;
+                Self::start_trial(w, now, trial);
                 return;
             }
             w.hold = s.upper;
@@ -575,6 +602,17 @@ impl Inner {
         if clean >= wait {
             self.step_up(w, now, step);
         }
+    }
+
+    /// Hold slots for `trial` from now on. Slots answered from now on come back after it: the
+    /// first request they pace meets the service's window at its fullest, and goes alone.
+    fn start_trial(w: &mut Window, now: Instant, trial: Duration) {
+        if let Some(s) = w.search.as_mut() {
+            s.trial = Some(trial);
+        }
+        w.hold = trial;
+        w.test_due = Some(now + trial);
+        w.last_change = now;
     }
 
     /// `step` more slots, pending the first request beyond the old count
