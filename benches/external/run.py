@@ -181,6 +181,13 @@ def run(binary, name, limiter, retry_after, rate, concurrency, trace=None, fault
           f"{stats.get('violations', 0)} · created {stats.get('created', 0)} · duplicates "
           f"{stats.get('duplicates', 0)} · max in window {stats.get('max_in_window', 0)} · "
           f"final rate {summary.get('final_rate')}", flush=True)
+    if trace:
+        # From the first write the service saw to the last: the run less its start-up (the
+        # token and the identity listing, about a second here).
+        times = [float(line.split()[0]) for line in open(trace) if line.strip()]
+        if times:
+            span = times[-1] - times[0]
+            print(f"{'':<28} writes span {span:6.2f} s = {span / minimum:.3f}×", flush=True)
     if proc.returncode != 0:
         print(proc.stderr[-2000:], file=sys.stderr)
 
