@@ -37,10 +37,9 @@ pub(super) struct Window {
     pub(super) hold: Duration,
     /// Permits to retire as they come back (the count was lowered while they were out).
     pub(super) debt: u32,
-    /// Answer times of accepted requests within the last `hold`.
-    pub(super) accepted: std::collections::VecDeque<Instant>,
-    /// Send times of the same requests, in answer order.
-    pub(super) accepted_sent: std::collections::VecDeque<Instant>,
+    /// Accepted requests answered within the last `hold`: (answer time, send time), in
+    /// answer order.
+    pub(super) accepted: std::collections::VecDeque<(Instant, Instant)>,
     /// A throttle episode is on: after the gate opens, one probe goes first.
     pub(super) probing: bool,
     /// The service looks down (faults cluster): one request at a time finds out when it is
@@ -116,7 +115,10 @@ impl Window {
             .saturating_sub(margin);
         let since = now.checked_sub(window.saturating_sub(margin));
         let surely = since.map_or(0, |since| {
-            self.accepted_sent.iter().filter(|s| **s > since).count()
+            self.accepted
+                .iter()
+                .filter(|(_, sent)| *sent > since)
+                .count()
         });
         (surely >= old).then_some(Role::Test)
     }
@@ -140,7 +142,6 @@ impl Window {
             hold,
             debt: 0,
             accepted: std::collections::VecDeque::new(),
-            accepted_sent: std::collections::VecDeque::new(),
             probing: false,
             outage: false,
             test_due: None,
@@ -312,9 +313,12 @@ impl Inner {
     ///   paces goes alone, so a failed trial costs one 429.
     /// * **The first window after the pause** may still hold the episode's 429s (Graph counts
     ///   throttled requests too): a 429 there pauses and probes again but cuts nothing.
-    /// * **Back towards `--rate`.** Once the window is found, every ten clean windows the count
-    ///   grows by 5 %. A 429 undoes that step and freezes steps for five windows; a 429 with
-    ///   no step to undo, or while frozen, cuts the count by a tenth (another app may have
+    /// * **Back towards `--rate`.** Once the window is found, a count that may be a floor
+    ///   others left doubles as each doubling fits ([`Inner::step`]); otherwise, and after a
+    ///   doubling too far, every ten clean windows the count grows by 5 %. Each step's first
+    ///   request beyond the old count goes alone ([`Window::step_role`]); a 429 on a step sets
+    ///   the count to what the service took and freezes steps for five windows; a 429 with no
+    ///   step in effect, or while frozen, cuts the count by a tenth (another app may have
     ///   started sharing the budget).
     ///
     /// So a configured rate above the service's limit converges onto it and stays there with
@@ -329,9 +333,8 @@ impl Inner {
         let now = Instant::now();
         let mut w = self.lock();
         let horizon = now.checked_sub(w.hold).unwrap_or(now);
-        while w.accepted.front().is_some_and(|t| *t < horizon) {
+        while w.accepted.front().is_some_and(|(t, _)| *t < horizon) {
             w.accepted.pop_front();
-            w.accepted_sent.pop_front();
         }
         if role != Role::Normal {
             w.probe_in_flight = false;
@@ -342,8 +345,7 @@ impl Inner {
         }
         match answer {
             Answer::Accepted => {
-                w.accepted.push_back(now);
-                w.accepted_sent.push_back(sent);
+                w.accepted.push_back((now, sent));
                 if role == Role::Test && std::mem::take(&mut w.count_test) {
                     // The step up's first request fit: the rest of the step follows, and a
                     // doubling doubles again at once (its test waits for the window to hold
@@ -459,9 +461,9 @@ impl Inner {
     /// A 429 that starts an episode.
     fn throttled(&self, w: &mut Window, now: Instant, role: Role) {
         if !w.measured {
-            w.episode_start = Some(w.accepted.front().copied().unwrap_or(now));
+            w.episode_start = Some(w.accepted.front().map_or(now, |(t, _)| *t));
             w.episode_lower = Duration::ZERO;
-            w.episode_accepted = w.accepted.iter().copied().collect();
+            w.episode_accepted = w.accepted.iter().map(|(t, _)| *t).collect();
             w.episode_refused.clear();
             (w.episode_stated, w.episode_early_room) = (false, false);
             let accepted = u32::try_from(w.accepted.len()).unwrap_or(u32::MAX);
@@ -484,7 +486,7 @@ impl Inner {
             // A step up went too far: the service's window is full of this run's requests,
             // and has room again when the oldest of them ages out.
             w.count_test = false;
-            w.room_at = w.accepted.front().map(|a| *a + w.hold);
+            w.room_at = w.accepted.front().map(|(a, _)| *a + w.hold);
         } else if w.aftermath.is_some_and(|a| now < a) {
             // Graph counts throttled requests too: the first window after the first pause may
             // still hold its 429s. Pause and probe again, the count stands.

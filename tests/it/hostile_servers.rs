@@ -243,17 +243,7 @@ async fn a_listing_with_a_fresh_skiptoken_each_page_stops_serial_resolution() {
 async fn a_listing_with_a_fresh_skiptoken_each_page_stops_status() {
     let (base, pages) = endless_listing(false).await;
     let dir = tempfile::tempdir().unwrap();
-    let results = dir.path().join("devices.results.csv");
-    std::fs::write(
-        &results,
-        format!(
-            "row,device_id,status,http_status,assignment_id,attempts,error_code,error_message,\
-             request_id,client_request_id,duration_ms,finished_at\n\
-             1,{},created,201,a-1,1,,,,,5,2026-01-01T00:00:00Z\n",
-            common::device(0)
-        ),
-    )
-    .unwrap();
+    let results = one_landed_row(dir.path());
     let mut graph = Config::new(&results, std::path::PathBuf::new());
     graph.graph_url = format!("{base}/beta");
     graph.credentials = Credentials::StaticToken("stand-in-token".into());

@@ -35,6 +35,16 @@ async fn until_created(emulator: &Emulator, n: u64) {
     panic!("the emulator never reached {n} assignments");
 }
 
+/// `run INPUT` with `flags`, and `--resume` when `resume`.
+fn run_args(input: &std::path::Path, flags: &[&str], resume: bool) -> Vec<String> {
+    let mut a = vec!["run".to_string(), input.display().to_string()];
+    a.extend(flags.iter().map(|f| f.to_string()));
+    if resume {
+        a.push("--resume".into());
+    }
+    a
+}
+
 /// Wait for the child off the async threads: the emulator it talks to runs on them.
 async fn wait(child: Child) -> (Option<i32>, String) {
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
@@ -60,23 +70,21 @@ async fn killed_twice_with_sigkill_then_resumed_assigns_every_device_exactly_onc
     let rows = 240;
     let (dir, path) = input(&group_rows(rows));
     let results = dir.path().join("devices.results.csv");
+    // A resume waits this long after the kill for the dead run's requests to land.
     let args = |resume: bool| {
-        let mut a = vec![
-            "run".to_string(),
-            path.display().to_string(),
-            "--rate".into(),
-            "1000/1s".into(),
-            "--concurrency".into(),
-            "8".into(),
-            "-q".into(),
-            // A resume waits this long after the kill for the dead run's requests to land.
-            "--request-timeout".into(),
-            "3s".into(),
-        ];
-        if resume {
-            a.push("--resume".into());
-        }
-        a
+        run_args(
+            &path,
+            &[
+                "--rate",
+                "1000/1s",
+                "--concurrency",
+                "8",
+                "-q",
+                "--request-timeout",
+                "3s",
+            ],
+            resume,
+        )
     };
 
     for (resume, kill_at) in [(false, 40), (true, 130)] {
@@ -534,18 +542,11 @@ async fn a_resume_honours_the_retry_after_the_killed_run_was_given() {
     let (dir, path) = input(&group_rows(40));
     let results = dir.path().join("devices.results.csv");
     let args = |resume: bool| {
-        let mut a = vec![
-            "run".to_string(),
-            path.display().to_string(),
-            "--rate".into(),
-            "100/1s".into(),
-            "--request-timeout".into(),
-            "1s".into(),
-        ];
-        if resume {
-            a.push("--resume".into());
-        }
-        a
+        run_args(
+            &path,
+            &["--rate", "100/1s", "--request-timeout", "1s"],
+            resume,
+        )
     };
     let mut child = bin_against(&emulator).args(args(false)).spawn().unwrap();
     let journal = autopilot_bulk::output::Journal::path_for(&results);
@@ -590,20 +591,18 @@ async fn a_resume_right_after_sigkill_waits_until_the_dead_runs_posts_have_lande
     let (dir, path) = input(&group_rows(8));
     let results = dir.path().join("devices.results.csv");
     let args = |resume: bool| {
-        let mut a = vec![
-            "run".to_string(),
-            path.display().to_string(),
-            "--rate".into(),
-            "1000/1s".into(),
-            "--concurrency".into(),
-            "8".into(),
-            "--request-timeout".into(),
-            "3s".into(),
-        ];
-        if resume {
-            a.push("--resume".into());
-        }
-        a
+        run_args(
+            &path,
+            &[
+                "--rate",
+                "1000/1s",
+                "--concurrency",
+                "8",
+                "--request-timeout",
+                "3s",
+            ],
+            resume,
+        )
     };
     let mut child = bin_against(&emulator).args(args(false)).spawn().unwrap();
     // A POST accepted: stored 1.5 s from now, answered then.
