@@ -35,7 +35,17 @@ env = dict(os.environ, AUTOPILOT_BULK_GRAPH_URL=f"{base}/beta", AUTOPILOT_BULK_A
            AZURE_TENANT_ID="t", AZURE_CLIENT_ID="c", AZURE_CLIENT_SECRET="s")
 def stats():
     return json.load(urllib.request.urlopen(f"{base}/_emulator/stats"))
+def window_seconds(rate):
+    """The DURATION of COUNT/DURATION, e.g. 100/1s -> 1.0, 100/20s -> 20.0, 100/500ms -> 0.5."""
+    per = rate.split("/", 1)[1]
+    for unit, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if per.endswith(unit):
+            return float(per[: -len(unit)] or 1) * factor
+    return float(per)
 for night in ("night1", "night2"):
+    if night == "night2":
+        # Nights are a day apart: night 1's last window must not count against night 2's first.
+        time.sleep(2 * window_seconds(sys.argv[2]))
     before = stats()
     t = time.monotonic()
     p = subprocess.run([BIN, "run", f"{night}.csv", "-o", "results.csv", "--overwrite", "--rate", sys.argv[2],
@@ -43,7 +53,7 @@ for night in ("night1", "night2"):
                        capture_output=True, text=True)
     wall = time.monotonic() - t
     s = json.load(open(f"{night}.json")); after = stats()
-    d = {k: after[k] - before.get(k, 0) for k in ("write_requests", "assignment_reads", "identity_reads", "assignments_created") if isinstance(after.get(k), int)}
+    d = {k: after[k] - before.get(k, 0) for k in ("write_requests", "assignment_reads", "identity_reads", "assignments_created", "throttled") if isinstance(after.get(k), int)}
     rows = {k: s["rows"][k] for k in s["rows"] if s["rows"][k]} if isinstance(s.get("rows"), dict) else s.get("rows")
     print(f"{night}: exit {p.returncode} · {s.get('elapsed_seconds')} s (process {wall:.1f} s) · rows {rows} · {d} · duplicates {after.get('duplicate_devices')}", flush=True)
 emu.terminate()
