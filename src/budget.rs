@@ -171,11 +171,9 @@ pub struct Budget {
     /// reports after it stopped sending.
     rows_out: AtomicUsize,
     requests: AtomicU64,
-    /// Writes let go (permits with a window slot), and those answered. A write dropped
-    /// between the two (stopped mid-flight) may still be carried out; a read lands nothing,
-    /// so a read dropped mid-flight (the identity listing beside a run that ended) is neither.
+    /// Requests let go (admitted); `requests` counts those answered. A request dropped
+    /// between the two (stopped mid-flight) may still be carried out.
     admitted: AtomicU64,
-    answered: AtomicU64,
     throttled: AtomicU64,
     /// Where a 429's "come back at" is kept, so that a resume after a kill honours it.
     gate_kept_in: std::sync::OnceLock<Arc<crate::output::Journal>>,
@@ -193,15 +191,12 @@ impl std::fmt::Debug for Budget {
 /// The request quota as a GCRA (governor): a burst of `b` cells, then one each `T`. Any
 /// window of `DURATION` then holds at most `b + DURATION / T` cells, so a burst of the whole
 /// COUNT with its refill beside it would let twice COUNT into one of the service's windows.
-/// A fortieth of COUNT as the burst and COUNT less two fortieths spread over the window: every
-/// window holds at most 39/40 of COUNT, and a long run of reads goes at 19/20 of it (a night
-/// of reads ends 5 % after the service's minimum). The fortieth never spent is for requests
-/// that leave later than their cell (a journal entry first, a token): bunched on arrival,
-/// they must still fit the service's window.
+/// A tenth of COUNT as the burst and the rest spread over the window keep every window at
+/// COUNT, at nine tenths of it sustained.
 fn quota(rate: RateSpec) -> Quota {
     let count = rate.count.max(1);
-    let burst = NonZeroU32::new(count / 40).unwrap_or(NonZeroU32::MIN);
-    let refill = count.saturating_sub(2 * burst.get()).max(1);
+    let burst = NonZeroU32::new(count / 10).unwrap_or(NonZeroU32::MIN);
+    let refill = (count - burst.get()).max(1);
     let period = (rate.per / refill).max(Duration::from_nanos(1));
     Quota::with_period(period)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
@@ -262,7 +257,6 @@ impl Budget {
             rows_out: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
-            answered: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             gate_kept_in: std::sync::OnceLock::new(),
         }
@@ -309,11 +303,11 @@ impl Budget {
         let _ = self.gate_kept_in.set(journal);
     }
 
-    /// Writes let go and never answered: sent when the run stopped (or dropped before their
+    /// Requests let go and never answered: sent when the run stopped (or dropped before their
     /// answer came). Zero after an orderly stop means nothing of this budget's can land later.
     pub fn unanswered(&self) -> u64 {
         let admitted = self.admitted.load(Ordering::Relaxed);
-        admitted.saturating_sub(self.answered.load(Ordering::Relaxed))
+        admitted.saturating_sub(self.requests.load(Ordering::Relaxed))
     }
 
     /// Leave to send one read (a listing page, a reconciling or pre-write GET): the gate open
@@ -337,6 +331,7 @@ impl Budget {
         if self.window.probing() {
             return self.admit().await;
         }
+        self.admitted.fetch_add(1, Ordering::Relaxed);
         Some(Permit {
             slot: None,
             sent: tokio::time::Instant::now(),
@@ -386,7 +381,6 @@ impl Budget {
         let throttled = attempt.http_status == Some(429) && attempt.result.is_err();
         // Only writes teach the write window; a read's 429 still closes the gate below.
         if let Some(slot) = permit.slot {
-            self.answered.fetch_add(1, Ordering::Relaxed);
             slot.answered(match attempt.http_status {
                 Some(429) if throttled => Answer::Throttled {
                     retry_after: retry_after.flatten(),
@@ -497,10 +491,8 @@ impl Budget {
     /// it; the permit is then handed back unsent (it is no request that may still land).
     pub fn sending(&self, permit: Permit, rows: usize) -> Option<(Permit, Sending<'_>)> {
         if self.halt.is_stopped() {
-            if permit.slot.is_some() {
-                self.admitted.fetch_sub(1, Ordering::Relaxed);
-            }
             drop(permit);
+            self.admitted.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         self.rows_out.fetch_add(rows, Ordering::Relaxed);
@@ -623,7 +615,7 @@ mod tests {
         .unwrap();
         let limits = Limits {
             rate: RateSpec::new(100, Duration::from_secs(1)),
-            // Room for a burst of 250 (a fortieth of the quota): the tests here are of the
+            // Room for a burst of 1,000 (a tenth of the quota): the tests here are of the
             // write window and the gate, not of the request quota.
             request_rate: RateSpec::new(10_000, Duration::from_secs(20)),
             adaptive: true,
@@ -666,8 +658,8 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(settle(&b, 201, None).await, Pause::None);
         }
-        // 150 reads still go at once: they spend the request quota, not write slots.
-        for _ in 0..150 {
+        // 500 reads still go at once: they spend the request quota, not write slots.
+        for _ in 0..500 {
             let permit = b.admit_read().await.expect("admitted");
             b.settle(permit, &answer(200, None), &mut b.start_row(), 1);
         }
@@ -695,15 +687,11 @@ mod tests {
             let burst = u128::from(q.burst_size().get());
             let most = burst + refills - 1;
             assert!(most <= u128::from(count), "{rate}: {most} in a window");
-            if count >= 40 {
-                // A fortieth is kept back from every window, and the sustained rate gives up
-                // two fortieths, nothing more.
-                assert!(most + burst <= u128::from(count), "{rate}: {most} in a window");
-                assert!(
-                    refills + 2 * burst >= u128::from(count),
-                    "{rate}: {refills} a window"
-                );
-            }
+            // And the sustained rate is COUNT less the burst: nothing else is given up.
+            assert!(
+                refills + burst >= u128::from(count),
+                "{rate}: {refills} a window"
+            );
         }
     }
 
@@ -781,9 +769,6 @@ mod tests {
         drop(out);
         assert_eq!(b.rows_out(), 0);
         drop(permit);
-        // A read dropped before its answer (the listing beside a run that ended) lands nothing.
-        drop(b.admit_read().await.unwrap());
-        assert_eq!(b.unanswered(), 1);
         let permit = b.admit().await.unwrap();
         b.halt().abort("stopped".into());
         assert!(b.sending(permit, 1).is_none());

@@ -157,22 +157,7 @@ pub async fn each_identity(
     graph: &GraphClient,
     budget: &Budget,
     each: impl FnMut(Identity),
-    mut on_page: impl FnMut(Listed),
-) -> Result<Listed, ReadError> {
-    let go_on = move |listed| {
-        on_page(listed);
-        true
-    };
-    each_identity_while(graph, budget, each, go_on).await
-}
-
-/// [`each_identity`], stopping after any page for which `go_on` says `false` (a run that
-/// reads the listing beside its rows and no longer needs the rest of it).
-pub async fn each_identity_while(
-    graph: &GraphClient,
-    budget: &Budget,
-    each: impl FnMut(Identity),
-    go_on: impl FnMut(Listed) -> bool,
+    on_page: impl FnMut(Listed),
 ) -> Result<Listed, ReadError> {
     let fetch = |link: Option<String>| async move {
         read_of(budget, "the identity listing", |token| {
@@ -181,7 +166,7 @@ pub async fn each_identity_while(
         })
         .await
     };
-    walk(fetch, each, go_on).await
+    walk(fetch, each, on_page).await
 }
 
 /// The paging loop, apart from how a page is fetched (`None`: the first page): every
@@ -189,7 +174,7 @@ pub async fn each_identity_while(
 async fn walk<F, Fut>(
     mut fetch: F,
     mut each: impl FnMut(Identity),
-    mut go_on: impl FnMut(Listed) -> bool,
+    mut on_page: impl FnMut(Listed),
 ) -> Result<Listed, ReadError>
 where
     F: FnMut(Option<String>) -> Fut,
@@ -208,9 +193,7 @@ where
             page.next_link,
         );
         page.value.into_iter().for_each(&mut each);
-        if !go_on(listed) {
-            return Ok(listed);
-        }
+        on_page(listed);
         match turn? {
             None => return Ok(listed),
             Some(link) => next = Some(link),
@@ -392,7 +375,7 @@ mod tests {
             };
             std::future::ready(result)
         };
-        let result = futures::executor::block_on(walk(fetch, |i| handed.push(i.id), |_| true));
+        let result = futures::executor::block_on(walk(fetch, |i| handed.push(i.id), |_| {}));
         (result, handed, sent, served as u64)
     }
 

@@ -73,11 +73,7 @@ pub(crate) fn list(
         );
     }
     body.insert("value".into(), Value::Array(value));
-    let mut answer = Answer::json(StatusCode::OK, Value::Object(body));
-    if let Some(delay) = shared.config.listing_delay.filter(|_| start > 0) {
-        answer.delay_ms = u32::try_from(delay.as_millis()).unwrap_or(u32::MAX);
-    }
-    answer
+    Answer::json(StatusCode::OK, Value::Object(body))
 }
 
 /// `GET /deviceManagement/windowsAutopilotDeviceIdentities/{id}`
