@@ -348,13 +348,16 @@ def main():
                    help="rows in flight; 0 leaves the binary's default (follows latency)")
     p.add_argument("--window", type=float, default=2.0, help="the service's window, seconds")
     p.add_argument("--latency-ms", type=float, default=10.0)
+    p.add_argument("--rows", type=int, default=1000,
+                   help="rows per run (1,000: exactly ten windows, so one place lost to a 429 "
+                        "costs a whole window; 1,050 leaves half a window spare)")
     p.add_argument("--trace", help="the simulator writes each request's arrival and verdict here")
     p.add_argument("--hashes", type=int, default=1000, help="rows of the `import` scenario's CSV")
     p.add_argument("--keep-import-records", action="store_true",
                    help="`import` leaves its records (no deletes)")
     args = p.parse_args()
-    global PER, LATENCY_MS
-    PER, LATENCY_MS = args.window, args.latency_ms
+    global PER, LATENCY_MS, ROWS
+    PER, LATENCY_MS, ROWS = args.window, args.latency_ms, args.rows
     for _ in range(args.repeat):
         for name, limiter, ra, (count, fraction), *faults in SCENARIOS:
             rate = f"{count}/{int(PER * fraction * 1000)}ms"

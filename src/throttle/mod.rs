@@ -175,12 +175,12 @@ impl Throttle {
         self.inner.lock().outage = true;
     }
 
-    /// After a throttle episode or during an outage the next request goes alone as a probe:
-    /// reads then go through the window too, so that a service still down or still full
-    /// meets one request, not every read at once.
-    pub fn probing(&self) -> bool {
-        let w = self.inner.lock();
-        w.probing || w.outage || w.probe_in_flight
+    /// The service looks down: the next request goes alone as a probe, reads too, so that a
+    /// service still down meets one request, not every read at once. (After a 429 only writes
+    /// probe: reads have their own, larger budget, so a read's answer says nothing of the
+    /// write window, and taken as its probe it would end the pause on the wrong evidence.)
+    pub fn outage_on(&self) -> bool {
+        self.inner.lock().outage
     }
 
     /// Every window slot is taken: requests wait for the window to move on.
