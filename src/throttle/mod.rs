@@ -508,6 +508,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_count_measured_near_nothing_doubles_before_the_window_search_settles() {
+        // Started into a window another run had filled: the very first request is refused, no
+        // Retry-After. The probe goes 1.5 s later: the window is somewhere in (1 s, 1.5 s].
+        let t = Throttle::new(RateSpec::new(40, Duration::from_secs(1)), true);
+        t.acquire()
+            .await
+            .answered(Answer::Throttled { retry_after: None });
+        assert_eq!(t.current_rate().count, 1);
+        t.gate().close_for(Duration::from_millis(1500));
+        until_role(&t, Role::Probe).await.answered(Answer::Accepted);
+        assert!(t.inner.lock().search.is_some_and(|s| !s.settled()));
+        // One slot for windows while the last per cent of the window is searched would cost
+        // the whole run: the count doubles at once, its test beyond the old count going alone.
+        assert_eq!(t.current_rate().count, 2);
+        assert!(t.inner.lock().count_test);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn held_back_slots_come_back_one_by_one_at_their_instants() {
         let t = Throttle::new(RateSpec::new(3, Duration::from_secs(1)), true);
         let now = Instant::now();
