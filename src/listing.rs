@@ -157,7 +157,22 @@ pub async fn each_identity(
     graph: &GraphClient,
     budget: &Budget,
     each: impl FnMut(Identity),
-    on_page: impl FnMut(Listed),
+    mut on_page: impl FnMut(Listed),
+) -> Result<Listed, ReadError> {
+    let go_on = move |listed| {
+        on_page(listed);
+        true
+    };
+    each_identity_while(graph, budget, each, go_on).await
+}
+
+/// [`each_identity`], stopping after any page for which `go_on` says `false` (a run that
+/// reads the listing beside its rows and no longer needs the rest of it).
+pub async fn each_identity_while(
+    graph: &GraphClient,
+    budget: &Budget,
+    each: impl FnMut(Identity),
+    go_on: impl FnMut(Listed) -> bool,
 ) -> Result<Listed, ReadError> {
     let fetch = |link: Option<String>| async move {
         read_of(budget, "the identity listing", |token| {
@@ -166,7 +181,7 @@ pub async fn each_identity(
         })
         .await
     };
-    walk(fetch, each, on_page).await
+    walk(fetch, each, go_on).await
 }
 
 /// The paging loop, apart from how a page is fetched (`None`: the first page): every
@@ -174,7 +189,7 @@ pub async fn each_identity(
 async fn walk<F, Fut>(
     mut fetch: F,
     mut each: impl FnMut(Identity),
-    mut on_page: impl FnMut(Listed),
+    mut go_on: impl FnMut(Listed) -> bool,
 ) -> Result<Listed, ReadError>
 where
     F: FnMut(Option<String>) -> Fut,
@@ -193,7 +208,9 @@ where
             page.next_link,
         );
         page.value.into_iter().for_each(&mut each);
-        on_page(listed);
+        if !go_on(listed) {
+            return Ok(listed);
+        }
         match turn? {
             None => return Ok(listed),
             Some(link) => next = Some(link),
@@ -375,7 +392,7 @@ mod tests {
             };
             std::future::ready(result)
         };
-        let result = futures::executor::block_on(walk(fetch, |i| handed.push(i.id), |_| {}));
+        let result = futures::executor::block_on(walk(fetch, |i| handed.push(i.id), |_| true));
         (result, handed, sent, served as u64)
     }
 

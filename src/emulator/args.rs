@@ -110,6 +110,10 @@ pub struct EmulateArgs {
     /// last requests.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub commit_lag: Option<Duration>,
+    /// Answer every identity listing page after the first this much later, as a large
+    /// tenant's slow listing: rehearses a run reading it beside its rows.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub listing_delay: Option<Duration>,
     /// The roles claim of issued tokens, comma-separated [default:
     /// DeviceManagementServiceConfig.ReadWrite.All,GroupMember.ReadWrite.All,Device.Read.All];
     /// an empty value: none.
@@ -352,6 +356,7 @@ impl EmulateArgs {
             deny_permission: self.deny_permission,
             no_odata_route: self.no_odata_route,
             commit_lag: self.commit_lag,
+            listing_delay: self.listing_delay,
             token_roles: self.token_roles.as_ref().map(|roles| {
                 roles
                     .iter()

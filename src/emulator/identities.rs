@@ -73,7 +73,11 @@ pub(crate) fn list(
         );
     }
     body.insert("value".into(), Value::Array(value));
-    Answer::json(StatusCode::OK, Value::Object(body))
+    let mut answer = Answer::json(StatusCode::OK, Value::Object(body));
+    if let Some(delay) = shared.config.listing_delay.filter(|_| start > 0) {
+        answer.delay_ms = u32::try_from(delay.as_millis()).unwrap_or(u32::MAX);
+    }
+    answer
 }
 
 /// `GET /deviceManagement/windowsAutopilotDeviceIdentities/{id}`

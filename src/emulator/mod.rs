@@ -172,6 +172,9 @@ pub struct EmulatorConfig {
     /// was accepted, and answered then: Graph is not read-your-writes, so a read sent while
     /// another client's POST is in flight may miss it. `None` (the default): at once.
     pub commit_lag: Option<Duration>,
+    /// Every page of the identity listing after the first is answered this much later: a
+    /// large tenant's listing is slow, and a run reads it beside its rows. `None`: at once.
+    pub listing_delay: Option<Duration>,
     /// The `roles` claim of issued tokens; `None`: `DeviceManagementServiceConfig.ReadWrite.All`,
     /// `GroupMember.ReadWrite.All` and `Device.Read.All`.
     /// Rehearses an app registration without the permission (the route itself still answers).
@@ -256,6 +259,7 @@ impl Default for EmulatorConfig {
             deny_permission: false,
             no_odata_route: false,
             commit_lag: None,
+            listing_delay: None,
             token_roles: None,
             directory_limit: Limit::directory(),
             directory_page_size: 100,

@@ -1,4 +1,4 @@
-//! Before an assign run's first POST: which devices certainly hold no profile assignment.
+//! Before an assign row's first POST: whether its device certainly holds no profile assignment.
 //!
 //! A nightly run over the same export, a little changed, must not assign every device again.
 //! So every assign row looks before it writes: the row starts in its state machine's reconcile
@@ -7,9 +7,17 @@
 //! there needs no per-device read. The listing costs ⌈identities ÷ 100⌉ requests, so it is read
 //! only for more than [`LOOKUP_MAX`] devices; fewer are read one by one. A failed listing only
 //! costs the shortcut: every row then reads its device first, which is never wrong.
+//!
+//! A run reads the listing beside its rows ([`follow`]), not before them: its pages come one
+//! after another (each names the next), so 10,000 identities are 100 round trips, 20 s at
+//! Graph's 200 ms, during which the rows' own reads and writes already go. A row whose device
+//! the listing has not shown yet reads its device, as it would without the listing: never
+//! wrong, and at most the rows started meanwhile. `plan` waits for the whole listing.
 
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::budget::Budget;
@@ -22,8 +30,8 @@ use super::resolve::{LOOKUP_MAX, Resolved};
 /// Whether a row's device must be read before its POST.
 #[derive(Debug, Default)]
 pub struct Assigned {
-    /// Devices the listing showed `notAssigned`: POSTed at once.
-    unassigned: HashSet<Uuid>,
+    /// Devices the listing showed `notAssigned` so far: POSTed at once.
+    unassigned: Mutex<HashSet<Uuid>>,
     /// `--no-read-before-write`: nothing is read, every row is POSTed at once.
     blind: bool,
 }
@@ -37,67 +45,131 @@ impl Assigned {
         }
     }
 
-    /// Add the `notAssigned` devices among `identities` (from another read of the listing).
-    pub fn add(&mut self, identities: impl IntoIterator<Item = Identity>) {
-        let unassigned = identities
-            .into_iter()
-            .filter(Identity::not_assigned)
-            .filter_map(|i| Uuid::parse_str(&i.id).ok());
-        self.unassigned.extend(unassigned);
+    fn known(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.unassigned.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Add devices already known `notAssigned` (those serial resolution listed).
-    pub fn extend(&mut self, unassigned: impl IntoIterator<Item = Uuid>) {
-        self.unassigned.extend(unassigned);
+    /// What the listing says of `device` (`identity`): `notAssigned` spares its read.
+    fn note(&self, device: Uuid, identity: &Identity) {
+        if identity.not_assigned() {
+            self.known().insert(device);
+        }
     }
 
     /// Whether `device`'s assignments are read (GET) before the POST: unless the listing showed
-    /// it holds none, it may hold an identical one already.
+    /// it holds none (by now), it may hold an identical one already.
     pub fn must_look(&self, device: Uuid) -> bool {
-        !self.blind && !self.unassigned.contains(&device)
+        !self.blind && !self.known().contains(&device)
     }
 }
 
-/// The `notAssigned` devices among `ids`, from one paged listing when they are more than
-/// [`LOOKUP_MAX`] (else none: each row reads its own device, which costs fewer requests), and
-/// those serial resolution already listed.
-pub async fn read(
+/// The listing read beside a run's rows ([`follow`]): done with [`Listing::finish`].
+#[derive(Debug)]
+pub struct Listing {
+    assigned: Arc<Assigned>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Listing {
+    /// `--no-read-before-write`, or not an assign run: nothing to read.
+    pub fn blind() -> Self {
+        Self {
+            assigned: Arc::new(Assigned::blind()),
+            task: None,
+        }
+    }
+
+    /// Wait for the whole listing (`plan` decides every row from all of it).
+    pub async fn complete(mut self) -> Arc<Assigned> {
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.assigned
+    }
+
+    /// The rows are done: the rest of the listing is not needed. Its page in flight is
+    /// dropped (a read lands nothing), so a slow listing never holds the run's end.
+    pub async fn finish(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    pub fn assigned(&self) -> Arc<Assigned> {
+        self.assigned.clone()
+    }
+}
+
+/// Which of `ids` are `notAssigned`, read beside the rows: those serial resolution already
+/// listed at once, and, for more than [`LOOKUP_MAX`] devices (fewer cost fewer requests read
+/// one by one), the identity listing's as its pages come. Returns once its first page came.
+pub async fn follow(
     ids: &HashSet<Uuid>,
     resolved: &Resolved,
     graph: &GraphClient,
-    budget: &Budget,
-) -> Assigned {
-    let mut assigned = Assigned::default();
-    assigned.extend(resolved.unassigned());
+    budget: &Arc<Budget>,
+) -> Listing {
+    let assigned = Arc::new(Assigned::default());
+    assigned.known().extend(resolved.unassigned());
     if ids.len() <= LOOKUP_MAX {
-        return assigned;
+        return Listing {
+            assigned,
+            task: None,
+        };
     }
-    let mut kept = Vec::new();
-    let keep = |identity: Identity| {
-        if Uuid::parse_str(&identity.id).is_ok_and(|id| ids.contains(&id)) {
-            kept.push(identity);
-        }
-    };
-    match listing::each_identity(graph, budget, keep, |_| {}).await {
-        Ok(listed) => {
-            assigned.add(kept);
-            tracing::info!(
-                pages = listed.pages,
-                unassigned = assigned.unassigned.len(),
-                "read the devices' assignment status"
-            );
-            assigned
-        }
-        Err(e) => {
-            tracing::warn!(
-                "cannot read the devices' assignment status ({e}); every row reads its device \
-                 before writing"
-            );
-            assigned
-        }
+    let (ids, graph, budget, shared) =
+        (ids.clone(), graph.clone(), budget.clone(), assigned.clone());
+    let (first, first_page) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move { read(&ids, &shared, &graph, &budget, first).await });
+    // A tenant of 100 identities or fewer is listed whole before the first row, as before.
+    let _ = first_page.await;
+    Listing {
+        assigned,
+        task: Some(task),
     }
 }
 
+/// Page the listing into `assigned` until its end, or until every one of `ids` was seen;
+/// `first` hears of the first page.
+async fn read(
+    ids: &HashSet<Uuid>,
+    assigned: &Assigned,
+    graph: &GraphClient,
+    budget: &Budget,
+    first: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut first = Some(first);
+    let seen = Mutex::new(HashSet::new());
+    let keep = |identity: Identity| {
+        let Some(id) = Uuid::parse_str(&identity.id)
+            .ok()
+            .filter(|id| ids.contains(id))
+        else {
+            return;
+        };
+        seen.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+        assigned.note(id, &identity);
+    };
+    let go_on = |_| {
+        if let Some(first) = first.take() {
+            let _ = first.send(());
+        }
+        let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).len();
+        seen < ids.len()
+    };
+    match listing::each_identity_while(graph, budget, keep, go_on).await {
+        Ok(listed) => tracing::info!(
+            pages = listed.pages,
+            unassigned = assigned.known().len(),
+            "read the devices' assignment status"
+        ),
+        Err(e) => tracing::warn!(
+            "cannot read the devices' assignment status ({e}); every row reads its device \
+             before writing"
+        ),
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,13 +185,15 @@ mod tests {
     #[test]
     fn only_devices_listed_not_assigned_skip_the_read() {
         let [a, b, c, d] = [1, 2, 3, 4].map(|n| Uuid::from_u64_pair(n, n));
-        let mut assigned = Assigned::default();
-        assigned.add([
-            identity(a, Some("notAssigned")),
-            identity(b, Some("assignedInSync")),
-            identity(c, Some("pending")),
-            identity(d, None),
-        ]);
+        let assigned = Assigned::default();
+        for (device, status) in [
+            (a, Some("notAssigned")),
+            (b, Some("assignedInSync")),
+            (c, Some("pending")),
+            (d, None),
+        ] {
+            assigned.note(device, &identity(device, status));
+        }
         assert!(!assigned.must_look(a));
         assert!(assigned.must_look(b));
         assert!(assigned.must_look(c));

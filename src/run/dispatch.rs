@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::graph::answer::ErrorInfo;
-use crate::input::{Action, InputError, InputReader, Job, Parsed};
+use crate::input::{InputError, InputReader, Job, Parsed};
 use crate::output::{RowResult, Status};
 use crate::progress::Progress;
 
@@ -174,11 +174,10 @@ pub fn decide(lane: &Known, job: Job, reconcile: bool, resume: &Resume) -> Decid
             }
         }
         Resolution::Device(device) => {
-            // A serial's device may be one the journal names; an assign row reads its
-            // device first unless the listing showed it unassigned.
-            let reconcile = reconcile
-                || resume.started_device(device)
-                || (job.work.action() == Action::Assign && lane.assigned.must_look(device));
+            // A serial's device may be one the journal names. (An assign row also reads its
+            // device first unless the listing shows it unassigned by the time the row starts:
+            // see [`WorkItem::reads_first`].)
+            let reconcile = reconcile || resume.started_device(device);
             Decided::Send(WorkItem {
                 job,
                 device,

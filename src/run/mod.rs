@@ -320,16 +320,19 @@ async fn flow(
     let mut reader_lanes = Vec::new();
     let mut lanes = Vec::new();
     let mut group_lanes = Vec::new();
+    let mut listings = Vec::new();
     for (t, prepared) in f.tenants.iter().zip(f.prepared) {
         let (tx, rx) = lane::lane(config.tenant_queue, spill.clone());
         let tags = prepared.tags.clone();
+        let assigned = prepared.assigned.assigned();
+        listings.push(prepared.assigned);
         reader_lanes.push(ReaderLane {
             key: t.key.clone(),
             known: dispatch::Known {
                 resolved: prepared.resolved,
                 tags: prepared.tags,
                 memberships: prepared.memberships.clone(),
-                assigned: prepared.assigned,
+                assigned: assigned.clone(),
             },
             queue: tx,
         });
@@ -354,6 +357,7 @@ async fn flow(
                 halt: f.halt.clone(),
                 reconciliations: Default::default(),
                 tags,
+                assigned,
             }),
             seats: t.seats.clone(),
             report_stop: spill.is_some(),
@@ -383,6 +387,8 @@ async fn flow(
         futures::future::join_all(group_lanes),
     )
     .await;
+    // A short run may end before the identity listing beside it.
+    futures::future::join_all(listings.into_iter().map(|l| l.finish())).await;
     drop(res_tx);
     ticker.abort();
     let tally = writer

@@ -130,19 +130,17 @@ pub async fn plan(mut config: Config, shutdown: CancellationToken) -> Result<Pla
     super::check_profile(&config, &tenants, &wanted).await?;
     let progress = Arc::new(Progress::new(false));
     let (prepared, _) = super::prepare(&tenants, &mut wanted, &progress).await;
-    let known: HashMap<Option<String>, (Known, &TenantRun)> = tenants
-        .iter()
-        .zip(prepared)
-        .map(|(t, p)| {
-            let known = Known {
-                resolved: p.resolved,
-                tags: p.tags,
-                memberships: p.memberships,
-                assigned: p.assigned,
-            };
-            (t.key.clone(), (known, t))
-        })
-        .collect();
+    // A plan decides every row from the whole listing (a run reads it beside its rows).
+    let known = futures::future::join_all(tenants.iter().zip(prepared).map(|(t, p)| async move {
+        let known = Known {
+            resolved: p.resolved,
+            tags: p.tags,
+            memberships: p.memberships,
+            assigned: p.assigned.complete().await,
+        };
+        (t.key.clone(), (known, t))
+    }));
+    let known: HashMap<Option<String>, (Known, &TenantRun)> = known.await.into_iter().collect();
     let reader = InputReader::open(&config.input, config.delimiter, config.defaults.clone())?;
     let resume = Resume::default();
     let lines = futures::stream::iter(reader)
@@ -231,8 +229,9 @@ async fn line(
     };
     match decide(known, job, false, resume) {
         Decided::Done(r) => finished(&mut l, &r),
-        Decided::Send(item) => {
+        Decided::Send(mut item) => {
             l.device_id = item.device.to_string();
+            item.reconcile = item.reads_first(&known.assigned);
             let (would, reason) = sent(&item, tenant).await;
             (l.would, l.reason) = (would, reason);
         }

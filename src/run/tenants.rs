@@ -17,7 +17,7 @@ use crate::progress::Progress;
 use crate::summary::{Counts, TenantSummary};
 
 use super::RunError;
-use super::assigned::{self, Assigned};
+use super::assigned::{self, Listing};
 use super::groups::{self, Memberships};
 use super::plan::Wanted;
 use super::resolve::{self, Resolved};
@@ -48,8 +48,9 @@ pub struct Prepared {
     pub tags: Arc<Tags>,
     /// Group runs: the devices' directory objects and the groups' members.
     pub memberships: Arc<Memberships>,
-    /// Assign runs: which devices are read before their POST.
-    pub assigned: Arc<Assigned>,
+    /// Assign runs: which devices are read before their POST, as the listing beside the rows
+    /// tells.
+    pub assigned: Listing,
     /// Serial numbers wanted, and found.
     pub serials: (u64, u64),
 }
@@ -131,9 +132,9 @@ impl TenantRun {
         };
         let assigned = match self.config.defaults.action {
             Action::Assign if self.config.read_before_write => {
-                assigned::read(&wanted.ids, &resolved, &self.graph, &self.budget).await
+                assigned::follow(&wanted.ids, &resolved, &self.graph, &self.budget).await
             }
-            _ => Assigned::blind(),
+            _ => Listing::blind(),
         };
         let memberships = match &self.directory {
             Some((directory, graph)) => {
@@ -149,7 +150,7 @@ impl TenantRun {
         };
         Prepared {
             memberships: Arc::new(memberships),
-            assigned: Arc::new(assigned),
+            assigned,
             serials: (wanted.serials.len() as u64, resolved.found() as u64),
             resolved: Arc::new(resolved),
             tags: Arc::new(tags),

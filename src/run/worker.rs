@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::action::Work;
+use crate::action::{Action, Work};
 use crate::budget::{Budget, Permit};
 use crate::graph::answer::Attempt;
 use crate::graph::client::GraphClient;
@@ -19,6 +19,7 @@ use crate::input::Job;
 use crate::output::{Change, Journal, RowResult};
 use crate::retry::RowRetry;
 
+use super::assigned::Assigned;
 use super::row::{Finish, Next, Request, RowState};
 use super::seats::Seats;
 
@@ -32,6 +33,9 @@ pub struct Workers {
     pub reconciliations: AtomicU64,
     /// The tags devices carried before the run (tag runs): recorded with each row for `undo`.
     pub tags: Arc<super::tags::Tags>,
+    /// Assign runs: the devices the identity listing (read beside the rows) showed
+    /// `notAssigned` so far.
+    pub assigned: Arc<Assigned>,
 }
 
 /// A row on its way to a worker.
@@ -42,6 +46,17 @@ pub struct WorkItem {
     pub device: Uuid,
     /// Reconcile (GET) before the first POST: an earlier run may have sent it.
     pub reconcile: bool,
+}
+
+impl WorkItem {
+    /// Whether the row reads its device before its first write: an earlier run may have sent
+    /// it, or (assign) the identity listing has not shown the device `notAssigned`, so it may
+    /// hold an identical assignment already. Asked when the row starts, not when it was read
+    /// from the input: the listing goes on beside the rows.
+    pub fn reads_first(&self, assigned: &Assigned) -> bool {
+        self.reconcile
+            || (self.job.work.action() == Action::Assign && assigned.must_look(self.device))
+    }
 }
 
 /// A row its tenant or the run stopped before its final answer: what it had sent by then.
@@ -57,12 +72,9 @@ impl Workers {
     /// tenant's run leaves it out of the results so that `--resume` does it (the journal names
     /// it if a request may have gone).
     pub async fn process(&self, item: &WorkItem, seats: &Seats) -> Result<RowResult, Unfinished> {
-        let WorkItem {
-            job,
-            device,
-            reconcile,
-        } = item;
-        let (device, reconcile) = (*device, *reconcile);
+        let reconcile = item.reads_first(&self.assigned);
+        let WorkItem { job, device, .. } = item;
+        let device = *device;
         let budget = &self.budget;
         let started = Instant::now();
         let mut retry = budget.start_row();

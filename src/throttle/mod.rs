@@ -175,12 +175,12 @@ impl Throttle {
         self.inner.lock().outage = true;
     }
 
-    /// After a throttle episode or during an outage the next request goes alone as a probe:
-    /// reads then go through the window too, so that a service still down or still full
-    /// meets one request, not every read at once.
-    pub fn probing(&self) -> bool {
-        let w = self.inner.lock();
-        w.probing || w.outage || w.probe_in_flight
+    /// The service looks down: the next request goes alone as a probe, reads too, so that a
+    /// service still down meets one request, not every read at once. (After a 429 only writes
+    /// probe: reads have their own, larger budget, so a read's answer says nothing of the
+    /// write window, and taken as its probe it would end the pause on the wrong evidence.)
+    pub fn outage_on(&self) -> bool {
+        self.inner.lock().outage
     }
 
     /// Every window slot is taken: requests wait for the window to move on.
@@ -505,6 +505,24 @@ mod tests {
         // A doubling too far costs a 429 or two, and the count settles on the service's.
         assert!(refused <= 3, "{refused} refused");
         assert_eq!(t.current_rate().count, 24);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_count_measured_near_nothing_doubles_before_the_window_search_settles() {
+        // Started into a window another run had filled: the very first request is refused, no
+        // Retry-After. The probe goes 1.5 s later: the window is somewhere in (1 s, 1.5 s].
+        let t = Throttle::new(RateSpec::new(40, Duration::from_secs(1)), true);
+        t.acquire()
+            .await
+            .answered(Answer::Throttled { retry_after: None });
+        assert_eq!(t.current_rate().count, 1);
+        t.gate().close_for(Duration::from_millis(1500));
+        until_role(&t, Role::Probe).await.answered(Answer::Accepted);
+        assert!(t.inner.lock().search.is_some_and(|s| !s.settled()));
+        // One slot for windows while the last per cent of the window is searched would cost
+        // the whole run: the count doubles at once, its test beyond the old count going alone.
+        assert_eq!(t.current_rate().count, 2);
+        assert!(t.inner.lock().count_test);
     }
 
     #[tokio::test(start_paused = true)]

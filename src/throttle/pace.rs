@@ -313,8 +313,9 @@ impl Inner {
     ///   paces goes alone, so a failed trial costs one 429.
     /// * **The first window after the pause** may still hold the episode's 429s (Graph counts
     ///   throttled requests too): a 429 there pauses and probes again but cuts nothing.
-    /// * **Back towards `--rate`.** Once the window is found, a count that may be a floor
-    ///   others left doubles as each doubling fits ([`Inner::step`]); otherwise, and after a
+    /// * **Back towards `--rate`.** Once the window is found (at once, while the count is under
+    ///   half of `--rate`), a count that may be a floor others left doubles as each doubling
+    ///   fits ([`Inner::step`]); otherwise, and after a
     ///   doubling too far, every ten clean windows the count grows by 5 %. Each step's first
     ///   request beyond the old count goes alone ([`Window::step_role`]); a 429 on a step sets
     ///   the count to what the service took and freezes steps for five windows; a 429 with no
@@ -379,9 +380,12 @@ impl Inner {
                             .filter(|due| *due > now)
                             .collect();
                         if let Some(mut s) = w.search.filter(|_| self.adaptive) {
-                            if s.settled() && w.doubling {
+                            if w.doubling && (s.settled() || w.count < self.ceiling / 2) {
                                 // The count just measured may be a window others had filled:
-                                // find out at once (see [`Inner::step`]).
+                                // find out at once (see [`Inner::step`]). Far below `--rate`
+                                // (a run started into a window another run had filled may
+                                // measure next to nothing), before the window's last per cent:
+                                // the search goes on once the count has settled.
                                 let count = w.count;
                                 self.step_up(&mut w, now, count);
                             } else if let Some(trial) = s.likely_trial(self.margin) {
