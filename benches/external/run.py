@@ -13,9 +13,10 @@ The theoretical minimum for N requests against a sliding window of COUNT per DUR
 1,000 rows per tenant through `--tenants`: its minimum is one tenant's (they run side by side).
 
 Fault scenarios (`faults-isolated`, `outage-6s`, `outage-6s-retry-after`) use the simulator's
-fault injection. Their minimum is for the requests the run SENT, as the simulator counted them
-(retries and read-backs included): (ceil(requests/COUNT) - 1) * DURATION; for an outage, the
-requests answered outside it, plus the outage's length.
+fault injection. Their minimum is for the writes the run SENT, as the simulator counted them
+(retries included; reads, such as read-backs, have their own ten times larger window):
+(ceil(writes/COUNT) - 1) * DURATION; for an outage, the writes answered outside it, plus the
+outage's length.
 
 `import` (only when named) runs `autopilot-bulk import` over a generated Get-WindowsAutopilotInfo
 CSV of `--hashes N` random ~4 KB hashes against one simulator (window COUNT per `--window`,
@@ -257,14 +258,17 @@ def report_faults(name, faults, proc, wall, summary, stats):
     requests = stats.get("requests", 0)
     outage = stats.get("outage_requests", 0)
     outage_for = float(faults[faults.index("--outage-for") + 1]) if "--outage-for" in faults else 0.0
-    # The requests the run sent, outside the outage (those never reached the limiter).
-    sent = requests - outage
+    # The writes the run sent, outside the outage (those never reached the limiter). Reads
+    # (a device's assignments, listing pages) have their own, ten times larger window: they
+    # take no place among the writes.
+    reads = stats.get("assignment_reads", 0) + stats.get("identity_reads", 0)
+    sent = requests - outage - reads
     minimum = (math.ceil(sent / COUNT) - 1) * PER + outage_for
     elapsed = summary["elapsed_seconds"]
     share = stats.get("throttled", 0) / max(1, requests)
     rows = {k: v for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool)}
     print(f"{name:<28} exit {proc.returncode} · {elapsed:6.2f} s (process {wall:6.2f} s) / "
-          f"minimum {minimum:.0f} s ({sent} requests"
+          f"minimum {minimum:.0f} s ({sent} writes"
           f"{f' + {outage_for:g} s outage' if outage_for else ''}) = {elapsed / minimum:.3f}× "
           f"(+{elapsed - minimum:.2f} s) · 429s {share * 100:5.2f}% "
           f"({stats.get('throttled', 0)}/{requests}) · 429 violations {stats.get('violations', 0)}"
