@@ -84,7 +84,7 @@ impl Listing {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        self.assigned
+        self.assigned.clone()
     }
 
     /// The rows are done: the rest of the listing is not needed. Its page in flight is
@@ -98,6 +98,16 @@ impl Listing {
 
     pub fn assigned(&self) -> Arc<Assigned> {
         self.assigned.clone()
+    }
+}
+
+impl Drop for Listing {
+    /// A run that ends before it reached [`Listing::finish`] (an error on its way) leaves no
+    /// listing reading on behind it.
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 }
 
