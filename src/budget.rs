@@ -195,13 +195,11 @@ impl std::fmt::Debug for Budget {
 /// COUNT with its refill beside it would let twice COUNT into one of the service's windows.
 /// Every window's cells go to the burst, to the refill, and to a fortieth of COUNT left
 /// unspent for requests that leave later than their cell (a journal entry first, a token) and
-/// bunch on arrival: without it, a night of reads at the quota met 69 429s among 10,000 reads
-/// (the service counts them too) and took twice its time. The burst is a twentieth: what it
-/// takes from the refill is lost on a night of reads (a tenth made night 2 of 10,000 devices
-/// 1.15× its minimum, a twentieth 1.09×), yet every write spends a cell too, so a window's
-/// burst of writes (Intune's 100 of its 1,000) must mostly go at once, or the first 429
-/// measures a blurred window (a fortieth made `--rate` 4× too high cost 1.2–1.35×, not
-/// 1.03–1.13×).
+/// bunch on arrival, so that the service never meets more than COUNT. The burst is a
+/// twentieth: every cell of burst is one less of refill on a night that is all reads, yet
+/// every write spends a cell too, and a window's burst of writes (Intune's 100 of its 1,000)
+/// must mostly go at once, or the first 429 measures a blurred window. BENCHMARKS.md has the
+/// figures behind both.
 fn quota(rate: RateSpec) -> Quota {
     let count = rate.count.max(1);
     let burst = NonZeroU32::new(count / 20).unwrap_or(NonZeroU32::MIN);

@@ -132,7 +132,7 @@ pub async fn follow(
         (ids.clone(), graph.clone(), budget.clone(), assigned.clone());
     let (first, first_page) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move { read(&ids, &shared, &graph, &budget, first).await });
-    // A tenant of 100 identities or fewer is listed whole before the first row, as before.
+    // A tenant of 100 identities or fewer is listed whole before the first row.
     let _ = first_page.await;
     Listing {
         assigned,

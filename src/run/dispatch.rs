@@ -54,7 +54,8 @@ pub struct ReaderLane {
     pub queue: LaneTx,
 }
 
-/// What was read of one tenant before the first write.
+/// What was read of one tenant before the first write (the identity listing goes on beside
+/// the rows: `assigned` fills as its pages come).
 pub struct Known {
     pub resolved: Arc<Resolved>,
     pub tags: Arc<Tags>,
